@@ -1,0 +1,309 @@
+//! The cluster map (`cluster.toml`, read by clients and the simulator) and a node's own
+//! configuration (`node.toml`, read by `rackpoint-store`). Parsing and validation only: the
+//! callers read the files and resolve relative paths against the file's folder.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::NodeId;
+use crate::limits::{
+    MAX_NODES, MAX_RACK_NAME_BYTES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_SHARD_BYTES,
+};
+
+/// Why a cluster map, node config or code was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML did not parse or did not have the expected fields.
+    #[error("cannot parse {what}: {message}")]
+    Parse {
+        /// Which file kind.
+        what: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// The erasure code is out of bounds.
+    #[error("invalid code k={k} m={m} shard_size_bytes={shard_size_bytes}: need 1 <= k, 1 <= m, k + m <= {max_total}, {min_shard} <= shard size <= {max_shard}")]
+    BadCode {
+        /// Data shards.
+        k: u32,
+        /// Parity shards.
+        m: u32,
+        /// Shard size.
+        shard_size_bytes: u32,
+        /// Limit on k + m.
+        max_total: usize,
+        /// Smallest shard size.
+        min_shard: u32,
+        /// Largest shard size.
+        max_shard: u32,
+    },
+    /// The map has no nodes, or more than the limit.
+    #[error("cluster map has {count} nodes; it needs 1 to {max}")]
+    NodeCount {
+        /// Nodes in the map.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Two nodes share an id.
+    #[error("node id {0} appears twice in the cluster map")]
+    DuplicateId(NodeId),
+    /// Two nodes share an address.
+    #[error("address {0} appears twice in the cluster map")]
+    DuplicateAddr(SocketAddr),
+    /// A rack name is empty or too long.
+    #[error("rack name {0:?} must be 1 to {MAX_RACK_NAME_BYTES} bytes")]
+    BadRack(String),
+}
+
+/// A Reed-Solomon code: `k` data shards and `m` parity shards of `shard_size_bytes` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeParams {
+    /// Data shards per stripe.
+    pub k: u8,
+    /// Parity shards per stripe.
+    pub m: u8,
+    /// Bytes per shard.
+    pub shard_size_bytes: u32,
+}
+
+impl CodeParams {
+    /// Checks the code against the limits.
+    pub fn new(k: u8, m: u8, shard_size_bytes: u32) -> Result<Self, ConfigError> {
+        let c = Self { k, m, shard_size_bytes };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the code against the limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ok = self.k >= 1
+            && self.m >= 1
+            && usize::from(self.k) + usize::from(self.m) <= MAX_TOTAL_SHARDS
+            && (MIN_SHARD_BYTES..=MAX_SHARD_BYTES).contains(&self.shard_size_bytes);
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::BadCode {
+                k: self.k.into(),
+                m: self.m.into(),
+                shard_size_bytes: self.shard_size_bytes,
+                max_total: MAX_TOTAL_SHARDS,
+                min_shard: MIN_SHARD_BYTES,
+                max_shard: MAX_SHARD_BYTES,
+            })
+        }
+    }
+
+    /// Shards per stripe, `k + m`.
+    pub fn total(&self) -> usize {
+        usize::from(self.k) + usize::from(self.m)
+    }
+
+    /// Object bytes one stripe carries, `k * shard_size_bytes`.
+    pub fn stripe_bytes(&self) -> u64 {
+        u64::from(self.k) * u64::from(self.shard_size_bytes)
+    }
+}
+
+/// One storage node as the cluster map lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfo {
+    /// Unique id.
+    pub id: NodeId,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Failure domain.
+    pub rack: String,
+}
+
+/// Paths of the TLS material a client presents (relative to the cluster file's folder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsPaths {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The client certificate (PEM), signed by the CA.
+    pub cert: PathBuf,
+    /// The client's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The cluster map: the code used for new checkpoints, the TLS material, and the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMap {
+    /// Default code for new checkpoints.
+    pub code: CodeParams,
+    /// Client TLS material.
+    pub tls: ClientTlsPaths,
+    /// The storage nodes.
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl ClusterMap {
+    /// Parses and validates a `cluster.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let map: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { what: "cluster map", message: e.to_string() })?;
+        map.validate()?;
+        Ok(map)
+    }
+
+    /// The map as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a cluster map always serializes")
+    }
+
+    /// Checks the code, node count, unique ids and addresses, and rack names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.code.validate()?;
+        if self.nodes.is_empty() || self.nodes.len() > MAX_NODES {
+            return Err(ConfigError::NodeCount { count: self.nodes.len(), max: MAX_NODES });
+        }
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for n in &self.nodes {
+            if !ids.insert(n.id) {
+                return Err(ConfigError::DuplicateId(n.id));
+            }
+            if !addrs.insert(n.addr) {
+                return Err(ConfigError::DuplicateAddr(n.addr));
+            }
+            validate_rack(&n.rack)?;
+        }
+        Ok(())
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+/// The TLS server name a node's certificate carries and clients check: `node-<id>.rackpoint`.
+/// Naming the id (not the address) means one node's certificate cannot stand in for another's.
+pub fn node_server_name(id: NodeId) -> String {
+    format!("node-{id}.rackpoint")
+}
+
+fn validate_rack(rack: &str) -> Result<(), ConfigError> {
+    if rack.is_empty() || rack.len() > MAX_RACK_NAME_BYTES {
+        return Err(ConfigError::BadRack(rack.chars().take(MAX_RACK_NAME_BYTES).collect()));
+    }
+    Ok(())
+}
+
+/// A storage node's own configuration (`node.toml`). Relative paths are relative to the
+/// file's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's id in the cluster map.
+    pub id: NodeId,
+    /// UDP address to serve QUIC on.
+    pub listen: SocketAddr,
+    /// The node's failure domain.
+    pub rack: String,
+    /// RocksDB folder.
+    pub data_dir: PathBuf,
+    /// The cluster CA certificate (PEM): clients must present a certificate it signed.
+    pub ca: PathBuf,
+    /// The node's certificate (PEM).
+    pub cert: PathBuf,
+    /// The node's private key (PEM).
+    pub key: PathBuf,
+    /// Bytes of shard payload the node will hold; 0 means no limit beyond the disk.
+    #[serde(default)]
+    pub capacity_bytes: u64,
+    /// Bytes per second the background scrubber may re-hash; 0 turns it off.
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_bytes_per_sec: u64,
+}
+
+fn default_scrub_rate() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl NodeConfig {
+    /// Parses and validates a `node.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let c: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { what: "node config", message: e.to_string() })?;
+        validate_rack(&c.rack)?;
+        Ok(c)
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a node config always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(nodes: usize) -> ClusterMap {
+        ClusterMap {
+            code: CodeParams::new(4, 2, 1 << 20).expect("valid"),
+            tls: ClientTlsPaths {
+                ca: "ca.pem".into(),
+                cert: "client.pem".into(),
+                key: "client.key".into(),
+            },
+            nodes: (0..nodes)
+                .map(|i| NodeInfo {
+                    id: NodeId(i as u32 + 1),
+                    addr: SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)),
+                    rack: format!("rack-{}", i % 3),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn cluster_map_round_trips_through_toml() {
+        let m = map(6);
+        assert_eq!(ClusterMap::from_toml(&m.to_toml()), Ok(m));
+    }
+
+    #[test]
+    fn cluster_map_refuses_duplicates_and_bad_codes() {
+        let mut m = map(3);
+        m.nodes[2].id = NodeId(1);
+        assert_eq!(ClusterMap::from_toml(&m.to_toml()), Err(ConfigError::DuplicateId(NodeId(1))));
+        let mut m = map(3);
+        m.nodes[1].addr = m.nodes[0].addr;
+        assert!(matches!(m.validate(), Err(ConfigError::DuplicateAddr(_))));
+        let mut m = map(3);
+        m.code.k = 0;
+        assert!(matches!(m.validate(), Err(ConfigError::BadCode { .. })));
+        m.code = CodeParams { k: 30, m: 3, shard_size_bytes: 4096 };
+        assert!(matches!(m.validate(), Err(ConfigError::BadCode { .. })));
+        assert!(matches!(map(0).validate(), Err(ConfigError::NodeCount { .. })));
+        assert!(matches!(ClusterMap::from_toml("nonsense = 1"), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn node_config_round_trips_with_defaults() {
+        let text = r#"
+            id = 3
+            listen = "127.0.0.1:7403"
+            rack = "rack-1"
+            data_dir = "data"
+            ca = "../ca.pem"
+            cert = "node.pem"
+            key = "node.key"
+        "#;
+        let c = NodeConfig::from_toml(text).expect("valid");
+        assert_eq!(c.id, NodeId(3));
+        assert_eq!(c.scrub_bytes_per_sec, default_scrub_rate());
+        assert_eq!(NodeConfig::from_toml(&c.to_toml()), Ok(c));
+    }
+}

@@ -1,0 +1,252 @@
+//! Binary storage keys. Shard keys sort by (job, step, rank, object, stripe, index) and
+//! manifest keys by (job, step, rank), so that every shard or manifest of one checkpoint is a
+//! single contiguous key range (`CheckpointRange`).
+//!
+//! Layout: a one-byte table tag, then the job name and a NUL (names never hold NUL, so the
+//! encoding is prefix-free and sorts like the tuple), then big-endian integers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobName, ObjectName, Rank, ShardIndex, Step, StripeIndex};
+
+const SHARD_TAG: u8 = b'S';
+const MANIFEST_TAG: u8 = b'M';
+
+/// The address of one shard.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShardKey {
+    /// The job.
+    pub job: JobName,
+    /// The checkpoint's step.
+    pub step: Step,
+    /// The writing rank.
+    pub rank: Rank,
+    /// The object inside the part.
+    pub object: ObjectName,
+    /// The stripe inside the object.
+    pub stripe: StripeIndex,
+    /// The shard inside the stripe.
+    pub index: ShardIndex,
+}
+
+/// The address of one part's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ManifestKey {
+    /// The job.
+    pub job: JobName,
+    /// The checkpoint's step.
+    pub step: Step,
+    /// The writing rank.
+    pub rank: Rank,
+}
+
+/// A half-open byte range `[start, end)` of keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRange {
+    /// First key in the range.
+    pub start: Vec<u8>,
+    /// First key past the range.
+    pub end: Vec<u8>,
+}
+
+fn job_step_prefix(tag: u8, job: &JobName, step: Step) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + job.as_str().len() + 1 + 8 + 4);
+    k.push(tag);
+    k.extend_from_slice(job.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&step.0.to_be_bytes());
+    k
+}
+
+fn job_prefix(tag: u8, job: &JobName) -> Vec<u8> {
+    let mut k = vec![tag];
+    k.extend_from_slice(job.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+/// The smallest key greater than every key with this prefix (prefixes here never end in 0xff
+/// bytes only, since they start with an ASCII tag).
+fn prefix_end(mut p: Vec<u8>) -> Vec<u8> {
+    while let Some(last) = p.pop() {
+        if last < 0xff {
+            p.push(last + 1);
+            return p;
+        }
+    }
+    unreachable!("prefixes start with an ASCII tag byte")
+}
+
+impl ShardKey {
+    /// The key's binary encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut k = job_step_prefix(SHARD_TAG, &self.job, self.step);
+        k.extend_from_slice(&self.rank.0.to_be_bytes());
+        k.extend_from_slice(self.object.as_str().as_bytes());
+        k.push(0);
+        k.extend_from_slice(&self.stripe.0.to_be_bytes());
+        k.push(self.index.0);
+        k
+    }
+
+    /// Decodes a key made by [`ShardKey::encode`]; `None` if `b` is not one.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let rest = b.strip_prefix(&[SHARD_TAG])?;
+        let (job, rest) = split_name(rest)?;
+        let (step, rest) = split_be::<8>(rest)?;
+        let (rank, rest) = split_be::<4>(rest)?;
+        let (object, rest) = split_name(rest)?;
+        let (stripe, rest) = split_be::<4>(rest)?;
+        let [index] = rest else { return None };
+        Some(Self {
+            job: JobName::new(job).ok()?,
+            step: Step(u64::from_be_bytes(step)),
+            rank: Rank(u32::from_be_bytes(rank)),
+            object: ObjectName::new(object).ok()?,
+            stripe: StripeIndex(u32::from_be_bytes(stripe)),
+            index: ShardIndex(*index),
+        })
+    }
+
+    /// The range of every shard key of checkpoint `(job, step)`.
+    pub fn checkpoint_range(job: &JobName, step: Step) -> CheckpointRange {
+        let start = job_step_prefix(SHARD_TAG, job, step);
+        CheckpointRange { end: prefix_end(start.clone()), start }
+    }
+
+    /// The range of every shard key of a job.
+    pub fn job_range(job: &JobName) -> CheckpointRange {
+        let start = job_prefix(SHARD_TAG, job);
+        CheckpointRange { end: prefix_end(start.clone()), start }
+    }
+
+    /// The range of every shard key of every job.
+    pub fn all_range() -> CheckpointRange {
+        CheckpointRange { start: vec![SHARD_TAG], end: vec![SHARD_TAG + 1] }
+    }
+}
+
+impl ManifestKey {
+    /// The key's binary encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut k = job_step_prefix(MANIFEST_TAG, &self.job, self.step);
+        k.extend_from_slice(&self.rank.0.to_be_bytes());
+        k
+    }
+
+    /// Decodes a key made by [`ManifestKey::encode`]; `None` if `b` is not one.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let rest = b.strip_prefix(&[MANIFEST_TAG])?;
+        let (job, rest) = split_name(rest)?;
+        let (step, rest) = split_be::<8>(rest)?;
+        let rank: [u8; 4] = rest.try_into().ok()?;
+        Some(Self {
+            job: JobName::new(job).ok()?,
+            step: Step(u64::from_be_bytes(step)),
+            rank: Rank(u32::from_be_bytes(rank)),
+        })
+    }
+
+    /// The range of every manifest key of checkpoint `(job, step)`.
+    pub fn checkpoint_range(job: &JobName, step: Step) -> CheckpointRange {
+        let start = job_step_prefix(MANIFEST_TAG, job, step);
+        CheckpointRange { end: prefix_end(start.clone()), start }
+    }
+
+    /// The range of every manifest key of a job.
+    pub fn job_range(job: &JobName) -> CheckpointRange {
+        let start = job_prefix(MANIFEST_TAG, job);
+        CheckpointRange { end: prefix_end(start.clone()), start }
+    }
+}
+
+fn split_name(b: &[u8]) -> Option<(String, &[u8])> {
+    let nul = b.iter().position(|&c| c == 0)?;
+    let name = std::str::from_utf8(&b[..nul]).ok()?.to_owned();
+    Some((name, &b[nul + 1..]))
+}
+
+fn split_be<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
+    if b.len() < N {
+        return None;
+    }
+    let (head, rest) = b.split_at(N);
+    Some((head.try_into().ok()?, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn job() -> impl Strategy<Value = JobName> {
+        "[A-Za-z0-9._-]{1,12}".prop_map(|s| JobName::new(s).expect("valid by construction"))
+    }
+    fn object() -> impl Strategy<Value = ObjectName> {
+        "[a-z0-9. é]{1,12}"
+            .prop_filter("not . or ..", |s| s != "." && s != "..")
+            .prop_map(|s| ObjectName::new(s).expect("valid by construction"))
+    }
+    fn shard_key() -> impl Strategy<Value = ShardKey> {
+        (job(), any::<u64>(), any::<u32>(), object(), any::<u32>(), any::<u8>()).prop_map(
+            |(job, step, rank, object, stripe, index)| ShardKey {
+                job,
+                step: Step(step),
+                rank: Rank(rank),
+                object,
+                stripe: StripeIndex(stripe),
+                index: ShardIndex(index),
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn shard_keys_round_trip(k in shard_key()) {
+            prop_assert_eq!(ShardKey::decode(&k.encode()), Some(k));
+        }
+
+        #[test]
+        fn shard_keys_sort_like_their_tuples(a in shard_key(), b in shard_key()) {
+            let ta = (a.job.as_str().as_bytes(), a.step, a.rank, a.object.as_str().as_bytes(), a.stripe, a.index);
+            let tb = (b.job.as_str().as_bytes(), b.step, b.rank, b.object.as_str().as_bytes(), b.stripe, b.index);
+            prop_assert_eq!(a.encode().cmp(&b.encode()), ta.cmp(&tb));
+        }
+
+        #[test]
+        fn a_checkpoint_is_one_range(k in shard_key(), other in shard_key()) {
+            let r = ShardKey::checkpoint_range(&k.job, k.step);
+            let e = k.encode();
+            prop_assert!(r.start <= e && e < r.end);
+            let o = other.encode();
+            let inside = r.start <= o && o < r.end;
+            prop_assert_eq!(inside, other.job == k.job && other.step == k.step);
+            let m = ManifestKey { job: k.job.clone(), step: k.step, rank: k.rank }.encode();
+            prop_assert!(!(r.start <= m && m < r.end), "manifests live in another table");
+        }
+
+        #[test]
+        fn manifest_keys_round_trip(j in job(), step in any::<u64>(), rank in any::<u32>()) {
+            let k = ManifestKey { job: j, step: Step(step), rank: Rank(rank) };
+            let r = ManifestKey::checkpoint_range(&k.job, k.step);
+            let e = k.encode();
+            prop_assert!(r.start <= e && e < r.end);
+            prop_assert_eq!(ManifestKey::decode(&e), Some(k));
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = ShardKey::decode(&b);
+            let _ = ManifestKey::decode(&b);
+        }
+    }
+
+    #[test]
+    fn job_range_does_not_catch_a_longer_job_name() {
+        let a = JobName::new("job").expect("valid");
+        let b = JobName::new("job2").expect("valid");
+        let r = ManifestKey::job_range(&a);
+        let kb = ManifestKey { job: b, step: Step(0), rank: Rank(0) }.encode();
+        assert!(!(r.start <= kb && kb < r.end));
+    }
+}

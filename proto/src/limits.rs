@@ -1,0 +1,76 @@
+//! Every bound of the system, in one place. A length, count or name that comes from the
+//! network or a file is checked against one of these before anything is allocated for it.
+
+/// Wire protocol version carried in every header.
+pub const WIRE_VERSION: u8 = 1;
+/// ALPN protocol id negotiated on every QUIC connection.
+pub const ALPN: &[u8] = b"rackpoint/1";
+
+/// Largest encoded message header (the part before the raw payload).
+pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// Smallest configurable shard size.
+pub const MIN_SHARD_BYTES: u32 = 64;
+/// Largest shard payload a node accepts (and largest configurable shard size).
+pub const MAX_SHARD_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest manifest a node accepts.
+pub const MAX_MANIFEST_BYTES: u32 = 64 * 1024 * 1024;
+/// Largest payload of any frame.
+pub const MAX_PAYLOAD_BYTES: u32 =
+    if MAX_SHARD_BYTES > MAX_MANIFEST_BYTES { MAX_SHARD_BYTES } else { MAX_MANIFEST_BYTES };
+/// Longest error message carried in an error reply (longer ones are cut).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// Longest job name (`[A-Za-z0-9._-]{1,128}`).
+pub const MAX_JOB_NAME_BYTES: usize = 128;
+/// Longest object name.
+pub const MAX_OBJECT_NAME_BYTES: usize = 255;
+/// Longest rack (failure domain) name.
+pub const MAX_RACK_NAME_BYTES: usize = 64;
+
+/// Largest `k + m` of a code (shard indexes are `u8`; 32 keeps decode matrices small).
+pub const MAX_TOTAL_SHARDS: usize = 32;
+/// Most nodes in one cluster map.
+pub const MAX_NODES: usize = 4096;
+/// Largest `world_size` of a checkpoint.
+pub const MAX_WORLD_SIZE: u32 = 1 << 20;
+
+/// Most manifest entries returned by one `ListManifests` reply (the client pages).
+pub const MAX_LIST_ENTRIES: u32 = 1024;
+/// Most objects in one part.
+pub const MAX_OBJECTS_PER_PART: usize = 1 << 16;
+/// Most user-metadata entries in one manifest.
+pub const MAX_USER_META_ENTRIES: usize = 64;
+/// Longest user-metadata key.
+pub const MAX_USER_META_KEY_BYTES: usize = 128;
+/// Longest user-metadata value.
+pub const MAX_USER_META_VALUE_BYTES: usize = 4096;
+/// Longest writer identity recorded in a manifest.
+pub const MAX_WRITER_BYTES: usize = 256;
+
+/// Concurrent bidirectional streams a node allows per connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Concurrent connections a node accepts.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Payload bytes a node buffers at once across all requests (beyond it, requests wait).
+pub const NODE_MAX_INFLIGHT_BYTES: u64 = 512 * 1024 * 1024;
+/// Payload bytes a client keeps in flight at once during a save or restore.
+pub const CLIENT_MAX_INFLIGHT_BYTES: u64 = 256 * 1024 * 1024;
+/// QUIC flow-control window per stream.
+pub const QUIC_STREAM_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// QUIC flow-control window per connection.
+pub const QUIC_CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// UDP socket send and receive buffer requested from the kernel.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// QUIC idle timeout: a silent peer is dropped after this long.
+pub const QUIC_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// QUIC keep-alive interval (well under the idle timeout).
+pub const QUIC_KEEP_ALIVE_MS: u64 = 2_000;
+
+/// Attempts a client makes for one request before giving up on it.
+pub const CLIENT_MAX_ATTEMPTS: u32 = 4;
+/// First retry back-off; it doubles on each attempt.
+pub const CLIENT_RETRY_BASE_MS: u64 = 50;
+/// Time a client allows one request before it counts as failed.
+pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Time a client allows a connection handshake.
+pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 2_000;

@@ -1,0 +1,649 @@
+//! Wire messages and their framing.
+//!
+//! One request per bidirectional QUIC stream, one response on the same stream. A frame is
+//!
+//! ```text
+//! [header_len: u32 BE][payload_len: u32 BE][header: version u8, postcard message][payload]
+//! ```
+//!
+//! The header is small and bounded (`MAX_HEADER_BYTES`); bulk bytes (a shard, a manifest) are
+//! the raw payload after it, never inside it. Each message kind says which payload lengths it
+//! allows, so a receiver knows every bound before it allocates.
+
+use std::ops::RangeInclusive;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Digest, JobName, NodeId, Rank, Step};
+use crate::key::{ManifestKey, ShardKey};
+use crate::limits::{
+    MAX_ERROR_MESSAGE_BYTES, MAX_HEADER_BYTES, MAX_LIST_ENTRIES, MAX_MANIFEST_BYTES,
+    MAX_PAYLOAD_BYTES, MAX_SHARD_BYTES, WIRE_VERSION,
+};
+
+/// Bytes of the fixed frame prefix.
+pub const PREFIX_BYTES: usize = 8;
+
+/// What went wrong reading or writing a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The header is longer than `MAX_HEADER_BYTES`.
+    #[error("header of {len} bytes is over the limit of {max}")]
+    HeaderTooLarge {
+        /// Declared header length.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The payload is longer than the message allows.
+    #[error("{kind} payload of {len} bytes is outside the allowed {min}..={max}")]
+    BadPayloadLength {
+        /// Message kind.
+        kind: &'static str,
+        /// Declared payload length.
+        len: u32,
+        /// Smallest allowed.
+        min: u32,
+        /// Largest allowed.
+        max: u32,
+    },
+    /// The header's version is not ours.
+    #[error("wire version {got} is not supported (this build speaks {want})")]
+    BadVersion {
+        /// Version in the header.
+        got: u8,
+        /// Version we speak.
+        want: u8,
+    },
+    /// The message tag is not one we know.
+    #[error("unknown message tag {tag}")]
+    UnknownMessage {
+        /// The tag byte.
+        tag: u8,
+    },
+    /// The header did not decode (truncated, trailing bytes, a bad name, ...).
+    #[error("malformed header: {0}")]
+    Malformed(String),
+}
+
+impl WireError {
+    /// The error code to send back to the peer for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            WireError::HeaderTooLarge { .. } | WireError::BadPayloadLength { .. } => {
+                ErrorCode::TooLarge
+            }
+            WireError::BadVersion { .. } => ErrorCode::BadVersion,
+            WireError::UnknownMessage { .. } => ErrorCode::UnknownMessage,
+            WireError::Malformed(_) => ErrorCode::Malformed,
+        }
+    }
+}
+
+/// Typed error codes carried in [`Response::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The peer speaks another wire version.
+    BadVersion,
+    /// The message tag is unknown.
+    UnknownMessage,
+    /// The header did not decode, or a name in it is invalid.
+    Malformed,
+    /// A length is over its limit.
+    TooLarge,
+    /// The payload was shorter than declared.
+    LengthMismatch,
+    /// The payload's blake3 is not the hash the request declared.
+    HashMismatch,
+    /// No such shard or manifest.
+    NotFound,
+    /// The stored bytes no longer match their hash.
+    Corrupt,
+    /// The node's disk or capacity is full.
+    DiskFull,
+    /// The node is over a concurrency limit; retry later.
+    Busy,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// Anything else; the message says what.
+    Internal,
+}
+
+/// A manifest as a node lists it, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// The checkpoint's step.
+    pub step: Step,
+    /// The part's rank.
+    pub rank: Rank,
+    /// Parts in the checkpoint.
+    pub world_size: u32,
+    /// Manifest length in bytes.
+    pub len: u32,
+    /// blake3 of the manifest bytes (the manifest id).
+    pub hash: Digest,
+}
+
+/// Served and failed requests of one message kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RequestCounters {
+    /// Message kind.
+    pub kind: String,
+    /// Requests answered with success.
+    pub served: u64,
+    /// Requests answered with an error.
+    pub failed: u64,
+}
+
+/// A node's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeStats {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Shards stored.
+    pub shards: u64,
+    /// Shard payload bytes stored.
+    pub shard_bytes: u64,
+    /// Manifests stored.
+    pub manifests: u64,
+    /// Corrupt shards found (by reads and by the scrubber) since start.
+    pub corrupt_shards_found: u64,
+    /// Shards the scrubber has re-hashed since start.
+    pub scrubbed_shards: u64,
+    /// Per message kind.
+    pub requests: Vec<RequestCounters>,
+}
+
+impl Default for NodeId {
+    fn default() -> Self {
+        NodeId(0)
+    }
+}
+
+/// A request from a client to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Who are you? Answered by [`Response::Hello`].
+    Hello,
+    /// Store a shard; payload: the shard bytes. Answered once the shard is durable.
+    PutShard {
+        /// Where it goes.
+        key: ShardKey,
+        /// blake3 of the payload; the node refuses a mismatch.
+        hash: Digest,
+    },
+    /// Read a shard. Answered by [`Response::Shard`].
+    GetShard {
+        /// Which shard.
+        key: ShardKey,
+    },
+    /// Delete every shard and manifest of a checkpoint.
+    DeleteCheckpoint {
+        /// The job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+    },
+    /// Store a manifest; payload: the manifest bytes.
+    PutManifest {
+        /// Which part.
+        key: ManifestKey,
+        /// Parts in the checkpoint.
+        world_size: u32,
+        /// blake3 of the payload.
+        hash: Digest,
+    },
+    /// Read a manifest. Answered by [`Response::Manifest`].
+    GetManifest {
+        /// Which part.
+        key: ManifestKey,
+    },
+    /// List a job's manifests in (step, rank) order, starting after `after`.
+    ListManifests {
+        /// The job.
+        job: JobName,
+        /// Resume point of a previous page.
+        after: Option<(Step, Rank)>,
+        /// Most entries wanted (capped at `MAX_LIST_ENTRIES`).
+        limit: u32,
+    },
+    /// The node's counters. Answered by [`Response::Stats`].
+    Stats,
+}
+
+/// A node's reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The node's identity.
+    Hello {
+        /// Its id.
+        node_id: NodeId,
+        /// Its failure domain.
+        rack: String,
+        /// Configured capacity, 0 if unbounded.
+        capacity_bytes: u64,
+        /// Shard bytes stored.
+        used_bytes: u64,
+    },
+    /// The shard is durable.
+    ShardStored,
+    /// The shard; payload: its bytes, which matched `hash` when read.
+    Shard {
+        /// The stored blake3.
+        hash: Digest,
+    },
+    /// The checkpoint is gone from this node.
+    CheckpointDeleted {
+        /// Shards removed.
+        shards: u64,
+        /// Manifests removed.
+        manifests: u64,
+    },
+    /// The manifest is durable.
+    ManifestStored,
+    /// The manifest; payload: its bytes.
+    Manifest {
+        /// Parts in the checkpoint.
+        world_size: u32,
+        /// blake3 of the bytes.
+        hash: Digest,
+    },
+    /// A page of manifests.
+    Manifests {
+        /// The entries, in (step, rank) order.
+        entries: Vec<ManifestEntry>,
+        /// Whether more entries follow the last one.
+        more: bool,
+    },
+    /// The node's counters.
+    Stats(NodeStats),
+    /// The request failed.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// A human-readable reason.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error reply; the message is cut to `MAX_ERROR_MESSAGE_BYTES`.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut cut = MAX_ERROR_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Response::Error { code, message }
+    }
+}
+
+/// What the frame codec needs to know about a message type.
+pub trait Message: Serialize + DeserializeOwned {
+    /// How many variants the enum has (tags are `0..VARIANTS`).
+    const VARIANTS: u8;
+    /// The message kind's name, for errors and logs.
+    fn kind(&self) -> &'static str;
+    /// Payload lengths this message allows.
+    fn payload_bounds(&self) -> RangeInclusive<u32>;
+}
+
+impl Message for Request {
+    const VARIANTS: u8 = 8;
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello => "Hello",
+            Request::PutShard { .. } => "PutShard",
+            Request::GetShard { .. } => "GetShard",
+            Request::DeleteCheckpoint { .. } => "DeleteCheckpoint",
+            Request::PutManifest { .. } => "PutManifest",
+            Request::GetManifest { .. } => "GetManifest",
+            Request::ListManifests { .. } => "ListManifests",
+            Request::Stats => "Stats",
+        }
+    }
+
+    fn payload_bounds(&self) -> RangeInclusive<u32> {
+        match self {
+            Request::PutShard { .. } => 1..=MAX_SHARD_BYTES,
+            Request::PutManifest { .. } => 1..=MAX_MANIFEST_BYTES,
+            _ => 0..=0,
+        }
+    }
+}
+
+impl Message for Response {
+    const VARIANTS: u8 = 9;
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "Hello",
+            Response::ShardStored => "ShardStored",
+            Response::Shard { .. } => "Shard",
+            Response::CheckpointDeleted { .. } => "CheckpointDeleted",
+            Response::ManifestStored => "ManifestStored",
+            Response::Manifest { .. } => "Manifest",
+            Response::Manifests { .. } => "Manifests",
+            Response::Stats(_) => "Stats",
+            Response::Error { .. } => "Error",
+        }
+    }
+
+    fn payload_bounds(&self) -> RangeInclusive<u32> {
+        match self {
+            Response::Shard { .. } => 1..=MAX_SHARD_BYTES,
+            Response::Manifest { .. } => 1..=MAX_MANIFEST_BYTES,
+            Response::Manifests { entries, .. } if entries.len() > MAX_LIST_ENTRIES as usize => {
+                1..=0
+            }
+            _ => 0..=0,
+        }
+    }
+}
+
+/// The fixed 8-byte prefix of every frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePrefix {
+    /// Bytes of the header that follows.
+    pub header_len: u32,
+    /// Bytes of raw payload after the header.
+    pub payload_len: u32,
+}
+
+impl FramePrefix {
+    /// Parses the prefix and checks both lengths against the global limits.
+    pub fn parse(b: [u8; PREFIX_BYTES]) -> Result<Self, WireError> {
+        let header_len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let payload_len = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        if header_len == 0 || header_len > MAX_HEADER_BYTES {
+            return Err(WireError::HeaderTooLarge { len: header_len, max: MAX_HEADER_BYTES });
+        }
+        if payload_len > MAX_PAYLOAD_BYTES {
+            return Err(WireError::BadPayloadLength {
+                kind: "any",
+                len: payload_len,
+                min: 0,
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        Ok(Self { header_len, payload_len })
+    }
+}
+
+/// Encodes a frame's prefix and header for `msg` followed by `payload_len` payload bytes.
+pub fn encode_frame<M: Message>(msg: &M, payload_len: u32) -> Result<Vec<u8>, WireError> {
+    check_payload(msg, payload_len)?;
+    let mut out = vec![0u8; PREFIX_BYTES];
+    out.push(WIRE_VERSION);
+    let mut out = postcard::to_extend(msg, out).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let header_len = (out.len() - PREFIX_BYTES) as u32;
+    if header_len > MAX_HEADER_BYTES {
+        return Err(WireError::HeaderTooLarge { len: header_len, max: MAX_HEADER_BYTES });
+    }
+    out[..4].copy_from_slice(&header_len.to_be_bytes());
+    out[4..8].copy_from_slice(&payload_len.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes a header (the bytes after the prefix) and checks the declared payload length
+/// against what the message allows.
+pub fn decode_header<M: Message>(header: &[u8], payload_len: u32) -> Result<M, WireError> {
+    let (&version, body) =
+        header.split_first().ok_or_else(|| WireError::Malformed("empty header".into()))?;
+    if version != WIRE_VERSION {
+        return Err(WireError::BadVersion { got: version, want: WIRE_VERSION });
+    }
+    match body.first() {
+        Some(&tag) if tag >= M::VARIANTS => return Err(WireError::UnknownMessage { tag }),
+        None => return Err(WireError::Malformed("no message".into())),
+        _ => {}
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes::<M>(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!("{} trailing bytes in header", rest.len())));
+    }
+    check_payload(&msg, payload_len)?;
+    Ok(msg)
+}
+
+fn check_payload<M: Message>(msg: &M, len: u32) -> Result<(), WireError> {
+    let b = msg.payload_bounds();
+    if b.contains(&len) {
+        Ok(())
+    } else {
+        Err(WireError::BadPayloadLength { kind: msg.kind(), len, min: *b.start(), max: *b.end() })
+    }
+}
+
+/// Parses a whole frame held in memory: prefix, header, and a payload slice of exactly the
+/// declared length. Used by tests and fuzzing; the transports read frames incrementally.
+pub fn decode_frame<M: Message>(frame: &[u8]) -> Result<(M, &[u8]), WireError> {
+    let prefix: [u8; PREFIX_BYTES] = frame
+        .get(..PREFIX_BYTES)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| WireError::Malformed("truncated prefix".into()))?;
+    let p = FramePrefix::parse(prefix)?;
+    let header_end = PREFIX_BYTES + p.header_len as usize;
+    let header = frame
+        .get(PREFIX_BYTES..header_end)
+        .ok_or_else(|| WireError::Malformed("truncated header".into()))?;
+    let msg = decode_header::<M>(header, p.payload_len)?;
+    let payload = &frame[header_end..];
+    if payload.len() != p.payload_len as usize {
+        return Err(WireError::Malformed(format!(
+            "payload is {} bytes, header declared {}",
+            payload.len(),
+            p.payload_len
+        )));
+    }
+    Ok((msg, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ObjectName, ShardIndex, StripeIndex};
+    use proptest::prelude::*;
+
+    fn job() -> impl Strategy<Value = JobName> {
+        "[A-Za-z0-9._-]{1,128}".prop_map(|s| JobName::new(s).expect("valid"))
+    }
+    fn digest() -> impl Strategy<Value = Digest> {
+        any::<[u8; 32]>().prop_map(Digest)
+    }
+    fn shard_key() -> impl Strategy<Value = ShardKey> {
+        (job(), any::<u64>(), any::<u32>(), "[a-z._]{1,40}", any::<u32>(), any::<u8>())
+            .prop_filter("not . or ..", |t| t.3 != "." && t.3 != "..")
+            .prop_map(|(job, step, rank, o, stripe, index)| ShardKey {
+                job,
+                step: Step(step),
+                rank: Rank(rank),
+                object: ObjectName::new(o).expect("valid"),
+                stripe: StripeIndex(stripe),
+                index: ShardIndex(index),
+            })
+    }
+    fn manifest_key() -> impl Strategy<Value = ManifestKey> {
+        (job(), any::<u64>(), any::<u32>()).prop_map(|(job, s, r)| ManifestKey {
+            job,
+            step: Step(s),
+            rank: Rank(r),
+        })
+    }
+    fn request() -> impl Strategy<Value = (Request, u32)> {
+        prop_oneof![
+            Just((Request::Hello, 0)),
+            (shard_key(), digest(), 1..=MAX_SHARD_BYTES)
+                .prop_map(|(key, hash, n)| (Request::PutShard { key, hash }, n)),
+            shard_key().prop_map(|key| (Request::GetShard { key }, 0)),
+            (job(), any::<u64>())
+                .prop_map(|(job, s)| (Request::DeleteCheckpoint { job, step: Step(s) }, 0)),
+            (manifest_key(), any::<u32>(), digest(), 1..=MAX_MANIFEST_BYTES).prop_map(
+                |(key, world_size, hash, n)| (Request::PutManifest { key, world_size, hash }, n)
+            ),
+            manifest_key().prop_map(|key| (Request::GetManifest { key }, 0)),
+            (job(), proptest::option::of((any::<u64>(), any::<u32>())), any::<u32>()).prop_map(
+                |(job, after, limit)| (
+                    Request::ListManifests {
+                        job,
+                        after: after.map(|(s, r)| (Step(s), Rank(r))),
+                        limit
+                    },
+                    0
+                )
+            ),
+            Just((Request::Stats, 0)),
+        ]
+    }
+    fn entry() -> impl Strategy<Value = ManifestEntry> {
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), digest()).prop_map(
+            |(s, r, world_size, len, hash)| ManifestEntry {
+                step: Step(s),
+                rank: Rank(r),
+                world_size,
+                len,
+                hash,
+            },
+        )
+    }
+    fn response() -> impl Strategy<Value = (Response, u32)> {
+        prop_oneof![
+            (any::<u32>(), "[a-z0-9-]{1,64}", any::<u64>(), any::<u64>()).prop_map(
+                |(id, rack, capacity_bytes, used_bytes)| (
+                    Response::Hello { node_id: NodeId(id), rack, capacity_bytes, used_bytes },
+                    0
+                )
+            ),
+            Just((Response::ShardStored, 0)),
+            (digest(), 1..=MAX_SHARD_BYTES).prop_map(|(hash, n)| (Response::Shard { hash }, n)),
+            (any::<u64>(), any::<u64>()).prop_map(|(shards, manifests)| (
+                Response::CheckpointDeleted { shards, manifests },
+                0
+            )),
+            Just((Response::ManifestStored, 0)),
+            (any::<u32>(), digest(), 1..=MAX_MANIFEST_BYTES)
+                .prop_map(|(world_size, hash, n)| (Response::Manifest { world_size, hash }, n)),
+            (proptest::collection::vec(entry(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
+                .prop_map(|(entries, more)| (Response::Manifests { entries, more }, 0)),
+            (any::<u64>(), any::<u64>(), "[A-Za-z]{1,16}").prop_map(|(a, b, kind)| (
+                Response::Stats(NodeStats {
+                    node_id: NodeId(7),
+                    shards: a,
+                    shard_bytes: b,
+                    manifests: a / 2,
+                    corrupt_shards_found: 1,
+                    scrubbed_shards: 2,
+                    requests: vec![RequestCounters { kind, served: a, failed: b }],
+                }),
+                0
+            )),
+            ".{0,2000}".prop_map(|m| (Response::error(ErrorCode::HashMismatch, m), 0)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_request_round_trips((req, n) in request()) {
+            let frame = encode_frame(&req, n).expect("encodes");
+            prop_assert!(frame.len() - PREFIX_BYTES <= MAX_HEADER_BYTES as usize);
+            let p = FramePrefix::parse(frame[..8].try_into().expect("8 bytes")).expect("prefix");
+            prop_assert_eq!(p.payload_len, n);
+            let back: Request = decode_header(&frame[PREFIX_BYTES..], n).expect("decodes");
+            prop_assert_eq!(back, req);
+        }
+
+        #[test]
+        fn every_response_round_trips((resp, n) in response()) {
+            let frame = encode_frame(&resp, n).expect("encodes");
+            let back: Response = decode_header(&frame[PREFIX_BYTES..], n).expect("decodes");
+            prop_assert_eq!(back, resp);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame::<Request>(&b);
+            let _ = decode_frame::<Response>(&b);
+            let _ = decode_header::<Request>(&b, 0);
+            let _ = decode_header::<Response>(&b, 100);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic((req, _) in request(), pos in any::<usize>(), byte in any::<u8>()) {
+            let mut frame = encode_frame(&req, 0).or_else(|_| encode_frame(&req, 1)).expect("encodes");
+            let i = pos % frame.len();
+            frame[i] = byte;
+            let _ = decode_frame::<Request>(&frame);
+        }
+    }
+
+    #[test]
+    fn wrong_payload_lengths_are_refused() {
+        assert!(matches!(
+            encode_frame(&Request::Stats, 1),
+            Err(WireError::BadPayloadLength { kind: "Stats", .. })
+        ));
+        let key = ShardKey {
+            job: JobName::new("j").expect("valid"),
+            step: Step(1),
+            rank: Rank(0),
+            object: ObjectName::new("o").expect("valid"),
+            stripe: StripeIndex(0),
+            index: ShardIndex(0),
+        };
+        let put = Request::PutShard { key, hash: Digest::default() };
+        assert!(encode_frame(&put, 0).is_err(), "an empty shard is refused");
+        let frame = encode_frame(&put, 10).expect("encodes");
+        let err = decode_header::<Request>(&frame[PREFIX_BYTES..], MAX_SHARD_BYTES + 1);
+        assert_eq!(err.map_err(|e| e.code()), Err(ErrorCode::TooLarge));
+    }
+
+    #[test]
+    fn prefix_limits() {
+        let mut p = [0u8; 8];
+        p[..4].copy_from_slice(&(MAX_HEADER_BYTES + 1).to_be_bytes());
+        assert!(matches!(FramePrefix::parse(p), Err(WireError::HeaderTooLarge { .. })));
+        let mut p = [0u8; 8];
+        p[..4].copy_from_slice(&10u32.to_be_bytes());
+        p[4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(FramePrefix::parse(p), Err(WireError::BadPayloadLength { .. })));
+    }
+
+    #[test]
+    fn version_tag_and_trailing_bytes_are_checked() {
+        let mut frame = encode_frame(&Request::Stats, 0).expect("encodes");
+        frame[PREFIX_BYTES] = 9;
+        assert_eq!(
+            decode_frame::<Request>(&frame).map(|_| ()),
+            Err(WireError::BadVersion { got: 9, want: WIRE_VERSION })
+        );
+        let mut frame = encode_frame(&Request::Stats, 0).expect("encodes");
+        frame[PREFIX_BYTES + 1] = 42;
+        assert_eq!(
+            decode_frame::<Request>(&frame).map(|_| ()),
+            Err(WireError::UnknownMessage { tag: 42 })
+        );
+        let mut frame = encode_frame(&Request::Stats, 0).expect("encodes");
+        frame.push(0);
+        frame[3] += 1;
+        assert!(matches!(decode_frame::<Request>(&frame), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_bad_job_name_in_a_header_is_malformed() {
+        let frame = encode_frame(
+            &Request::DeleteCheckpoint { job: JobName::new("ok").expect("valid"), step: Step(1) },
+            0,
+        )
+        .expect("encodes");
+        let mut bad = frame.clone();
+        // "ok" starts after version, tag and the string's length byte.
+        bad[PREFIX_BYTES + 3] = b' ';
+        assert!(matches!(decode_frame::<Request>(&bad), Err(WireError::Malformed(_))));
+    }
+}

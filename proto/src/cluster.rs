@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 use crate::limits::{
-    MAX_NODES, MAX_RACK_NAME_BYTES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_SHARD_BYTES,
+    DEFAULT_SCRUB_BYTES_PER_SEC, MAX_NODES, MAX_RACK_NAME_BYTES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS,
+    MIN_SHARD_BYTES,
 };
 
 /// Why a cluster map, node config or code was refused.
@@ -227,7 +228,7 @@ pub struct NodeConfig {
 }
 
 fn default_scrub_rate() -> u64 {
-    64 * 1024 * 1024
+    DEFAULT_SCRUB_BYTES_PER_SEC
 }
 
 impl NodeConfig {

@@ -128,7 +128,7 @@ string_newtype_impls!(ObjectName);
 macro_rules! int_newtype {
     ($(#[$doc:meta])* $t:ident($inner:ty)) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
         #[serde(transparent)]
         pub struct $t(pub $inner);
         impl fmt::Display for $t {

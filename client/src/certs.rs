@@ -1,0 +1,342 @@
+//! The cluster's certificate authority: makes the CA, signs node and client certificates
+//! (rcgen on ring, ECDSA P-256), and writes PEM files with private keys readable by their
+//! owner only.
+//!
+//! A node certificate names the node (`node-<id>.rackpoint`, see
+//! [`rackpoint_proto::cluster::node_server_name`]) and its listen IP, and serves both as a
+//! server and a client identity. A client certificate is a client identity only.
+
+use std::fs::{OpenOptions, Permissions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rackpoint_proto::cluster::node_server_name;
+use rackpoint_proto::limits::CERT_VALIDITY_YEARS;
+use rackpoint_proto::NodeId;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Unix permissions of a private key file: read and write by the owner only.
+pub const KEY_FILE_MODE: u32 = 0o600;
+
+/// Why a certificate could not be made, loaded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rcgen refused to make a key or a certificate.
+    #[error("cannot make {what}: {error}")]
+    Generate {
+        /// What was being made.
+        what: String,
+        /// rcgen's reason.
+        error: rcgen::Error,
+    },
+    /// A PEM private key did not parse.
+    #[error("cannot read the CA private key: {0}")]
+    BadKey(rcgen::Error),
+    /// The CA certificate is not PEM, or does not carry the CA key's public key.
+    #[error("the CA certificate does not belong to the CA key: {0}")]
+    KeyMismatch(String),
+    /// A name is not valid in a certificate.
+    #[error("{name:?} is not a valid certificate name: {error}")]
+    BadName {
+        /// The refused name.
+        name: String,
+        /// rcgen's reason.
+        error: rcgen::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {error}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedPem {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// The private key (PKCS#8 PEM).
+    pub key_pem: String,
+}
+
+/// The cluster's certificate authority: every node and client certificate is signed by it,
+/// and nodes and clients trust only it.
+pub struct ClusterCa {
+    /// The CA certificate as it was written (the trust anchor).
+    cert_pem: String,
+    /// The CA as rcgen's issuer (same name, key and key identifier as `cert_pem`).
+    issuer: Certificate,
+    key: KeyPair,
+}
+
+impl ClusterCa {
+    /// Makes a new CA with a fresh key.
+    pub fn generate() -> Result<Self, CertError> {
+        let key = KeyPair::generate().map_err(|error| generate_error("the CA key", error))?;
+        let issuer = self_signed_ca(&key)?;
+        Ok(Self { cert_pem: issuer.pem(), issuer, key })
+    }
+
+    /// Loads an existing CA from its certificate and private key (PEM), to issue more
+    /// certificates that chain to the same trust anchor.
+    ///
+    /// The issuer is rebuilt from the key: its name is derived from the public key, so it is
+    /// the same name the original certificate carries. The certificate must hold the key's
+    /// public key, or `KeyMismatch` is returned.
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(key_pem).map_err(CertError::BadKey)?;
+        let cert_der = pem_certificate_der(cert_pem)?;
+        let spki = key.public_key_der();
+        if !cert_der.windows(spki.len()).any(|w| w == spki.as_slice()) {
+            return Err(CertError::KeyMismatch("the certificate holds another public key".into()));
+        }
+        let issuer = self_signed_ca(&key)?;
+        Ok(Self { cert_pem: cert_pem.to_owned(), issuer, key })
+    }
+
+    /// The CA certificate (PEM): the trust anchor nodes and clients load.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key (PEM). Whoever holds it can issue identities in the cluster.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Issues a node's certificate: DNS name `node_server_name(id)`, IP `ip`, usable as a
+    /// server and as a client.
+    pub fn issue_node(&self, id: NodeId, ip: IpAddr) -> Result<CertifiedPem, CertError> {
+        let name = node_server_name(id);
+        let dns = name
+            .clone()
+            .try_into()
+            .map_err(|error| CertError::BadName { name: name.clone(), error })?;
+        let mut params = leaf_params(&name);
+        params.subject_alt_names = vec![SanType::DnsName(dns), SanType::IpAddress(ip)];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, &format!("the certificate of node {id}"))
+    }
+
+    /// Issues a client certificate with common name `name`, usable as a client only.
+    pub fn issue_client(&self, name: &str) -> Result<CertifiedPem, CertError> {
+        let mut params = leaf_params(name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, &format!("the client certificate {name:?}"))
+    }
+
+    fn sign(&self, params: CertificateParams, what: &str) -> Result<CertifiedPem, CertError> {
+        let key = KeyPair::generate().map_err(|error| generate_error(what, error))?;
+        let cert = params
+            .signed_by(&key, &self.issuer, &self.key)
+            .map_err(|error| generate_error(what, error))?;
+        Ok(CertifiedPem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+fn generate_error(what: &str, error: rcgen::Error) -> CertError {
+    CertError::Generate { what: what.to_owned(), error }
+}
+
+/// The CA's certificate for `key`. Its common name is derived from the public key, so
+/// rebuilding it from the same key gives the same issuer name and key identifier.
+fn self_signed_ca(key: &KeyPair) -> Result<Certificate, CertError> {
+    let fingerprint = blake3::hash(&key.public_key_der()).to_hex();
+    let mut params = CertificateParams::default();
+    params.distinguished_name =
+        distinguished_name(&format!("Rackpoint cluster CA {}", &fingerprint.as_str()[..16]));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params);
+    params.self_signed(key).map_err(|error| generate_error("the CA certificate", error))
+}
+
+fn leaf_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params);
+    params
+}
+
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Rackpoint");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// Valid from January 1st of this year for `CERT_VALIDITY_YEARS` years.
+fn set_validity(params: &mut CertificateParams) {
+    let year = current_year();
+    params.not_before = rcgen::date_time_ymd(year, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + CERT_VALIDITY_YEARS, 1, 1);
+}
+
+/// The current calendar year (UTC). Counting whole days of the proleptic Gregorian
+/// calendar from 1970 is exact; a clock before 1970 counts as 1970.
+fn current_year() -> i32 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut days = secs / 86_400;
+    let mut year = 1970;
+    loop {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let len = if leap { 366 } else { 365 };
+        if days < len {
+            return year;
+        }
+        days -= len;
+        year += 1;
+    }
+}
+
+/// The DER bytes of the first certificate in a PEM text.
+fn pem_certificate_der(cert_pem: &str) -> Result<Vec<u8>, CertError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| CertError::KeyMismatch(format!("the CA certificate is not PEM: {e}")))
+}
+
+/// Writes a private key file readable and writable by its owner only (mode 0600), also
+/// when the file already exists with wider permissions.
+pub fn write_key_file(path: &Path, key_pem: &str) -> Result<(), CertError> {
+    let write_error = |error| CertError::Write { path: path.to_owned(), error };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(KEY_FILE_MODE)
+        .open(path)
+        .map_err(write_error)?;
+    file.set_permissions(Permissions::from_mode(KEY_FILE_MODE)).map_err(write_error)?;
+    file.write_all(key_pem.as_bytes()).map_err(write_error)?;
+    file.sync_all().map_err(write_error)
+}
+
+/// Writes a certificate (or any public) file.
+pub fn write_public_file(path: &Path, text: &str) -> Result<(), CertError> {
+    std::fs::write(path, text).map_err(|error| CertError::Write { path: path.to_owned(), error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::RootCertStore;
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn roots(ca_pem: &str) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
+            .expect("CA is a valid anchor");
+        Arc::new(roots)
+    }
+
+    fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem), provider())
+            .build()
+            .expect("verifier");
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert PEM");
+        let name = ServerName::try_from(name.to_owned()).expect("server name");
+        verifier.verify_server_cert(&cert, &[], &name, &[], UnixTime::now()).map(|_| ())
+    }
+
+    fn verify_client(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem), provider())
+            .build()
+            .expect("verifier");
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert PEM");
+        verifier.verify_client_cert(&cert, &[], UnixTime::now()).map(|_| ())
+    }
+
+    #[test]
+    fn node_certificates_verify_for_their_own_name_only() {
+        let ca = ClusterCa::generate().expect("CA");
+        let node = ca.issue_node(NodeId(3), [127, 0, 0, 1].into()).expect("node cert");
+        verify_server(ca.cert_pem(), &node.cert_pem, "node-3.rackpoint").expect("own name");
+        verify_server(ca.cert_pem(), &node.cert_pem, "127.0.0.1").expect("listen IP");
+        assert!(verify_server(ca.cert_pem(), &node.cert_pem, "node-4.rackpoint").is_err());
+        verify_client(ca.cert_pem(), &node.cert_pem).expect("a node is also a client");
+    }
+
+    #[test]
+    fn client_certificates_are_clients_only() {
+        let ca = ClusterCa::generate().expect("CA");
+        let client = ca.issue_client("trainer").expect("client cert");
+        verify_client(ca.cert_pem(), &client.cert_pem).expect("client auth");
+        assert!(verify_server(ca.cert_pem(), &client.cert_pem, "trainer").is_err());
+    }
+
+    #[test]
+    fn another_ca_is_not_trusted() {
+        let ca = ClusterCa::generate().expect("CA");
+        let other = ClusterCa::generate().expect("CA");
+        let client = other.issue_client("intruder").expect("client cert");
+        assert!(verify_client(ca.cert_pem(), &client.cert_pem).is_err());
+        let node = other.issue_node(NodeId(1), [127, 0, 0, 1].into()).expect("node cert");
+        assert!(verify_server(ca.cert_pem(), &node.cert_pem, "node-1.rackpoint").is_err());
+    }
+
+    #[test]
+    fn a_reloaded_ca_issues_certificates_that_chain_to_the_original() {
+        let ca = ClusterCa::generate().expect("CA");
+        let reloaded = ClusterCa::load(ca.cert_pem(), &ca.key_pem()).expect("reload");
+        assert_eq!(reloaded.cert_pem(), ca.cert_pem());
+        let node = reloaded.issue_node(NodeId(9), [10, 0, 0, 9].into()).expect("node cert");
+        verify_server(ca.cert_pem(), &node.cert_pem, "node-9.rackpoint").expect("chains");
+    }
+
+    #[test]
+    fn loading_a_ca_with_the_wrong_key_or_garbage_fails() {
+        let ca = ClusterCa::generate().expect("CA");
+        let other = ClusterCa::generate().expect("CA");
+        assert!(matches!(
+            ClusterCa::load(ca.cert_pem(), &other.key_pem()),
+            Err(CertError::KeyMismatch(_))
+        ));
+        assert!(matches!(ClusterCa::load(ca.cert_pem(), "junk"), Err(CertError::BadKey(_))));
+        assert!(matches!(ClusterCa::load("junk", &ca.key_pem()), Err(CertError::KeyMismatch(_))));
+    }
+
+    #[test]
+    fn key_files_are_private_even_when_they_existed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("k.key");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).expect("chmod");
+        write_key_file(&path, "new key").expect("write key");
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.mode() & 0o777, KEY_FILE_MODE);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new key");
+    }
+
+    #[test]
+    fn current_year_is_plausible() {
+        let year = current_year();
+        assert!((2024..2200).contains(&year), "{year}");
+    }
+}

@@ -1,0 +1,391 @@
+//! A cluster folder: `init` makes a local cluster's CA, certificates, node configs and
+//! `cluster.toml`; `load` reads a `cluster.toml` back with its client TLS material.
+//!
+//! Layout made by [`init`] (paths inside the files are relative to the file's folder):
+//!
+//! ```text
+//! DIR/cluster.toml                 the cluster map (written last: its presence means "done")
+//! DIR/ca.pem  DIR/ca.key           the cluster CA; the key (0600) is kept so that more
+//!                                  node or client certificates can be issued later
+//! DIR/client.pem  DIR/client.key   the client identity
+//! DIR/node-<id>/node.toml          the node's config: listen address, rack, data dir `data`
+//! DIR/node-<id>/node.pem  node.key the node's identity (key 0600)
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use rackpoint_proto::cluster::{ClientTlsPaths, CodeParams, ConfigError, NodeConfig, NodeInfo};
+use rackpoint_proto::limits::{DEFAULT_SCRUB_BYTES_PER_SEC, MAX_CONFIG_FILE_BYTES, MAX_NODES};
+use rackpoint_proto::{ClusterMap, NodeId};
+
+use crate::certs::{write_key_file, write_public_file, CertError, ClusterCa};
+use crate::tls::{read_file_bounded, ClientTls, TlsError};
+
+/// File name of the cluster map inside a cluster folder.
+pub const CLUSTER_FILE: &str = "cluster.toml";
+/// File name of a node's config inside its folder.
+pub const NODE_FILE: &str = "node.toml";
+/// File name of a node's stderr log inside its folder (written by [`crate::local_cluster`]).
+pub const NODE_LOG_FILE: &str = "node.log";
+/// Name of a node's data folder inside its folder.
+pub const NODE_DATA_DIR: &str = "data";
+/// The address every node of a local cluster listens on.
+const LOCAL_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Why a cluster folder could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterDirError {
+    /// `cluster.toml` already exists and `force` was not given.
+    #[error("{0} already exists (pass --force to overwrite its configs and certificates)")]
+    Exists(PathBuf),
+    /// The node count is 0 or over the limit.
+    #[error("a cluster needs 1 to {max} nodes, not {nodes}")]
+    NodeCount {
+        /// Requested nodes.
+        nodes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The rack count is 0.
+    #[error("a cluster needs at least one rack")]
+    NoRacks,
+    /// `base_port + nodes - 1` is past 65535 (or `base_port` is 0).
+    #[error("ports {base_port}..{base_port}+{nodes} do not fit in 1..=65535")]
+    Ports {
+        /// First port.
+        base_port: u16,
+        /// Nodes.
+        nodes: usize,
+    },
+    /// The code or the resulting map is invalid.
+    #[error("invalid cluster: {0}")]
+    Config(ConfigError),
+    /// A file could not be parsed.
+    #[error("{path}: {error}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: ConfigError,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// Free ports could not be found.
+    #[error("cannot find free UDP ports on {LOCAL_IP}: {0}")]
+    PortProbe(std::io::Error),
+    /// A certificate could not be made or written.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The client TLS material named by the cluster file could not be loaded.
+    #[error("{path}: {error}")]
+    Tls {
+        /// The cluster file naming the material.
+        path: PathBuf,
+        /// Why.
+        error: TlsError,
+    },
+}
+
+/// What [`init`] makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Number of nodes (ids `1..=nodes`).
+    pub nodes: usize,
+    /// Number of racks; node `id` is in `rack-((id - 1) mod racks)`.
+    pub racks: usize,
+    /// Node `id` listens on `base_port + id - 1`; `None` picks free ports.
+    pub base_port: Option<u16>,
+    /// Data shards per stripe.
+    pub k: u8,
+    /// Parity shards per stripe.
+    pub m: u8,
+    /// Bytes per shard.
+    pub shard_size_bytes: u32,
+    /// Each node's `capacity_bytes` (0: no limit beyond the disk).
+    pub capacity_bytes: u64,
+    /// Overwrite an existing cluster's configs and certificates (data folders are kept).
+    pub force: bool,
+}
+
+impl InitOptions {
+    /// `nodes` nodes over 3 racks, code 4+2 with 1 MiB shards, free ports, no capacity
+    /// limit, no force: the `rackpoint cluster init` defaults.
+    pub fn new(nodes: usize) -> Self {
+        Self {
+            nodes,
+            racks: 3,
+            base_port: None,
+            k: 4,
+            m: 2,
+            shard_size_bytes: 1 << 20,
+            capacity_bytes: 0,
+            force: false,
+        }
+    }
+}
+
+/// A cluster file read back: the map, the client identity it names, and its folder.
+#[derive(Debug, Clone)]
+pub struct LoadedCluster {
+    /// The cluster map (TLS paths as written in the file).
+    pub map: ClusterMap,
+    /// The client TLS material, loaded.
+    pub tls: ClientTls,
+    /// The folder of the cluster file, against which its relative paths resolve.
+    pub dir: PathBuf,
+}
+
+/// Makes a local cluster in `dir` (created if missing) and returns its map. Refuses a
+/// folder that already holds a `cluster.toml` unless `opts.force`.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<ClusterMap, ClusterDirError> {
+    let cluster_file = dir.join(CLUSTER_FILE);
+    if cluster_file.exists() && !opts.force {
+        return Err(ClusterDirError::Exists(cluster_file));
+    }
+    let code =
+        CodeParams::new(opts.k, opts.m, opts.shard_size_bytes).map_err(ClusterDirError::Config)?;
+    let map = ClusterMap { code, tls: client_tls_paths(), nodes: plan_nodes(opts)? };
+    map.validate().map_err(ClusterDirError::Config)?;
+    create_dir(dir)?;
+    let ca = ClusterCa::generate()?;
+    write_public_file(&dir.join("ca.pem"), ca.cert_pem())?;
+    write_key_file(&dir.join("ca.key"), &ca.key_pem())?;
+    let client = ca.issue_client("rackpoint-client")?;
+    write_public_file(&dir.join(&map.tls.cert), &client.cert_pem)?;
+    write_key_file(&dir.join(&map.tls.key), &client.key_pem)?;
+    for node in &map.nodes {
+        write_node(dir, &ca, node, opts.capacity_bytes)?;
+    }
+    write_atomically(&cluster_file, &map.to_toml())?;
+    Ok(map)
+}
+
+/// The folder of node `id` inside a cluster folder.
+pub fn node_dir(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}"))
+}
+
+/// Reads a cluster file and the client TLS material it names (relative paths resolve
+/// against the file's folder). Errors name the file.
+pub fn load(cluster_file: &Path) -> Result<LoadedCluster, ClusterDirError> {
+    let bytes = read_file_bounded(cluster_file, MAX_CONFIG_FILE_BYTES)
+        .map_err(|error| ClusterDirError::Io { path: cluster_file.to_owned(), error })?;
+    let parse_error = |error| ClusterDirError::Parse { path: cluster_file.to_owned(), error };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        parse_error(ConfigError::Parse { what: "cluster map", message: e.to_string() })
+    })?;
+    let map = ClusterMap::from_toml(&text).map_err(parse_error)?;
+    let dir = cluster_file.parent().map(Path::to_owned).unwrap_or_default();
+    let resolved = ClientTlsPaths {
+        ca: dir.join(&map.tls.ca),
+        cert: dir.join(&map.tls.cert),
+        key: dir.join(&map.tls.key),
+    };
+    let tls = ClientTls::from_pem_files(&resolved)
+        .map_err(|error| ClusterDirError::Tls { path: cluster_file.to_owned(), error })?;
+    Ok(LoadedCluster { map, tls, dir })
+}
+
+fn client_tls_paths() -> ClientTlsPaths {
+    ClientTlsPaths { ca: "ca.pem".into(), cert: "client.pem".into(), key: "client.key".into() }
+}
+
+/// Ids, racks and addresses of the nodes `init` makes.
+fn plan_nodes(opts: &InitOptions) -> Result<Vec<NodeInfo>, ClusterDirError> {
+    if opts.nodes == 0 || opts.nodes > MAX_NODES {
+        return Err(ClusterDirError::NodeCount { nodes: opts.nodes, max: MAX_NODES });
+    }
+    if opts.racks == 0 {
+        return Err(ClusterDirError::NoRacks);
+    }
+    let ports = match opts.base_port {
+        Some(base_port) => consecutive_ports(base_port, opts.nodes)?,
+        None => free_udp_ports(opts.nodes).map_err(ClusterDirError::PortProbe)?,
+    };
+    let nodes = ports
+        .into_iter()
+        .enumerate()
+        .map(|(index, port)| NodeInfo {
+            id: NodeId(u32::try_from(index + 1).expect("node count is at most MAX_NODES")),
+            addr: SocketAddr::new(LOCAL_IP, port),
+            rack: format!("rack-{}", index % opts.racks),
+        })
+        .collect();
+    Ok(nodes)
+}
+
+fn consecutive_ports(base_port: u16, nodes: usize) -> Result<Vec<u16>, ClusterDirError> {
+    let last = usize::from(base_port) + nodes - 1;
+    if base_port == 0 || last > usize::from(u16::MAX) {
+        return Err(ClusterDirError::Ports { base_port, nodes });
+    }
+    Ok((0..nodes).map(|i| base_port + i as u16).collect())
+}
+
+/// `count` distinct UDP ports that were free a moment ago: all sockets are bound at once
+/// (so the OS cannot hand out one port twice), read, and released.
+fn free_udp_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let sockets = (0..count)
+        .map(|_| UdpSocket::bind(SocketAddr::new(LOCAL_IP, 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect()
+}
+
+fn write_node(
+    dir: &Path,
+    ca: &ClusterCa,
+    node: &NodeInfo,
+    capacity_bytes: u64,
+) -> Result<(), ClusterDirError> {
+    let folder = node_dir(dir, node.id);
+    create_dir(&folder)?;
+    let identity = ca.issue_node(node.id, node.addr.ip())?;
+    write_public_file(&folder.join("node.pem"), &identity.cert_pem)?;
+    write_key_file(&folder.join("node.key"), &identity.key_pem)?;
+    let config = NodeConfig {
+        id: node.id,
+        listen: node.addr,
+        rack: node.rack.clone(),
+        data_dir: NODE_DATA_DIR.into(),
+        ca: "../ca.pem".into(),
+        cert: "node.pem".into(),
+        key: "node.key".into(),
+        capacity_bytes,
+        scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
+    };
+    write_atomically(&folder.join(NODE_FILE), &config.to_toml())
+}
+
+fn create_dir(dir: &Path) -> Result<(), ClusterDirError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|error| ClusterDirError::Io { path: dir.to_owned(), error })
+}
+
+/// Writes `text` to a temporary file beside `path`, syncs it, and renames it over `path`.
+fn write_atomically(path: &Path, text: &str) -> Result<(), ClusterDirError> {
+    let io_error = |error| ClusterDirError::Io { path: path.to_owned(), error };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(io_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+
+    fn small(nodes: usize) -> InitOptions {
+        InitOptions { shard_size_bytes: 64 * 1024, ..InitOptions::new(nodes) }
+    }
+
+    #[test]
+    fn init_writes_a_cluster_that_loads_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let map = init(dir.path(), &small(5)).expect("init");
+        assert_eq!(map.nodes.len(), 5);
+        let ids: Vec<u32> = map.nodes.iter().map(|n| n.id.0).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        let racks: Vec<&str> = map.nodes.iter().map(|n| n.rack.as_str()).collect();
+        assert_eq!(racks, vec!["rack-0", "rack-1", "rack-2", "rack-0", "rack-1"]);
+        let ports: HashSet<u16> = map.nodes.iter().map(|n| n.addr.port()).collect();
+        assert_eq!(ports.len(), 5, "distinct free ports");
+        assert!(map.nodes.iter().all(|n| n.addr.ip() == LOCAL_IP));
+
+        let loaded = load(&dir.path().join(CLUSTER_FILE)).expect("load");
+        assert_eq!(loaded.map, map);
+        assert_eq!(loaded.dir, dir.path());
+        loaded.tls.quinn_client_config().expect("usable identity");
+
+        for node in &map.nodes {
+            let folder = node_dir(dir.path(), node.id);
+            let text = std::fs::read_to_string(folder.join(NODE_FILE)).expect("node.toml");
+            let config = NodeConfig::from_toml(&text).expect("valid node.toml");
+            assert_eq!((config.id, config.listen), (node.id, node.addr));
+            assert_eq!(config.rack, node.rack);
+            assert_eq!(config.data_dir, PathBuf::from(NODE_DATA_DIR));
+            assert!(folder.join(&config.ca).exists(), "CA path resolves from the node folder");
+            assert!(folder.join(&config.cert).exists() && folder.join(&config.key).exists());
+        }
+    }
+
+    #[test]
+    fn private_keys_are_0600() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        init(dir.path(), &small(2)).expect("init");
+        for key in ["ca.key", "client.key", "node-1/node.key", "node-2/node.key"] {
+            let mode = std::fs::metadata(dir.path().join(key)).expect("stat").mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+    }
+
+    #[test]
+    fn an_existing_cluster_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = init(dir.path(), &small(3)).expect("init");
+        let err = init(dir.path(), &small(3)).expect_err("exists");
+        assert!(matches!(err, ClusterDirError::Exists(_)), "{err}");
+        let forced = InitOptions { force: true, base_port: Some(41000), ..small(3) };
+        let second = init(dir.path(), &forced).expect("forced");
+        assert_ne!(first, second);
+        assert_eq!(load(&dir.path().join(CLUSTER_FILE)).expect("load").map, second);
+    }
+
+    #[test]
+    fn base_port_gives_consecutive_ports_and_bounds_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = InitOptions { base_port: Some(40100), ..small(3) };
+        let map = init(dir.path(), &opts).expect("init");
+        let ports: Vec<u16> = map.nodes.iter().map(|n| n.addr.port()).collect();
+        assert_eq!(ports, vec![40100, 40101, 40102]);
+        let cases = [
+            InitOptions { base_port: Some(65535), ..small(2) },
+            InitOptions { base_port: Some(0), ..small(2) },
+            InitOptions { nodes: 0, ..small(1) },
+            InitOptions { racks: 0, ..small(1) },
+            InitOptions { k: 0, ..small(1) },
+            InitOptions { shard_size_bytes: 1, ..small(1) },
+        ];
+        for opts in cases {
+            let dir = tempfile::tempdir().expect("temp dir");
+            assert!(init(dir.path(), &opts).is_err(), "{opts:?}");
+            assert!(!dir.path().join(CLUSTER_FILE).exists(), "nothing written for {opts:?}");
+        }
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join(CLUSTER_FILE);
+        let err = load(&file).expect_err("missing");
+        assert!(
+            matches!(err, ClusterDirError::Io { .. }) && err.to_string().contains("cluster.toml")
+        );
+        std::fs::write(&file, "not = [toml").expect("write");
+        let err = load(&file).expect_err("garbage");
+        assert!(
+            matches!(err, ClusterDirError::Parse { .. })
+                && err.to_string().contains("cluster.toml")
+        );
+        init(dir.path(), &InitOptions { force: true, ..small(1) }).expect("init");
+        std::fs::remove_file(dir.path().join("client.key")).expect("rm");
+        let err = load(&file).expect_err("no key");
+        assert!(matches!(err, ClusterDirError::Tls { .. }), "{err}");
+        assert!(err.to_string().contains("cluster.toml") && err.to_string().contains("client.key"));
+    }
+}

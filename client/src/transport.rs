@@ -1,0 +1,387 @@
+//! The client's QUIC transport, and its only QUIC code path for requests: one endpoint, one
+//! cached connection per node (opened lazily, shared by concurrent calls, replaced once
+//! closed), one bidirectional stream per request.
+//!
+//! A call writes `prefix + header + payload`, finishes the stream, and reads the reply frame,
+//! allocating only what the validated prefix and header allow. There are no retries here:
+//! the save and restore pipelines own the retry policy and use
+//! [`TransportError::is_node_failure`] to tell a dead node from a refused request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, RecvStream, SendStream, VarInt, WriteError};
+use rackpoint_proto::cluster::node_server_name;
+use rackpoint_proto::limits::{CLIENT_CONNECT_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS};
+use rackpoint_proto::wire::{decode_header, encode_frame, PREFIX_BYTES};
+use rackpoint_proto::{ClusterMap, ErrorCode, FramePrefix, NodeId, Request, Response, WireError};
+use tokio::sync::OnceCell;
+
+use crate::tls::{client_endpoint, ClientTls, TlsError};
+
+/// Application error code the client uses when it abandons a stream (a timed-out call).
+const ABANDONED_STREAM: VarInt = VarInt::from_u32(1);
+/// Application error code the client closes its connections with.
+const CLIENT_CLOSING: VarInt = VarInt::from_u32(0);
+
+/// Why a call to a node failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The node is not in the cluster map.
+    #[error("node {0} is not in the cluster map")]
+    UnknownNode(NodeId),
+    /// The connection could not be set up (unreachable, handshake refused, ...).
+    #[error("cannot connect to node {node} at {addr}: {reason}")]
+    Connect {
+        /// The node.
+        node: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The node did not complete the handshake or the request in time.
+    #[error("node {node} did not answer within {after_ms} ms")]
+    Timeout {
+        /// The node.
+        node: NodeId,
+        /// The bound that ran out.
+        after_ms: u64,
+    },
+    /// The connection broke during the request.
+    #[error("connection to node {node} lost: {reason}")]
+    ConnectionLost {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered with an error reply.
+    #[error("node {node} refused the request ({code:?}): {message}")]
+    Remote {
+        /// The node.
+        node: NodeId,
+        /// The typed reason.
+        code: ErrorCode,
+        /// The node's message.
+        message: String,
+    },
+    /// The node's reply broke the protocol (bad frame, truncated, trailing bytes, reset).
+    #[error("node {node} broke the protocol: {reason}")]
+    Protocol {
+        /// The node.
+        node: NodeId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The request itself cannot be encoded (a payload length its kind does not allow).
+    #[error("request to node {node} cannot be sent: {error}")]
+    InvalidRequest {
+        /// The node.
+        node: NodeId,
+        /// The encoder's reason.
+        error: WireError,
+    },
+    /// The client endpoint or TLS configuration could not be set up.
+    #[error("cannot set up the QUIC client: {0}")]
+    Setup(Arc<TlsError>),
+}
+
+impl TransportError {
+    /// The node the error is about, if any.
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            TransportError::UnknownNode(node) => Some(*node),
+            TransportError::Connect { node, .. }
+            | TransportError::Timeout { node, .. }
+            | TransportError::ConnectionLost { node, .. }
+            | TransportError::Remote { node, .. }
+            | TransportError::Protocol { node, .. }
+            | TransportError::InvalidRequest { node, .. } => Some(*node),
+            TransportError::Setup(_) => None,
+        }
+    }
+
+    /// True when the node itself is unreachable or dead (connect, timeout, lost connection,
+    /// or a node that says it is shutting down), rather than refusing this one request.
+    pub fn is_node_failure(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::ConnectionLost { .. }
+                | TransportError::Remote { code: ErrorCode::ShuttingDown, .. }
+        )
+    }
+}
+
+/// A node's successful reply and its raw payload (empty for kinds without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The reply message (never `Response::Error`: that is `TransportError::Remote`).
+    pub response: Response,
+    /// The payload bytes after the header.
+    pub payload: Vec<u8>,
+}
+
+/// One connection attempt, shared by every call that arrives while it runs.
+type Attempt = Arc<OnceCell<Result<Connection, TransportError>>>;
+
+/// What the transport keeps per node.
+struct NodeSlot {
+    addr: SocketAddr,
+    server_name: String,
+    attempt: Mutex<Attempt>,
+}
+
+impl NodeSlot {
+    /// The attempt to use: the current one unless it failed or its connection closed, in
+    /// which case a fresh one replaces it.
+    fn live_attempt(&self) -> Attempt {
+        let mut current = self.attempt.lock().unwrap_or_else(|poison| poison.into_inner());
+        let stale = match current.get() {
+            Some(Ok(conn)) => conn.close_reason().is_some(),
+            Some(Err(_)) => true,
+            None => false,
+        };
+        if stale {
+            *current = Attempt::default();
+        }
+        current.clone()
+    }
+
+    fn reset(&self) {
+        *self.attempt.lock().unwrap_or_else(|poison| poison.into_inner()) = Attempt::default();
+    }
+}
+
+/// The client's QUIC transport to every node of a cluster map. `Send + Sync`: share it
+/// through an `Arc`.
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    map: ClusterMap,
+    slots: HashMap<NodeId, NodeSlot>,
+}
+
+impl Transport {
+    /// One client endpoint for the whole map; connections are opened on first use. Must be
+    /// called inside a tokio runtime.
+    pub fn new(map: &ClusterMap, tls: &ClientTls) -> Result<Self, TransportError> {
+        let setup = |e| TransportError::Setup(Arc::new(e));
+        let config = tls.quinn_client_config().map_err(setup)?;
+        let ipv6 = map.nodes.iter().any(|n| n.addr.is_ipv6());
+        let endpoint = client_endpoint(ipv6).map_err(setup)?;
+        let slots = map
+            .nodes
+            .iter()
+            .map(|n| {
+                let slot = NodeSlot {
+                    addr: n.addr,
+                    server_name: node_server_name(n.id),
+                    attempt: Mutex::default(),
+                };
+                (n.id, slot)
+            })
+            .collect();
+        Ok(Self { endpoint, config, map: map.clone(), slots })
+    }
+
+    /// The cluster map this transport serves.
+    pub fn map(&self) -> &ClusterMap {
+        &self.map
+    }
+
+    /// One request, bounded by `CLIENT_CONNECT_TIMEOUT_MS` to connect and
+    /// `CLIENT_REQUEST_TIMEOUT_MS` for the exchange.
+    pub async fn call(
+        &self,
+        node: NodeId,
+        req: &Request,
+        payload: Bytes,
+    ) -> Result<Reply, TransportError> {
+        let timeout = Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS);
+        self.call_with_timeout(node, req, payload, timeout).await
+    }
+
+    /// One request on its own bidirectional stream: writes prefix, header and payload,
+    /// finishes, and reads the reply frame. The connection (if it has to be opened) is
+    /// bounded by `CLIENT_CONNECT_TIMEOUT_MS`; the exchange by `timeout`. A
+    /// `Response::Error` becomes `TransportError::Remote`.
+    pub async fn call_with_timeout(
+        &self,
+        node: NodeId,
+        req: &Request,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let frame = encode_frame(req, payload_len)
+            .map_err(|error| TransportError::InvalidRequest { node, error })?;
+        let conn = self.connection(node).await?;
+        match tokio::time::timeout(timeout, exchange(node, &conn, frame, payload)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout { node, after_ms: millis(timeout) }),
+        }
+    }
+
+    /// Drops the cached connection to `node` (calls in flight on it go on); the next call
+    /// opens a new one.
+    pub fn forget(&self, node: NodeId) {
+        if let Some(slot) = self.slots.get(&node) {
+            slot.reset();
+        }
+    }
+
+    /// Closes every connection and waits (bounded by QUIC's own close timers) until the
+    /// nodes have been told, so that they do not wait for an idle timeout.
+    pub async fn close(&self) {
+        self.endpoint.close(CLIENT_CLOSING, b"client closing");
+        self.endpoint.wait_idle().await;
+    }
+
+    /// The node's live connection, opening one if needed. Calls that arrive while a
+    /// connection is being opened wait for that attempt and share its result.
+    async fn connection(&self, node: NodeId) -> Result<Connection, TransportError> {
+        let slot = self.slots.get(&node).ok_or(TransportError::UnknownNode(node))?;
+        let attempt = slot.live_attempt();
+        attempt.get_or_init(|| self.connect(node, slot)).await.clone()
+    }
+
+    async fn connect(&self, node: NodeId, slot: &NodeSlot) -> Result<Connection, TransportError> {
+        let connect_error =
+            |reason: String| TransportError::Connect { node, addr: slot.addr, reason };
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), slot.addr, &slot.server_name)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let bound = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
+        match tokio::time::timeout(bound, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(connect_error(e.to_string())),
+            Err(_) => Err(TransportError::Timeout { node, after_ms: CLIENT_CONNECT_TIMEOUT_MS }),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A send stream that is reset, not finished, if the call is abandoned (timed out, or
+/// answered before the payload was all sent): a half-written request must never look
+/// complete to the node.
+struct AbandonGuard {
+    stream: SendStream,
+    finished: bool,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An already closed stream needs no reset; nothing else can fail here.
+            let _ = self.stream.reset(ABANDONED_STREAM);
+        }
+    }
+}
+
+/// Sends the request and reads the reply on a new stream. The reply is read while the
+/// request is written, so a node that refuses a request early (before taking its whole
+/// payload) is heard at once.
+async fn exchange(
+    node: NodeId,
+    conn: &Connection,
+    frame: Vec<u8>,
+    payload: Bytes,
+) -> Result<Reply, TransportError> {
+    let (send, mut recv) = conn.open_bi().await.map_err(|e| lost(node, &e))?;
+    let mut send = AbandonGuard { stream: send, finished: false };
+    let write = write_request(&mut send, frame, payload);
+    let read = read_reply(node, &mut recv);
+    tokio::pin!(write, read);
+    tokio::select! {
+        reply = &mut read => reply,
+        written = &mut write => match written {
+            Ok(()) => read.await,
+            Err(WriteError::ConnectionLost(e)) => Err(lost(node, &e)),
+            // Stopped by the node: it refused the request and its reply says why.
+            Err(write_error) => read.await.map_err(|read_error| TransportError::Protocol {
+                node,
+                reason: format!("request not taken ({write_error}), then {read_error}"),
+            }),
+        },
+    }
+}
+
+async fn write_request(
+    send: &mut AbandonGuard,
+    frame: Vec<u8>,
+    payload: Bytes,
+) -> Result<(), WriteError> {
+    send.stream.write_chunk(Bytes::from(frame)).await?;
+    if !payload.is_empty() {
+        send.stream.write_chunk(payload).await?;
+    }
+    send.stream.finish()?;
+    send.finished = true;
+    Ok(())
+}
+
+/// Reads one reply frame, then requires the end of the stream.
+async fn read_reply(node: NodeId, recv: &mut RecvStream) -> Result<Reply, TransportError> {
+    let protocol = |reason: String| TransportError::Protocol { node, reason };
+    let mut prefix = [0u8; PREFIX_BYTES];
+    read_exact(node, recv, &mut prefix, "reply prefix").await?;
+    let prefix = FramePrefix::parse(prefix).map_err(|e| protocol(format!("reply prefix: {e}")))?;
+    let mut header = vec![0u8; prefix.header_len as usize];
+    read_exact(node, recv, &mut header, "reply header").await?;
+    let response: Response = decode_header(&header, prefix.payload_len)
+        .map_err(|e| protocol(format!("reply header: {e}")))?;
+    let mut payload = vec![0u8; prefix.payload_len as usize];
+    read_exact(node, recv, &mut payload, "reply payload").await?;
+    match recv.read(&mut [0u8; 1]).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err(protocol("bytes after the reply frame".into())),
+        Err(e) => return Err(read_error(node, e)),
+    }
+    match response {
+        Response::Error { code, message } => Err(TransportError::Remote { node, code, message }),
+        response => Ok(Reply { response, payload }),
+    }
+}
+
+async fn read_exact(
+    node: NodeId,
+    recv: &mut RecvStream,
+    buf: &mut [u8],
+    what: &str,
+) -> Result<(), TransportError> {
+    match recv.read_exact(buf).await {
+        Ok(()) => Ok(()),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(TransportError::Protocol {
+            node,
+            reason: format!(
+                "{what} truncated: the stream ended after {got} of {} bytes",
+                buf.len()
+            ),
+        }),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(read_error(node, e)),
+    }
+}
+
+fn read_error(node: NodeId, e: quinn::ReadError) -> TransportError {
+    match e {
+        quinn::ReadError::ConnectionLost(e) => lost(node, &e),
+        other => TransportError::Protocol { node, reason: format!("reading the reply: {other}") },
+    }
+}
+
+fn lost(node: NodeId, e: &quinn::ConnectionError) -> TransportError {
+    TransportError::ConnectionLost { node, reason: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,444 @@
+//! Request handling over the engine, without any transport: a decoded [`Request`] and its
+//! payload in, a [`Reply`] (response, payload, and the memory budget the payload holds) out.
+//! The QUIC glue (`service`) calls [`Handler::handle`]; unit tests call it directly.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rackpoint_proto::limits::NODE_MAX_INFLIGHT_BYTES;
+use rackpoint_proto::wire::Message;
+use rackpoint_proto::{
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, Rank, Request, Response, ShardKey, Step,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::engine::{Engine, EngineError, StoredManifest, StoredShard};
+use crate::stats::{FoundBy, NodeCounters};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A blocking engine task panicked or was cancelled.
+    #[error("engine task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The in-flight budget was closed: the node is stopping.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl RequestError {
+    /// Why the stored value is corrupt, if that is the error.
+    pub fn corruption(&self) -> Option<&str> {
+        match self {
+            RequestError::Engine(EngineError::Corrupt { reason }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The wire error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::Engine(e) => e.code(),
+            RequestError::Task(_) => ErrorCode::Internal,
+            RequestError::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+}
+
+/// The bound on payload bytes held in memory across all requests (`NODE_MAX_INFLIGHT_BYTES`):
+/// a request acquires its payload's size before reading it or loading it.
+#[derive(Debug, Clone)]
+pub struct InflightBudget(Arc<Semaphore>);
+
+impl InflightBudget {
+    /// A budget of `bytes` (at most `NODE_MAX_INFLIGHT_BYTES` is ever asked for).
+    pub fn new(bytes: u64) -> Self {
+        let permits = usize::try_from(bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        Self(Arc::new(Semaphore::new(permits)))
+    }
+
+    /// Waits until `bytes` are free and holds them until the permit drops.
+    pub async fn acquire(&self, bytes: u32) -> Result<OwnedSemaphorePermit, RequestError> {
+        self.0.clone().acquire_many_owned(bytes).await.map_err(|_| RequestError::ShuttingDown)
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+impl Default for InflightBudget {
+    fn default() -> Self {
+        Self::new(NODE_MAX_INFLIGHT_BYTES)
+    }
+}
+
+/// A reply to send: the response, its payload, and the budget the payload holds until it has
+/// been sent.
+#[derive(Debug)]
+pub struct Reply {
+    /// The response header.
+    pub response: Response,
+    /// Raw payload after the header (empty for most responses).
+    pub payload: Bytes,
+    /// Budget held by `payload`; drop it once the payload is sent.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reply {
+    fn bare(response: Response) -> Self {
+        Self { response, payload: Bytes::new(), permit: None }
+    }
+
+    fn with_payload(response: Response, bytes: Vec<u8>, permit: OwnedSemaphorePermit) -> Self {
+        Self { response, payload: Bytes::from(bytes), permit: Some(permit) }
+    }
+
+    /// An error reply.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::bare(Response::error(code, message))
+    }
+
+    /// Whether this reply reports success.
+    pub fn is_ok(&self) -> bool {
+        !matches!(self.response, Response::Error { .. })
+    }
+}
+
+/// Who this node is, as `Hello` and `Stats` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// The node's failure domain.
+    pub rack: String,
+}
+
+/// Serves decoded requests over the engine.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    engine: Arc<Engine>,
+    counters: Arc<NodeCounters>,
+    identity: NodeIdentity,
+    budget: InflightBudget,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, RequestError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl Handler {
+    /// A handler over `engine`, counting into `counters`, bounding payload memory by `budget`.
+    pub fn new(
+        engine: Arc<Engine>,
+        counters: Arc<NodeCounters>,
+        identity: NodeIdentity,
+        budget: InflightBudget,
+    ) -> Self {
+        Self { engine, counters, identity, budget }
+    }
+
+    /// The payload memory budget (the glue acquires from it before reading a payload).
+    pub fn budget(&self) -> &InflightBudget {
+        &self.budget
+    }
+
+    /// The node's counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Serves one request whose payload has been read in full; counts it as served or
+    /// failed. Errors become error replies.
+    pub async fn handle(&self, request: Request, payload: Bytes) -> Reply {
+        let kind = request.kind();
+        let reply = self.dispatch(request, payload).await;
+        let reply = reply.unwrap_or_else(|e| Reply::error(e.code(), e.to_string()));
+        self.counters.record_request(kind, reply.is_ok());
+        reply
+    }
+
+    async fn dispatch(&self, request: Request, payload: Bytes) -> Result<Reply, RequestError> {
+        match request {
+            Request::Hello => Ok(Reply::bare(self.hello())),
+            Request::PutShard { key, hash } => self.put_shard(key, hash, payload).await,
+            Request::GetShard { key } => self.get_shard(key).await,
+            Request::DeleteCheckpoint { job, step } => self.delete_checkpoint(job, step).await,
+            Request::PutManifest { key, world_size, hash } => {
+                self.put_manifest(key, world_size, hash, payload).await
+            }
+            Request::GetManifest { key } => self.get_manifest(key).await,
+            Request::ListManifests { job, after, limit } => {
+                self.list_manifests(job, after, limit).await
+            }
+            Request::Stats => Ok(Reply::bare(Response::Stats(
+                self.counters.snapshot(self.identity.node_id, self.engine.counts()),
+            ))),
+        }
+    }
+
+    fn hello(&self) -> Response {
+        Response::Hello {
+            node_id: self.identity.node_id,
+            rack: self.identity.rack.clone(),
+            capacity_bytes: self.engine.capacity_bytes(),
+            used_bytes: self.engine.counts().shard_bytes,
+        }
+    }
+
+    async fn put_shard(
+        &self,
+        key: ShardKey,
+        hash: Digest,
+        payload: Bytes,
+    ) -> Result<Reply, RequestError> {
+        let engine = self.engine.clone();
+        let k = key.clone();
+        blocking(move || engine.put_shard(&k, hash, &payload)).await?;
+        self.counters.forget_corrupt(&key);
+        Ok(Reply::bare(Response::ShardStored))
+    }
+
+    /// Reserves budget for a stored value of `len` bytes, loads it, and tops the
+    /// reservation up if the value grew in between (a concurrent overwrite).
+    async fn load_within_budget<T: Send + 'static>(
+        &self,
+        len: u32,
+        load: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+        loaded_len: impl Fn(&T) -> usize,
+    ) -> Result<(T, OwnedSemaphorePermit), RequestError> {
+        let mut permit = self.budget.acquire(len).await?;
+        let value = blocking(load).await?;
+        let extra = loaded_len(&value).saturating_sub(len as usize);
+        if extra > 0 {
+            let extra = u32::try_from(extra).unwrap_or(u32::MAX);
+            permit.merge(self.budget.acquire(extra).await?);
+        }
+        Ok((value, permit))
+    }
+
+    async fn get_shard(&self, key: ShardKey) -> Result<Reply, RequestError> {
+        let result = self.load_shard(&key).await;
+        if let Some(reason) = result.as_ref().err().and_then(RequestError::corruption) {
+            self.counters.report_corrupt(&key, FoundBy::Read, reason);
+        }
+        result
+    }
+
+    async fn load_shard(&self, key: &ShardKey) -> Result<Reply, RequestError> {
+        let (engine, k) = (self.engine.clone(), key.clone());
+        let len = blocking(move || engine.shard_len(&k)).await?.ok_or(EngineError::NotFound)?;
+        let (engine, k) = (self.engine.clone(), key.clone());
+        let load = move || engine.get_shard(&k);
+        let (shard, permit) =
+            self.load_within_budget(len, load, |s: &StoredShard| s.bytes.len()).await?;
+        Ok(Reply::with_payload(Response::Shard { hash: shard.hash }, shard.bytes, permit))
+    }
+
+    async fn delete_checkpoint(&self, job: JobName, step: Step) -> Result<Reply, RequestError> {
+        let engine = self.engine.clone();
+        let deleted = blocking(move || engine.delete_checkpoint(&job, step)).await?;
+        Ok(Reply::bare(Response::CheckpointDeleted {
+            shards: deleted.shards,
+            manifests: deleted.manifests,
+        }))
+    }
+
+    async fn put_manifest(
+        &self,
+        key: ManifestKey,
+        world_size: u32,
+        hash: Digest,
+        payload: Bytes,
+    ) -> Result<Reply, RequestError> {
+        let engine = self.engine.clone();
+        blocking(move || engine.put_manifest(&key, world_size, hash, &payload)).await?;
+        Ok(Reply::bare(Response::ManifestStored))
+    }
+
+    async fn get_manifest(&self, key: ManifestKey) -> Result<Reply, RequestError> {
+        let result = self.load_manifest(&key).await;
+        if let Some(reason) = result.as_ref().err().and_then(RequestError::corruption) {
+            let (job, step, rank) = (&key.job, key.step, key.rank);
+            tracing::error!(%job, %step, %rank, "corrupt manifest: {reason}");
+        }
+        result
+    }
+
+    async fn load_manifest(&self, key: &ManifestKey) -> Result<Reply, RequestError> {
+        let (engine, k) = (self.engine.clone(), key.clone());
+        let len = blocking(move || engine.manifest_len(&k)).await?.ok_or(EngineError::NotFound)?;
+        let (engine, k) = (self.engine.clone(), key.clone());
+        let load = move || engine.get_manifest(&k);
+        let (manifest, permit) =
+            self.load_within_budget(len, load, |m: &StoredManifest| m.bytes.len()).await?;
+        let response = Response::Manifest { world_size: manifest.world_size, hash: manifest.hash };
+        Ok(Reply::with_payload(response, manifest.bytes, permit))
+    }
+
+    async fn list_manifests(
+        &self,
+        job: JobName,
+        after: Option<(Step, Rank)>,
+        limit: u32,
+    ) -> Result<Reply, RequestError> {
+        let engine = self.engine.clone();
+        let page = blocking(move || engine.list_manifests(&job, after, limit)).await?;
+        Ok(Reply::bare(Response::Manifests { entries: page.entries, more: page.more }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineOptions;
+    use rackpoint_proto::{ObjectName, ShardIndex, StripeIndex};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        engine: Arc<Engine>,
+        handler: Handler,
+    }
+
+    fn fixture(capacity_bytes: u64) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = EngineOptions { capacity_bytes, ..EngineOptions::default() };
+        let engine = Arc::new(Engine::open(dir.path(), options).expect("engine opens"));
+        let identity = NodeIdentity { node_id: NodeId(7), rack: "rack-a".into() };
+        let handler =
+            Handler::new(engine.clone(), Arc::default(), identity, InflightBudget::default());
+        Fixture { _dir: dir, engine, handler }
+    }
+
+    fn job() -> JobName {
+        JobName::new("job").expect("valid")
+    }
+
+    fn shard_key(index: u8) -> ShardKey {
+        ShardKey {
+            job: job(),
+            step: Step(5),
+            rank: Rank(1),
+            object: ObjectName::new("optim").expect("valid"),
+            stripe: StripeIndex(2),
+            index: ShardIndex(index),
+        }
+    }
+
+    fn digest(b: &[u8]) -> Digest {
+        Digest(*blake3::hash(b).as_bytes())
+    }
+
+    fn error_code(reply: &Reply) -> Option<ErrorCode> {
+        match &reply.response {
+            Response::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    async fn put(h: &Handler, key: ShardKey, bytes: &'static [u8]) -> Reply {
+        let request = Request::PutShard { key, hash: digest(bytes) };
+        h.handle(request, Bytes::from_static(bytes)).await
+    }
+
+    fn stats(reply: Reply) -> rackpoint_proto::NodeStats {
+        match reply.response {
+            Response::Stats(s) => s,
+            other => panic!("expected stats, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn put_then_get_returns_the_bytes_and_holds_budget_until_sent() {
+        let f = fixture(0);
+        let h = &f.handler;
+        assert_eq!(put(h, shard_key(0), b"shard bytes").await.response, Response::ShardStored);
+        let before = h.budget().available();
+        let reply = h.handle(Request::GetShard { key: shard_key(0) }, Bytes::new()).await;
+        assert_eq!(reply.response, Response::Shard { hash: digest(b"shard bytes") });
+        assert_eq!(&reply.payload[..], b"shard bytes");
+        assert_eq!(h.budget().available(), before - 11);
+        drop(reply);
+        assert_eq!(h.budget().available(), before);
+        let missing = h.handle(Request::GetShard { key: shard_key(1) }, Bytes::new()).await;
+        assert_eq!(error_code(&missing), Some(ErrorCode::NotFound));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_hash_is_refused_and_counted_as_failed() {
+        let f = fixture(0);
+        let request = Request::PutShard { key: shard_key(0), hash: digest(b"other") };
+        let reply = f.handler.handle(request, Bytes::from_static(b"bytes")).await;
+        assert_eq!(error_code(&reply), Some(ErrorCode::HashMismatch));
+        let s = stats(f.handler.handle(Request::Stats, Bytes::new()).await);
+        let put = s.requests.iter().find(|c| c.kind == "PutShard").expect("listed");
+        assert_eq!((put.served, put.failed), (0, 1));
+        assert_eq!(s.shards, 0);
+    }
+
+    #[tokio::test]
+    async fn corrupt_shards_are_refused_and_counted() {
+        let f = fixture(0);
+        put(&f.handler, shard_key(0), b"good bytes").await;
+        f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"bad bytes!");
+        for _ in 0..2 {
+            let reply =
+                f.handler.handle(Request::GetShard { key: shard_key(0) }, Bytes::new()).await;
+            assert_eq!(error_code(&reply), Some(ErrorCode::Corrupt));
+            assert!(reply.payload.is_empty());
+        }
+        let s = stats(f.handler.handle(Request::Stats, Bytes::new()).await);
+        assert_eq!(s.corrupt_shards_found, 1, "one shard, found twice, counts once");
+        assert_eq!(f.handler.budget().available(), NODE_MAX_INFLIGHT_BYTES as usize);
+    }
+
+    #[tokio::test]
+    async fn capacity_gives_disk_full_and_hello_reports_usage() {
+        let f = fixture(16);
+        assert!(put(&f.handler, shard_key(0), b"0123456789").await.is_ok());
+        let full = put(&f.handler, shard_key(1), b"0123456789").await;
+        assert_eq!(error_code(&full), Some(ErrorCode::DiskFull));
+        let hello = f.handler.handle(Request::Hello, Bytes::new()).await.response;
+        let expected = Response::Hello {
+            node_id: NodeId(7),
+            rack: "rack-a".into(),
+            capacity_bytes: 16,
+            used_bytes: 10,
+        };
+        assert_eq!(hello, expected);
+    }
+
+    #[tokio::test]
+    async fn manifests_put_get_list_and_delete() {
+        let f = fixture(0);
+        let h = &f.handler;
+        let key = ManifestKey { job: job(), step: Step(5), rank: Rank(1) };
+        let m: &'static [u8] = b"manifest bytes";
+        let request = Request::PutManifest { key: key.clone(), world_size: 2, hash: digest(m) };
+        assert_eq!(
+            h.handle(request, Bytes::from_static(m)).await.response,
+            Response::ManifestStored
+        );
+        let got = h.handle(Request::GetManifest { key: key.clone() }, Bytes::new()).await;
+        assert_eq!(got.response, Response::Manifest { world_size: 2, hash: digest(m) });
+        assert_eq!(&got.payload[..], m);
+        let list = Request::ListManifests { job: job(), after: None, limit: 10 };
+        let Response::Manifests { entries, more } = h.handle(list, Bytes::new()).await.response
+        else {
+            panic!("expected a manifest page");
+        };
+        assert_eq!((entries.len(), entries[0].world_size, more), (1, 2, false));
+        put(h, shard_key(0), b"x").await;
+        let delete = Request::DeleteCheckpoint { job: job(), step: Step(5) };
+        let deleted = h.handle(delete, Bytes::new()).await.response;
+        assert_eq!(deleted, Response::CheckpointDeleted { shards: 1, manifests: 1 });
+        let gone = h.handle(Request::GetManifest { key }, Bytes::new()).await;
+        assert_eq!(error_code(&gone), Some(ErrorCode::NotFound));
+    }
+}

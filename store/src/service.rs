@@ -1,0 +1,418 @@
+//! The QUIC glue: binds the UDP socket and endpoint with throughput-tuned transport settings,
+//! accepts connections (at most `MAX_CONNECTIONS`), and serves one request per bidirectional
+//! stream: read prefix, header and payload within bounds and the in-flight byte budget, hand
+//! the request to the [`Handler`], write the reply, finish the stream. A bad request gets an
+//! error reply and a warn line; the connection and the node go on serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, TransportConfig, VarInt};
+use rackpoint_proto::limits::{
+    MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, NODE_REQUEST_IO_TIMEOUT_MS,
+    QUIC_CONNECTION_WINDOW_BYTES, QUIC_IDLE_TIMEOUT_MS, QUIC_MAX_UDP_PAYLOAD_BYTES,
+    QUIC_STREAM_WINDOW_BYTES, UDP_SOCKET_BUFFER_BYTES,
+};
+use rackpoint_proto::wire::{decode_header, encode_frame, Message, PREFIX_BYTES};
+use rackpoint_proto::{ErrorCode, FramePrefix, Request, Response, WireError};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::handler::{Handler, Reply, RequestError};
+use crate::stats::INVALID_KIND;
+
+/// Transport settings for throughput: large flow-control windows (a 1 MiB+ shard never
+/// waits for window updates), path-MTU discovery up to jumbo frames
+/// (`QUIC_MAX_UDP_PAYLOAD_BYTES`), `MAX_STREAMS_PER_CONNECTION` concurrent request streams,
+/// no unidirectional streams or datagrams, and the idle timeout.
+pub fn transport_config() -> TransportConfig {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS_PER_CONNECTION));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.stream_receive_window(VarInt::from_u32(QUIC_STREAM_WINDOW_BYTES));
+    t.receive_window(VarInt::from_u32(QUIC_CONNECTION_WINDOW_BYTES));
+    t.send_window(u64::from(QUIC_CONNECTION_WINDOW_BYTES));
+    t.datagram_receive_buffer_size(None);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(QUIC_MAX_UDP_PAYLOAD_BYTES);
+    t.mtu_discovery_config(Some(mtu));
+    let idle =
+        VarInt::from_u64(QUIC_IDLE_TIMEOUT_MS).expect("the idle timeout constant fits a varint");
+    t.max_idle_timeout(Some(idle.into()));
+    t
+}
+
+/// The server configuration: the TLS crypto and [`transport_config`].
+pub fn server_config(crypto: QuicServerConfig) -> quinn::ServerConfig {
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    config
+}
+
+/// Binds a UDP socket on `addr` with `UDP_SOCKET_BUFFER_BYTES` send and receive buffers
+/// (the kernel may grant less: see `net.core.rmem_max`) and serves QUIC on it. Must run
+/// inside a tokio runtime.
+pub fn bind_endpoint(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<Endpoint> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES) {
+        tracing::warn!("cannot set the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES) {
+        tracing::warn!("cannot set the UDP send buffer: {e}");
+    }
+    tracing::debug!(
+        recv = ?socket.recv_buffer_size(),
+        send = ?socket.send_buffer_size(),
+        "UDP socket buffers granted"
+    );
+    socket.bind(&addr.into())?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    Endpoint::new(EndpointConfig::default(), Some(config), socket.into(), runtime)
+}
+
+/// Counts open tasks: each holds a [`DrainGuard`]; [`DrainTracker::wait`] returns once every
+/// guard is dropped.
+#[derive(Debug)]
+pub struct DrainTracker {
+    tx: mpsc::Sender<()>,
+    rx: mpsc::Receiver<()>,
+}
+
+/// Held by an open task; see [`DrainTracker`].
+#[derive(Debug, Clone)]
+pub struct DrainGuard {
+    _tx: mpsc::Sender<()>,
+}
+
+impl DrainTracker {
+    /// A tracker with no tasks.
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        Self { tx, rx }
+    }
+
+    /// A guard for one more task.
+    pub fn guard(&self) -> DrainGuard {
+        DrainGuard { _tx: self.tx.clone() }
+    }
+
+    /// Waits until every guard has been dropped.
+    pub async fn wait(self) {
+        let Self { tx, mut rx } = self;
+        drop(tx);
+        // Nobody sends: recv returns None once the last guard is gone.
+        while rx.recv().await.is_some() {}
+    }
+}
+
+impl Default for DrainTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Accepts connections on `endpoint` until `shutdown` turns true, serving each with
+/// `handler`. Every connection and request task holds a guard of `drain`.
+pub async fn serve(
+    endpoint: Endpoint,
+    handler: Handler,
+    mut shutdown: watch::Receiver<bool>,
+    drain: DrainGuard,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let peer = incoming.remote_address();
+            tracing::warn!(%peer, "refusing a connection: {MAX_CONNECTIONS} are open");
+            incoming.refuse();
+            continue;
+        };
+        let connection = ConnectionTask {
+            handler: handler.clone(),
+            shutdown: shutdown.clone(),
+            drain: drain.clone(),
+            _slot: slot,
+        };
+        tokio::spawn(connection.run(incoming));
+    }
+}
+
+struct ConnectionTask {
+    handler: Handler,
+    shutdown: watch::Receiver<bool>,
+    drain: DrainGuard,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl ConnectionTask {
+    async fn run(mut self, incoming: Incoming) {
+        let peer = incoming.remote_address();
+        let connection = tokio::select! {
+            c = incoming => c,
+            _ = self.shutdown.wait_for(|stop| *stop) => return,
+        };
+        let connection = match connection {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%peer, "handshake failed: {e}");
+                return;
+            }
+        };
+        tracing::debug!(%peer, "connection open");
+        loop {
+            let (send, recv) = tokio::select! {
+                stream = connection.accept_bi() => match stream {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(%peer, "connection closed: {e}");
+                        return;
+                    }
+                },
+                _ = self.shutdown.wait_for(|stop| *stop) => return,
+            };
+            let stream =
+                StreamTask { handler: self.handler.clone(), peer, _drain: self.drain.clone() };
+            tokio::spawn(stream.run(send, recv));
+        }
+    }
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadRequestError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("stream ended after {got} of the {declared} bytes of the {part}")]
+    Short { part: &'static str, got: usize, declared: usize },
+    #[error("stream failed: {0}")]
+    Stream(#[from] quinn::ReadError),
+    #[error(transparent)]
+    Budget(#[from] RequestError),
+    #[error("request not complete after {NODE_REQUEST_IO_TIMEOUT_MS} ms")]
+    TimedOut,
+}
+
+impl ReadRequestError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ReadRequestError::Wire(e) => e.code(),
+            ReadRequestError::Short { .. } | ReadRequestError::TimedOut => {
+                ErrorCode::LengthMismatch
+            }
+            ReadRequestError::Stream(_) => ErrorCode::Internal,
+            ReadRequestError::Budget(e) => e.code(),
+        }
+    }
+}
+
+/// A request read in full, with the budget its header and payload hold.
+struct ReadRequest {
+    request: Request,
+    payload: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A failed read, with the request kind if its header decoded.
+struct ReadFailure {
+    kind: &'static str,
+    error: ReadRequestError,
+}
+
+impl From<ReadRequestError> for ReadFailure {
+    fn from(error: ReadRequestError) -> Self {
+        Self { kind: INVALID_KIND, error }
+    }
+}
+
+impl From<WireError> for ReadFailure {
+    fn from(e: WireError) -> Self {
+        ReadRequestError::from(e).into()
+    }
+}
+
+impl From<RequestError> for ReadFailure {
+    fn from(e: RequestError) -> Self {
+        ReadRequestError::from(e).into()
+    }
+}
+
+async fn read_exact(
+    recv: &mut RecvStream,
+    part: &'static str,
+    buf: &mut [u8],
+) -> Result<(), ReadRequestError> {
+    match recv.read_exact(buf).await {
+        Ok(()) => Ok(()),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => {
+            Err(ReadRequestError::Short { part, got, declared: buf.len() })
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+    }
+}
+
+async fn read_payload(recv: &mut RecvStream, len: usize) -> Result<Bytes, ReadRequestError> {
+    let mut payload = Vec::with_capacity(len);
+    while payload.len() < len {
+        match recv.read_chunk(len - payload.len(), true).await? {
+            Some(chunk) => payload.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(ReadRequestError::Short {
+                    part: "payload",
+                    got: payload.len(),
+                    declared: len,
+                })
+            }
+        }
+    }
+    Ok(Bytes::from(payload))
+}
+
+struct StreamTask {
+    handler: Handler,
+    peer: SocketAddr,
+    _drain: DrainGuard,
+}
+
+fn io_timeout() -> Duration {
+    Duration::from_millis(NODE_REQUEST_IO_TIMEOUT_MS)
+}
+
+async fn timed<T>(
+    read: impl std::future::Future<Output = Result<T, ReadRequestError>>,
+) -> Result<T, ReadRequestError> {
+    tokio::time::timeout(io_timeout(), read).await.unwrap_or(Err(ReadRequestError::TimedOut))
+}
+
+impl StreamTask {
+    async fn run(self, mut send: SendStream, mut recv: RecvStream) {
+        let reply = match self.read_request(&mut recv).await {
+            Ok(read) => self.handle(read).await,
+            Err(failure) => self.refuse(failure),
+        };
+        drop(recv);
+        match tokio::time::timeout(io_timeout(), write_reply(&mut send, reply)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(peer = %self.peer, "reply not delivered: {e}"),
+            Err(_) => {
+                tracing::warn!(peer = %self.peer, "reply not taken within {NODE_REQUEST_IO_TIMEOUT_MS} ms")
+            }
+        }
+    }
+
+    /// Reads prefix, header and payload, acquiring budget for the header before reading it
+    /// and for the payload once the header says the request allows that length. Each of the
+    /// two reads must finish within `NODE_REQUEST_IO_TIMEOUT_MS`; waiting for budget is not
+    /// the peer's fault and is not timed.
+    async fn read_request(&self, recv: &mut RecvStream) -> Result<ReadRequest, ReadFailure> {
+        let budget = self.handler.budget();
+        let (request, prefix, mut permit) = timed(async {
+            let mut prefix = [0u8; PREFIX_BYTES];
+            read_exact(recv, "prefix", &mut prefix).await?;
+            let prefix = FramePrefix::parse(prefix)?;
+            let permit = budget.acquire(prefix.header_len).await?;
+            let mut header = vec![0u8; prefix.header_len as usize];
+            read_exact(recv, "header", &mut header).await?;
+            let request = decode_header::<Request>(&header, prefix.payload_len)?;
+            Ok::<_, ReadRequestError>((request, prefix, permit))
+        })
+        .await?;
+        let kind = request.kind();
+        let failure = |error: ReadRequestError| ReadFailure { kind, error };
+        permit.merge(budget.acquire(prefix.payload_len).await.map_err(|e| failure(e.into()))?);
+        let payload =
+            timed(read_payload(recv, prefix.payload_len as usize)).await.map_err(failure)?;
+        Ok(ReadRequest { request, payload, _permit: permit })
+    }
+
+    async fn handle(&self, read: ReadRequest) -> Reply {
+        let kind = read.request.kind();
+        let reply = self.handler.handle(read.request, read.payload).await;
+        if let Response::Error { code, message } = &reply.response {
+            tracing::warn!(peer = %self.peer, kind, ?code, "request failed: {message}");
+        }
+        reply
+    }
+
+    fn refuse(&self, failure: ReadFailure) -> Reply {
+        let ReadFailure { kind, error } = failure;
+        self.handler.counters().record_request(kind, false);
+        tracing::warn!(peer = %self.peer, kind, code = ?error.code(), "bad request: {error}");
+        Reply::error(error.code(), error.to_string())
+    }
+}
+
+/// Why a reply could not be delivered.
+#[derive(Debug, thiserror::Error)]
+enum WriteReplyError {
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    #[error(transparent)]
+    Closed(#[from] quinn::ClosedStream),
+    #[error(transparent)]
+    Stopped(#[from] quinn::StoppedError),
+}
+
+/// The frame header of a reply, or of an `Internal` error reply (and no payload) if the
+/// reply does not encode.
+fn reply_frame(reply: &Reply) -> (Vec<u8>, bool) {
+    let len = u32::try_from(reply.payload.len()).unwrap_or(u32::MAX);
+    match encode_frame(&reply.response, len) {
+        Ok(frame) => (frame, true),
+        Err(e) => {
+            tracing::error!("reply does not encode: {e}");
+            let error = Response::error(ErrorCode::Internal, format!("reply does not encode: {e}"));
+            let frame =
+                encode_frame(&error, 0).expect("an error reply with a bounded message encodes");
+            (frame, false)
+        }
+    }
+}
+
+/// Writes the reply, finishes the stream, and waits until the peer has acknowledged every
+/// byte; only then is the reply's budget released.
+async fn write_reply(send: &mut SendStream, reply: Reply) -> Result<(), WriteReplyError> {
+    let (frame, with_payload) = reply_frame(&reply);
+    let mut chunks = vec![Bytes::from(frame)];
+    if with_payload && !reply.payload.is_empty() {
+        chunks.push(reply.payload);
+    }
+    send.write_all_chunks(&mut chunks).await?;
+    send.finish()?;
+    send.stopped().await?;
+    drop(reply.permit);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_drain_tracker_waits_for_every_guard() {
+        let tracker = DrainTracker::new();
+        let guards = [tracker.guard(), tracker.guard()];
+        let wait = tracker.wait();
+        tokio::pin!(wait);
+        for guard in guards {
+            tokio::select! {
+                biased;
+                () = &mut wait => panic!("returned while a guard was alive"),
+                () = std::future::ready(()) => {}
+            }
+            drop(guard);
+        }
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("returns once all are gone");
+    }
+}

@@ -1,0 +1,166 @@
+//! The node's counters beyond what the engine counts: requests served and failed per message
+//! kind, and corrupt shards found (by reads and by the scrubber), each corrupt shard counted
+//! once and logged with its full address.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rackpoint_proto::limits::MAX_TRACKED_CORRUPT_SHARDS;
+use rackpoint_proto::wire::RequestCounters;
+use rackpoint_proto::{NodeId, NodeStats, ShardKey};
+
+use crate::engine::EngineCounts;
+
+/// The kind recorded for requests whose header did not decode.
+pub const INVALID_KIND: &str = "Invalid";
+
+/// Every kind counted, in the order `Stats` reports them (the request kinds of
+/// `Request::kind`, then requests that did not decode).
+const KINDS: [&str; 9] = [
+    "Hello",
+    "PutShard",
+    "GetShard",
+    "DeleteCheckpoint",
+    "PutManifest",
+    "GetManifest",
+    "ListManifests",
+    "Stats",
+    INVALID_KIND,
+];
+
+#[derive(Debug, Default)]
+struct KindCounters {
+    served: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Who found a corrupt shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundBy {
+    /// A client's `GetShard`.
+    Read,
+    /// The background scrubber.
+    Scrubber,
+}
+
+/// The node's request and corruption counters; share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    requests: [KindCounters; KINDS.len()],
+    corrupt_found: AtomicU64,
+    scrubbed: AtomicU64,
+    corrupt_keys: Mutex<HashSet<ShardKey>>,
+}
+
+impl NodeCounters {
+    /// Counts one request of `kind` (a `Request::kind` name or [`INVALID_KIND`]).
+    pub fn record_request(&self, kind: &str, served: bool) {
+        let i = KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1);
+        let c = &self.requests[i];
+        let counter = if served { &c.served } else { &c.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one shard re-hashed by the scrubber.
+    pub fn record_scrubbed(&self) {
+        self.scrubbed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs a corrupt shard with its full address and counts it once (a shard found again
+    /// is logged, not counted again). Returns whether it was new.
+    pub fn report_corrupt(&self, key: &ShardKey, found_by: FoundBy, reason: &str) -> bool {
+        let new = {
+            let mut keys = self.corrupt_keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.len() >= MAX_TRACKED_CORRUPT_SHARDS || keys.insert(key.clone())
+        };
+        if new {
+            self.corrupt_found.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::error!(
+            job = %key.job, step = %key.step, rank = %key.rank, object = %key.object,
+            stripe = %key.stripe, index = %key.index, ?found_by, new,
+            "corrupt shard: {reason}"
+        );
+        new
+    }
+
+    /// Forgets that a shard was corrupt once it has been rewritten, so that a later
+    /// corruption of the new bytes counts again.
+    pub fn forget_corrupt(&self, key: &ShardKey) {
+        if self.corrupt_found.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.corrupt_keys.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// The `Stats` reply: these counters joined with the engine's.
+    pub fn snapshot(&self, node_id: NodeId, engine: EngineCounts) -> NodeStats {
+        NodeStats {
+            node_id,
+            shards: engine.shards,
+            shard_bytes: engine.shard_bytes,
+            manifests: engine.manifests,
+            corrupt_shards_found: self.corrupt_found.load(Ordering::Relaxed),
+            scrubbed_shards: self.scrubbed.load(Ordering::Relaxed),
+            requests: KINDS
+                .iter()
+                .zip(&self.requests)
+                .map(|(kind, c)| RequestCounters {
+                    kind: (*kind).to_owned(),
+                    served: c.served.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rackpoint_proto::{JobName, ObjectName, Rank, ShardIndex, Step, StripeIndex};
+
+    fn key(index: u8) -> ShardKey {
+        ShardKey {
+            job: JobName::new("j").expect("valid"),
+            step: Step(1),
+            rank: Rank(0),
+            object: ObjectName::new("o").expect("valid"),
+            stripe: StripeIndex(0),
+            index: ShardIndex(index),
+        }
+    }
+
+    fn counters_of<'a>(s: &'a NodeStats, kind: &str) -> &'a RequestCounters {
+        s.requests.iter().find(|c| c.kind == kind).expect("every kind is listed")
+    }
+
+    #[test]
+    fn requests_are_counted_per_kind() {
+        let c = NodeCounters::default();
+        c.record_request("PutShard", true);
+        c.record_request("PutShard", true);
+        c.record_request("PutShard", false);
+        c.record_request(INVALID_KIND, false);
+        let s = c.snapshot(NodeId(4), EngineCounts::default());
+        assert_eq!(s.requests.len(), KINDS.len());
+        assert_eq!(
+            (counters_of(&s, "PutShard").served, counters_of(&s, "PutShard").failed),
+            (2, 1)
+        );
+        assert_eq!(counters_of(&s, INVALID_KIND).failed, 1);
+        assert_eq!(counters_of(&s, "Stats").served, 0);
+    }
+
+    #[test]
+    fn a_corrupt_shard_counts_once_until_rewritten() {
+        let c = NodeCounters::default();
+        assert!(c.report_corrupt(&key(0), FoundBy::Scrubber, "test"));
+        assert!(!c.report_corrupt(&key(0), FoundBy::Read, "test"));
+        assert!(c.report_corrupt(&key(1), FoundBy::Read, "test"));
+        c.forget_corrupt(&key(0));
+        assert!(c.report_corrupt(&key(0), FoundBy::Scrubber, "test"));
+        assert_eq!(c.snapshot(NodeId(1), EngineCounts::default()).corrupt_shards_found, 3);
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of `rackpoint-store` as a real process: QUIC with mutual TLS on
+//! loopback, RocksDB on disk, signals, restarts. Every wait is on a real event (a line the
+//! node prints, its exit, a reply); none sleeps.
+
+mod common;
+
+mod bad_frames;
+mod corruption;
+mod durability;
+mod lifecycle;
+mod round_trip;
+mod tls_refusal;

@@ -1,0 +1,299 @@
+//! The client API: [`Client`] (async, on tokio) and [`BlockingClient`] (for training loops
+//! that are not async). Both share one [`Ctx`]: the cluster map, the QUIC transport, the live
+//! health view, and the limits of this client.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rackpoint_proto::limits::{
+    CLIENT_MAX_ASYNC_SAVES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_STRIPES_IN_FLIGHT, HEDGE_MIN_MS,
+};
+use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Request, Response, Step};
+use tokio::sync::Semaphore;
+
+use crate::catalog::{self, CheckpointSummary, DeleteReport, ResumePoint, VerifyReport};
+use crate::cluster_dir;
+use crate::error::{ClientError, Result};
+use crate::health::{self, Health};
+use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
+use crate::save::{self, ObjectData, ObjectSource, SaveReport, SaveRequest};
+use crate::tls::ClientTls;
+use crate::transport::Transport;
+
+/// What every pipeline shares.
+pub(crate) struct Ctx {
+    pub(crate) map: ClusterMap,
+    pub(crate) transport: Arc<Transport>,
+    pub(crate) health: Arc<Health>,
+    /// Bounds concurrent encode and decode work to the machine's cores.
+    pub(crate) encode_slots: Semaphore,
+    /// Exponentially weighted mean shard-fetch latency, in microseconds.
+    latency_ewma_us: AtomicU64,
+}
+
+impl Ctx {
+    /// Stripes a save or restore keeps in flight: the byte budget over the bytes one stripe
+    /// holds in memory (its data plus its k + m shards), at least 1.
+    pub(crate) fn stripes_in_flight(&self) -> usize {
+        let c = self.map.code;
+        let per_stripe = (2 * u64::from(c.k) + u64::from(c.m)) * u64::from(c.shard_size_bytes);
+        ((CLIENT_MAX_INFLIGHT_BYTES / per_stripe) as usize).clamp(1, CLIENT_MAX_STRIPES_IN_FLIGHT)
+    }
+
+    /// The hedging threshold: four times the typical fetch, and at least `HEDGE_MIN_MS`.
+    pub(crate) fn hedge_after(&self) -> Duration {
+        let typical = Duration::from_micros(self.latency_ewma_us.load(Ordering::Relaxed));
+        (typical * 4).max(Duration::from_millis(HEDGE_MIN_MS))
+    }
+
+    /// A request to `node` failed at the node level: mark it down and drop its connection,
+    /// so the next call (after a restart, say) opens a fresh one instead of waiting out the
+    /// old connection's idle timeout.
+    pub(crate) fn node_failed(&self, node: NodeId) {
+        self.health.mark_down(node);
+        self.transport.forget(node);
+    }
+
+    pub(crate) fn record_latency(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u32::MAX)) as u64;
+        let old = self.latency_ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.latency_ewma_us.store(new, Ordering::Relaxed);
+    }
+}
+
+/// A node as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// The node as the map lists it.
+    pub node: NodeInfo,
+    /// Its counters, or why it did not answer.
+    pub stats: std::result::Result<rackpoint_proto::NodeStats, String>,
+}
+
+/// The async client. Cheap to clone; every clone shares connections and health.
+#[derive(Clone)]
+pub struct Client {
+    ctx: Arc<Ctx>,
+    async_saves: Arc<Semaphore>,
+    _heartbeat: Arc<HeartbeatGuard>,
+}
+
+struct HeartbeatGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for HeartbeatGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Client {
+    /// Connects with a `cluster.toml` (its TLS paths are relative to its folder). Connections
+    /// open lazily, on first use of each node. Must be called inside a tokio runtime.
+    pub fn connect(cluster_file: &Path) -> Result<Self> {
+        let loaded = cluster_dir::load(cluster_file)?;
+        Self::with_map(loaded.map, &loaded.tls)
+    }
+
+    /// Connects with a cluster map and TLS material already in hand.
+    pub fn with_map(map: ClusterMap, tls: &ClientTls) -> Result<Self> {
+        let transport = Arc::new(Transport::new(&map, tls)?);
+        let health = Arc::new(Health::default());
+        let heartbeat = tokio::spawn(health::heartbeat_loop(transport.clone(), health.clone()));
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let ctx = Arc::new(Ctx {
+            map,
+            transport,
+            health,
+            encode_slots: Semaphore::new(workers),
+            latency_ewma_us: AtomicU64::new(0),
+        });
+        Ok(Self {
+            ctx,
+            async_saves: Arc::new(Semaphore::new(CLIENT_MAX_ASYNC_SAVES)),
+            _heartbeat: Arc::new(HeartbeatGuard(heartbeat)),
+        })
+    }
+
+    /// The cluster map in use.
+    pub fn map(&self) -> &ClusterMap {
+        &self.ctx.map
+    }
+
+    /// Nodes this client currently believes down.
+    pub fn down_nodes(&self) -> Vec<NodeId> {
+        self.ctx.health.down_nodes()
+    }
+
+    /// Saves one rank's part; returns once its manifest is committed.
+    pub async fn save(&self, req: SaveRequest) -> Result<SaveReport> {
+        save::save(&self.ctx, req).await
+    }
+
+    /// Copies `objects` into staging memory and returns at once; the upload goes on in the
+    /// background and the caller may reuse its buffers immediately. Waits only while
+    /// `CLIENT_MAX_ASYNC_SAVES` saves are already in flight.
+    pub async fn save_async(
+        &self,
+        mut req: SaveRequest,
+        objects: &[(rackpoint_proto::ObjectName, &[u8])],
+    ) -> Result<SaveHandle> {
+        let permit = self
+            .async_saves
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ClientError::Task(e.to_string()))?;
+        req.objects.extend(objects.iter().map(|(name, bytes)| ObjectData {
+            name: name.clone(),
+            source: ObjectSource::Memory(Bytes::copy_from_slice(bytes)),
+        }));
+        let ctx = self.ctx.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            save::save(&ctx, req).await
+        });
+        Ok(SaveHandle { task })
+    }
+
+    /// Restores one part into memory.
+    pub async fn restore(
+        &self,
+        job: &JobName,
+        which: Which,
+        rank: Rank,
+    ) -> Result<(RestoreReport, Vec<RestoredObject>)> {
+        let manifest = restore::find_manifest(&self.ctx, job, which, rank).await?;
+        let mut sink = Sink::Memory(Vec::new());
+        let report = restore::restore_part(&self.ctx, manifest, &mut sink).await?;
+        let Sink::Memory(objects) = sink else { unreachable!("the sink was made as Memory") };
+        Ok((report, objects))
+    }
+
+    /// Restores one part into files `dir/<object name>`.
+    pub async fn restore_to_dir(
+        &self,
+        job: &JobName,
+        which: Which,
+        rank: Rank,
+        dir: &Path,
+    ) -> Result<RestoreReport> {
+        restore::check_out_dir(dir)?;
+        let manifest = restore::find_manifest(&self.ctx, job, which, rank).await?;
+        restore::restore_part(&self.ctx, manifest, &mut Sink::Dir(PathBuf::from(dir))).await
+    }
+
+    /// The newest complete checkpoint that is still recoverable, with every part's manifest.
+    pub async fn resume(&self, job: &JobName) -> Result<Option<ResumePoint>> {
+        catalog::resume(&self.ctx, job).await
+    }
+
+    /// Every checkpoint of a job, oldest first.
+    pub async fn list(&self, job: &JobName) -> Result<Vec<CheckpointSummary>> {
+        catalog::list(&self.ctx, job).await
+    }
+
+    /// Reads back every shard of a checkpoint and checks the manifest chains.
+    pub async fn verify(&self, job: &JobName, step: Step) -> Result<VerifyReport> {
+        catalog::verify(&self.ctx, job, step).await
+    }
+
+    /// Deletes a checkpoint from every reachable node.
+    pub async fn delete(&self, job: &JobName, step: Step) -> Result<DeleteReport> {
+        catalog::delete(&self.ctx, job, step).await
+    }
+
+    /// Every node's counters, or why it did not answer.
+    pub async fn status(&self) -> Vec<NodeStatus> {
+        let calls = self.ctx.map.nodes.iter().map(|n| async move {
+            let stats = match self.ctx.transport.call(n.id, &Request::Stats, Bytes::new()).await {
+                Ok(reply) => match reply.response {
+                    Response::Stats(s) => Ok(s),
+                    other => Err(format!("unexpected reply {other:?}")),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            NodeStatus { node: n.clone(), stats }
+        });
+        futures::future::join_all(calls).await
+    }
+}
+
+/// A save running in the background.
+#[derive(Debug)]
+pub struct SaveHandle {
+    task: tokio::task::JoinHandle<Result<SaveReport>>,
+}
+
+impl SaveHandle {
+    /// Waits for the upload and commit.
+    pub async fn wait(self) -> Result<SaveReport> {
+        self.task.await?
+    }
+
+    /// Whether the save has finished (successfully or not).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The blocking client: the same calls, for code that is not async. Owns its runtime.
+pub struct BlockingClient {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl BlockingClient {
+    /// Connects with a `cluster.toml`.
+    pub fn connect(cluster_file: &Path) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("rackpoint-client")
+            .build()
+            .map_err(|source| ClientError::Io { path: PathBuf::from("<tokio runtime>"), source })?;
+        let client = rt.block_on(async { Client::connect(cluster_file) })?;
+        Ok(Self { rt, client })
+    }
+
+    /// The async client inside, for mixing styles.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// See [`Client::save`].
+    pub fn save(&self, req: SaveRequest) -> Result<SaveReport> {
+        self.rt.block_on(self.client.save(req))
+    }
+
+    /// See [`Client::save_async`]; the returned handle is waited on with [`BlockingClient::wait`].
+    pub fn save_async(
+        &self,
+        req: SaveRequest,
+        objects: &[(rackpoint_proto::ObjectName, &[u8])],
+    ) -> Result<SaveHandle> {
+        self.rt.block_on(self.client.save_async(req, objects))
+    }
+
+    /// Waits for a background save.
+    pub fn wait(&self, handle: SaveHandle) -> Result<SaveReport> {
+        self.rt.block_on(handle.wait())
+    }
+
+    /// See [`Client::restore`].
+    pub fn restore(
+        &self,
+        job: &JobName,
+        which: Which,
+        rank: Rank,
+    ) -> Result<(RestoreReport, Vec<RestoredObject>)> {
+        self.rt.block_on(self.client.restore(job, which, rank))
+    }
+
+    /// See [`Client::resume`].
+    pub fn resume(&self, job: &JobName) -> Result<Option<ResumePoint>> {
+        self.rt.block_on(self.client.resume(job))
+    }
+}

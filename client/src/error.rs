@@ -1,0 +1,160 @@
+//! The client's error type: every failure of save, restore, list and verify, with the
+//! arithmetic and the nodes involved, so that a message says what failed and what to do.
+
+use std::path::PathBuf;
+
+use rackpoint_proto::{JobName, NodeId, ObjectName, Rank, ShardIndex, Step, StripeIndex};
+
+use crate::planner::ShardFailure;
+
+/// One shard that could not be used, for error reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedShard {
+    /// Its index in the stripe.
+    pub index: ShardIndex,
+    /// The node it was on.
+    pub node: NodeId,
+    /// What went wrong.
+    pub why: ShardFailure,
+}
+
+impl std::fmt::Display for FailedShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard {} on node {}: {:?}", self.index, self.node, self.why)
+    }
+}
+
+fn list<T: std::fmt::Display>(v: &[T]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Everything a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster folder or its files could not be used.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster_dir::ClusterDirError),
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A node request failed and no fallback remained.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// Not enough nodes are up to place shards.
+    #[error(transparent)]
+    Placement(#[from] crate::placement::PlacementError),
+    /// The erasure code refused its input.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// A manifest did not decode or validate.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    /// The request itself is invalid.
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+    /// A stripe lost more shards than the code can rebuild.
+    #[error("object {object} stripe {stripe}: need {need} shards, only {got} usable ({failures}); more than m nodes of this stripe are down or corrupt")]
+    NotEnoughShards {
+        /// The object.
+        object: ObjectName,
+        /// The stripe.
+        stripe: StripeIndex,
+        /// Shards needed (k).
+        need: usize,
+        /// Good shards found.
+        got: usize,
+        /// Every failed shard, `failures` in text.
+        failures: FailedShardList,
+    },
+    /// A shard could not be stored on any node.
+    #[error("object {object} stripe {stripe} shard {index}: could not be stored after {attempts} attempts: {last}")]
+    ShardWriteFailed {
+        /// The object.
+        object: ObjectName,
+        /// The stripe.
+        stripe: StripeIndex,
+        /// The shard.
+        index: ShardIndex,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+    /// The manifest could not be made durable on enough nodes: the part is not committed.
+    #[error("manifest of {job} step {step} rank {rank} stored on {stored} of the {need} nodes required ({failures}); the part is not committed")]
+    CommitFailed {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// The rank.
+        rank: Rank,
+        /// Replicas required (m + 1).
+        need: usize,
+        /// Replicas stored.
+        stored: usize,
+        /// Per-node failures.
+        failures: String,
+    },
+    /// No manifest of that part could be found on any reachable node.
+    #[error("no manifest for {job} step {step} rank {rank} on any reachable node{detail}")]
+    ManifestNotFound {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// The rank.
+        rank: Rank,
+        /// What the nodes said, if anything.
+        detail: String,
+    },
+    /// The job has no complete, recoverable checkpoint.
+    #[error("job {job} has no complete checkpoint that can be restored{detail}")]
+    NoCheckpoint {
+        /// The job.
+        job: JobName,
+        /// Why the newest candidates were passed over.
+        detail: String,
+    },
+    /// No node answered a listing.
+    #[error("no node answered ({0})")]
+    NoNodeAnswered(String),
+    /// The restored object's blake3 is not the manifest's: nothing was returned.
+    #[error(
+        "object {object}: restored bytes do not match the manifest's blake3; nothing was written"
+    )]
+    ObjectHashMismatch {
+        /// The object.
+        object: ObjectName,
+    },
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A background task ended abnormally.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// A list of failed shards that prints as one line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FailedShardList(pub Vec<FailedShard>);
+
+impl std::fmt::Display for FailedShardList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&list(&self.0))
+    }
+}
+
+impl From<tokio::task::JoinError> for ClientError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ClientError::Task(e.to_string())
+    }
+}
+
+/// `Result` with [`ClientError`].
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

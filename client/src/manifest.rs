@@ -1,0 +1,936 @@
+//! The manifest: the record of one part (one rank's share of a checkpoint) that says where
+//! every shard went, with its canonical byte form, validation of untrusted bytes, and the
+//! per-rank chain (`prev`) that makes lost, reordered and rewritten manifests visible.
+//!
+//! Byte form: the magic `b"RPM1"` then the postcard encoding of [`Manifest`] (whose first
+//! field is `format_version`, so a reader learns the version before the layout). Only the
+//! canonical encoding is accepted: [`Manifest::from_bytes`] re-encodes what it decoded and
+//! refuses any difference (overlong varints, trailing bytes), so a manifest's id,
+//! `blake3(bytes)`, is one value per manifest.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rackpoint_proto::cluster::ConfigError;
+use rackpoint_proto::limits::{
+    MAX_MANIFEST_BYTES, MAX_OBJECTS_PER_PART, MAX_USER_META_ENTRIES, MAX_USER_META_KEY_BYTES,
+    MAX_USER_META_VALUE_BYTES, MAX_WORLD_SIZE, MAX_WRITER_BYTES,
+};
+use rackpoint_proto::{CodeParams, Digest, JobName, NodeId, ObjectName, Rank, Step, StripeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{ObjectLayout, CODEC_FIELD, CODEC_ID, CODEC_MATRIX};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT_VERSION: u16 = 1;
+/// The first bytes of every encoded manifest.
+pub const MANIFEST_MAGIC: [u8; 4] = *b"RPM1";
+
+/// One part of a checkpoint: what was saved and where every shard went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT_VERSION`] when written.
+    pub format_version: u16,
+    /// The job.
+    pub job: JobName,
+    /// The checkpoint's step.
+    pub step: Step,
+    /// The rank that wrote this part.
+    pub rank: Rank,
+    /// Parts in the checkpoint (ranks `0..world_size`).
+    pub world_size: u32,
+    /// Who wrote it (host, process), for humans.
+    pub writer: String,
+    /// The erasure code of every stripe.
+    pub code: CodeSpec,
+    /// The objects, in the order the writer gave them; names are unique.
+    pub objects: Vec<ObjectEntry>,
+    /// Small user metadata (for example the data loader's offset).
+    pub user_meta: BTreeMap<String, String>,
+    /// The id of this rank's previous manifest of the job, if any.
+    pub prev: Option<Digest>,
+}
+
+/// The erasure code, self-described so that a reader can tell whether it can decode it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeSpec {
+    /// [`CODEC_ID`].
+    pub codec: String,
+    /// [`CODEC_FIELD`].
+    pub field: String,
+    /// [`CODEC_MATRIX`].
+    pub matrix: String,
+    /// `k`, `m` and the shard size.
+    pub params: CodeParams,
+}
+
+impl CodeSpec {
+    /// The spec of this build's codec for `params`.
+    pub fn for_params(params: CodeParams) -> Self {
+        Self {
+            codec: CODEC_ID.to_owned(),
+            field: CODEC_FIELD.to_owned(),
+            matrix: CODEC_MATRIX.to_owned(),
+            params,
+        }
+    }
+}
+
+/// One object of a part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Its name, unique in the part.
+    pub name: ObjectName,
+    /// Its length in bytes.
+    pub len: u64,
+    /// blake3 of the whole object.
+    pub hash: Digest,
+    /// Its stripes, exactly `ObjectLayout::stripe_count()` of them.
+    pub stripes: Vec<StripeEntry>,
+}
+
+/// One stripe of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeEntry {
+    /// Exactly `k + m` shards, in shard-index order.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// Where one shard went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// The node holding it.
+    pub node: NodeId,
+    /// blake3 of its bytes.
+    pub hash: Digest,
+}
+
+/// Why manifest bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Longer than `MAX_MANIFEST_BYTES`.
+    #[error("manifest of {len} bytes is over the limit of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// It does not start with [`MANIFEST_MAGIC`].
+    #[error("not a manifest (bad magic)")]
+    BadMagic,
+    /// A format version this build does not read.
+    #[error("manifest format version {got} is not supported (this build reads {want})")]
+    UnsupportedVersion {
+        /// Version in the bytes.
+        got: u16,
+        /// Version this build reads.
+        want: u16,
+    },
+    /// The body did not decode (truncated, a bad name, ...).
+    #[error("malformed manifest: {0}")]
+    Malformed(String),
+    /// It decoded but is not the canonical encoding of what it decoded to.
+    #[error("manifest bytes are not in canonical form")]
+    NonCanonical,
+    /// `world_size` is outside `1..=MAX_WORLD_SIZE`.
+    #[error("world size {0} is outside 1..={MAX_WORLD_SIZE}")]
+    BadWorldSize(u32),
+    /// `rank >= world_size`.
+    #[error("rank {rank} is outside a world of {world_size}")]
+    RankOutOfRange {
+        /// The rank.
+        rank: Rank,
+        /// The world size.
+        world_size: u32,
+    },
+    /// The code's parameters are out of bounds.
+    #[error("invalid code: {0}")]
+    BadCode(#[from] ConfigError),
+    /// The code is not one this build can decode.
+    #[error("unknown codec {codec:?} / {field:?} / {matrix:?}")]
+    UnknownCodec {
+        /// Codec id in the manifest.
+        codec: String,
+        /// Field in the manifest.
+        field: String,
+        /// Matrix in the manifest.
+        matrix: String,
+    },
+    /// More objects than `MAX_OBJECTS_PER_PART`.
+    #[error("{count} objects is over the limit of {MAX_OBJECTS_PER_PART}")]
+    TooManyObjects {
+        /// Objects in the manifest.
+        count: usize,
+    },
+    /// Two objects share a name.
+    #[error("object {0} appears twice")]
+    DuplicateObject(ObjectName),
+    /// The object is too long for its code.
+    #[error("object {object} of {len} bytes is too long for the code")]
+    ObjectTooLarge {
+        /// The object.
+        object: ObjectName,
+        /// Its length.
+        len: u64,
+    },
+    /// The object's stripe list does not match its length.
+    #[error("object {object} has {got} stripes; its length needs {want}")]
+    StripeCountMismatch {
+        /// The object.
+        object: ObjectName,
+        /// Stripes listed.
+        got: usize,
+        /// Stripes its length needs.
+        want: u32,
+    },
+    /// A stripe does not list `k + m` shards.
+    #[error("object {object} stripe {stripe} lists {got} shards; the code has {want}")]
+    ShardCountMismatch {
+        /// The object.
+        object: ObjectName,
+        /// The stripe.
+        stripe: StripeIndex,
+        /// Shards listed.
+        got: usize,
+        /// `k + m`.
+        want: usize,
+    },
+    /// More user-metadata entries than `MAX_USER_META_ENTRIES`.
+    #[error("{count} user metadata entries is over the limit of {MAX_USER_META_ENTRIES}")]
+    TooManyUserMeta {
+        /// Entries in the manifest.
+        count: usize,
+    },
+    /// A user-metadata key is empty or longer than `MAX_USER_META_KEY_BYTES`.
+    #[error("user metadata key of {len} bytes is outside 1..={MAX_USER_META_KEY_BYTES}")]
+    BadUserMetaKey {
+        /// The key's length.
+        len: usize,
+    },
+    /// A user-metadata value is longer than `MAX_USER_META_VALUE_BYTES`.
+    #[error("user metadata value of {len} bytes is over the limit of {MAX_USER_META_VALUE_BYTES}")]
+    UserMetaValueTooLong {
+        /// The value's length.
+        len: usize,
+    },
+    /// The writer identity is longer than `MAX_WRITER_BYTES`.
+    #[error("writer identity of {len} bytes is over the limit of {MAX_WRITER_BYTES}")]
+    WriterTooLong {
+        /// Its length.
+        len: usize,
+    },
+}
+
+impl Manifest {
+    /// The canonical bytes: [`MANIFEST_MAGIC`] then postcard. The same manifest always gives
+    /// the same bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_extend(self, MANIFEST_MAGIC.to_vec())
+            .expect("postcard encodes every manifest into a Vec: all its sequences have lengths")
+    }
+
+    /// Decodes and validates untrusted bytes (see [`Manifest::validate`]). Never panics.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, ManifestError> {
+        if b.len() > MAX_MANIFEST_BYTES as usize {
+            return Err(ManifestError::TooLarge { len: b.len(), max: MAX_MANIFEST_BYTES });
+        }
+        let body = b.strip_prefix(&MANIFEST_MAGIC).ok_or(ManifestError::BadMagic)?;
+        let (version, _) = postcard::take_from_bytes::<u16>(body)
+            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        if version != MANIFEST_FORMAT_VERSION {
+            return Err(ManifestError::UnsupportedVersion {
+                got: version,
+                want: MANIFEST_FORMAT_VERSION,
+            });
+        }
+        let (m, rest): (Manifest, _) =
+            postcard::take_from_bytes(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        if !rest.is_empty() || m.to_bytes() != b {
+            return Err(ManifestError::NonCanonical);
+        }
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks every bound and the consistency of the stripes with the code: world size and
+    /// rank, code and codec, object count and unique names, stripes per object, shards per
+    /// stripe, user metadata and writer lengths. The encoded length is checked by
+    /// [`Manifest::from_bytes`].
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(ManifestError::UnsupportedVersion {
+                got: self.format_version,
+                want: MANIFEST_FORMAT_VERSION,
+            });
+        }
+        if !(1..=MAX_WORLD_SIZE).contains(&self.world_size) {
+            return Err(ManifestError::BadWorldSize(self.world_size));
+        }
+        if self.rank.0 >= self.world_size {
+            return Err(ManifestError::RankOutOfRange {
+                rank: self.rank,
+                world_size: self.world_size,
+            });
+        }
+        if self.writer.len() > MAX_WRITER_BYTES {
+            return Err(ManifestError::WriterTooLong { len: self.writer.len() });
+        }
+        self.validate_code()?;
+        self.validate_user_meta()?;
+        self.validate_objects()
+    }
+
+    fn validate_code(&self) -> Result<(), ManifestError> {
+        let c = &self.code;
+        c.params.validate()?;
+        if c.codec != CODEC_ID || c.field != CODEC_FIELD || c.matrix != CODEC_MATRIX {
+            return Err(ManifestError::UnknownCodec {
+                codec: c.codec.clone(),
+                field: c.field.clone(),
+                matrix: c.matrix.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_user_meta(&self) -> Result<(), ManifestError> {
+        if self.user_meta.len() > MAX_USER_META_ENTRIES {
+            return Err(ManifestError::TooManyUserMeta { count: self.user_meta.len() });
+        }
+        for (k, v) in &self.user_meta {
+            if k.is_empty() || k.len() > MAX_USER_META_KEY_BYTES {
+                return Err(ManifestError::BadUserMetaKey { len: k.len() });
+            }
+            if v.len() > MAX_USER_META_VALUE_BYTES {
+                return Err(ManifestError::UserMetaValueTooLong { len: v.len() });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_objects(&self) -> Result<(), ManifestError> {
+        if self.objects.len() > MAX_OBJECTS_PER_PART {
+            return Err(ManifestError::TooManyObjects { count: self.objects.len() });
+        }
+        let mut names = HashSet::with_capacity(self.objects.len());
+        for o in &self.objects {
+            if !names.insert(&o.name) {
+                return Err(ManifestError::DuplicateObject(o.name.clone()));
+            }
+            self.validate_stripes(o)?;
+        }
+        Ok(())
+    }
+
+    fn validate_stripes(&self, o: &ObjectEntry) -> Result<(), ManifestError> {
+        let params = self.code.params;
+        let layout = ObjectLayout::try_new(params, o.len)
+            .map_err(|_| ManifestError::ObjectTooLarge { object: o.name.clone(), len: o.len })?;
+        let want = layout.stripe_count();
+        if o.stripes.len() != want as usize {
+            let got = o.stripes.len();
+            return Err(ManifestError::StripeCountMismatch { object: o.name.clone(), got, want });
+        }
+        for (i, s) in o.stripes.iter().enumerate() {
+            if s.shards.len() != params.total() {
+                return Err(ManifestError::ShardCountMismatch {
+                    object: o.name.clone(),
+                    stripe: StripeIndex(i as u32),
+                    got: s.shards.len(),
+                    want: params.total(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest's id: blake3 of its canonical bytes.
+    pub fn id(&self) -> Digest {
+        Digest(*blake3::hash(&self.to_bytes()).as_bytes())
+    }
+
+    /// Object bytes in the part.
+    pub fn total_bytes(&self) -> u64 {
+        self.objects.iter().fold(0, |sum, o| sum.saturating_add(o.len))
+    }
+
+    /// How many more shard losses every stripe survives when the nodes for which `lost`
+    /// is true are gone: the minimum over stripes of `m - (shards on lost nodes)`, or `None`
+    /// if some stripe already lost more than `m` shards. A part without stripes has `m`.
+    pub fn remaining_redundancy(&self, lost: &dyn Fn(NodeId) -> bool) -> Option<usize> {
+        let m = usize::from(self.code.params.m);
+        let mut remaining = m;
+        for stripe in self.objects.iter().flat_map(|o| &o.stripes) {
+            let gone = stripe.shards.iter().filter(|s| lost(s.node)).count();
+            remaining = remaining.min(m.checked_sub(gone)?);
+        }
+        Some(remaining)
+    }
+}
+
+/// A problem in one rank's chain of manifests. Steps name the manifest the problem was found
+/// at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainProblem {
+    /// A manifest's bytes do not hash to the id its node listed for it: it was altered after
+    /// it was written. (For linking, it still answers to both ids, so its successor is not
+    /// blamed as well.)
+    #[error("step {step}: manifest bytes hash to {actual}, not to the listed id {claimed}")]
+    Tampered {
+        /// The manifest's step.
+        step: Step,
+        /// The id the node listed.
+        claimed: Digest,
+        /// blake3 of its bytes.
+        actual: Digest,
+    },
+    /// The manifest belongs to another job or rank than the chain's (the `(job, rank)` of
+    /// the lowest step given); it is left out of the chain.
+    #[error("step {step}: manifest of job {job} rank {rank} is not part of this chain")]
+    Foreign {
+        /// The manifest's step.
+        step: Step,
+        /// Its job.
+        job: JobName,
+        /// Its rank.
+        rank: Rank,
+    },
+    /// Two different manifests claim the same step (a second writer for the rank).
+    #[error("step {step}: two different manifests")]
+    DuplicateStep {
+        /// The step.
+        step: Step,
+    },
+    /// The manifest's `prev` names no manifest in the list, though an older one is listed:
+    /// something between `prev_step` and `step` was lost, deleted out of order, or rewritten.
+    #[error("step {step}: its predecessor is missing (closest older manifest: step {prev_step})")]
+    Gap {
+        /// The manifest's step.
+        step: Step,
+        /// The step of the closest older manifest listed.
+        prev_step: Step,
+    },
+    /// The manifest's `prev` names a listed manifest that is not its immediate predecessor:
+    /// one of the same or a later step, or an older one that skips over the immediate
+    /// predecessor (a fork).
+    #[error("step {step}: links to the manifest of step {points_to}, not to its predecessor")]
+    Reorder {
+        /// The manifest's step.
+        step: Step,
+        /// The step of the manifest its `prev` names.
+        points_to: Step,
+    },
+    /// The manifest names no predecessor though an older manifest is listed (the chain was
+    /// restarted, hiding whatever came before).
+    #[error("step {step}: names no predecessor though step {prev_step} is listed")]
+    Unlinked {
+        /// The manifest's step.
+        step: Step,
+        /// The step of the closest older manifest listed.
+        prev_step: Step,
+    },
+}
+
+/// Verifies one `(job, rank)`'s chain from manifests in any order (their ids are computed
+/// from their bytes, so nothing can be tampered; see [`verify_chain_with_ids`]).
+pub fn verify_chain(manifests: &[Manifest]) -> Vec<ChainProblem> {
+    let with_ids: Vec<(Digest, Manifest)> = manifests.iter().map(|m| (m.id(), m.clone())).collect();
+    verify_chain_with_ids(&with_ids)
+}
+
+/// Verifies one `(job, rank)`'s chain from `(id the node listed, manifest)` pairs in any
+/// order. Rules, with manifests sorted by step:
+/// - `Tampered` when a listed id is not the manifest's id (blake3 of its bytes);
+/// - `Foreign` for a manifest of another job or rank than the lowest step's (left out);
+/// - the same manifest listed twice (by two replicas) counts once; two different manifests
+///   of one step are a `DuplicateStep`;
+/// - the oldest step's `prev` may name anything not listed (older manifests were GC'd, or it
+///   is the first) but not a listed manifest (`Reorder`);
+/// - every later manifest's `prev` must name a manifest of the closest older listed step:
+///   if it names none (`None`) that is `Unlinked`, if it names an unlisted id a `Gap`, and if
+///   it names another listed manifest a `Reorder`.
+pub fn verify_chain_with_ids(manifests: &[(Digest, Manifest)]) -> Vec<ChainProblem> {
+    let mut problems = Vec::new();
+    let mut sorted: Vec<&(Digest, Manifest)> = manifests.iter().collect();
+    sorted.sort_by_key(|(claimed, m)| (m.step, *claimed));
+    let Some((_, first)) = sorted.first() else {
+        return problems;
+    };
+    let (job, rank) = (first.job.clone(), first.rank);
+    let mut links: Vec<&Manifest> = Vec::new();
+    let mut by_id: HashMap<Digest, usize> = HashMap::new();
+    for (claimed, m) in sorted {
+        let actual = m.id();
+        if *claimed != actual {
+            problems.push(ChainProblem::Tampered { step: m.step, claimed: *claimed, actual });
+        }
+        if m.job != job || m.rank != rank {
+            problems.push(ChainProblem::Foreign { step: m.step, job: m.job.clone(), rank: m.rank });
+            continue;
+        }
+        let i = *by_id.entry(actual).or_insert_with(|| {
+            links.push(m);
+            links.len() - 1
+        });
+        by_id.entry(*claimed).or_insert(i);
+    }
+    problems.extend(link_problems(&links, &by_id));
+    problems
+}
+
+/// Duplicate steps and broken `prev` links of distinct manifests sorted by step; `by_id`
+/// maps every id a manifest answers to to its index.
+fn link_problems(links: &[&Manifest], by_id: &HashMap<Digest, usize>) -> Vec<ChainProblem> {
+    let mut problems = Vec::new();
+    let (mut prev_step, mut current) = (None, None);
+    for (i, m) in links.iter().enumerate() {
+        let step = m.step;
+        if current == Some(step) {
+            if i < 2 || links[i - 2].step != step {
+                problems.push(ChainProblem::DuplicateStep { step });
+            }
+        } else {
+            (prev_step, current) = (current, Some(step));
+        }
+        let named = m.prev.and_then(|p| by_id.get(&p)).map(|&j| links[j].step);
+        let problem = match (prev_step, m.prev, named) {
+            (_, _, Some(target)) if Some(target) == prev_step => None,
+            (_, _, Some(points_to)) => Some(ChainProblem::Reorder { step, points_to }),
+            (None, _, None) => None,
+            (Some(prev_step), None, None) => Some(ChainProblem::Unlinked { step, prev_step }),
+            (Some(prev_step), Some(_), None) => Some(ChainProblem::Gap { step, prev_step }),
+        };
+        problems.extend(problem);
+    }
+    problems
+}
+
+/// Whether a checkpoint of `world_size` parts is complete given the ranks of the parts
+/// present (from manifests that agree on `world_size`): every rank `0..world_size` is
+/// present and none is outside it. Repeated ranks (replicas) are fine.
+pub fn is_complete(world_size: u32, ranks_present: impl IntoIterator<Item = Rank>) -> bool {
+    if !(1..=MAX_WORLD_SIZE).contains(&world_size) {
+        return false;
+    }
+    let mut seen = vec![false; world_size as usize];
+    for r in ranks_present {
+        match seen.get_mut(r.0 as usize) {
+            Some(slot) => *slot = true,
+            None => return false,
+        }
+    }
+    seen.iter().all(|&s| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn digest(rng: &mut StdRng) -> Digest {
+        Digest(rng.gen())
+    }
+
+    /// A valid manifest whose shard entries come from `seed`.
+    fn build(params: CodeParams, lens: &[u64], seed: u64) -> Manifest {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let objects = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let stripes = (0..ObjectLayout::new(params, len).stripe_count())
+                    .map(|_| StripeEntry {
+                        shards: (0..params.total())
+                            .map(|_| ShardEntry {
+                                node: NodeId(rng.gen_range(1..10)),
+                                hash: digest(&mut rng),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                ObjectEntry {
+                    name: ObjectName::new(format!("obj-{i}")).expect("valid"),
+                    len,
+                    hash: digest(&mut rng),
+                    stripes,
+                }
+            })
+            .collect();
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            job: JobName::new("llm-7b").expect("valid"),
+            step: Step(rng.gen_range(0..1_000_000)),
+            rank: Rank(1),
+            world_size: 4,
+            writer: "host-3/pid-4242".into(),
+            code: CodeSpec::for_params(params),
+            objects,
+            user_meta: BTreeMap::from([("data_offset".into(), "123456".into())]),
+            prev: Some(digest(&mut rng)),
+        }
+    }
+
+    fn small_manifest() -> Manifest {
+        build(CodeParams::new(4, 2, 64).expect("valid"), &[0, 1, 256, 700], 1)
+    }
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        (
+            (1u8..=4, 1u8..=3, 64u32..=256),
+            proptest::collection::vec(0u64..3000, 0..4),
+            any::<u64>(),
+            (1u32..=1000, any::<u32>(), any::<u64>()),
+            ".{0,40}",
+            proptest::collection::btree_map("[a-z_]{1,12}", ".{0,20}", 0..5),
+            proptest::option::of(any::<[u8; 32]>()),
+        )
+            .prop_map(
+                |((k, m, s), lens, seed, (world, rank, step), writer, meta, prev)| {
+                    let mut man = build(CodeParams::new(k, m, s).expect("valid"), &lens, seed);
+                    man.world_size = world;
+                    man.rank = Rank(rank % world);
+                    man.step = Step(step);
+                    man.writer = writer;
+                    man.user_meta = meta;
+                    man.prev = prev.map(Digest);
+                    man
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn manifests_round_trip_through_canonical_bytes(m in manifest()) {
+            let b = m.to_bytes();
+            prop_assert_eq!(&b[..4], b"RPM1");
+            let back = Manifest::from_bytes(&b).expect("valid manifest");
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back.to_bytes(), b.clone());
+            prop_assert_eq!(m.id(), Digest(*blake3::hash(&b).as_bytes()));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::from_bytes(&b);
+            let mut with_magic = MANIFEST_MAGIC.to_vec();
+            with_magic.push(1);
+            with_magic.extend_from_slice(&b);
+            let _ = Manifest::from_bytes(&with_magic);
+        }
+
+        #[test]
+        fn mutated_bytes_never_panic_and_decode_only_canonically(
+            m in manifest(),
+            edits in proptest::collection::vec((0u8..4, any::<usize>(), any::<u8>()), 1..6),
+        ) {
+            let mut b = m.to_bytes();
+            for (op, at, byte) in edits {
+                let at = at % (b.len() + 1);
+                match op {
+                    0 if at < b.len() => b[at] ^= byte | 1,
+                    1 => b.insert(at, byte),
+                    2 if at < b.len() => { b.remove(at); }
+                    _ => b.truncate(at),
+                }
+            }
+            if let Ok(decoded) = Manifest::from_bytes(&b) {
+                prop_assert_eq!(decoded.to_bytes(), b);
+            }
+        }
+    }
+
+    #[test]
+    fn equal_manifests_have_equal_bytes() {
+        let a = small_manifest();
+        let mut b = small_manifest();
+        b.user_meta.clear();
+        b.user_meta.insert("z".into(), "1".into());
+        b.user_meta.insert("data_offset".into(), "123456".into());
+        b.user_meta.remove("z");
+        assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    #[test]
+    fn the_byte_format_is_pinned() {
+        let mut m = small_manifest();
+        m.step = Step(42);
+        m.prev = Some(Digest([7; 32]));
+        for (i, o) in m.objects.iter_mut().enumerate() {
+            o.hash = Digest([i as u8; 32]);
+            for shard in o.stripes.iter_mut().flat_map(|s| s.shards.iter_mut()) {
+                *shard = ShardEntry { node: NodeId(300), hash: Digest([0xab; 32]) };
+            }
+        }
+        assert_eq!(m.id().to_hex(), PINNED_MANIFEST_ID);
+    }
+
+    /// Computed once from format version 1; a change means stored manifests no longer read.
+    const PINNED_MANIFEST_ID: &str =
+        "1baf12a5117144c5272a47dbdc8bbd825a4c163a33d7c7788812a84b5b93f40c";
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        let b = small_manifest().to_bytes();
+        assert_eq!(b[4], 1, "format_version 1 is the byte after the magic");
+        let mut overlong = b.clone();
+        overlong.splice(4..5, [0x81, 0x00]);
+        assert_eq!(Manifest::from_bytes(&overlong), Err(ManifestError::NonCanonical));
+        let mut trailing = b.clone();
+        trailing.push(0);
+        assert_eq!(Manifest::from_bytes(&trailing), Err(ManifestError::NonCanonical));
+    }
+
+    /// The error `from_bytes` gives for `small_manifest()` changed by `edit`.
+    fn refusal(edit: impl FnOnce(&mut Manifest)) -> ManifestError {
+        let mut m = small_manifest();
+        edit(&mut m);
+        let err = Manifest::from_bytes(&m.to_bytes()).expect_err("the edit makes it invalid");
+        assert_eq!(m.validate(), Err(err.clone()), "validate agrees with from_bytes");
+        err
+    }
+
+    #[test]
+    fn out_of_bounds_manifests_get_typed_errors() {
+        assert_eq!(Manifest::from_bytes(b"RPM2\x01"), Err(ManifestError::BadMagic));
+        assert_eq!(Manifest::from_bytes(b""), Err(ManifestError::BadMagic));
+        assert!(matches!(Manifest::from_bytes(b"RPM1"), Err(ManifestError::Malformed(_))));
+        assert!(matches!(
+            Manifest::from_bytes(b"RPM1\x01\x03job"),
+            Err(ManifestError::Malformed(_))
+        ));
+        let huge = vec![0; MAX_MANIFEST_BYTES as usize + 1];
+        assert!(matches!(Manifest::from_bytes(&huge), Err(ManifestError::TooLarge { .. })));
+        assert_eq!(
+            refusal(|m| m.format_version = 2),
+            ManifestError::UnsupportedVersion { got: 2, want: 1 }
+        );
+        assert_eq!(refusal(|m| m.world_size = 0), ManifestError::BadWorldSize(0));
+        assert_eq!(
+            refusal(|m| m.world_size = MAX_WORLD_SIZE + 1),
+            ManifestError::BadWorldSize(MAX_WORLD_SIZE + 1)
+        );
+        assert_eq!(
+            refusal(|m| m.rank = Rank(4)),
+            ManifestError::RankOutOfRange { rank: Rank(4), world_size: 4 }
+        );
+        assert!(matches!(refusal(|m| m.code.params.k = 0), ManifestError::BadCode(_)));
+        assert!(matches!(
+            refusal(|m| m.code.codec = "other".into()),
+            ManifestError::UnknownCodec { .. }
+        ));
+        assert!(matches!(
+            refusal(|m| m.code.field = "gf(2^16)".into()),
+            ManifestError::UnknownCodec { .. }
+        ));
+        assert_eq!(
+            refusal(|m| m.writer = "w".repeat(MAX_WRITER_BYTES + 1)),
+            ManifestError::WriterTooLong { len: MAX_WRITER_BYTES + 1 }
+        );
+        let dup = refusal(|m| m.objects[1].name = m.objects[0].name.clone());
+        assert_eq!(dup, ManifestError::DuplicateObject(ObjectName::new("obj-0").expect("valid")));
+        assert!(matches!(
+            refusal(|m| m.objects[2].len = 257),
+            ManifestError::StripeCountMismatch { got: 1, want: 2, .. }
+        ));
+        assert!(matches!(
+            refusal(|m| {
+                m.objects[3].stripes.pop();
+            }),
+            ManifestError::StripeCountMismatch { .. }
+        ));
+        assert!(matches!(
+            refusal(|m| {
+                m.objects[3].stripes[2].shards.pop();
+            }),
+            ManifestError::ShardCountMismatch { stripe: StripeIndex(2), got: 5, want: 6, .. }
+        ));
+        assert!(matches!(
+            refusal(|m| m.objects[0].len = u64::MAX),
+            ManifestError::ObjectTooLarge { .. }
+        ));
+        let too_many_meta = refusal(|m| {
+            m.user_meta =
+                (0..=MAX_USER_META_ENTRIES).map(|i| (format!("k{i}"), String::new())).collect()
+        });
+        assert_eq!(
+            too_many_meta,
+            ManifestError::TooManyUserMeta { count: MAX_USER_META_ENTRIES + 1 }
+        );
+        assert_eq!(
+            refusal(|m| {
+                m.user_meta.insert(String::new(), "v".into());
+            }),
+            ManifestError::BadUserMetaKey { len: 0 }
+        );
+        let long_key = "k".repeat(MAX_USER_META_KEY_BYTES + 1);
+        assert_eq!(
+            refusal(|m| {
+                m.user_meta.insert(long_key, "v".into());
+            }),
+            ManifestError::BadUserMetaKey { len: MAX_USER_META_KEY_BYTES + 1 }
+        );
+        let long_value = "v".repeat(MAX_USER_META_VALUE_BYTES + 1);
+        assert_eq!(
+            refusal(|m| {
+                m.user_meta.insert("k".into(), long_value);
+            }),
+            ManifestError::UserMetaValueTooLong { len: MAX_USER_META_VALUE_BYTES + 1 }
+        );
+    }
+
+    #[test]
+    fn too_many_objects_are_refused() {
+        let mut m = small_manifest();
+        m.objects = (0..=MAX_OBJECTS_PER_PART)
+            .map(|i| ObjectEntry {
+                name: ObjectName::new(format!("o{i}")).expect("valid"),
+                len: 0,
+                hash: Digest::default(),
+                stripes: Vec::new(),
+            })
+            .collect();
+        let count = MAX_OBJECTS_PER_PART + 1;
+        assert_eq!(
+            Manifest::from_bytes(&m.to_bytes()),
+            Err(ManifestError::TooManyObjects { count })
+        );
+    }
+
+    #[test]
+    fn remaining_redundancy_counts_the_worst_stripe() {
+        let mut m = small_manifest();
+        assert_eq!(m.total_bytes(), 957);
+        for s in m.objects.iter_mut().flat_map(|o| o.stripes.iter_mut()) {
+            for (i, shard) in s.shards.iter_mut().enumerate() {
+                shard.node = NodeId(i as u32 + 1);
+            }
+        }
+        m.objects[3].stripes[1].shards[0].node = NodeId(5);
+        assert_eq!(m.remaining_redundancy(&|_| false), Some(2));
+        assert_eq!(m.remaining_redundancy(&|n| n == NodeId(1)), Some(1));
+        assert_eq!(
+            m.remaining_redundancy(&|n| n == NodeId(5)),
+            Some(0),
+            "stripe 1 of obj-3 has two shards there"
+        );
+        assert_eq!(m.remaining_redundancy(&|n| n == NodeId(5) || n == NodeId(6)), None);
+        assert_eq!(m.remaining_redundancy(&|n| n.0 <= 2), Some(0));
+        m.objects.clear();
+        assert_eq!(m.remaining_redundancy(&|_| true), Some(2));
+    }
+
+    /// A clean chain of `n` manifests of one rank, steps 10, 20, ...
+    fn chain(n: u64) -> Vec<Manifest> {
+        let mut out: Vec<Manifest> = Vec::new();
+        for i in 1..=n {
+            let mut m = small_manifest();
+            m.step = Step(10 * i);
+            m.prev = out.last().map(Manifest::id).or(Some(Digest([7; 32])));
+            out.push(m);
+        }
+        out
+    }
+
+    #[test]
+    fn a_clean_chain_in_any_order_has_no_problems() {
+        let mut c = chain(5);
+        assert_eq!(verify_chain(&c), vec![]);
+        c.reverse();
+        c.swap(1, 3);
+        assert_eq!(verify_chain(&c), vec![]);
+        let mut replicated = c.clone();
+        replicated.extend(c.iter().cloned());
+        assert_eq!(verify_chain(&replicated), vec![], "replicas of one manifest count once");
+        assert_eq!(verify_chain(&[]), vec![]);
+        assert_eq!(verify_chain(&c[..1]), vec![]);
+    }
+
+    #[test]
+    fn a_missing_manifest_is_a_gap() {
+        let mut c = chain(5);
+        c.remove(2);
+        assert_eq!(
+            verify_chain(&c),
+            vec![ChainProblem::Gap { step: Step(40), prev_step: Step(20) }]
+        );
+        let gc_d = &chain(5)[2..];
+        assert_eq!(verify_chain(gc_d), vec![], "older manifests may be gone");
+    }
+
+    #[test]
+    fn a_link_to_the_wrong_manifest_is_a_reorder() {
+        let mut c = chain(4);
+        c[3].prev = Some(c[1].id());
+        assert_eq!(
+            verify_chain(&c),
+            vec![ChainProblem::Reorder { step: Step(40), points_to: Step(20) }]
+        );
+        let mut c = chain(4);
+        c[0].prev = Some(c[2].id());
+        let problems = verify_chain(&c);
+        assert_eq!(problems[0], ChainProblem::Reorder { step: Step(10), points_to: Step(30) });
+    }
+
+    #[test]
+    fn a_rewritten_manifest_is_tampered_and_its_successor_is_not_blamed() {
+        let c = chain(3);
+        let mut listed: Vec<(Digest, Manifest)> = c.iter().map(|m| (m.id(), m.clone())).collect();
+        assert_eq!(verify_chain_with_ids(&listed), vec![]);
+        let original = listed[1].1.id();
+        listed[1].1.user_meta.insert("data_offset".into(), "0".into());
+        let actual = listed[1].1.id();
+        assert_eq!(
+            verify_chain_with_ids(&listed),
+            vec![ChainProblem::Tampered { step: Step(20), claimed: original, actual }]
+        );
+        listed[1].0 = actual;
+        assert_eq!(
+            verify_chain_with_ids(&listed),
+            vec![ChainProblem::Gap { step: Step(30), prev_step: Step(20) }],
+            "a rewrite whose listed id was updated too still breaks the next link"
+        );
+    }
+
+    #[test]
+    fn restarts_forks_and_strangers_are_reported() {
+        let mut c = chain(3);
+        c[2].prev = None;
+        assert_eq!(
+            verify_chain(&c),
+            vec![ChainProblem::Unlinked { step: Step(30), prev_step: Step(20) }]
+        );
+
+        let mut c = chain(3);
+        let mut second_writer = c[1].clone();
+        second_writer.writer = "another host".into();
+        c.push(second_writer);
+        assert_eq!(verify_chain(&c), vec![ChainProblem::DuplicateStep { step: Step(20) }]);
+
+        let mut c = chain(3);
+        let mut other_rank = c[1].clone();
+        other_rank.rank = Rank(2);
+        other_rank.step = Step(25);
+        c.push(other_rank);
+        assert_eq!(
+            verify_chain(&c),
+            vec![ChainProblem::Foreign { step: Step(25), job: c[0].job.clone(), rank: Rank(2) }]
+        );
+    }
+
+    #[test]
+    fn completeness_needs_every_rank_of_the_world() {
+        assert!(is_complete(3, [Rank(2), Rank(0), Rank(1)]));
+        assert!(is_complete(3, [Rank(2), Rank(0), Rank(1), Rank(0)]), "replicas repeat ranks");
+        assert!(!is_complete(3, [Rank(0), Rank(1)]));
+        assert!(
+            !is_complete(3, [Rank(0), Rank(1), Rank(2), Rank(3)]),
+            "a rank outside the world disagrees"
+        );
+        assert!(!is_complete(0, []));
+        assert!(is_complete(1, [Rank(0)]));
+        assert!(!is_complete(MAX_WORLD_SIZE + 1, (0..=MAX_WORLD_SIZE).map(Rank)));
+    }
+}

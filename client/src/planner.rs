@@ -1,0 +1,283 @@
+//! The restore planner: a pure state machine that decides, for one stripe, which shards to
+//! fetch next, when to hedge a lagging node with parity, and when the stripe can be decoded.
+//!
+//! It does no I/O and reads no clock: events come in (`on_arrived`, `on_failed`, `on_tick`)
+//! with a `now`, fetch decisions come out. The QUIC restore driver and the tests drive the very
+//! same code.
+
+use std::time::{Duration, Instant};
+
+use rackpoint_proto::{NodeId, ShardIndex};
+
+/// Why a shard could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardFailure {
+    /// Its node is unreachable.
+    NodeDown,
+    /// The node does not have it.
+    Missing,
+    /// Its bytes failed their hash (at the node or here).
+    Corrupt,
+    /// Any other error, with its text.
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Idle,
+    InFlight { since: Instant },
+    Got,
+    Failed(ShardFailure),
+}
+
+/// Where a stripe stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Waiting for shards.
+    Pending,
+    /// At least `k` good shards are here: decode.
+    Ready,
+    /// Fewer than `k` shards can still arrive: the stripe is lost.
+    Impossible,
+}
+
+/// Plans the fetches of one stripe.
+#[derive(Debug, Clone)]
+pub struct StripePlanner {
+    k: usize,
+    nodes: Vec<NodeId>,
+    state: Vec<State>,
+    hedge_after: Duration,
+}
+
+impl StripePlanner {
+    /// A planner for a stripe of `k` data shards whose shard `i` is stored on `nodes[i]`.
+    pub fn new(k: usize, nodes: Vec<NodeId>, hedge_after: Duration) -> Self {
+        assert!(k >= 1 && k <= nodes.len(), "a stripe has k data shards among its k + m");
+        let state = vec![State::Idle; nodes.len()];
+        Self { k, nodes, state, hedge_after }
+    }
+
+    /// The node holding shard `i`.
+    pub fn node(&self, i: ShardIndex) -> NodeId {
+        self.nodes[usize::from(i.0)]
+    }
+
+    /// The first fetches: the data shards, with parity standing in for shards whose nodes are
+    /// known to be down (so a dead node costs nothing here).
+    pub fn start(&mut self, now: Instant, is_down: &dyn Fn(NodeId) -> bool) -> Vec<ShardIndex> {
+        self.top_up(now, is_down)
+    }
+
+    /// Shard `i` arrived and passed its hash.
+    pub fn on_arrived(&mut self, i: ShardIndex) {
+        self.state[usize::from(i.0)] = State::Got;
+    }
+
+    /// Shard `i` failed; returns the fetches that replace it.
+    pub fn on_failed(
+        &mut self,
+        i: ShardIndex,
+        why: ShardFailure,
+        now: Instant,
+        is_down: &dyn Fn(NodeId) -> bool,
+    ) -> Vec<ShardIndex> {
+        self.state[usize::from(i.0)] = State::Failed(why);
+        self.top_up(now, is_down)
+    }
+
+    /// Time passed: hedges every fetch older than the hedging threshold with another shard.
+    pub fn on_tick(&mut self, now: Instant, is_down: &dyn Fn(NodeId) -> bool) -> Vec<ShardIndex> {
+        self.top_up(now, is_down)
+    }
+
+    /// When `on_tick` next has something to do: the moment the oldest fresh fetch turns late.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.state
+            .iter()
+            .filter_map(|s| match s {
+                State::InFlight { since } => Some(*since + self.hedge_after),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Nodes whose fetches are late at `now` (older than the hedging threshold).
+    pub fn late_nodes(&self, now: Instant) -> Vec<NodeId> {
+        self.state
+            .iter()
+            .zip(&self.nodes)
+            .filter(
+                |(s, _)| matches!(s, State::InFlight { since } if now >= *since + self.hedge_after),
+            )
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// Where the stripe stands.
+    pub fn outcome(&self) -> Outcome {
+        let got = self.count(|s| matches!(s, State::Got));
+        if got >= self.k {
+            return Outcome::Ready;
+        }
+        let possible = self.count(|s| !matches!(s, State::Failed(_)));
+        if possible < self.k {
+            Outcome::Impossible
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    /// Indexes of the shards that arrived.
+    pub fn arrived(&self) -> impl Iterator<Item = ShardIndex> + '_ {
+        self.state
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, State::Got))
+            .map(|(i, _)| ShardIndex(i as u8))
+    }
+
+    /// Every failed shard with its node and reason.
+    pub fn failures(&self) -> Vec<(ShardIndex, NodeId, ShardFailure)> {
+        self.state
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                State::Failed(why) => Some((ShardIndex(i as u8), self.nodes[i], why.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, f: impl Fn(&State) -> bool) -> usize {
+        self.state.iter().filter(|s| f(s)).count()
+    }
+
+    /// Requests more shards until the good ones plus the fresh in-flight ones reach `k`.
+    /// Shards are taken in index order (data first, so a healthy stripe needs no decoding),
+    /// preferring nodes not known to be down; a down node is asked only as a last resort.
+    fn top_up(&mut self, now: Instant, is_down: &dyn Fn(NodeId) -> bool) -> Vec<ShardIndex> {
+        let got = self.count(|s| matches!(s, State::Got));
+        let fresh = self
+            .count(|s| matches!(s, State::InFlight { since } if now < *since + self.hedge_after));
+        let mut want = self.k.saturating_sub(got + fresh);
+        let mut picked = Vec::new();
+        for last_resort in [false, true] {
+            for i in 0..self.state.len() {
+                if want == 0 {
+                    return picked;
+                }
+                if self.state[i] == State::Idle && is_down(self.nodes[i]) == last_resort {
+                    self.state[i] = State::InFlight { since: now };
+                    picked.push(ShardIndex(i as u8));
+                    want -= 1;
+                }
+            }
+        }
+        picked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEDGE: Duration = Duration::from_millis(100);
+
+    fn nodes(n: u32) -> Vec<NodeId> {
+        (1..=n).map(NodeId).collect()
+    }
+    fn idx(v: &[u8]) -> Vec<ShardIndex> {
+        v.iter().copied().map(ShardIndex).collect()
+    }
+    fn none_down(_: NodeId) -> bool {
+        false
+    }
+
+    #[test]
+    fn healthy_stripe_fetches_only_data_shards() {
+        let t0 = Instant::now();
+        let mut p = StripePlanner::new(4, nodes(6), HEDGE);
+        assert_eq!(p.start(t0, &none_down), idx(&[0, 1, 2, 3]));
+        for i in 0..4 {
+            assert_eq!(p.outcome(), Outcome::Pending);
+            p.on_arrived(ShardIndex(i));
+        }
+        assert_eq!(p.outcome(), Outcome::Ready);
+        assert_eq!(p.arrived().collect::<Vec<_>>(), idx(&[0, 1, 2, 3]));
+        assert_eq!(p.on_tick(t0 + HEDGE * 10, &none_down), vec![]);
+    }
+
+    #[test]
+    fn known_down_node_is_replaced_by_parity_from_the_start() {
+        let t0 = Instant::now();
+        let mut p = StripePlanner::new(4, nodes(6), HEDGE);
+        let down = |n: NodeId| n == NodeId(2);
+        assert_eq!(p.start(t0, &down), idx(&[0, 2, 3, 4]));
+    }
+
+    #[test]
+    fn a_failure_asks_for_parity() {
+        let t0 = Instant::now();
+        let mut p = StripePlanner::new(4, nodes(6), HEDGE);
+        p.start(t0, &none_down);
+        assert_eq!(p.on_failed(ShardIndex(1), ShardFailure::Corrupt, t0, &none_down), idx(&[4]));
+        assert_eq!(p.on_failed(ShardIndex(4), ShardFailure::Missing, t0, &none_down), idx(&[5]));
+        assert_eq!(p.on_failed(ShardIndex(5), ShardFailure::NodeDown, t0, &none_down), vec![]);
+        assert_eq!(p.outcome(), Outcome::Impossible);
+        assert_eq!(p.failures().len(), 3);
+    }
+
+    #[test]
+    fn a_lagging_node_is_hedged_once_per_threshold() {
+        let t0 = Instant::now();
+        let mut p = StripePlanner::new(4, nodes(6), HEDGE);
+        p.start(t0, &none_down);
+        for i in [0, 1, 3] {
+            p.on_arrived(ShardIndex(i));
+        }
+        assert_eq!(p.next_deadline(), Some(t0 + HEDGE));
+        assert_eq!(p.late_nodes(t0 + HEDGE), vec![NodeId(3)]);
+        assert_eq!(p.on_tick(t0 + HEDGE / 2, &none_down), vec![]);
+        let late = t0 + HEDGE;
+        assert_eq!(p.on_tick(late, &none_down), idx(&[4]));
+        assert_eq!(p.on_tick(late, &none_down), vec![], "the hedge is fresh");
+        p.on_arrived(ShardIndex(4));
+        assert_eq!(p.outcome(), Outcome::Ready);
+    }
+
+    proptest! {
+        /// Whatever happens, a stripe never asks for the same shard twice, never has more than
+        /// k fresh fetches plus arrivals, and ends Ready exactly when k shards could arrive.
+        #[test]
+        fn planner_invariants(k in 1usize..8, m in 1usize..6, events in proptest::collection::vec((any::<u8>(), 0u8..3), 0..40), down_mask in any::<u32>()) {
+            let n = k + m;
+            let is_down = |id: NodeId| down_mask & (1 << (id.0 % 32)) != 0;
+            let t0 = Instant::now();
+            let mut p = StripePlanner::new(k, nodes(n as u32), HEDGE);
+            let mut asked: Vec<ShardIndex> = p.start(t0, &is_down);
+            let mut now = t0;
+            for (target, what) in events {
+                let inflight: Vec<ShardIndex> = asked.iter().copied()
+                    .filter(|i| matches!(p.state[usize::from(i.0)], State::InFlight { .. })).collect();
+                let new = match (inflight.is_empty(), what) {
+                    (true, _) | (_, 2) => { now += HEDGE; p.on_tick(now, &is_down) }
+                    (false, 0) => { p.on_arrived(inflight[usize::from(target) % inflight.len()]); vec![] }
+                    (false, _) => p.on_failed(inflight[usize::from(target) % inflight.len()], ShardFailure::Missing, now, &is_down),
+                };
+                for i in &new {
+                    prop_assert!(!asked.contains(i), "shard {:?} asked twice", i);
+                }
+                asked.extend(new);
+                let got = p.arrived().count();
+                let failed = p.failures().len();
+                match p.outcome() {
+                    Outcome::Ready => prop_assert!(got >= k),
+                    Outcome::Impossible => prop_assert!(n - failed < k),
+                    Outcome::Pending => prop_assert!(got < k && n - failed >= k),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The restore pipeline: read the manifest from any replica, then fetch many stripes at once.
+//! Each stripe is driven by the pure [`StripePlanner`]: data shards first, parity when a shard
+//! is missing, corrupt, on a down node, or late past the hedging threshold; decoding only when
+//! a data shard is absent. Stripes are written in order to the sink and every object's blake3
+//! is checked end to end before anything is handed back (a file appears only once it is good).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rackpoint_proto::{
+    Digest, ErrorCode, JobName, NodeId, ObjectName, Rank, Request, Response, ShardIndex, ShardKey,
+    Step, StripeIndex,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
+
+use crate::catalog;
+use crate::client::Ctx;
+use crate::codec::{Codec, ObjectLayout};
+use crate::error::{ClientError, FailedShard, FailedShardList, Result};
+use crate::manifest::{Manifest, ObjectEntry, StripeEntry};
+use crate::planner::{Outcome, ShardFailure, StripePlanner};
+use crate::transport::TransportError;
+
+/// Which checkpoint to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The newest complete, recoverable checkpoint.
+    Latest,
+    /// This step.
+    Step(Step),
+}
+
+/// A restored object held in memory.
+#[derive(Debug, Clone)]
+pub struct RestoredObject {
+    /// Its name.
+    pub name: ObjectName,
+    /// Its bytes (checked against the manifest's blake3).
+    pub bytes: Vec<u8>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// The manifest restored.
+    pub manifest: Manifest,
+    /// Object bytes restored.
+    pub bytes: u64,
+    /// Stripes that needed parity (decoding).
+    pub degraded_stripes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Finds the manifest of `(job, which, rank)`.
+pub(crate) async fn find_manifest(
+    ctx: &Arc<Ctx>,
+    job: &JobName,
+    which: Which,
+    rank: Rank,
+) -> Result<Manifest> {
+    match which {
+        Which::Latest => {
+            let point = catalog::resume(ctx, job).await?.ok_or_else(|| {
+                ClientError::NoCheckpoint { job: job.clone(), detail: String::new() }
+            })?;
+            point.parts.into_iter().find(|m| m.rank == rank).ok_or_else(|| {
+                ClientError::ManifestNotFound {
+                    job: job.clone(),
+                    step: Step(0),
+                    rank,
+                    detail: " (rank is not below the checkpoint's world size)".into(),
+                }
+            })
+        }
+        Which::Step(step) => {
+            let listing = catalog::list_job(ctx, job).await?;
+            let part = listing.get(&(step, rank)).ok_or_else(|| ClientError::ManifestNotFound {
+                job: job.clone(),
+                step,
+                rank,
+                detail: String::new(),
+            })?;
+            catalog::fetch_manifest(ctx, job, step, rank, part).await
+        }
+    }
+}
+
+/// Where restored objects go.
+pub(crate) enum Sink {
+    /// Into memory.
+    Memory(Vec<RestoredObject>),
+    /// Into files `DIR/<object name>`, each written to a temporary name and renamed once good.
+    Dir(PathBuf),
+}
+
+/// Restores every object of `manifest` into `sink`.
+pub(crate) async fn restore_part(
+    ctx: &Arc<Ctx>,
+    manifest: Manifest,
+    sink: &mut Sink,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let codec = Arc::new(Codec::new(manifest.code.params)?);
+    let manifest = Arc::new(manifest);
+    let mut degraded_stripes = 0;
+    for (i, obj) in manifest.objects.iter().enumerate() {
+        let mut out = ObjectOut::open(sink, obj).await?;
+        degraded_stripes += restore_object(ctx, &codec, &manifest, i, &mut out).await?;
+        out.finish(sink, obj).await?;
+    }
+    let elapsed = started.elapsed();
+    let bytes = manifest.total_bytes();
+    tracing::info!(job = %manifest.job, step = %manifest.step, rank = %manifest.rank, bytes, degraded_stripes,
+        ms = elapsed.as_millis() as u64, "part restored");
+    let manifest = Arc::try_unwrap(manifest).unwrap_or_else(|m| (*m).clone());
+    Ok(RestoreReport { manifest, bytes, degraded_stripes, elapsed })
+}
+
+/// One object being written: checked incrementally, published only when its hash matches.
+enum ObjectOut {
+    Memory { bytes: Vec<u8>, hasher: blake3::Hasher },
+    File { tmp: PathBuf, file: tokio::fs::File, hasher: blake3::Hasher },
+}
+
+impl ObjectOut {
+    async fn open(sink: &Sink, obj: &ObjectEntry) -> Result<Self> {
+        match sink {
+            Sink::Memory(_) => {
+                let mut bytes = Vec::new();
+                bytes.try_reserve_exact(obj.len as usize).map_err(|e| {
+                    ClientError::InvalidInput(format!(
+                        "object {} of {} bytes does not fit in memory: {e}",
+                        obj.name, obj.len
+                    ))
+                })?;
+                Ok(ObjectOut::Memory { bytes, hasher: blake3::Hasher::new() })
+            }
+            Sink::Dir(dir) => {
+                let tmp = dir.join(format!(".{}.rackpoint-partial", obj.name));
+                let file = tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(|source| ClientError::Io { path: tmp.clone(), source })?;
+                Ok(ObjectOut::File { tmp, file, hasher: blake3::Hasher::new() })
+            }
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            ObjectOut::Memory { bytes, hasher } => {
+                hasher.update(data);
+                bytes.extend_from_slice(data);
+            }
+            ObjectOut::File { tmp, file, hasher } => {
+                hasher.update(data);
+                file.write_all(data)
+                    .await
+                    .map_err(|source| ClientError::Io { path: tmp.clone(), source })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(self, sink: &mut Sink, obj: &ObjectEntry) -> Result<()> {
+        let mismatch = |h: &blake3::Hasher| h.finalize().as_bytes() != &obj.hash.0;
+        match (self, sink) {
+            (ObjectOut::Memory { bytes, hasher }, Sink::Memory(out)) => {
+                if mismatch(&hasher) {
+                    return Err(ClientError::ObjectHashMismatch { object: obj.name.clone() });
+                }
+                out.push(RestoredObject { name: obj.name.clone(), bytes });
+                Ok(())
+            }
+            (ObjectOut::File { tmp, mut file, hasher }, Sink::Dir(dir)) => {
+                let io = |source| ClientError::Io { path: tmp.clone(), source };
+                file.flush().await.map_err(io)?;
+                file.sync_all().await.map_err(io)?;
+                drop(file);
+                if mismatch(&hasher) {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(ClientError::ObjectHashMismatch { object: obj.name.clone() });
+                }
+                let path = dir.join(obj.name.as_str());
+                tokio::fs::rename(&tmp, &path)
+                    .await
+                    .map_err(|source| ClientError::Io { path, source })
+            }
+            _ => unreachable!("an ObjectOut is opened from the sink it finishes into"),
+        }
+    }
+}
+
+/// Restores one object, many stripes at once, writing them in order. Returns the number of
+/// stripes that needed decoding.
+async fn restore_object(
+    ctx: &Arc<Ctx>,
+    codec: &Arc<Codec>,
+    manifest: &Arc<Manifest>,
+    obj: usize,
+    out: &mut ObjectOut,
+) -> Result<u64> {
+    let layout = ObjectLayout::new(manifest.code.params, manifest.objects[obj].len);
+    let mut running: VecDeque<JoinHandle<Result<FetchedStripe>>> = VecDeque::new();
+    let mut degraded = 0;
+    for s in 0..layout.stripe_count() {
+        let task =
+            fetch_stripe(ctx.clone(), codec.clone(), manifest.clone(), obj, layout, StripeIndex(s));
+        running.push_back(tokio::spawn(task));
+        if running.len() >= ctx.stripes_in_flight() {
+            let done = running.pop_front().expect("the queue was just filled").await??;
+            degraded += u64::from(done.decoded);
+            out.write(&done.bytes).await?;
+        }
+    }
+    while let Some(task) = running.pop_front() {
+        let done = task.await??;
+        degraded += u64::from(done.decoded);
+        out.write(&done.bytes).await?;
+    }
+    Ok(degraded)
+}
+
+/// One stripe's object bytes, and whether they needed decoding.
+struct FetchedStripe {
+    bytes: Vec<u8>,
+    decoded: bool,
+}
+
+/// Fetches and, if needed, decodes one stripe.
+async fn fetch_stripe(
+    ctx: Arc<Ctx>,
+    codec: Arc<Codec>,
+    manifest: Arc<Manifest>,
+    obj: usize,
+    layout: ObjectLayout,
+    s: StripeIndex,
+) -> Result<FetchedStripe> {
+    let object = &manifest.objects[obj];
+    let stripe: &StripeEntry = &object.stripes[s.0 as usize];
+    let k = usize::from(manifest.code.params.k);
+    let nodes: Vec<NodeId> = stripe.shards.iter().map(|sh| sh.node).collect();
+    let hashes: Vec<Digest> = stripe.shards.iter().map(|sh| sh.hash).collect();
+    let mut planner = StripePlanner::new(k, nodes.clone(), ctx.hedge_after());
+    let mut shards: Vec<Option<Vec<u8>>> = vec![None; nodes.len()];
+    let mut inflight = FuturesUnordered::new();
+    let fetch = |i: ShardIndex| {
+        let key = ShardKey {
+            job: manifest.job.clone(),
+            step: manifest.step,
+            rank: manifest.rank,
+            object: object.name.clone(),
+            stripe: s,
+            index: i,
+        };
+        let (ctx, node, hash) = (ctx.clone(), nodes[usize::from(i.0)], hashes[usize::from(i.0)]);
+        async move { (i, get_shard(&ctx, key, node, hash).await) }
+    };
+    let is_down = |n: NodeId| ctx.health.is_down(n);
+    inflight.extend(planner.start(Instant::now(), &is_down).into_iter().map(fetch));
+    loop {
+        match planner.outcome() {
+            Outcome::Ready => break,
+            Outcome::Impossible => {
+                let failures = planner
+                    .failures()
+                    .into_iter()
+                    .map(|(index, node, why)| FailedShard { index, node, why })
+                    .collect();
+                return Err(ClientError::NotEnoughShards {
+                    object: object.name.clone(),
+                    stripe: s,
+                    need: k,
+                    got: planner.arrived().count(),
+                    failures: FailedShardList(failures),
+                });
+            }
+            Outcome::Pending => {}
+        }
+        let deadline = planner.next_deadline().map(tokio::time::Instant::from_std);
+        let hedge = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some((i, result)) = inflight.next() => match result {
+                Ok(bytes) => {
+                    shards[usize::from(i.0)] = Some(bytes);
+                    planner.on_arrived(i);
+                }
+                Err(why) => inflight.extend(planner.on_failed(i, why, Instant::now(), &is_down).into_iter().map(fetch)),
+            },
+            () = hedge => {
+                let now = Instant::now();
+                for node in planner.late_nodes(now) {
+                    // Suspect it: later stripes plan around it until a heartbeat answers.
+                    if ctx.health.mark_down(node) {
+                        tracing::warn!(node = %node, stripe = %s, "node is late: hedging with parity");
+                    }
+                }
+                let hedges = planner.on_tick(now, &is_down);
+                inflight.extend(hedges.into_iter().map(fetch));
+            }
+        }
+    }
+    drop(inflight);
+    let decoded = (0..k).any(|i| shards[i].is_none());
+    let bytes = if decoded {
+        let _slot =
+            ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(move || codec.decode_stripe(&layout, s, shards, &hashes))
+            .await??
+    } else {
+        codec.decode_stripe(&layout, s, shards, &hashes)?
+    };
+    Ok(FetchedStripe { bytes, decoded })
+}
+
+/// Reads one shard and checks its length-independent hash against the manifest's.
+pub(crate) async fn get_shard(
+    ctx: &Ctx,
+    key: ShardKey,
+    node: NodeId,
+    expected: Digest,
+) -> Result<Vec<u8>, ShardFailure> {
+    let started = Instant::now();
+    match ctx.transport.call(node, &Request::GetShard { key }, Bytes::new()).await {
+        Ok(reply) => {
+            ctx.record_latency(started.elapsed());
+            match reply.response {
+                Response::Shard { .. }
+                    if blake3::hash(&reply.payload).as_bytes() == &expected.0 =>
+                {
+                    Ok(reply.payload)
+                }
+                Response::Shard { .. } => Err(ShardFailure::Corrupt),
+                other => Err(ShardFailure::Other(format!("unexpected reply {other:?}"))),
+            }
+        }
+        Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => Err(ShardFailure::Missing),
+        Err(TransportError::Remote { code: ErrorCode::Corrupt, .. }) => Err(ShardFailure::Corrupt),
+        Err(e) if e.is_node_failure() => {
+            ctx.node_failed(node);
+            Err(ShardFailure::NodeDown)
+        }
+        Err(e) => Err(ShardFailure::Other(e.to_string())),
+    }
+}
+
+/// Checks that `dir` exists and is a folder before anything is fetched.
+pub(crate) fn check_out_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(ClientError::InvalidInput(format!("{} is not a folder", dir.display()))),
+        Err(source) => Err(ClientError::Io { path: dir.to_path_buf(), source }),
+    }
+}

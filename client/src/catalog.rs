@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rackpoint_proto::limits::{CLIENT_MAX_LISTED_MANIFESTS, MAX_LIST_ENTRIES};
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Request, Response,
@@ -32,21 +33,45 @@ pub struct PartEntry {
 /// Every part of a job, by (step, rank).
 pub type Listing = BTreeMap<(Step, Rank), PartEntry>;
 
-/// Lists a job's parts from every node. Nodes that do not answer are marked down; an error
-/// only when none answers.
+/// Lists a job's parts from every node. Every manifest is on m + 1 nodes, so once all but m
+/// nodes have answered every committed part has been seen at least once: the stragglers get
+/// one hedging threshold more, then are suspected (marked down) and left out. An error only
+/// when no node answers.
 pub(crate) async fn list_job(ctx: &Arc<Ctx>, job: &JobName) -> Result<Listing> {
-    let lists = ctx.map.nodes.iter().map(|n| list_node(ctx, n.id, job));
+    let total = ctx.map.nodes.len();
+    let enough = total.saturating_sub(usize::from(ctx.map.code.m)).max(1);
+    let mut pending: FuturesUnordered<_> = ctx
+        .map
+        .nodes
+        .iter()
+        .map(|n| async move { (n.id, list_node(ctx, n.id, job).await) })
+        .collect();
     let mut listing = Listing::new();
-    let mut errors = Vec::new();
-    for (node, result) in
-        ctx.map.nodes.iter().map(|n| n.id).zip(futures::future::join_all(lists).await)
-    {
+    let (mut answered, mut errors) = (Vec::new(), Vec::new());
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let next = async {
+            match grace.as_mut() {
+                Some(g) => tokio::select! { r = pending.next() => r, () = g => None },
+                None => pending.next().await,
+            }
+        };
+        let Some((node, result)) = next.await else { break };
         match result {
-            Ok(entries) => merge(&mut listing, node, entries),
+            Ok(entries) => {
+                merge(&mut listing, node, entries);
+                answered.push(node);
+            }
             Err(e) => errors.push(format!("node {node}: {e}")),
         }
+        if answered.len() >= enough && grace.is_none() {
+            grace = Some(Box::pin(tokio::time::sleep(ctx.hedge_after())));
+        }
     }
-    if errors.len() == ctx.map.nodes.len() {
+    for n in ctx.map.nodes.iter().map(|n| n.id).filter(|n| !answered.contains(n)) {
+        ctx.health.mark_down(n);
+    }
+    if answered.is_empty() {
         return Err(ClientError::NoNodeAnswered(errors.join("; ")));
     }
     Ok(listing)
@@ -119,22 +144,27 @@ pub(crate) async fn fetch_manifest(
     rank: Rank,
     part: &PartEntry,
 ) -> Result<Manifest> {
-    let mut nodes = part.nodes.clone();
-    nodes.sort_by_key(|n| ctx.health.is_down(*n));
     let key = ManifestKey { job: job.clone(), step, rank };
+    let request = Request::GetManifest { key };
+    // Ask every replica at once and take the first good answer: a dead replica not yet known
+    // down must not cost a timeout.
+    let mut replies: FuturesUnordered<_> = part
+        .nodes
+        .iter()
+        .map(|&node| {
+            let request = &request;
+            async move { (node, ctx.transport.call(node, request, Bytes::new()).await) }
+        })
+        .collect();
     let mut errors = Vec::new();
-    for node in nodes {
-        match ctx
-            .transport
-            .call(node, &Request::GetManifest { key: key.clone() }, Bytes::new())
-            .await
-        {
+    while let Some((node, result)) = replies.next().await {
+        match result {
             Ok(reply) if blake3::hash(&reply.payload).as_bytes() == &part.hash.0 => {
-                let m = Manifest::from_bytes(&reply.payload)?;
-                if m.job == *job && m.step == step && m.rank == rank {
-                    return Ok(m);
+                match Manifest::from_bytes(&reply.payload) {
+                    Ok(m) if m.job == *job && m.step == step && m.rank == rank => return Ok(m),
+                    Ok(_) => errors.push(format!("node {node}: manifest is for another part")),
+                    Err(e) => errors.push(format!("node {node}: {e}")),
                 }
-                errors.push(format!("node {node}: manifest is for another part"));
             }
             Ok(_) => errors.push(format!("node {node}: manifest bytes do not match their id")),
             Err(e) => {
@@ -374,7 +404,13 @@ async fn verify_part_shards(ctx: &Arc<Ctx>, m: &Manifest, report: &mut VerifyRep
                     stripe: stripe_index,
                     index: ShardIndex(i as u8),
                 };
-                crate::restore::get_shard(ctx, key, shard.node, shard.hash)
+                async move {
+                    // A node known down is reported unreachable without costing a timeout per shard.
+                    if ctx.health.is_down(shard.node) {
+                        return Err(ShardFailure::NodeDown);
+                    }
+                    crate::restore::get_shard(ctx, key, shard.node, shard.hash).await
+                }
             });
             let results = futures::future::join_all(checks).await;
             let mut good: usize = 0;

@@ -2,14 +2,16 @@
 //! that are not async). Both share one [`Ctx`]: the cluster map, the QUIC transport, the live
 //! health view, and the limits of this client.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rackpoint_proto::limits::{
-    CLIENT_MAX_ASYNC_SAVES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_STRIPES_IN_FLIGHT, HEDGE_MIN_MS,
+    CLIENT_MAX_ASYNC_SAVES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE,
+    CLIENT_MAX_STRIPES_IN_FLIGHT, HEDGE_MIN_MS,
 };
 use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Request, Response, Step};
 use tokio::sync::Semaphore;
@@ -21,7 +23,7 @@ use crate::health::{self, Health};
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
 use crate::save::{self, ObjectData, ObjectSource, SaveReport, SaveRequest};
 use crate::tls::ClientTls;
-use crate::transport::Transport;
+use crate::transport::{Reply, Transport, TransportError};
 
 /// What every pipeline shares.
 pub(crate) struct Ctx {
@@ -30,8 +32,11 @@ pub(crate) struct Ctx {
     pub(crate) health: Arc<Health>,
     /// Bounds concurrent encode and decode work to the machine's cores.
     pub(crate) encode_slots: Semaphore,
-    /// Exponentially weighted mean shard-fetch latency, in microseconds.
+    /// Exponentially weighted mean shard-request latency, in microseconds.
     latency_ewma_us: AtomicU64,
+    /// Caps shard requests in flight to each node (`CLIENT_MAX_REQUESTS_PER_NODE`), so that
+    /// one node's replies come back steadily instead of all at once, late.
+    node_slots: HashMap<NodeId, Semaphore>,
 }
 
 impl Ctx {
@@ -57,7 +62,34 @@ impl Ctx {
         self.transport.forget(node);
     }
 
-    pub(crate) fn record_latency(&self, d: Duration) {
+    /// A shard request to `node`: waits for one of the node's slots, tracks it in the health
+    /// view (an answer of any kind is progress), and feeds the latency estimate.
+    pub(crate) async fn call_shard(
+        &self,
+        node: NodeId,
+        req: &Request,
+        payload: Bytes,
+    ) -> Result<Reply, TransportError> {
+        let _slot = match self.node_slots.get(&node) {
+            Some(slots) => Some(
+                slots
+                    .acquire()
+                    .await
+                    .map_err(|e| TransportError::Protocol { node, reason: e.to_string() })?,
+            ),
+            None => None,
+        };
+        let started = Instant::now();
+        let outstanding = self.health.begin(node);
+        let result = self.transport.call(node, req, payload).await;
+        if result.as_ref().map_or_else(|e| !e.is_node_failure(), |_| true) {
+            outstanding.answered();
+            self.record_latency(started.elapsed());
+        }
+        result
+    }
+
+    fn record_latency(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u32::MAX)) as u64;
         let old = self.latency_ewma_us.load(Ordering::Relaxed);
         let new = if old == 0 { us } else { (old * 7 + us) / 8 };
@@ -104,12 +136,18 @@ impl Client {
         let health = Arc::new(Health::default());
         let heartbeat = tokio::spawn(health::heartbeat_loop(transport.clone(), health.clone()));
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let node_slots = map
+            .nodes
+            .iter()
+            .map(|n| (n.id, Semaphore::new(CLIENT_MAX_REQUESTS_PER_NODE)))
+            .collect();
         let ctx = Arc::new(Ctx {
             map,
             transport,
             health,
             encode_slots: Semaphore::new(workers),
             latency_ewma_us: AtomicU64::new(0),
+            node_slots,
         });
         Ok(Self {
             ctx,

@@ -2,6 +2,10 @@
 //! fails at the node level (connect, timeout, lost connection), so every later stripe plans
 //! around it at once: a dead node costs one timeout, not one per shard. Heartbeats (`Hello`
 //! every `HEARTBEAT_INTERVAL_MS`) bring it back when it answers again.
+//!
+//! It also tells a busy node from a stalled one: a node with requests outstanding that has
+//! completed none for a while (`is_stalled`) is stopped or partitioned, while a node that
+//! keeps answering is merely loaded, and hedging around it would only add load.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,10 @@ use crate::transport::Transport;
 struct NodeState {
     down_since: Option<Instant>,
     failures: u64,
+    /// Requests sent and not yet answered.
+    outstanding: u32,
+    /// Last answer, or when `outstanding` last went from 0 to 1.
+    progress_at: Option<Instant>,
 }
 
 /// Shared up/down state of every node in the map.
@@ -52,6 +60,36 @@ impl Health {
         }
     }
 
+    /// A request to `id` starts; the guard ends it (as a failure unless `answered` is called).
+    pub fn begin(self: &Arc<Self>, id: NodeId) -> Outstanding {
+        let mut nodes = self.lock();
+        let s = nodes.entry(id).or_default();
+        s.outstanding += 1;
+        if s.outstanding == 1 {
+            s.progress_at = Some(Instant::now());
+        }
+        Outstanding { health: self.clone(), id, answered: false }
+    }
+
+    /// Whether `id` has requests outstanding and has answered none for `after`.
+    pub fn is_stalled(&self, id: NodeId, now: Instant, after: Duration) -> bool {
+        self.lock()
+            .get(&id)
+            .is_some_and(|s| s.outstanding > 0 && s.progress_at.is_none_or(|t| now >= t + after))
+    }
+
+    fn end(&self, id: NodeId, answered: bool) {
+        let mut nodes = self.lock();
+        let s = nodes.entry(id).or_default();
+        s.outstanding = s.outstanding.saturating_sub(1);
+        if answered {
+            s.progress_at = Some(Instant::now());
+            if s.down_since.take().is_some() {
+                tracing::info!(node = %id, "node is back up");
+            }
+        }
+    }
+
     /// Ids currently believed down.
     pub fn down_nodes(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> =
@@ -63,6 +101,27 @@ impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, NodeState>> {
         // A panic while holding this lock cannot leave the map inconsistent (plain inserts).
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One outstanding request; dropping it without `answered` counts as no progress.
+#[derive(Debug)]
+pub struct Outstanding {
+    health: Arc<Health>,
+    id: NodeId,
+    answered: bool,
+}
+
+impl Outstanding {
+    /// The node answered (with data or with an error of its own): it is alive.
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.health.end(self.id, self.answered);
     }
 }
 
@@ -110,5 +169,25 @@ mod tests {
         h.mark_up(NodeId(1));
         assert!(!h.is_down(NodeId(1)));
         assert!(h.down_nodes().is_empty());
+    }
+
+    #[test]
+    fn stalled_means_outstanding_without_progress() {
+        let h = Arc::new(Health::default());
+        let (id, hedge) = (NodeId(3), Duration::from_millis(100));
+        let t0 = Instant::now();
+        assert!(!h.is_stalled(id, t0 + hedge * 10, hedge), "nothing outstanding");
+        let first = h.begin(id);
+        let second = h.begin(id);
+        assert!(!h.is_stalled(id, Instant::now(), hedge));
+        assert!(h.is_stalled(id, Instant::now() + hedge, hedge), "no answer for the whole window");
+        first.answered();
+        assert!(!h.is_stalled(id, Instant::now(), hedge), "an answer is progress");
+        h.mark_down(id);
+        let third = h.begin(id);
+        third.answered();
+        assert!(!h.is_down(id), "an answer brings a suspected node back");
+        drop(second);
+        assert!(!h.is_stalled(id, Instant::now() + hedge * 10, hedge), "nothing outstanding");
     }
 }

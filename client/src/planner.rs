@@ -86,17 +86,21 @@ impl StripePlanner {
         self.top_up(now, is_down)
     }
 
-    /// Time passed: hedges every fetch older than the hedging threshold with another shard.
+    /// Time passed: hedges every fetch that is older than the hedging threshold and whose node
+    /// is now suspected (`is_down`) with another shard.
     pub fn on_tick(&mut self, now: Instant, is_down: &dyn Fn(NodeId) -> bool) -> Vec<ShardIndex> {
         self.top_up(now, is_down)
     }
 
-    /// When `on_tick` next has something to do: the moment the oldest fresh fetch turns late.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When to look again: the moment the next in-flight fetch turns late, or, while some
+    /// are late already, half a threshold from `now` (to check whether their nodes stalled).
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.state
             .iter()
             .filter_map(|s| match s {
-                State::InFlight { since } => Some(*since + self.hedge_after),
+                State::InFlight { since } => {
+                    Some((*since + self.hedge_after).max(now + self.hedge_after / 2))
+                }
                 _ => None,
             })
             .min()
@@ -158,8 +162,17 @@ impl StripePlanner {
     /// preferring nodes not known to be down; a down node is asked only as a last resort.
     fn top_up(&mut self, now: Instant, is_down: &dyn Fn(NodeId) -> bool) -> Vec<ShardIndex> {
         let got = self.count(|s| matches!(s, State::Got));
+        // A fetch stays counted until it is late *and* its node is suspected: a late fetch on
+        // a node that keeps answering is queued, not lost, and hedging it would add load.
         let fresh = self
-            .count(|s| matches!(s, State::InFlight { since } if now < *since + self.hedge_after));
+            .state
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(s, n)| match s {
+                State::InFlight { since } => now < *since + self.hedge_after || !is_down(**n),
+                _ => false,
+            })
+            .count();
         let mut want = self.k.saturating_sub(got + fresh);
         let mut picked = Vec::new();
         for last_resort in [false, true] {
@@ -237,12 +250,15 @@ mod tests {
         for i in [0, 1, 3] {
             p.on_arrived(ShardIndex(i));
         }
-        assert_eq!(p.next_deadline(), Some(t0 + HEDGE));
+        assert_eq!(p.next_deadline(t0), Some(t0 + HEDGE));
         assert_eq!(p.late_nodes(t0 + HEDGE), vec![NodeId(3)]);
         assert_eq!(p.on_tick(t0 + HEDGE / 2, &none_down), vec![]);
         let late = t0 + HEDGE;
-        assert_eq!(p.on_tick(late, &none_down), idx(&[4]));
-        assert_eq!(p.on_tick(late, &none_down), vec![], "the hedge is fresh");
+        assert_eq!(p.on_tick(late, &none_down), vec![], "late but its node answers others: queued");
+        assert_eq!(p.next_deadline(late), Some(late + HEDGE / 2), "look again soon");
+        let stalled = |n: NodeId| n == NodeId(3);
+        assert_eq!(p.on_tick(late, &stalled), idx(&[4]), "its node stalled: hedge");
+        assert_eq!(p.on_tick(late, &stalled), vec![], "the hedge is fresh");
         p.on_arrived(ShardIndex(4));
         assert_eq!(p.outcome(), Outcome::Ready);
     }
@@ -262,7 +278,7 @@ mod tests {
                 let inflight: Vec<ShardIndex> = asked.iter().copied()
                     .filter(|i| matches!(p.state[usize::from(i.0)], State::InFlight { .. })).collect();
                 let new = match (inflight.is_empty(), what) {
-                    (true, _) | (_, 2) => { now += HEDGE; p.on_tick(now, &is_down) }
+                    (true, _) | (_, 2) => { now += HEDGE; p.on_tick(now, &|_| true) }
                     (false, 0) => { p.on_arrived(inflight[usize::from(target) % inflight.len()]); vec![] }
                     (false, _) => p.on_failed(inflight[usize::from(target) % inflight.len()], ShardFailure::Missing, now, &is_down),
                 };

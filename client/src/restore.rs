@@ -282,7 +282,7 @@ async fn fetch_stripe(
             }
             Outcome::Pending => {}
         }
-        let deadline = planner.next_deadline().map(tokio::time::Instant::from_std);
+        let deadline = planner.next_deadline(Instant::now()).map(tokio::time::Instant::from_std);
         let hedge = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -299,10 +299,12 @@ async fn fetch_stripe(
             },
             () = hedge => {
                 let now = Instant::now();
+                let hedge_after = ctx.hedge_after();
                 for node in planner.late_nodes(now) {
-                    // Suspect it: later stripes plan around it until a heartbeat answers.
-                    if ctx.health.mark_down(node) {
-                        tracing::warn!(node = %node, stripe = %s, "node is late: hedging with parity");
+                    // A late fetch on a node that answered nothing for a whole threshold: suspect
+                    // the node, so this and later stripes plan around it until it answers again.
+                    if ctx.health.is_stalled(node, now, hedge_after) && ctx.health.mark_down(node) {
+                        tracing::warn!(node = %node, stripe = %s, "node stalled: hedging with parity");
                     }
                 }
                 let hedges = planner.on_tick(now, &is_down);
@@ -330,20 +332,14 @@ pub(crate) async fn get_shard(
     node: NodeId,
     expected: Digest,
 ) -> Result<Vec<u8>, ShardFailure> {
-    let started = Instant::now();
-    match ctx.transport.call(node, &Request::GetShard { key }, Bytes::new()).await {
-        Ok(reply) => {
-            ctx.record_latency(started.elapsed());
-            match reply.response {
-                Response::Shard { .. }
-                    if blake3::hash(&reply.payload).as_bytes() == &expected.0 =>
-                {
-                    Ok(reply.payload)
-                }
-                Response::Shard { .. } => Err(ShardFailure::Corrupt),
-                other => Err(ShardFailure::Other(format!("unexpected reply {other:?}"))),
+    match ctx.call_shard(node, &Request::GetShard { key }, Bytes::new()).await {
+        Ok(reply) => match reply.response {
+            Response::Shard { .. } if blake3::hash(&reply.payload).as_bytes() == &expected.0 => {
+                Ok(reply.payload)
             }
-        }
+            Response::Shard { .. } => Err(ShardFailure::Corrupt),
+            other => Err(ShardFailure::Other(format!("unexpected reply {other:?}"))),
+        },
         Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => Err(ShardFailure::Missing),
         Err(TransportError::Remote { code: ErrorCode::Corrupt, .. }) => Err(ShardFailure::Corrupt),
         Err(e) if e.is_node_failure() => {

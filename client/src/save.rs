@@ -322,7 +322,8 @@ async fn save_stripe(
                 if e.is_node_failure() {
                     ctx.node_failed(nodes[*i]);
                 }
-                let is_down = |n: NodeId| ctx.health.is_down(n);
+                let failed_node = nodes[*i];
+                let is_down = |n: NodeId| n == failed_node || ctx.health.is_down(n);
                 nodes[*i] = placement::replacement(&ctx.map, &at.as_ref(), code, &nodes, &is_down)
                     .ok_or_else(|| {
                         write_failed(&at, *i, attempt, format!("{e}; no other node can take it"))
@@ -367,7 +368,7 @@ async fn put_shard(
     payload: Bytes,
     node: NodeId,
 ) -> Result<(), TransportError> {
-    let reply = ctx.transport.call(node, &Request::PutShard { key, hash }, payload).await?;
+    let reply = ctx.call_shard(node, &Request::PutShard { key, hash }, payload).await?;
     expect_reply(node, reply.response, |r| matches!(r, Response::ShardStored))
 }
 

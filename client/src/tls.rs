@@ -18,7 +18,8 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rackpoint_proto::cluster::ClientTlsPaths;
 use rackpoint_proto::limits::{
     ALPN, MAX_PEM_FILE_BYTES, QUIC_CONNECTION_WINDOW_BYTES, QUIC_IDLE_TIMEOUT_MS,
-    QUIC_KEEP_ALIVE_MS, QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES, UDP_SOCKET_BUFFER_BYTES,
+    QUIC_KEEP_ALIVE_MS, QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES,
+    UDP_SOCKET_BUFFER_BYTES,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -24,7 +24,10 @@ fn as_refs(objs: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
     objs.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect()
 }
 
-fn assert_same(restored: &[rackpoint_client::restore::RestoredObject], expected: &[(String, Vec<u8>)]) {
+fn assert_same(
+    restored: &[rackpoint_client::restore::RestoredObject],
+    expected: &[(String, Vec<u8>)],
+) {
     assert_eq!(restored.len(), expected.len());
     for (r, (name, bytes)) in restored.iter().zip(expected) {
         assert_eq!(r.name.as_str(), name);
@@ -46,7 +49,8 @@ async fn save_then_restore_is_identical_even_with_two_nodes_killed() {
 
     tc.cluster.kill(NodeId(2)).expect("kill");
     tc.cluster.kill(NodeId(5)).expect("kill");
-    let (r, restored) = c.restore(&job, Which::Latest, Rank(0)).await.expect("restore with 2 nodes down");
+    let (r, restored) =
+        c.restore(&job, Which::Latest, Rank(0)).await.expect("restore with 2 nodes down");
     assert_same(&restored, &objs);
     assert!(r.degraded_stripes > 0, "some stripes had shards on the killed nodes");
     assert_eq!(r.manifest.user_meta.get("data_offset").map(String::as_str), Some("10000"));
@@ -91,11 +95,13 @@ async fn a_node_killed_during_a_save_leaves_the_previous_checkpoint_restorable()
     tc.cluster.kill(NodeId(4)).expect("kill during save");
     let outcome = saving.await.expect("save task");
 
-    let (_, restored) = c.restore(&job, Which::Step(Step(1)), Rank(0)).await.expect("old checkpoint restores");
+    let (_, restored) =
+        c.restore(&job, Which::Step(Step(1)), Rank(0)).await.expect("old checkpoint restores");
     assert_same(&restored, &old);
     match outcome {
         Ok(_) => {
-            let (_, restored) = c.restore(&job, Which::Latest, Rank(0)).await.expect("new checkpoint restores");
+            let (_, restored) =
+                c.restore(&job, Which::Latest, Rank(0)).await.expect("new checkpoint restores");
             assert_same(&restored, &new);
         }
         Err(e) => {
@@ -138,11 +144,17 @@ async fn resume_sees_a_step_only_when_every_rank_committed() {
     let point = c.resume(&job).await.expect("resume").expect("a checkpoint");
     assert_eq!(point.step, Step(5), "step 6 has only one of two parts");
     let listed = c.list(&job).await.expect("list");
-    assert_eq!(listed.iter().map(|s| (s.step, s.complete)).collect::<Vec<_>>(), vec![(Step(5), true), (Step(6), false)]);
+    assert_eq!(
+        listed.iter().map(|s| (s.step, s.complete)).collect::<Vec<_>>(),
+        vec![(Step(5), true), (Step(6), false)]
+    );
     c.save(request(&job, 6, 1, 2, &as_refs(&r1))).await.expect("rank 1 step 6");
     let point = c.resume(&job).await.expect("resume").expect("a checkpoint");
     assert_eq!(point.step, Step(6));
-    assert_eq!(point.user_meta(Rank(1)).and_then(|m| m.get("data_offset")).map(String::as_str), Some("6000"));
+    assert_eq!(
+        point.user_meta(Rank(1)).and_then(|m| m.get("data_offset")).map(String::as_str),
+        Some("6000")
+    );
     let (_, restored) = c.restore(&job, Which::Latest, Rank(1)).await.expect("restore rank 1");
     assert_same(&restored, &r1);
 }

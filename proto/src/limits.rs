@@ -122,3 +122,5 @@ pub const CLIENT_MAX_LISTED_MANIFESTS: usize = 1 << 20;
 /// Bytes per second a node's background scrubber re-hashes unless its `node.toml` says
 /// otherwise.
 pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
+/// Shard requests a client keeps in flight to one node at once.
+pub const CLIENT_MAX_REQUESTS_PER_NODE: usize = 8;

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{Digest, JobName, NodeId, Rank, Step};
 use crate::key::{ManifestKey, ShardKey};
 use crate::limits::{
-    MAX_ERROR_MESSAGE_BYTES, MAX_HEADER_BYTES, MAX_MANIFEST_BYTES,
-    MAX_PAYLOAD_BYTES, MAX_SHARD_BYTES, WIRE_VERSION,
+    MAX_ERROR_MESSAGE_BYTES, MAX_HEADER_BYTES, MAX_MANIFEST_BYTES, MAX_PAYLOAD_BYTES,
+    MAX_SHARD_BYTES, WIRE_VERSION,
 };
 
 /// Bytes of the fixed frame prefix.
@@ -520,7 +520,10 @@ mod tests {
             Just((Response::ManifestStored, 0)),
             (any::<u32>(), digest(), 1..=MAX_MANIFEST_BYTES)
                 .prop_map(|(world_size, hash, n)| (Response::Manifest { world_size, hash }, n)),
-            (proptest::collection::vec(entry(), 0..=crate::limits::MAX_LIST_ENTRIES as usize), any::<bool>())
+            (
+                proptest::collection::vec(entry(), 0..=crate::limits::MAX_LIST_ENTRIES as usize),
+                any::<bool>()
+            )
                 .prop_map(|(entries, more)| (Response::Manifests { entries, more }, 0)),
             (any::<u64>(), any::<u64>(), "[A-Za-z]{1,16}").prop_map(|(a, b, kind)| (
                 Response::Stats(NodeStats {

@@ -27,7 +27,8 @@ pub fn six_nodes(shard_size_bytes: u32) -> TestCluster {
     opts.k = 4;
     opts.m = 2;
     opts.shard_size_bytes = shard_size_bytes;
-    let bin = find_store_binary().expect("rackpoint-store is built (cargo test --workspace builds it)");
+    let bin =
+        find_store_binary().expect("rackpoint-store is built (cargo test --workspace builds it)");
     let cluster = LocalCluster::start(dir.path(), &opts, &bin).expect("cluster starts");
     TestCluster { cluster, dir }
 }
@@ -47,7 +48,13 @@ pub fn job(name: &str) -> JobName {
     JobName::new(name).expect("valid job name")
 }
 
-pub fn request(job: &JobName, step: u64, rank: u32, world_size: u32, objects: &[(&str, &[u8])]) -> SaveRequest {
+pub fn request(
+    job: &JobName,
+    step: u64,
+    rank: u32,
+    world_size: u32,
+    objects: &[(&str, &[u8])],
+) -> SaveRequest {
     SaveRequest {
         job: job.clone(),
         step: Step(step),

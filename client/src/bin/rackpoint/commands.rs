@@ -21,7 +21,8 @@ pub struct ClusterArg {
 
 impl ClusterArg {
     fn connect(&self) -> anyhow::Result<Client> {
-        Client::connect(&self.cluster).with_context(|| format!("cannot use cluster {}", self.cluster.display()))
+        Client::connect(&self.cluster)
+            .with_context(|| format!("cannot use cluster {}", self.cluster.display()))
     }
 }
 
@@ -82,7 +83,10 @@ pub struct JobArgs {
 }
 
 fn object_name(path: &Path) -> anyhow::Result<ObjectName> {
-    let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} has no usable file name", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name", path.display()))?;
     Ok(ObjectName::new(name)?)
 }
 
@@ -99,14 +103,29 @@ fn parse_meta(meta: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 pub async fn status(cluster: ClusterArg) -> anyhow::Result<()> {
     let client = cluster.connect()?;
     let nodes = client.status().await;
-    println!("{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}", "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "CORRUPT");
+    println!(
+        "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
+        "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "CORRUPT"
+    );
     let mut down = 0;
     for n in &nodes {
         match &n.stats {
-            Ok(s) => println!("{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}", n.node.id.0, n.node.addr, n.node.rack, "up", s.shards, s.shard_bytes, s.corrupt_shards_found),
+            Ok(s) => println!(
+                "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
+                n.node.id.0,
+                n.node.addr,
+                n.node.rack,
+                "up",
+                s.shards,
+                s.shard_bytes,
+                s.corrupt_shards_found
+            ),
             Err(e) => {
                 down += 1;
-                println!("{:<6} {:<22} {:<10} {:<5} {e}", n.node.id.0, n.node.addr, n.node.rack, "down");
+                println!(
+                    "{:<6} {:<22} {:<10} {:<5} {e}",
+                    n.node.id.0, n.node.addr, n.node.rack, "down"
+                );
             }
         }
     }
@@ -133,8 +152,17 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
         user_meta: parse_meta(&args.meta)?,
     };
     let r = client.save(req).await?;
-    println!("saved {} step {} rank {}: {} bytes, {} shards ({} moved), manifest {} in {:.2} s",
-        args.job, args.step, args.rank, r.bytes, r.shards, r.moved_shards, r.manifest_id, r.elapsed.as_secs_f64());
+    println!(
+        "saved {} step {} rank {}: {} bytes, {} shards ({} moved), manifest {} in {:.2} s",
+        args.job,
+        args.step,
+        args.rank,
+        r.bytes,
+        r.shards,
+        r.moved_shards,
+        r.manifest_id,
+        r.elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -146,8 +174,15 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     for o in &r.manifest.objects {
         println!("{}\t{}", o.len, args.out.join(o.name.as_str()).display());
     }
-    eprintln!("restored {} step {} rank {}: {} bytes, {} stripes rebuilt, in {:.2} s",
-        args.job, r.manifest.step, args.rank, r.bytes, r.degraded_stripes, r.elapsed.as_secs_f64());
+    eprintln!(
+        "restored {} step {} rank {}: {} bytes, {} stripes rebuilt, in {:.2} s",
+        args.job,
+        r.manifest.step,
+        args.rank,
+        r.bytes,
+        r.degraded_stripes,
+        r.elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -158,7 +193,14 @@ pub async fn ls(args: JobArgs) -> anyhow::Result<()> {
     println!("{:>12} {:>7} {:>9} {:>14} {:>9}", "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES");
     for c in list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s)) {
         let survives = c.survives_more_failures.map_or("LOST".to_string(), |n| n.to_string());
-        println!("{:>12} {:>7} {:>9} {:>14} {:>9}", c.step.0, format!("{}/{}", c.parts, c.world_size), if c.complete { "yes" } else { "no" }, c.bytes, survives);
+        println!(
+            "{:>12} {:>7} {:>9} {:>14} {:>9}",
+            c.step.0,
+            format!("{}/{}", c.parts, c.world_size),
+            if c.complete { "yes" } else { "no" },
+            c.bytes,
+            survives
+        );
     }
     Ok(())
 }
@@ -168,18 +210,35 @@ pub async fn verify(args: JobArgs) -> anyhow::Result<()> {
     let client = args.cluster.connect()?;
     let step = match args.step {
         Some(s) => Step(s),
-        None => client.resume(&args.job).await?.with_context(|| format!("job {} has no complete checkpoint", args.job))?.step,
+        None => {
+            client
+                .resume(&args.job)
+                .await?
+                .with_context(|| format!("job {} has no complete checkpoint", args.job))?
+                .step
+        }
     };
     let r = client.verify(&args.job, step).await?;
     for b in &r.bad_shards {
-        println!("bad shard: rank {} object {} stripe {} shard {} on node {}: {:?}", b.rank, b.object, b.stripe, b.index, b.node, b.why);
+        println!(
+            "bad shard: rank {} object {} stripe {} shard {} on node {}: {:?}",
+            b.rank, b.object, b.stripe, b.index, b.node, b.why
+        );
     }
     for (rank, p) in &r.chain_problems {
         println!("chain problem: rank {rank}: {p:?}");
     }
     let survives = r.survives_more_failures.map_or("no".into(), |n| n.to_string());
-    println!("{} step {}: {}/{} parts, {} shards good, {} bad, survives {} more failure(s)",
-        args.job, step, r.parts_found.len(), r.world_size, r.shards_ok, r.bad_shards.len(), survives);
+    println!(
+        "{} step {}: {}/{} parts, {} shards good, {} bad, survives {} more failure(s)",
+        args.job,
+        step,
+        r.parts_found.len(),
+        r.world_size,
+        r.shards_ok,
+        r.bad_shards.len(),
+        survives
+    );
     if !r.is_healthy() {
         bail!("checkpoint {} step {} is not healthy (see above)", args.job, step);
     }
@@ -193,7 +252,8 @@ pub async fn rm(args: JobArgs) -> anyhow::Result<()> {
     let r = client.delete(&args.job, Step(step)).await?;
     println!("deleted {} step {}: {} shards, {} manifests", args.job, step, r.shards, r.manifests);
     if !r.unreachable.is_empty() {
-        let nodes: Vec<String> = r.unreachable.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
+        let nodes: Vec<String> =
+            r.unreachable.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
         bail!("{} node(s) could not delete their copies: {}", nodes.len(), nodes.join("; "));
     }
     Ok(())

@@ -65,11 +65,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let client = Client::connect(&cluster.cluster_file())?;
 
     let total = args.size_mib * 1024 * 1024;
-    let parts = [("model.safetensors", total / 2 + 12_345), ("optimizer.bin", total / 2 - 12_345 - 7), ("rng.bin", 7)];
+    let parts = [
+        ("model.safetensors", total / 2 + 12_345),
+        ("optimizer.bin", total / 2 - 12_345 - 7),
+        ("rng.bin", 7),
+    ];
     let objects: Vec<(ObjectName, Bytes)> = parts
         .iter()
         .enumerate()
-        .map(|(i, (name, len))| Ok((ObjectName::new(*name)?, Bytes::from(seeded_bytes(args.seed + i as u64, *len as usize)))))
+        .map(|(i, (name, len))| {
+            Ok((
+                ObjectName::new(*name)?,
+                Bytes::from(seeded_bytes(args.seed + i as u64, *len as usize)),
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let job = JobName::new("demo-job")?;
     let request = SaveRequest {
@@ -77,27 +86,50 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         step: Step(1000),
         rank: Rank(0),
         world_size: 1,
-        objects: objects.iter().map(|(n, b)| ObjectData { name: n.clone(), source: ObjectSource::Memory(b.clone()) }).collect(),
+        objects: objects
+            .iter()
+            .map(|(n, b)| ObjectData { name: n.clone(), source: ObjectSource::Memory(b.clone()) })
+            .collect(),
         user_meta: [("data_offset".to_string(), "1000000".to_string())].into(),
     };
     let saved = client.save(request).await.context("save")?;
-    println!("saved    {} MiB in {:.2} s ({:.0} MiB/s), {} shards, manifest {} on nodes {:?}",
-        saved.bytes >> 20, saved.elapsed.as_secs_f64(), mib_per_s(saved.bytes, saved.elapsed.as_secs_f64()),
-        saved.shards, &saved.manifest_id.to_hex()[..16], saved.manifest_nodes.iter().map(|n| n.0).collect::<Vec<_>>());
+    println!(
+        "saved    {} MiB in {:.2} s ({:.0} MiB/s), {} shards, manifest {} on nodes {:?}",
+        saved.bytes >> 20,
+        saved.elapsed.as_secs_f64(),
+        mib_per_s(saved.bytes, saved.elapsed.as_secs_f64()),
+        saved.shards,
+        &saved.manifest_id.to_hex()[..16],
+        saved.manifest_nodes.iter().map(|n| n.0).collect::<Vec<_>>()
+    );
 
-    let (healthy, _) = client.restore(&job, Which::Latest, Rank(0)).await.context("healthy restore")?;
-    println!("restored {} MiB in {:.2} s ({:.0} MiB/s) with every node up, {} stripes decoded",
-        healthy.bytes >> 20, healthy.elapsed.as_secs_f64(), mib_per_s(healthy.bytes, healthy.elapsed.as_secs_f64()), healthy.degraded_stripes);
+    let (healthy, _) =
+        client.restore(&job, Which::Latest, Rank(0)).await.context("healthy restore")?;
+    println!(
+        "restored {} MiB in {:.2} s ({:.0} MiB/s) with every node up, {} stripes decoded",
+        healthy.bytes >> 20,
+        healthy.elapsed.as_secs_f64(),
+        mib_per_s(healthy.bytes, healthy.elapsed.as_secs_f64()),
+        healthy.degraded_stripes
+    );
 
     let victims = [NodeId(1), NodeId(2)];
     for v in victims {
         cluster.kill(v)?;
     }
-    println!("killed nodes {} and {} (racks {} and {}) with SIGKILL",
-        victims[0], victims[1], rack_of(&cluster, victims[0]), rack_of(&cluster, victims[1]));
+    println!(
+        "killed nodes {} and {} (racks {} and {}) with SIGKILL",
+        victims[0],
+        victims[1],
+        rack_of(&cluster, victims[0]),
+        rack_of(&cluster, victims[1])
+    );
 
     let started = Instant::now();
-    let (degraded, restored) = client.restore(&job, Which::Latest, Rank(0)).await.context("restore with 2 nodes killed")?;
+    let (degraded, restored) = client
+        .restore(&job, Which::Latest, Rank(0))
+        .await
+        .context("restore with 2 nodes killed")?;
     let secs = started.elapsed().as_secs_f64();
     println!("restored {} MiB in {:.2} s ({:.0} MiB/s) with 2 nodes dead, {} stripes rebuilt from parity",
         degraded.bytes >> 20, secs, mib_per_s(degraded.bytes, secs), degraded.degraded_stripes);
@@ -105,11 +137,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if got.name != *name || got.bytes.as_slice() != original.as_ref() {
             bail!("object {name} differs after restore");
         }
-        println!("verified {name}: {} bytes identical (blake3 {})", original.len(), &blake3::hash(original).to_hex()[..16]);
+        println!(
+            "verified {name}: {} bytes identical (blake3 {})",
+            original.len(),
+            &blake3::hash(original).to_hex()[..16]
+        );
     }
     let report = client.verify(&job, Step(1000)).await.context("verify")?;
-    println!("verify   {} shards good, {} unreachable, the checkpoint survives {} more failure(s)",
-        report.shards_ok, report.bad_shards.len(), report.survives_more_failures.map_or("no".into(), |n| n.to_string()));
+    println!(
+        "verify   {} shards good, {} unreachable, the checkpoint survives {} more failure(s)",
+        report.shards_ok,
+        report.bad_shards.len(),
+        report.survives_more_failures.map_or("no".into(), |n| n.to_string())
+    );
     println!("demo passed: every byte restored with 2 of 6 nodes killed");
     Ok(())
 }

@@ -24,7 +24,8 @@ use rackpoint_proto::limits::{LOCAL_NODE_READY_TIMEOUT_MS, LOCAL_NODE_STOP_TIMEO
 use rackpoint_proto::{ClusterMap, NodeId};
 
 use crate::cluster_dir::{
-    self, node_dir, ClusterDirError, InitOptions, CLUSTER_FILE, NODE_FILE, NODE_LOG_FILE,
+    self, node_dir, ClusterDirError, InitOptions, CLUSTER_FILE, NODE_DATA_DIR, NODE_FILE,
+    NODE_LOG_FILE,
 };
 use crate::tls::ClientTls;
 
@@ -85,6 +86,24 @@ pub enum LocalClusterError {
         after_ms: u64,
         /// Its log.
         log: PathBuf,
+    },
+    /// A node's stored files could not be read or rewritten.
+    #[error("cannot corrupt {}: {error}", path.display())]
+    DiskIo {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// Fault injection found none of the bytes it was to corrupt.
+    #[error("node {node}: none of the {len} given bytes are stored under {}", dir.display())]
+    BytesNotFound {
+        /// The node.
+        node: NodeId,
+        /// The needle's length.
+        len: usize,
+        /// The data folder searched.
+        dir: PathBuf,
     },
     /// The node printed something other than `listening <its address>`.
     #[error("node {node} printed {line:?}, expected \"listening {expected}\": see {}", log.display())]
@@ -236,6 +255,33 @@ impl LocalCluster {
             }),
             Err(error) => Err(LocalClusterError::Wait { node: id, error }),
         }
+    }
+
+    /// Fault injection, as a rotting disk: flips one byte in the middle of every stored copy
+    /// of each needle (say, 64 bytes from inside a shard) in node `id`'s data folder. The node is
+    /// stopped with SIGTERM, started and stopped once more (so RocksDB moves its write-ahead
+    /// log into table files, where the bytes then sit), corrupted, and started again. Returns
+    /// the files changed; an error if some needle was nowhere.
+    pub fn corrupt_on_disk(
+        &mut self,
+        id: NodeId,
+        needles: &[&[u8]],
+    ) -> Result<Vec<PathBuf>, LocalClusterError> {
+        self.terminate(id)?;
+        self.restart(id)?;
+        self.terminate(id)?;
+        let dir = self.node_dir(id).join(NODE_DATA_DIR);
+        let mut changed = Vec::new();
+        for needle in needles {
+            let files = flip_copies(&dir, needle)?;
+            if files.is_empty() {
+                self.restart(id)?;
+                return Err(LocalClusterError::BytesNotFound { node: id, len: needle.len(), dir });
+            }
+            changed.extend(files.into_iter().filter(|f| !changed.contains(f)).collect::<Vec<_>>());
+        }
+        self.restart(id)?;
+        Ok(changed)
     }
 
     /// Whether node `id` has a process that has not exited (a paused node is running).
@@ -422,3 +468,43 @@ pub fn find_store_binary() -> Result<PathBuf, LocalClusterError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, LocalClusterError> {
+    let io = |error| LocalClusterError::DiskIo { path: dir.to_path_buf(), error };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            out.extend(files_under(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// Flips one byte in the middle of every copy of `needle` in the files under `dir`; returns
+/// the files changed.
+fn flip_copies(dir: &Path, needle: &[u8]) -> Result<Vec<PathBuf>, LocalClusterError> {
+    let mut changed = Vec::new();
+    if needle.is_empty() {
+        return Ok(changed);
+    }
+    for file in files_under(dir)? {
+        let io = |error| LocalClusterError::DiskIo { path: file.clone(), error };
+        let mut bytes = std::fs::read(&file).map_err(io)?;
+        let mut hit = false;
+        let mut i = 0;
+        while let Some(at) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
+            bytes[i + at + needle.len() / 2] ^= 0x5a;
+            i += at + needle.len();
+            hit = true;
+        }
+        if hit {
+            std::fs::write(&file, &bytes).map_err(io)?;
+            changed.push(file);
+        }
+    }
+    Ok(changed)
+}

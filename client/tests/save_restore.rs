@@ -5,9 +5,11 @@
 mod common;
 
 use common::{client, data, job, request, six_nodes};
+use rackpoint_client::codec::ObjectLayout;
+use rackpoint_client::planner::ShardFailure;
 use rackpoint_client::restore::Which;
 use rackpoint_client::ClientError;
-use rackpoint_proto::{limits, NodeId, Rank, Step};
+use rackpoint_proto::{limits, NodeId, Rank, ShardIndex, Step, StripeIndex};
 
 const SHARD: u32 = 256 * 1024;
 
@@ -157,4 +159,71 @@ async fn resume_sees_a_step_only_when_every_rank_committed() {
     );
     let (_, restored) = c.restore(&job, Which::Latest, Rank(1)).await.expect("restore rank 1");
     assert_same(&restored, &r1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_rotted_on_disk_on_two_nodes_restore_identically_and_verify_names_them() {
+    let mut tc = six_nodes(SHARD);
+    let job = job("rot");
+    let obj = data(41, 4 * 1024 * 1024 + 99);
+    let manifest = {
+        let c = client(&tc);
+        c.save(request(&job, 1, 0, 1, &[("weights.bin", &obj)])).await.expect("save");
+        c.resume(&job).await.expect("resume").expect("a checkpoint").parts.remove(0)
+    };
+    let params = manifest.code.params;
+    let layout = ObjectLayout::new(params, obj.len() as u64);
+    let mut rotted = Vec::new();
+    // Nodes 1 and 2 are in different racks; each holds at most one shard of a stripe, so no
+    // stripe loses more than m = 2.
+    for node in [NodeId(1), NodeId(2)] {
+        let mut needles: Vec<&[u8]> = Vec::new();
+        for (s, stripe) in manifest.objects[0].stripes.iter().enumerate() {
+            for (j, shard) in stripe.shards.iter().enumerate().take(usize::from(params.k)) {
+                let r = layout.data_shard_range(StripeIndex(s as u32), ShardIndex(j as u8));
+                if shard.node == node && r.end - r.start >= 128 {
+                    let mid = ((r.start + r.end) / 2) as usize;
+                    needles.push(&obj[mid..mid + 64]);
+                    rotted.push((StripeIndex(s as u32), ShardIndex(j as u8), node));
+                }
+            }
+        }
+        tc.cluster.corrupt_on_disk(node, &needles).expect("corrupt the node's shards on disk");
+    }
+    assert!(rotted.len() >= 2, "the object has data shards on both nodes");
+
+    let c = client(&tc);
+    let (r, restored) = c.restore(&job, Which::Step(Step(1)), Rank(0)).await.expect("restore");
+    assert!(restored[0].bytes == obj, "restored bytes are identical");
+    assert!(r.degraded_stripes > 0, "corrupt data shards were rebuilt from parity");
+
+    let report = c.verify(&job, Step(1)).await.expect("verify");
+    for (stripe, index, node) in &rotted {
+        assert!(
+            report.bad_shards.iter().any(|b| b.stripe == *stripe
+                && b.index == *index
+                && b.node == *node
+                && b.why == ShardFailure::Corrupt),
+            "verify names shard {index} of stripe {stripe} on node {node}: {:?}",
+            report.bad_shards
+        );
+    }
+    assert_eq!(report.bad_shards.len(), rotted.len(), "and nothing else");
+    assert!(!report.is_healthy());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_async_returns_before_the_upload_and_the_caller_may_reuse_its_buffer() {
+    let tc = six_nodes(SHARD);
+    let c = client(&tc);
+    let job = job("async");
+    let mut buffer = data(51, 6 * 1024 * 1024 + 1);
+    let original = buffer.clone();
+    let name = rackpoint_proto::ObjectName::new("weights.bin").expect("valid");
+    let handle =
+        c.save_async(request(&job, 9, 0, 1, &[]), &[(name, &buffer)]).await.expect("staged");
+    buffer.iter_mut().for_each(|b| *b = 0);
+    handle.wait().await.expect("upload completes");
+    let (_, restored) = c.restore(&job, Which::Latest, Rank(0)).await.expect("restore");
+    assert!(restored[0].bytes == original, "the staged copy was saved, not the overwritten buffer");
 }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalog;
 use crate::client::Ctx;
-use crate::codec::{Codec, ObjectLayout};
+use crate::codec::{Codec, CodecError, DecodePath, ObjectLayout};
 use crate::error::{ClientError, FailedShard, FailedShardList, Result};
 use crate::manifest::{Manifest, ObjectEntry, StripeEntry};
 use crate::planner::{Outcome, ShardFailure, StripePlanner};
@@ -258,14 +258,26 @@ async fn fetch_stripe(
             stripe: s,
             index: i,
         };
-        let (ctx, node, hash) = (ctx.clone(), nodes[usize::from(i.0)], hashes[usize::from(i.0)]);
-        async move { (i, get_shard(&ctx, key, node, hash).await) }
+        let (ctx, node) = (ctx.clone(), nodes[usize::from(i.0)]);
+        async move { (i, fetch_shard(&ctx, key, node).await) }
     };
     let is_down = |n: NodeId| ctx.health.is_down(n);
     inflight.extend(planner.start(Instant::now(), &is_down).into_iter().map(fetch));
     loop {
         match planner.outcome() {
-            Outcome::Ready => break,
+            Outcome::Ready => match decode(&ctx, &codec, layout, s, shards, &hashes).await? {
+                Decoded::Done(stripe) => return Ok(stripe),
+                Decoded::Corrupt(back, corrupt) => {
+                    shards = back;
+                    for c in corrupt {
+                        shards[usize::from(c.0)] = None;
+                        let more =
+                            planner.on_failed(c, ShardFailure::Corrupt, Instant::now(), &is_down);
+                        inflight.extend(more.into_iter().map(fetch));
+                    }
+                    continue;
+                }
+            },
             Outcome::Impossible => {
                 let failures = planner
                     .failures()
@@ -312,32 +324,61 @@ async fn fetch_stripe(
             }
         }
     }
-    drop(inflight);
-    let decoded = (0..k).any(|i| shards[i].is_none());
-    let bytes = if decoded {
-        let _slot =
-            ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(move || codec.decode_stripe(&layout, s, shards, &hashes))
-            .await??
-    } else {
-        codec.decode_stripe(&layout, s, shards, &hashes)?
-    };
-    Ok(FetchedStripe { bytes, decoded })
 }
 
-/// Reads one shard and checks its length-independent hash against the manifest's.
-pub(crate) async fn get_shard(
+/// What decoding a stripe gave.
+enum Decoded {
+    /// The stripe's bytes.
+    Done(FetchedStripe),
+    /// Too few good shards: these were corrupt (the shards are handed back).
+    Corrupt(Vec<Option<Vec<u8>>>, Vec<ShardIndex>),
+}
+
+/// Checks the fetched shards' hashes and rebuilds the stripe's bytes: a copy when every data
+/// shard is here and good, Reed-Solomon on the worker pool otherwise. Each shard is hashed
+/// here once (not also on arrival).
+async fn decode(
     ctx: &Ctx,
-    key: ShardKey,
-    node: NodeId,
-    expected: Digest,
-) -> Result<Vec<u8>, ShardFailure> {
+    codec: &Arc<Codec>,
+    layout: ObjectLayout,
+    s: StripeIndex,
+    mut shards: Vec<Option<Vec<u8>>>,
+    hashes: &[Digest],
+) -> Result<Decoded> {
+    let range = layout.stripe_range(s);
+    let mut out = vec![0u8; (range.end - range.start) as usize];
+    let k = usize::from(layout.params().k);
+    let (result, shards, out) = if shards[..k].iter().any(Option::is_none) {
+        let _slot =
+            ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
+        let (codec, hashes) = (codec.clone(), hashes.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let r = codec.decode_stripe_into(&layout, s, &mut shards, &hashes, &mut out);
+            (r, shards, out)
+        })
+        .await?
+    } else {
+        let r = codec.decode_stripe_into(&layout, s, &mut shards, hashes, &mut out);
+        (r, shards, out)
+    };
+    match result {
+        Ok(report) => {
+            let decoded = report.path == DecodePath::Reconstructed;
+            Ok(Decoded::Done(FetchedStripe { bytes: out, decoded }))
+        }
+        Err(CodecError::NotEnoughShards { corrupt, .. }) if !corrupt.is_empty() => {
+            Ok(Decoded::Corrupt(shards, corrupt))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads one shard; its hash is checked later, once: by the decoder (restore) or by
+/// [`get_shard`] (verify).
+async fn fetch_shard(ctx: &Ctx, key: ShardKey, node: NodeId) -> Result<Vec<u8>, ShardFailure> {
     match ctx.call_shard(node, &Request::GetShard { key }, Bytes::new()).await {
         Ok(reply) => match reply.response {
-            Response::Shard { .. } if blake3::hash(&reply.payload).as_bytes() == &expected.0 => {
-                Ok(reply.payload)
-            }
-            Response::Shard { .. } => Err(ShardFailure::Corrupt),
+            Response::Shard { .. } => Ok(reply.payload),
             other => Err(ShardFailure::Other(format!("unexpected reply {other:?}"))),
         },
         Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => Err(ShardFailure::Missing),
@@ -347,6 +388,21 @@ pub(crate) async fn get_shard(
             Err(ShardFailure::NodeDown)
         }
         Err(e) => Err(ShardFailure::Other(e.to_string())),
+    }
+}
+
+/// Reads one shard and checks its hash against the manifest's.
+pub(crate) async fn get_shard(
+    ctx: &Ctx,
+    key: ShardKey,
+    node: NodeId,
+    expected: Digest,
+) -> Result<Vec<u8>, ShardFailure> {
+    let bytes = fetch_shard(ctx, key, node).await?;
+    if blake3::hash(&bytes).as_bytes() == &expected.0 {
+        Ok(bytes)
+    } else {
+        Err(ShardFailure::Corrupt)
     }
 }
 

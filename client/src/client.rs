@@ -37,7 +37,12 @@ pub(crate) struct Ctx {
     /// Caps shard requests in flight to each node (`CLIENT_MAX_REQUESTS_PER_NODE`), so that
     /// one node's replies come back steadily instead of all at once, late.
     node_slots: HashMap<NodeId, Semaphore>,
+    /// Told of object bytes saved or restored, stripe by stripe (for progress bars).
+    progress: std::sync::RwLock<Option<Progress>>,
 }
+
+/// A callback told of object bytes saved or restored as stripes complete.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl Ctx {
     /// Stripes a save or restore keeps in flight: the byte budget over the bytes one stripe
@@ -87,6 +92,12 @@ impl Ctx {
             self.record_latency(started.elapsed());
         }
         result
+    }
+
+    pub(crate) fn report_progress(&self, bytes: u64) {
+        if let Some(p) = self.progress.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            p(bytes);
+        }
     }
 
     fn record_latency(&self, d: Duration) {
@@ -148,6 +159,7 @@ impl Client {
             encode_slots: Semaphore::new(workers),
             latency_ewma_us: AtomicU64::new(0),
             node_slots,
+            progress: std::sync::RwLock::new(None),
         });
         Ok(Self {
             ctx,
@@ -159,6 +171,12 @@ impl Client {
     /// The cluster map in use.
     pub fn map(&self) -> &ClusterMap {
         &self.ctx.map
+    }
+
+    /// Calls `progress` with the object bytes of every stripe saved or restored from now on
+    /// (by this client and its clones); `None` stops it.
+    pub fn set_progress(&self, progress: Option<Progress>) {
+        *self.ctx.progress.write().unwrap_or_else(|e| e.into_inner()) = progress;
     }
 
     /// Nodes this client currently believes down.

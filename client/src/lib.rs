@@ -24,5 +24,5 @@ pub mod save;
 pub mod tls;
 pub mod transport;
 
-pub use client::{BlockingClient, Client, NodeStatus, SaveHandle};
+pub use client::{BlockingClient, Client, NodeStatus, Progress, SaveHandle};
 pub use error::ClientError;

@@ -216,12 +216,14 @@ async fn restore_object(
             let done = running.pop_front().expect("the queue was just filled").await??;
             degraded += u64::from(done.decoded);
             out.write(&done.bytes).await?;
+            ctx.report_progress(done.bytes.len() as u64);
         }
     }
     while let Some(task) = running.pop_front() {
         let done = task.await??;
         degraded += u64::from(done.decoded);
         out.write(&done.bytes).await?;
+        ctx.report_progress(done.bytes.len() as u64);
     }
     Ok(degraded)
 }

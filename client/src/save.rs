@@ -201,6 +201,8 @@ impl StripeAt {
 struct SavedStripe {
     entry: StripeEntry,
     moved: u64,
+    /// Object bytes the stripe carries.
+    bytes: u64,
 }
 
 async fn save_object(
@@ -215,6 +217,11 @@ async fn save_object(
     let mut running: VecDeque<JoinHandle<Result<SavedStripe>>> = VecDeque::new();
     let mut stripes = Vec::with_capacity(layout.stripe_count() as usize);
     let mut moved = 0;
+    let mut finish = |done: SavedStripe| {
+        moved += done.moved;
+        ctx.report_progress(done.bytes);
+        stripes.push(done.entry);
+    };
     for s in 0..layout.stripe_count() {
         let stripe = StripeIndex(s);
         let data = reader.read(layout.stripe_range(stripe)).await?;
@@ -228,15 +235,11 @@ async fn save_object(
         };
         running.push_back(tokio::spawn(save_stripe(ctx.clone(), codec.clone(), at, data)));
         if running.len() >= ctx.stripes_in_flight() {
-            let done = running.pop_front().expect("the queue was just filled").await??;
-            moved += done.moved;
-            stripes.push(done.entry);
+            finish(running.pop_front().expect("the queue was just filled").await??);
         }
     }
     while let Some(task) = running.pop_front() {
-        let done = task.await??;
-        moved += done.moved;
-        stripes.push(done.entry);
+        finish(task.await??);
     }
     let shards = (stripes.len() * ctx.map.code.total()) as u64;
     let entry = ObjectEntry {
@@ -294,6 +297,7 @@ async fn save_stripe(
     at: StripeAt,
     data: Bytes,
 ) -> Result<SavedStripe> {
+    let bytes = data.len() as u64;
     let encoded = {
         let _slot =
             ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
@@ -339,7 +343,7 @@ async fn save_stripe(
     let moved = nodes.iter().zip(&first).filter(|(a, b)| a != b).count() as u64;
     let shards =
         nodes.iter().zip(&encoded.hashes).map(|(&node, &hash)| ShardEntry { node, hash }).collect();
-    Ok(SavedStripe { entry: StripeEntry { shards }, moved })
+    Ok(SavedStripe { entry: StripeEntry { shards }, moved, bytes })
 }
 
 /// Whether a failed put should go to another node (rather than be retried on the same one).

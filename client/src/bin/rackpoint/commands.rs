@@ -3,9 +3,12 @@
 //! error (one line on stderr, exit status 1) on anything short of full success.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::Client;
@@ -82,6 +85,26 @@ pub struct JobArgs {
     step: Option<u64>,
 }
 
+/// A progress bar on stderr when it is a terminal (none when piped or logged), fed by the
+/// client's per-stripe progress. `total` is the byte count when known.
+fn progress_bar(client: &Client, total: Option<u64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let (bar, template) = match total {
+        Some(n) => {
+            (ProgressBar::new(n), "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+        }
+        None => (ProgressBar::new_spinner(), "{spinner} {bytes} {binary_bytes_per_sec}"),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    let fed = bar.clone();
+    client.set_progress(Some(Arc::new(move |n| fed.inc(n))));
+    Some(bar)
+}
+
 fn object_name(path: &Path) -> anyhow::Result<ObjectName> {
     let name = path
         .file_name()
@@ -151,7 +174,13 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
         objects,
         user_meta: parse_meta(&args.meta)?,
     };
-    let r = client.save(req).await?;
+    let total = args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
+    let bar = progress_bar(&client, Some(total));
+    let r = client.save(req).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let r = r?;
     println!(
         "saved {} step {} rank {}: {} bytes, {} shards ({} moved), manifest {} in {:.2} s",
         args.job,
@@ -170,7 +199,12 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let client = args.cluster.connect()?;
     let which = args.step.map_or(Which::Latest, |s| Which::Step(Step(s)));
-    let r = client.restore_to_dir(&args.job, which, Rank(args.rank), &args.out).await?;
+    let bar = progress_bar(&client, None);
+    let r = client.restore_to_dir(&args.job, which, Rank(args.rank), &args.out).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let r = r?;
     for o in &r.manifest.objects {
         println!("{}\t{}", o.len, args.out.join(o.name.as_str()).display());
     }

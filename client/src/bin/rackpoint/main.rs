@@ -111,10 +111,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// Logs to stderr, `warn` and up unless `RUST_LOG` says otherwise.
+/// Logs to stderr, errors only unless `RUST_LOG` says otherwise (`RUST_LOG=warn` shows nodes
+/// going down and up), so that a failing command ends with exactly one line of reason.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -10,21 +10,7 @@ use std::time::{Duration, Instant};
 /// Bytes in a MiB.
 pub const MIB: usize = 1 << 20;
 
-/// `len` bytes from a splitmix64 stream seeded with `seed`: fast, reproducible, and
-/// incompressible enough for storage measurements.
-pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+pub use rackpoint_client::local_cluster::seeded_bytes;
 
 /// Throughput in MiB/s of `bytes` moved in `elapsed` (a zero duration counts as 1 ns).
 pub fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {

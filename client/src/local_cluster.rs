@@ -469,6 +469,22 @@ pub fn find_store_binary() -> Result<PathBuf, LocalClusterError> {
 #[cfg(test)]
 mod tests;
 
+/// `len` bytes from a splitmix64 stream seeded with `seed`: fast, reproducible, and
+/// incompressible enough for storage measurements.
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>, LocalClusterError> {
     let io = |error| LocalClusterError::DiskIo { path: dir.to_path_buf(), error };

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use rackpoint_client::cluster_dir::InitOptions;
-use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
+use rackpoint_client::local_cluster::{find_store_binary, seeded_bytes, LocalCluster};
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::Client;
@@ -26,21 +26,6 @@ pub struct DemoArgs {
     /// Seed of the checkpoint's bytes.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-}
-
-/// Fills `len` bytes from a splitmix64 stream: fast, seeded, incompressible enough.
-fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn mib_per_s(bytes: u64, secs: f64) -> f64 {

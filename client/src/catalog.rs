@@ -47,7 +47,7 @@ pub(crate) async fn list_job(ctx: &Arc<Ctx>, job: &JobName) -> Result<Listing> {
         .map(|n| async move { (n.id, list_node(ctx, n.id, job).await) })
         .collect();
     let mut listing = Listing::new();
-    let (mut answered, mut errors) = (Vec::new(), Vec::new());
+    let (mut answered, mut replied, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let next = async {
@@ -57,6 +57,7 @@ pub(crate) async fn list_job(ctx: &Arc<Ctx>, job: &JobName) -> Result<Listing> {
             }
         };
         let Some((node, result)) = next.await else { break };
+        replied.push(node);
         match result {
             Ok(entries) => {
                 merge(&mut listing, node, entries);
@@ -68,7 +69,9 @@ pub(crate) async fn list_job(ctx: &Arc<Ctx>, job: &JobName) -> Result<Listing> {
             grace = Some(Box::pin(tokio::time::sleep(ctx.hedge_after())));
         }
     }
-    for n in ctx.map.nodes.iter().map(|n| n.id).filter(|n| !answered.contains(n)) {
+    // Still silent after the grace: suspect them (a node that replied with an error has been
+    // judged by `list_node` already).
+    for n in ctx.map.nodes.iter().map(|n| n.id).filter(|n| !replied.contains(n)) {
         ctx.health.mark_down(n);
     }
     if answered.is_empty() {
@@ -119,13 +122,20 @@ async fn list_node(
         };
         after = entries.last().map(|e| (e.step, e.rank));
         all.extend(entries);
-        if !more || after.is_none() || all.len() >= CLIENT_MAX_LISTED_MANIFESTS {
+        if !more || after.is_none() {
             return Ok(all);
+        }
+        if all.len() >= CLIENT_MAX_LISTED_MANIFESTS {
+            // Refuse rather than drop the newest entries (pages come oldest first).
+            let reason = format!("the job has more than {CLIENT_MAX_LISTED_MANIFESTS} manifests on this node; delete old checkpoints");
+            return Err(TransportError::Protocol { node, reason });
         }
     }
 }
 
-/// The id of the same rank's newest manifest before `step`, for the chain's `prev`.
+/// The id of the same rank's newest manifest before `step`, for the chain's `prev`. Refuses
+/// a part that is already committed: saving it again would overwrite the shards its manifest
+/// points at.
 pub(crate) async fn previous_manifest_id(
     ctx: &Arc<Ctx>,
     job: &JobName,
@@ -133,6 +143,9 @@ pub(crate) async fn previous_manifest_id(
     rank: Rank,
 ) -> Result<Option<Digest>> {
     let listing = list_job(ctx, job).await?;
+    if listing.contains_key(&(step, rank)) {
+        return Err(ClientError::AlreadyExists { job: job.clone(), step, rank });
+    }
     Ok(listing.iter().rev().find(|((s, r), _)| *s < step && *r == rank).map(|(_, p)| p.hash))
 }
 

@@ -108,6 +108,16 @@ pub enum ClientError {
         /// What the nodes said, if anything.
         detail: String,
     },
+    /// The part is already committed; saving it again would overwrite its shards.
+    #[error("{job} step {step} rank {rank} is already saved; delete it first (rackpoint rm) or save another step")]
+    AlreadyExists {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// The rank.
+        rank: Rank,
+    },
     /// The job has no complete, recoverable checkpoint.
     #[error("job {job} has no complete checkpoint that can be restored{detail}")]
     NoCheckpoint {

@@ -197,6 +197,63 @@ pub fn replacement(
         .map(|n| n.id)
 }
 
+/// Degraded placement, for when the stripe cannot have `k + m` distinct up nodes (say one of
+/// six nodes died at 4 + 2): up nodes take more than one shard of the stripe, at most `m`
+/// each, so the stripe still survives any single node failure (and a rack, when the racks
+/// allow), and the save goes on instead of failing. `current[i]` pins shard `i` to a node it
+/// is already on (`Some`) or asks for one (`None`); each `None` gets the first node in rank
+/// order among the least loaded up nodes whose rack is under the cap. The manifest records
+/// the result, and `remaining_redundancy` counts a doubled node's shards together.
+pub fn place_degraded(
+    map: &ClusterMap,
+    s: &StripeRef,
+    code: CodeParams,
+    current: &[Option<NodeId>],
+    is_down: &dyn Fn(NodeId) -> bool,
+) -> Result<Vec<NodeId>, PlacementError> {
+    code.validate()?;
+    let (need, m) = (code.total(), usize::from(code.m));
+    let up = ranked(map, &s.key(), is_down);
+    if current.len() != need || up.len() * m < need {
+        return Err(not_enough(map, need.div_ceil(m), up.len()));
+    }
+    let mut rack_nodes: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &up {
+        *rack_nodes.entry(n.rack).or_insert(0) += m;
+    }
+    let cap = rack_cap(&rack_nodes, need, m);
+    let rack_of = |id: NodeId| up.iter().find(|n| n.id == id).map(|n| n.rack);
+    let (mut node_load, mut rack_load) = (BTreeMap::new(), BTreeMap::new());
+    for id in current.iter().flatten() {
+        *node_load.entry(*id).or_insert(0usize) += 1;
+        if let Some(rack) = rack_of(*id) {
+            *rack_load.entry(rack).or_insert(0usize) += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(need);
+    for slot in current {
+        let id = match slot {
+            Some(id) => *id,
+            None => {
+                let load = |n: &Candidate| node_load.get(&n.id).copied().unwrap_or(0);
+                let fits = |n: &&Candidate| {
+                    load(n) < m && rack_load.get(n.rack).copied().unwrap_or(0) < cap
+                };
+                let best = up
+                    .iter()
+                    .filter(fits)
+                    .min_by_key(|n| load(n))
+                    .ok_or_else(|| not_enough(map, need.div_ceil(m), up.len()))?;
+                *node_load.entry(best.id).or_insert(0) += 1;
+                *rack_load.entry(best.rack).or_insert(0) += 1;
+                best.id
+            }
+        };
+        out.push(id);
+    }
+    Ok(out)
+}
+
 /// A manifest's replica set: `copies` distinct up nodes, one per rack first (racks taken in
 /// the order of their best node), then any, all in the rank order of `(job, step, rank)`.
 pub fn place_manifest(
@@ -543,4 +600,71 @@ mod tests {
 
     /// Computed once from the weight encoding; a change moves every stripe's placement.
     const PINNED_PLACEMENT: [u32; 6] = [3, 5, 7, 4, 2, 6];
+
+    #[test]
+    fn one_of_six_nodes_down_doubles_one_node_and_keeps_the_rack_rule() {
+        let map = map(&[2, 2, 2]);
+        let code = CodeParams::new(4, 2, 4096).expect("valid");
+        let (job, object) = (job(), object(0));
+        for stripe in 0..200 {
+            let s = StripeRef {
+                job: &job,
+                step: Step(1),
+                rank: Rank(0),
+                object: &object,
+                stripe: StripeIndex(stripe),
+            };
+            let down = |n: NodeId| n == NodeId(4);
+            assert!(
+                place_stripe(&map, &s, code, &down).is_err(),
+                "5 up nodes cannot hold 6 distinct shards"
+            );
+            let got =
+                place_degraded(&map, &s, code, &[None; 6], &down).expect("degraded placement");
+            assert!(!got.contains(&NodeId(4)));
+            let mut per_node: HashMap<NodeId, usize> = HashMap::new();
+            for n in &got {
+                *per_node.entry(*n).or_default() += 1;
+            }
+            assert!(per_node.values().all(|&c| c <= 2), "at most m shards per node: {got:?}");
+            assert_eq!(per_node.len(), 5, "every up node is used");
+            assert!(max_per_rack(&map, &got) <= 2, "rack rule: {got:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn degraded_placement_pins_and_bounds(
+            map in cluster(),
+            code in code(),
+            mask in proptest::collection::vec(proptest::bool::weighted(0.4), 1..16),
+            pins in proptest::collection::vec(proptest::option::of(0usize..16), 32),
+            stripe in any::<u32>(),
+        ) {
+            let down = down_set(&map, &mask);
+            let (job, object) = (job(), object(0));
+            let s = StripeRef { job: &job, step: Step(3), rank: Rank(1), object: &object, stripe: StripeIndex(stripe) };
+            let up: Vec<NodeId> = map.nodes.iter().map(|n| n.id).filter(|n| !down.contains(n)).collect();
+            let m = usize::from(code.m);
+            // Pin at most m shards per up node, as a real stripe would have them.
+            let mut pinned: HashMap<NodeId, usize> = HashMap::new();
+            let current: Vec<Option<NodeId>> = pins.iter().take(code.total()).map(|p| {
+                let id = p.and_then(|i| up.get(i % up.len().max(1)).copied())?;
+                let c = pinned.entry(id).or_default();
+                (*c < m).then(|| { *c += 1; id })
+            }).collect();
+            let Ok(got) = place_degraded(&map, &s, code, &current, &|n| down.contains(&n)) else {
+                return Ok(());
+            };
+            prop_assert_eq!(got.len(), code.total());
+            for (slot, id) in current.iter().zip(&got) {
+                if let Some(pin) = slot { prop_assert_eq!(pin, id, "pinned shards stay"); }
+                prop_assert!(!down.contains(id), "no down node");
+            }
+            let mut per_node: HashMap<NodeId, usize> = HashMap::new();
+            for n in &got { *per_node.entry(*n).or_default() += 1; }
+            prop_assert!(per_node.values().all(|&c| c <= m), "at most m shards per node");
+            prop_assert_eq!(place_degraded(&map, &s, code, &current, &|n| down.contains(&n)).ok(), Some(got), "deterministic");
+        }
+    }
 }

@@ -124,8 +124,17 @@ pub(crate) async fn restore_part(
 
 /// One object being written: checked incrementally, published only when its hash matches.
 enum ObjectOut {
-    Memory { bytes: Vec<u8>, hasher: blake3::Hasher },
-    File { tmp: PathBuf, file: tokio::fs::File, hasher: blake3::Hasher },
+    Memory {
+        bytes: Vec<u8>,
+        hasher: blake3::Hasher,
+    },
+    /// A uniquely named temporary file in the output folder, removed when dropped unless
+    /// persisted under the object's name.
+    File {
+        tmp: tempfile::TempPath,
+        file: tokio::fs::File,
+        hasher: blake3::Hasher,
+    },
 }
 
 impl ObjectOut {
@@ -142,10 +151,12 @@ impl ObjectOut {
                 Ok(ObjectOut::Memory { bytes, hasher: blake3::Hasher::new() })
             }
             Sink::Dir(dir) => {
-                let tmp = dir.join(format!(".{}.rackpoint-partial", obj.name));
-                let file = tokio::fs::File::create(&tmp)
-                    .await
-                    .map_err(|source| ClientError::Io { path: tmp.clone(), source })?;
+                let (file, tmp) = tempfile::Builder::new()
+                    .prefix(".rackpoint-partial-")
+                    .tempfile_in(dir)
+                    .map_err(|source| ClientError::Io { path: dir.clone(), source })?
+                    .into_parts();
+                let file = tokio::fs::File::from_std(file);
                 Ok(ObjectOut::File { tmp, file, hasher: blake3::Hasher::new() })
             }
         }
@@ -161,7 +172,7 @@ impl ObjectOut {
                 hasher.update(data);
                 file.write_all(data)
                     .await
-                    .map_err(|source| ClientError::Io { path: tmp.clone(), source })?;
+                    .map_err(|source| ClientError::Io { path: tmp.to_path_buf(), source })?;
             }
         }
         Ok(())
@@ -178,18 +189,16 @@ impl ObjectOut {
                 Ok(())
             }
             (ObjectOut::File { tmp, mut file, hasher }, Sink::Dir(dir)) => {
-                let io = |source| ClientError::Io { path: tmp.clone(), source };
+                let io = |source| ClientError::Io { path: tmp.to_path_buf(), source };
                 file.flush().await.map_err(io)?;
                 file.sync_all().await.map_err(io)?;
                 drop(file);
                 if mismatch(&hasher) {
-                    let _ = tokio::fs::remove_file(&tmp).await;
+                    // Dropping `tmp` removes the temporary file.
                     return Err(ClientError::ObjectHashMismatch { object: obj.name.clone() });
                 }
                 let path = dir.join(obj.name.as_str());
-                tokio::fs::rename(&tmp, &path)
-                    .await
-                    .map_err(|source| ClientError::Io { path, source })
+                tmp.persist(&path).map_err(|e| ClientError::Io { path, source: e.error })
             }
             _ => unreachable!("an ObjectOut is opened from the sink it finishes into"),
         }

@@ -305,11 +305,24 @@ async fn save_stripe(
     };
     let code = ctx.map.code;
     let is_down = |n: NodeId| ctx.health.is_down(n);
-    let first = placement::place_stripe(&ctx.map, &at.as_ref(), code, &is_down)?;
+    let first = match placement::place_stripe(&ctx.map, &at.as_ref(), code, &is_down) {
+        Ok(nodes) => nodes,
+        // Fewer than k + m nodes up: double up (at most m shards a node) rather than fail.
+        Err(_) => placement::place_degraded(
+            &ctx.map,
+            &at.as_ref(),
+            code,
+            &vec![None; code.total()],
+            &is_down,
+        )?,
+    };
     let mut nodes = first.clone();
     let shards: Vec<Bytes> = encoded.shards.into_iter().map(Bytes::from).collect();
     let mut pending: Vec<usize> = (0..shards.len()).collect();
     let mut attempt = 0;
+    // Nodes that refused a shard of this stripe (full, shutting down, unreachable): never
+    // chosen again for it, so a shard cannot bounce between two full nodes.
+    let mut refused: Vec<NodeId> = Vec::new();
     while !pending.is_empty() {
         let puts = pending
             .iter()
@@ -326,10 +339,10 @@ async fn save_stripe(
                 if e.is_node_failure() {
                     ctx.node_failed(nodes[*i]);
                 }
-                let failed_node = nodes[*i];
-                let is_down = |n: NodeId| n == failed_node || ctx.health.is_down(n);
-                nodes[*i] = placement::replacement(&ctx.map, &at.as_ref(), code, &nodes, &is_down)
-                    .ok_or_else(|| {
+                refused.push(nodes[*i]);
+                let is_down = |n: NodeId| refused.contains(&n) || ctx.health.is_down(n);
+                nodes[*i] =
+                    replacement(&ctx.map, &at, code, &nodes, *i, &is_down).ok_or_else(|| {
                         write_failed(&at, *i, attempt, format!("{e}; no other node can take it"))
                     })?;
                 tracing::warn!(stripe = %at.stripe, object = %at.object, shard = i, to = %nodes[*i], error = %e, "degraded write: shard moved");
@@ -344,6 +357,23 @@ async fn save_stripe(
     let shards =
         nodes.iter().zip(&encoded.hashes).map(|(&node, &hash)| ShardEntry { node, hash }).collect();
     Ok(SavedStripe { entry: StripeEntry { shards }, moved, bytes })
+}
+
+/// The node shard `i` moves to: the next node in placement order outside the stripe, or, when
+/// none is left, a node of the stripe that can take one more shard (`place_degraded`).
+fn replacement(
+    map: &rackpoint_proto::ClusterMap,
+    at: &StripeAt,
+    code: rackpoint_proto::CodeParams,
+    nodes: &[NodeId],
+    i: usize,
+    is_down: &dyn Fn(NodeId) -> bool,
+) -> Option<NodeId> {
+    placement::replacement(map, &at.as_ref(), code, nodes, is_down).or_else(|| {
+        let pinned: Vec<Option<NodeId>> =
+            nodes.iter().enumerate().map(|(j, n)| (j != i).then_some(*n)).collect();
+        placement::place_degraded(map, &at.as_ref(), code, &pinned, is_down).ok().map(|p| p[i])
+    })
 }
 
 /// Whether a failed put should go to another node (rather than be retried on the same one).

@@ -378,11 +378,15 @@ pub(crate) async fn verify(ctx: &Arc<Ctx>, job: &JobName, step: Step) -> Result<
         chain_problems: Vec::new(),
         survives_more_failures: Some(usize::from(ctx.map.code.m)),
     };
-    for (rank, part) in &parts {
-        let m = fetch_manifest(ctx, job, step, *rank, part).await?;
-        report.parts_found.push(*rank);
-        verify_part_shards(ctx, &m, &mut report).await;
+    for (rank, _) in &parts {
+        // The rank's chain holds this step's manifest too: read each manifest once.
         let chain = rank_chain(ctx, job, *rank, &listing).await?;
+        let m = chain
+            .iter()
+            .find(|m| m.step == step)
+            .expect("the chain is read from the listing that holds this part");
+        report.parts_found.push(*rank);
+        verify_part_shards(ctx, m, &mut report).await;
         report
             .chain_problems
             .extend(manifest::verify_chain(&chain).into_iter().map(|p| (*rank, p)));

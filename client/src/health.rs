@@ -19,7 +19,6 @@ use crate::transport::Transport;
 #[derive(Debug, Clone, Copy, Default)]
 struct NodeState {
     down_since: Option<Instant>,
-    failures: u64,
     /// Requests sent and not yet answered.
     outstanding: u32,
     /// Last answer, or when `outstanding` last went from 0 to 1.
@@ -42,7 +41,6 @@ impl Health {
     pub fn mark_down(&self, id: NodeId) -> bool {
         let mut nodes = self.lock();
         let s = nodes.entry(id).or_default();
-        s.failures += 1;
         let newly = s.down_since.is_none();
         if newly {
             s.down_since = Some(Instant::now());
@@ -53,11 +51,7 @@ impl Health {
 
     /// Records that `id` answered.
     pub fn mark_up(&self, id: NodeId) {
-        let mut nodes = self.lock();
-        let s = nodes.entry(id).or_default();
-        if s.down_since.take().is_some() {
-            tracing::info!(node = %id, "node is back up");
-        }
+        bring_up(self.lock().entry(id).or_default(), id);
     }
 
     /// A request to `id` starts; the guard ends it (as a failure unless `answered` is called).
@@ -84,9 +78,7 @@ impl Health {
         s.outstanding = s.outstanding.saturating_sub(1);
         if answered {
             s.progress_at = Some(Instant::now());
-            if s.down_since.take().is_some() {
-                tracing::info!(node = %id, "node is back up");
-            }
+            bring_up(s, id);
         }
     }
 
@@ -101,6 +93,12 @@ impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, NodeState>> {
         // A panic while holding this lock cannot leave the map inconsistent (plain inserts).
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn bring_up(s: &mut NodeState, id: NodeId) {
+    if s.down_since.take().is_some() {
+        tracing::info!(node = %id, "node is back up");
     }
 }
 

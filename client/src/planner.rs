@@ -58,11 +58,6 @@ impl StripePlanner {
         Self { k, nodes, state, hedge_after }
     }
 
-    /// The node holding shard `i`.
-    pub fn node(&self, i: ShardIndex) -> NodeId {
-        self.nodes[usize::from(i.0)]
-    }
-
     /// The first fetches: the data shards, with parity standing in for shards whose nodes are
     /// known to be down (so a dead node costs nothing here).
     pub fn start(&mut self, now: Instant, is_down: &dyn Fn(NodeId) -> bool) -> Vec<ShardIndex> {

@@ -407,7 +407,7 @@ async fn put_shard(
 }
 
 /// Turns an unexpected (non-error) reply into a protocol error.
-pub(crate) fn expect_reply(
+fn expect_reply(
     node: NodeId,
     r: Response,
     ok: impl Fn(&Response) -> bool,

@@ -3,11 +3,13 @@
 set -euo pipefail
 
 # librocksdb-sys runs bindgen, which needs libclang (Debian: libclang-dev).
-if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null && ! compgen -G "/usr/lib/*/libclang*.so*" >/dev/null; then
-  echo "installing libclang-dev (needed to build RocksDB's bindings)" >&2
+source "$(dirname "${BASH_SOURCE[0]}")/libclang.sh"
+if ! find_libclang >/dev/null; then
+  echo "installing libclang-dev (RocksDB's bindings need libclang; this machine has none)" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+  find_libclang >/dev/null || { echo "error: libclang-dev installed but no libclang.so found" >&2; exit 1; }
 fi
 
 # One target directory outside the clone, shared by every script and every clone on this

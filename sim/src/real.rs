@@ -770,8 +770,10 @@ async fn restore_phase(t: &TrialCtx<'_>, step: u64, latest: bool, result: &mut T
     result.detect_ms = detect(watcher, &want, injected).await;
     // The oracle, from where the shards really went and what the faults took (during the
     // restore too: those faults are known from the schedule).
-    let mut damage =
-        Damage { unavailable: lock(state).unavailable(), corrupt: lock(state).corrupt.clone() };
+    let mut damage = {
+        let s = lock(state);
+        Damage { unavailable: s.unavailable(), corrupt: s.corrupt.clone() }
+    };
     for a in actions.iter().filter(|a| a.fault.phase == Phase::DuringRestore) {
         if matches!(
             a.fault.kind,

@@ -60,6 +60,9 @@ enum Command {
         /// Racks for `--nodes`.
         #[arg(long, requires = "nodes")]
         racks: Option<usize>,
+        /// Saves parts of this many bytes instead of each scenario's own.
+        #[arg(long)]
+        checkpoint_bytes: Option<u64>,
     },
     /// Saves one part of seeded objects and exits (real mode runs it to kill a client).
     #[command(hide = true)]
@@ -119,11 +122,16 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             monte_carlo_runs,
             nodes,
             racks,
+            checkpoint_bytes,
         } => {
             let mut loaded: Vec<Scenario> = scenarios
                 .iter()
                 .map(|p| Scenario::load(p).with_context(|| p.display().to_string()))
                 .collect::<Result<_, _>>()?;
+            for s in loaded.iter_mut().filter(|_| checkpoint_bytes.is_some()) {
+                s.checkpoint.bytes = checkpoint_bytes.unwrap_or(s.checkpoint.bytes);
+                s.validate().with_context(|| format!("{} with --checkpoint-bytes", s.name))?;
+            }
             if let (Some(nodes), Some(racks)) = (nodes, racks) {
                 for s in &mut loaded {
                     s.cluster = Some(ClusterShape { nodes, racks });

@@ -8,7 +8,7 @@ pub mod restore;
 pub mod save;
 pub mod world;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rackpoint_client::placement::{self, StripeRef};
 use rackpoint_proto::cluster::ClientTlsPaths;
@@ -94,6 +94,8 @@ pub struct Sim<'a> {
     actions: &'a [Action],
     pending_faults: usize,
     stuck: bool,
+    /// Healthy placements of this cell's stripes, by `(step, stripe)` (see `save`).
+    placements: &'a mut BTreeMap<(u64, usize), Vec<NodeId>>,
 }
 
 /// A cluster map of `shape` with made-up addresses (fast mode opens no socket).
@@ -120,6 +122,7 @@ impl<'a> Sim<'a> {
         objects: usize,
         actions: &'a [Action],
         rng: StdRng,
+        placements: &'a mut BTreeMap<(u64, usize), Vec<NodeId>>,
     ) -> Self {
         let world = World::new(map.nodes.len(), rng);
         let object_names = (0..objects)
@@ -137,6 +140,7 @@ impl<'a> Sim<'a> {
             actions,
             pending_faults: 0,
             stuck: false,
+            placements,
         }
     }
 
@@ -376,8 +380,15 @@ pub fn atlas_actions(
     actions
 }
 
-/// Runs one fast-mode trial from its seed.
-pub fn run_trial(scenario: &Scenario, scheme: &Scheme, trial: u32, seed: u64) -> TrialResult {
+/// Runs one fast-mode trial from its seed. `placements` caches healthy placements across the
+/// trials of a cell (pass the same map for one scenario and scheme).
+pub fn run_trial(
+    scenario: &Scenario,
+    scheme: &Scheme,
+    trial: u32,
+    seed: u64,
+    placements: &mut BTreeMap<(u64, usize), Vec<NodeId>>,
+) -> TrialResult {
     let shape = scenario.cluster_of(scheme);
     let (spec, scale) = fast_spec(&scenario.checkpoint);
     let code = scheme.code(spec.shard_size_bytes).expect("validated scheme");
@@ -389,7 +400,7 @@ pub fn run_trial(scenario: &Scenario, scheme: &Scheme, trial: u32, seed: u64) ->
     };
     let world_rng = StdRng::seed_from_u64(rng.gen());
     let objects = objects_of(&spec, seed);
-    let mut sim = Sim::new(map, code, objects.len(), &actions, world_rng);
+    let mut sim = Sim::new(map, code, objects.len(), &actions, world_rng, placements);
     sim.world.byte_scale = scale;
     let k = usize::from(code.k);
     let kill_client = actions.iter().any(|a| a.fault.kind == FaultKind::KillClient);
@@ -532,11 +543,12 @@ pub fn run_cell(
 ) -> CellReport {
     let shape = scenario.cluster_of(scheme);
     let (k, m) = scheme.km();
+    let mut placements = BTreeMap::new();
     let results: Vec<TrialResult> = match replay {
-        Some(s) => vec![run_trial(scenario, scheme, 0, s)],
+        Some(s) => vec![run_trial(scenario, scheme, 0, s, &mut placements)],
         None => (0..trials)
             .map(|t| {
-                let r = run_trial(scenario, scheme, t, trial_seed(seed, t));
+                let r = run_trial(scenario, scheme, t, trial_seed(seed, t), &mut placements);
                 tick();
                 r
             })

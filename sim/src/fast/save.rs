@@ -141,10 +141,23 @@ impl Sim<'_> {
         (saved, failure)
     }
 
-    fn initial_nodes(&self, step: u64, s: &SavedStripe) -> Result<Vec<NodeId>, SaveFailure> {
+    fn initial_nodes(
+        &mut self,
+        step: u64,
+        stripe: usize,
+        s: &SavedStripe,
+    ) -> Result<Vec<NodeId>, SaveFailure> {
+        // Placement is a pure function of the map, the stripe and the down set: with nothing
+        // known down it is the same in every trial of a cell, so it is computed once.
+        let healthy = self.world.health.down.is_empty();
+        if healthy {
+            if let Some(nodes) = self.placements.get(&(step, stripe)) {
+                return Ok(nodes.clone());
+            }
+        }
         let down = |n: NodeId| self.world.health.down.contains_key(&n);
         let r = self.stripe_ref(step, s);
-        placement::place_stripe(&self.map, &r, self.code, &down)
+        let nodes = placement::place_stripe(&self.map, &r, self.code, &down)
             .or_else(|_| {
                 placement::place_degraded(
                     &self.map,
@@ -154,13 +167,17 @@ impl Sim<'_> {
                     &down,
                 )
             })
-            .map_err(|e| SaveFailure::Placement(e.to_string()))
+            .map_err(|e| SaveFailure::Placement(e.to_string()))?;
+        if healthy {
+            self.placements.insert((step, stripe), nodes.clone());
+        }
+        Ok(nodes)
     }
 
     fn drive_save(&mut self, saved: &mut Saved) -> Option<SaveFailure> {
         let step = saved.step;
         for i in 0..saved.stripes.len() {
-            let nodes = match self.initial_nodes(step, &saved.stripes[i]) {
+            let nodes = match self.initial_nodes(step, i, &saved.stripes[i]) {
                 Ok(n) => n,
                 Err(e) => return Some(e),
             };

@@ -10,10 +10,13 @@ pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rackpoint_client::placement::{self, StripeRef};
+use rackpoint_client::hedge::HedgePolicy;
+use rackpoint_client::placement;
+use rackpoint_client::stripe_write::StripeWrite;
 use rackpoint_proto::cluster::ClientTlsPaths;
 use rackpoint_proto::{
-    ClusterMap, CodeParams, JobName, NodeId, NodeInfo, ObjectName, Rank, Step, StripeIndex,
+    ClusterMap, CodeParams, JobName, NodeId, NodeInfo, ObjectName, Rank, Step, StripeId,
+    StripeIndex,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -70,6 +73,11 @@ pub enum Ev {
         /// When sent.
         sent: Micros,
     },
+    /// A stripe write's backoff ends.
+    Wake {
+        /// Stripe number.
+        stripe: usize,
+    },
     /// A stripe planner's deadline.
     Tick {
         /// Stripe number.
@@ -94,8 +102,11 @@ pub struct Sim<'a> {
     actions: &'a [Action],
     pending_faults: usize,
     stuck: bool,
-    /// Healthy placements of this cell's stripes, by `(step, stripe)` (see `save`).
-    placements: &'a mut BTreeMap<(u64, usize), Vec<NodeId>>,
+    /// Fresh stripe writes placed with nothing down, by `(step, stripe)`: placement is a
+    /// pure function of the map, the stripe and the down set, so a cell computes it once.
+    placements: &'a mut BTreeMap<(u64, usize), StripeWrite>,
+    /// The hedging policy (the client's own), fed every shard fetch's latency.
+    hedge: HedgePolicy,
 }
 
 /// A cluster map of `shape` with made-up addresses (fast mode opens no socket).
@@ -122,7 +133,7 @@ impl<'a> Sim<'a> {
         objects: usize,
         actions: &'a [Action],
         rng: StdRng,
-        placements: &'a mut BTreeMap<(u64, usize), Vec<NodeId>>,
+        placements: &'a mut BTreeMap<(u64, usize), StripeWrite>,
     ) -> Self {
         let world = World::new(map.nodes.len(), rng);
         let object_names = (0..objects)
@@ -141,6 +152,7 @@ impl<'a> Sim<'a> {
             pending_faults: 0,
             stuck: false,
             placements,
+            hedge: HedgePolicy::default(),
         }
     }
 
@@ -298,13 +310,7 @@ pub fn atlas_actions(
         Atlas::Beyond => {
             let job = JobName::new("sim").expect("valid");
             let object = ObjectName::new("obj-0").expect("valid");
-            let r = StripeRef {
-                job: &job,
-                step: Step(1),
-                rank: Rank(0),
-                object: &object,
-                stripe: StripeIndex(0),
-            };
+            let r = StripeId { job, step: Step(1), rank: Rank(0), object, stripe: StripeIndex(0) };
             let mut first = placement::place_stripe(map, &r, code, &|_| false).unwrap_or_default();
             first.shuffle(rng);
             first.truncate(m + 1);
@@ -387,7 +393,7 @@ pub fn run_trial(
     scheme: &Scheme,
     trial: u32,
     seed: u64,
-    placements: &mut BTreeMap<(u64, usize), Vec<NodeId>>,
+    placements: &mut BTreeMap<(u64, usize), StripeWrite>,
 ) -> TrialResult {
     let shape = scenario.cluster_of(scheme);
     let (spec, scale) = fast_spec(&scenario.checkpoint);
@@ -510,7 +516,7 @@ fn heal(sim: &mut Sim<'_>, saved: &Saved, originals: &[Vec<u8>], verify: bool) -
         n.slow = 1.0;
         n.free_bytes = None;
     }
-    sim.world.health.down.clear();
+    sim.world.health = world::Health::default();
     let mut out = HealOutcome {
         cluster_back: true,
         restores_after_heal: false,

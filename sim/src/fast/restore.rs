@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use rackpoint_client::codec::{Codec, CodecError};
 use rackpoint_client::planner::{Outcome as Plan, ShardFailure, StripePlanner};
-use rackpoint_proto::limits::HEDGE_MIN_MS;
 use rackpoint_proto::{NodeId, ShardIndex};
 
 use super::save::Saved;
@@ -36,7 +35,8 @@ struct StripeRun {
     next_tick: Option<Micros>,
 }
 
-fn micros_of(i: std::time::Instant) -> Micros {
+/// A planner or machine instant back as simulated time.
+pub fn micros_of(i: std::time::Instant) -> Micros {
     u64::try_from(i.saturating_duration_since(origin()).as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -51,7 +51,7 @@ impl Sim<'_> {
             out.elapsed_us = self.now - start;
             return out;
         }
-        let hedge = Duration::from_millis(HEDGE_MIN_MS);
+        let hedge = self.hedge.threshold();
         let k = usize::from(self.code.k);
         let mut runs: Vec<StripeRun> = saved
             .stripes
@@ -65,7 +65,7 @@ impl Sim<'_> {
             .collect();
         for i in 0..runs.len() {
             let health = &self.world.health;
-            let down = |n: NodeId| health.down.contains_key(&n);
+            let down = |n: NodeId| health.is_down(n);
             let first = runs[i].planner.start(instant(self.now), &down);
             self.send_gets(saved, i, &first);
             self.schedule_tick(&mut runs[i], i);
@@ -197,7 +197,7 @@ impl Sim<'_> {
             self.world.health.end(node, self.now, false);
             if !run.done {
                 let health = &self.world.health;
-                let down = |n: NodeId| health.down.contains_key(&n);
+                let down = |n: NodeId| health.is_down(n);
                 let more =
                     run.planner.on_failed(i, ShardFailure::NodeDown, instant(self.now), &down);
                 self.send_gets(saved, stripe, &more);
@@ -226,13 +226,14 @@ impl Sim<'_> {
         };
         match answer {
             Ok(bytes) => {
+                self.hedge.record(Duration::from_micros(self.now - sent));
                 out.bytes_read += bytes.len() as u64 * self.world.byte_scale;
                 run.shards[usize::from(index)] = Some(bytes);
                 run.planner.on_arrived(i);
             }
             Err(why) => {
                 let health = &self.world.health;
-                let down = |n: NodeId| health.down.contains_key(&n);
+                let down = |n: NodeId| health.is_down(n);
                 let more = run.planner.on_failed(i, why, instant(self.now), &down);
                 self.send_gets(saved, stripe, &more);
             }
@@ -246,14 +247,13 @@ impl Sim<'_> {
             return;
         }
         let now = instant(self.now);
-        let stall_us = u64::try_from(hedge.as_micros()).unwrap_or(u64::MAX);
         for node in run.planner.late_nodes(now) {
-            if self.world.health.suspect(node, self.now, stall_us) {
-                self.world.health.down.entry(node).or_insert(self.now);
+            if self.world.health.is_stalled(node, self.now, hedge) {
+                self.world.health.mark_down(node, self.now);
             }
         }
         let health = &self.world.health;
-        let down = |n: NodeId| health.down.contains_key(&n);
+        let down = |n: NodeId| health.is_down(n);
         let more = run.planner.on_tick(now, &down);
         self.send_gets(saved, stripe, &more);
     }
@@ -297,7 +297,7 @@ impl Sim<'_> {
                 }
                 Err(CodecError::NotEnoughShards { corrupt, .. }) if !corrupt.is_empty() => {
                     let health = &self.world.health;
-                    let down = |n: NodeId| health.down.contains_key(&n);
+                    let down = |n: NodeId| health.is_down(n);
                     let mut more = Vec::new();
                     for c in corrupt {
                         run.shards[usize::from(c.0)] = None;

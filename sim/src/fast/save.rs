@@ -1,15 +1,14 @@
-//! Fast mode's save driver: encodes every stripe with the real codec, places it with the real
-//! placement (`place_stripe`, `replacement` after a failure or refusal, `place_degraded`
-//! when too few nodes are up), puts the shards to simulated nodes, and commits the manifest
-//! on `m + 1` nodes chosen by `place_manifest`. Stripes are in flight all at once.
-
-use std::collections::BTreeSet;
+//! Fast mode's save driver: encodes every stripe with the real codec and lets the client's
+//! own stripe-write machine (`StripeWrite`: placement, degraded doubling-up, moves after a
+//! refusal, retries with backoff) decide every put against simulated nodes; then commits the
+//! manifest on `m + 1` nodes chosen by `place_manifest`. Stripes are in flight all at once.
 
 use rackpoint_client::codec::{Codec, ObjectLayout};
-use rackpoint_client::placement::{self, StripeRef};
-use rackpoint_proto::{Digest, NodeId, Rank, Step, StripeIndex};
+use rackpoint_client::placement;
+use rackpoint_client::stripe_write::{Action, PutResult, StripeWrite};
+use rackpoint_proto::{Digest, NodeId, Rank, Step, StripeId, StripeIndex};
 
-use super::world::{Answer, Micros, NodeState};
+use super::world::{instant, Micros, NodeState};
 use super::{Ev, Sim};
 
 /// Bytes of a simulated manifest copy.
@@ -30,9 +29,6 @@ pub struct SavedStripe {
     pub hashes: Vec<Digest>,
     /// The shard bytes.
     pub shards: Vec<Vec<u8>>,
-    acked: Vec<bool>,
-    refused: BTreeSet<NodeId>,
-    attempts: Vec<u32>,
 }
 
 /// A saved (or half-saved) checkpoint.
@@ -91,18 +87,18 @@ impl std::fmt::Display for SaveFailure {
 }
 
 impl Sim<'_> {
-    fn stripe_ref<'a>(&'a self, step: u64, s: &SavedStripe) -> StripeRef<'a> {
-        StripeRef {
-            job: &self.job,
+    fn stripe_id(&self, step: u64, s: &SavedStripe) -> StripeId {
+        StripeId {
+            job: self.job.clone(),
             step: Step(step),
             rank: Rank(0),
-            object: &self.object_names[s.object],
+            object: self.object_names[s.object].clone(),
             stripe: s.stripe,
         }
     }
 
-    /// Saves `objects` as `step`, starting now; returns what was stored and whether it
-    /// committed. A `KillClient` event ends it where it stands.
+    /// Saves `objects` as `step`, starting now; returns what was stored and why it did not
+    /// commit, if it did not. A `KillClient` event ends it where it stands.
     pub fn save(&mut self, step: u64, objects: &[Vec<u8>]) -> (Saved, Option<SaveFailure>) {
         let code = self.code;
         let codec = Codec::new(code).expect("the scenario's code was validated");
@@ -114,7 +110,6 @@ impl Sim<'_> {
                 let enc = codec
                     .encode_stripe(&bytes[r.start as usize..r.end as usize])
                     .expect("a stripe range is 1..=k*S bytes");
-                let n = enc.shards.len();
                 stripes.push(SavedStripe {
                     object: o,
                     stripe: StripeIndex(s),
@@ -122,9 +117,6 @@ impl Sim<'_> {
                     nodes: Vec::new(),
                     hashes: enc.hashes,
                     shards: enc.shards,
-                    acked: vec![false; n],
-                    refused: BTreeSet::new(),
-                    attempts: vec![0; n],
                 });
             }
         }
@@ -141,95 +133,136 @@ impl Sim<'_> {
         (saved, failure)
     }
 
-    fn initial_nodes(
+    /// The stripe-write machine of a stripe; with nothing known down, a clone of the cell's
+    /// cached one (its placement is the same in every trial).
+    fn stripe_write(
         &mut self,
         step: u64,
         stripe: usize,
         s: &SavedStripe,
-    ) -> Result<Vec<NodeId>, SaveFailure> {
-        // Placement is a pure function of the map, the stripe and the down set: with nothing
-        // known down it is the same in every trial of a cell, so it is computed once.
-        let healthy = self.world.health.down.is_empty();
+    ) -> Result<StripeWrite, SaveFailure> {
+        let healthy = self.world.health.all_up();
         if healthy {
-            if let Some(nodes) = self.placements.get(&(step, stripe)) {
-                return Ok(nodes.clone());
+            if let Some(w) = self.placements.get(&(step, stripe)) {
+                return Ok(w.clone());
             }
         }
-        let down = |n: NodeId| self.world.health.down.contains_key(&n);
-        let r = self.stripe_ref(step, s);
-        let nodes = placement::place_stripe(&self.map, &r, self.code, &down)
-            .or_else(|_| {
-                placement::place_degraded(
-                    &self.map,
-                    &r,
-                    self.code,
-                    &vec![None; self.code.total()],
-                    &down,
-                )
-            })
-            .map_err(|e| SaveFailure::Placement(e.to_string()))?;
+        let health = &self.world.health;
+        let down = |n: NodeId| health.is_down(n);
+        let w = StripeWrite::new(
+            &self.map,
+            self.stripe_id(step, s),
+            self.code,
+            s.hashes.clone(),
+            &down,
+        )
+        .map_err(|e| SaveFailure::Placement(e.to_string()))?;
         if healthy {
-            self.placements.insert((step, stripe), nodes.clone());
+            self.placements.insert((step, stripe), w.clone());
         }
-        Ok(nodes)
+        Ok(w)
     }
 
     fn drive_save(&mut self, saved: &mut Saved) -> Option<SaveFailure> {
         let step = saved.step;
+        let mut writes = Vec::with_capacity(saved.stripes.len());
         for i in 0..saved.stripes.len() {
-            let nodes = match self.initial_nodes(step, i, &saved.stripes[i]) {
-                Ok(n) => n,
+            match self.stripe_write(step, i, &saved.stripes[i]) {
+                Ok(w) => writes.push(w),
                 Err(e) => return Some(e),
-            };
-            saved.stripes[i].nodes = nodes;
-            for idx in 0..saved.stripes[i].nodes.len() {
-                self.send_put(saved, i, idx as u8);
             }
         }
-        let mut pending: usize = saved.stripes.iter().map(|s| s.acked.len()).sum();
-        while pending > 0 {
+        let mut left = writes.len();
+        let mut done = vec![false; writes.len()];
+        for i in 0..writes.len() {
+            if let Err(e) = self.poll_write(saved, &mut writes[i], i, &mut done[i], &mut left) {
+                return Some(e);
+            }
+        }
+        while left > 0 {
             let Some(ev) = self.next_event() else {
-                return Some(SaveFailure::ShardWriteFailed { stripe: 0, index: 0 });
+                return Some(SaveFailure::Placement("the save stalled: no event left".into()));
             };
-            match ev {
+            let i = match ev {
                 Ev::KillClient => return Some(SaveFailure::ClientKilled),
                 Ev::Put { stripe, index, node, epoch, sent } => {
                     match self.put_answer(saved, stripe, index, node, epoch, sent) {
-                        Some(Answer::Ok) => pending -= 1,
-                        Some(_) => {
-                            if let Err(e) = self.move_shard(saved, stripe, index) {
-                                return Some(e);
-                            }
+                        Some(result) => {
+                            writes[stripe].on_result(rackpoint_proto::ShardIndex(index), result)
                         }
-                        None => {}
+                        None => continue,
                     }
+                    stripe
                 }
-                other => self.handle_other(other),
+                Ev::Wake { stripe } => stripe,
+                other => {
+                    self.handle_other(other);
+                    continue;
+                }
+            };
+            if done[i] {
+                continue;
             }
+            if let Err(e) = self.poll_write(saved, &mut writes[i], i, &mut done[i], &mut left) {
+                return Some(e);
+            }
+        }
+        for (s, w) in saved.stripes.iter_mut().zip(&writes) {
+            s.nodes = w.nodes().to_vec();
+            saved.moved_shards += w.moved();
         }
         self.commit(saved)
     }
 
-    fn send_put(&mut self, saved: &mut Saved, stripe: usize, index: u8) {
-        let s = &mut saved.stripes[stripe];
-        let node = s.nodes[usize::from(index)];
-        s.attempts[usize::from(index)] += 1;
-        let len = s.shards[usize::from(index)].len();
-        let (at, epoch) = self.world.send(node, self.now, len, true);
-        let sent = self.now;
-        self.queue.push(at, Ev::Put { stripe, index, node, epoch, sent });
+    /// Does what the stripe's machine says now.
+    fn poll_write(
+        &mut self,
+        saved: &Saved,
+        write: &mut StripeWrite,
+        stripe: usize,
+        done: &mut bool,
+        left: &mut usize,
+    ) -> Result<(), SaveFailure> {
+        let health = &self.world.health;
+        let down = |n: NodeId| health.is_down(n);
+        match write.poll(&self.map, instant(self.now), &down) {
+            Action::Send(puts) => {
+                for put in puts {
+                    let len = saved.stripes[stripe].shards[usize::from(put.index.0)].len();
+                    let (at, epoch) = self.world.send(put.node, self.now, len, true);
+                    let sent = self.now;
+                    self.queue.push(
+                        at,
+                        Ev::Put { stripe, index: put.index.0, node: put.node, epoch, sent },
+                    );
+                }
+            }
+            Action::Wait => {}
+            Action::Sleep(at) => {
+                let at = super::restore::micros_of(at).max(self.now + 1);
+                self.queue.push(at, Ev::Wake { stripe });
+            }
+            Action::Done => {
+                *done = true;
+                *left -= 1;
+            }
+            Action::Failed(f) => {
+                return Err(SaveFailure::ShardWriteFailed { stripe, index: f.index.0 });
+            }
+        }
+        Ok(())
     }
 
-    /// Handles a put's arrival; `None` while its failure is still on its way.
+    /// A put's outcome as the machine takes it; `None` while its failure is still on its way.
     fn put_answer(
         &mut self,
-        saved: &mut Saved,
+        saved: &Saved,
         stripe: usize,
         index: u8,
         node: NodeId,
         epoch: u64,
         sent: Micros,
-    ) -> Option<Answer> {
+    ) -> Option<PutResult> {
         if !self.world.arrive(node, epoch) {
             let fail_at = self.world.failure_time(node, sent, self.now);
             if fail_at > self.now {
@@ -237,70 +270,31 @@ impl Sim<'_> {
                 return None;
             }
             self.world.health.end(node, self.now, false);
-            return Some(Answer::NodeFailed);
+            return Some(PutResult::Refused(format!("node {node} did not answer")));
         }
         self.world.health.end(node, self.now, true);
-        let step = saved.step;
-        let s = &mut saved.stripes[stripe];
-        let len = s.shards[usize::from(index)].len() as u64;
+        let len = saved.stripes[stripe].shards[usize::from(index)].len() as u64;
         let n = self.world.nodes.get_mut(&node).expect("placed nodes exist");
         if n.free_bytes.is_some_and(|free| free < len) {
-            s.refused.insert(node);
-            return Some(Answer::Refused);
+            return Some(PutResult::Refused(format!("node {node}: disk full")));
         }
         if let Some(free) = n.free_bytes.as_mut() {
             *free -= len;
         }
-        n.shards.insert((step, stripe, index));
-        s.acked[usize::from(index)] = true;
-        Some(Answer::Ok)
-    }
-
-    /// Moves a shard whose node failed or refused to the next node in placement order.
-    fn move_shard(
-        &mut self,
-        saved: &mut Saved,
-        stripe: usize,
-        index: u8,
-    ) -> Result<(), SaveFailure> {
-        let step = saved.step;
-        let s = &saved.stripes[stripe];
-        if s.attempts[usize::from(index)] as usize > self.map.nodes.len() {
-            return Err(SaveFailure::ShardWriteFailed { stripe, index });
-        }
-        let refused = s.refused.clone();
-        let health = &self.world.health;
-        let down = |n: NodeId| health.down.contains_key(&n) || refused.contains(&n);
-        let r = self.stripe_ref(step, s);
-        let next =
-            placement::replacement(&self.map, &r, self.code, &s.nodes, &down).or_else(|| {
-                let current: Vec<Option<NodeId>> = s
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| (i != usize::from(index) && !down(*n)).then_some(*n))
-                    .collect();
-                placement::place_degraded(&self.map, &r, self.code, &current, &down)
-                    .ok()
-                    .map(|nodes| nodes[usize::from(index)])
-            });
-        let Some(next) = next else { return Err(SaveFailure::ShardWriteFailed { stripe, index }) };
-        saved.stripes[stripe].nodes[usize::from(index)] = next;
-        saved.moved_shards += 1;
-        self.send_put(saved, stripe, index);
-        Ok(())
+        n.shards.insert((saved.step, stripe, index));
+        Some(PutResult::Stored)
     }
 
     /// Stores the manifest on `m + 1` nodes (replacing failed ones in the replica order).
     fn commit(&mut self, saved: &mut Saved) -> Option<SaveFailure> {
         let need = usize::from(self.code.m) + 1;
-        let down = |n: NodeId| self.world.health.down.contains_key(&n);
+        let down = |n: NodeId| self.world.health.is_down(n);
         let order = placement::place_manifest(
             &self.map,
             &self.job,
             Step(saved.step),
             Rank(0),
-            self.map.nodes.len() - self.world.health.down.len(),
+            self.map.nodes.len() - self.world.health.down_count(),
             &down,
         )
         .unwrap_or_default();

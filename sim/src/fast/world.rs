@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use rackpoint_client::health_view::HealthView;
 use rackpoint_proto::limits::{
     CLIENT_CONNECT_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TIMEOUT_MS,
@@ -117,48 +118,50 @@ pub enum Answer {
     NodeFailed,
 }
 
-/// The client's health view, fed with simulated times.
+/// The client's health view (the client's own pure `HealthView`), fed simulated times.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
-    /// Nodes marked down, since when.
-    pub down: BTreeMap<NodeId, Micros>,
-    /// Requests outstanding per node.
-    pub outstanding: BTreeMap<NodeId, u32>,
-    /// Last answer (or first outstanding request) per node.
-    pub last_progress: BTreeMap<NodeId, Micros>,
+    view: HealthView,
 }
 
 impl Health {
     /// A request to `node` starts at `now`.
     pub fn begin(&mut self, node: NodeId, now: Micros) {
-        let n = self.outstanding.entry(node).or_insert(0);
-        if *n == 0 {
-            self.last_progress.insert(node, now);
-        }
-        *n += 1;
+        self.view.begin(node, instant(now));
     }
 
-    /// A request to `node` ended at `now`; `answered` when the node said anything.
+    /// A request to `node` ended at `now`: `answered` when the node said anything (which
+    /// brings it back up); otherwise a node-level failure, which marks it down.
     pub fn end(&mut self, node: NodeId, now: Micros, answered: bool) {
-        if let Some(n) = self.outstanding.get_mut(&node) {
-            *n = n.saturating_sub(1);
-        }
-        if answered {
-            self.last_progress.insert(node, now);
-            self.down.remove(&node);
-        } else {
-            self.down.entry(node).or_insert(now);
+        self.view.end(node, answered, instant(now));
+        if !answered {
+            self.view.mark_down(node, instant(now));
         }
     }
 
-    /// Whether `node` is known down, or stalled: requests outstanding and no answer for
-    /// `stall_us`.
-    pub fn suspect(&self, node: NodeId, now: Micros, stall_us: Micros) -> bool {
-        if self.down.contains_key(&node) {
-            return true;
-        }
-        let busy = self.outstanding.get(&node).copied().unwrap_or(0) > 0;
-        busy && self.last_progress.get(&node).is_some_and(|&t| now.saturating_sub(t) >= stall_us)
+    /// Whether `node` is believed down.
+    pub fn is_down(&self, node: NodeId) -> bool {
+        self.view.is_down(node)
+    }
+
+    /// Marks `node` down at `now` (a failed heartbeat, a stall).
+    pub fn mark_down(&mut self, node: NodeId, now: Micros) {
+        self.view.mark_down(node, instant(now));
+    }
+
+    /// Whether nothing is believed down.
+    pub fn all_up(&self) -> bool {
+        self.view.down_nodes().is_empty()
+    }
+
+    /// Nodes believed down.
+    pub fn down_count(&self) -> usize {
+        self.view.down_nodes().len()
+    }
+
+    /// Whether `node` has requests outstanding and answered none for `window` at `now`.
+    pub fn is_stalled(&self, node: NodeId, now: Micros, window: Duration) -> bool {
+        self.view.is_stalled(node, instant(now), window)
     }
 }
 
@@ -236,7 +239,7 @@ impl World {
             .filter(|(_, at)| *at <= now)
             .collect();
         for (id, at) in detected {
-            self.health.down.entry(id).or_insert(at);
+            self.health.mark_down(id, at);
         }
     }
 

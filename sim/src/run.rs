@@ -54,7 +54,7 @@ pub enum RunError {
         /// The scheme.
         scheme: String,
         /// Why.
-        error: RealError,
+        error: Box<RealError>,
     },
     /// Real mode was asked for without its binaries.
     #[error("real mode needs the rackpoint-store binary and a save-worker binary")]
@@ -107,7 +107,7 @@ pub fn run(
                     .map_err(|error| RunError::Real {
                         scenario: scenario.name.clone(),
                         scheme: scheme.name.clone(),
-                        error,
+                        error: Box::new(error),
                     })?
                 }
                 _ => crate::fast::run_cell(scenario, scheme, trials, seed, opts.replay, tick),

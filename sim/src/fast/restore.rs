@@ -63,12 +63,12 @@ impl Sim<'_> {
                 next_tick: None,
             })
             .collect();
-        for i in 0..runs.len() {
+        for (i, run) in runs.iter_mut().enumerate() {
             let health = &self.world.health;
             let down = |n: NodeId| health.is_down(n);
-            let first = runs[i].planner.start(instant(self.now), &down);
+            let first = run.planner.start(instant(self.now), &down);
             self.send_gets(saved, i, &first);
-            self.schedule_tick(&mut runs[i], i);
+            self.schedule_tick(run, i);
         }
         let codec = Codec::new(self.code).expect("validated code");
         let mut left = runs.len();

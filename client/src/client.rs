@@ -229,17 +229,21 @@ impl Client {
         Ok((report, objects))
     }
 
-    /// Restores one part into files `dir/<object name>`.
+    /// Restores one part into files `dir/<object name>` (`dir` must exist). Every file
+    /// appears only once every object of the part is restored and checked; on failure none
+    /// does. An existing file is an error ([`ClientError::FileExists`], before anything is
+    /// fetched) unless `overwrite`.
     pub async fn restore_to_dir(
         &self,
         job: &JobName,
         which: Which,
         rank: Rank,
         dir: &Path,
+        overwrite: bool,
     ) -> Result<RestoreReport> {
         restore::check_out_dir(dir)?;
         let manifest = restore::find_manifest(&self.ctx, job, which, rank).await?;
-        restore::restore_part(&self.ctx, manifest, &mut Sink::Dir(PathBuf::from(dir))).await
+        restore::restore_part(&self.ctx, manifest, &mut Sink::dir(dir, overwrite)).await
     }
 
     /// The newest complete checkpoint that is still recoverable, with every part's manifest.
@@ -309,7 +313,7 @@ impl BlockingClient {
             .enable_all()
             .thread_name("rackpoint-client")
             .build()
-            .map_err(|source| ClientError::Io { path: PathBuf::from("<tokio runtime>"), source })?;
+            .map_err(|error| ClientError::Io { path: PathBuf::from("<tokio runtime>"), error })?;
         let client = rt.block_on(async { Client::connect(cluster_file) })?;
         Ok(Self { rt, client })
     }

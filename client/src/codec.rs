@@ -35,7 +35,7 @@ pub fn shard_hash(bytes: &[u8]) -> Digest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The code's parameters are out of bounds.
-    #[error("invalid code: {0}")]
+    #[error(transparent)]
     BadParams(#[from] ConfigError),
     /// The bytes given to encode are not a stripe's worth (1 to `k * S`).
     #[error("a stripe holds 1 to {max} bytes, got {len}")]

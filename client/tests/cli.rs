@@ -316,6 +316,22 @@ fn json_documents_and_the_not_recoverable_exit_status() {
     for v in &victims {
         tc.cluster.kill(*v).expect("kill");
     }
+    let status = rackpoint(&cluster, &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(1), "nodes are down");
+    let st = doc(&status);
+    assert_eq!(
+        st["ok"], false,
+        "the status document itself says so, and no error document follows"
+    );
+    let down: Vec<u64> = st["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["up"] == false && n["error"].is_string())
+        .map(|n| n["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(down, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>());
+
     let lost_out = root.join("lost");
     let lost = rackpoint(&cluster, &["get", "jj", "--step", "7", "--out", s(&lost_out)]);
     assert_eq!(lost.status.code(), Some(3), "not recoverable: {}", text(&lost.stderr));

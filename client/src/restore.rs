@@ -482,3 +482,53 @@ pub(crate) fn check_out_dir(dir: &Path) -> Result<()> {
         Err(error) => Err(ClientError::Io { path: dir.to_path_buf(), error }),
     }
 }
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+
+    /// A checked object waiting for its rename in `dir`.
+    fn ready(dir: &Path, name: &str, bytes: &[u8]) -> (tempfile::TempPath, PathBuf) {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).expect("temp file");
+        std::io::Write::write_all(&mut tmp, bytes).expect("write");
+        (tmp.into_temp_path(), dir.join(name))
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_file_that_appears_before_the_rename_is_not_replaced_and_nothing_is_left() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = Sink::dir(dir.path(), false);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "a.bin", b"a"));
+        queue.push(ready(dir.path(), "b.bin", b"b"));
+        std::fs::write(dir.path().join("b.bin"), b"theirs").expect("write");
+        let err = sink.publish().expect_err("b.bin is in the way");
+        assert!(
+            matches!(&err, ClientError::FileExists { path } if path.ends_with("b.bin")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("b.bin")).expect("kept"), b"theirs");
+        assert_eq!(names(dir.path()), ["b.bin"], "a.bin taken back, temporary files gone");
+    }
+
+    #[test]
+    fn overwrite_replaces_existing_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.bin"), b"old").expect("write");
+        let mut sink = Sink::dir(dir.path(), true);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "a.bin", b"new"));
+        sink.publish().expect("publish");
+        assert_eq!(std::fs::read(dir.path().join("a.bin")).expect("read"), b"new");
+        assert_eq!(names(dir.path()), ["a.bin"]);
+    }
+}

@@ -350,6 +350,18 @@ fn json_documents_and_the_not_recoverable_exit_status() {
         (&e["error"]["exit_code"], &e["error"]["kind"]),
         (&3.into(), &"not_recoverable".into())
     );
+    let nr = &e["error"]["not_recoverable"];
+    assert_eq!(nr["reason"], "stripe_lost", "{e}");
+    assert_eq!((&nr["object"], &nr["stripe"]), (&"weights.bin".into(), &0.into()), "{e}");
+    let mut failed: Vec<u64> = nr["failed_shards"]
+        .as_array()
+        .expect("failed_shards")
+        .iter()
+        .map(|f| f["node"].as_u64().expect("node"))
+        .collect();
+    failed.sort_unstable();
+    failed.dedup();
+    assert_eq!(failed, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(), "{e}");
 
     let latest = rackpoint(&cluster, &["get", "jj", "--latest", "--out", s(&lost_out)]);
     assert_eq!(
@@ -359,6 +371,10 @@ fn json_documents_and_the_not_recoverable_exit_status() {
         text(&latest.stderr)
     );
     assert!(text(&latest.stderr).contains("jj"), "{}", text(&latest.stderr));
+    let latest = rackpoint(&cluster, &["get", "jj", "--out", s(&lost_out), "--json"]);
+    assert_eq!(latest.status.code(), Some(3));
+    let e = doc(&latest);
+    assert_eq!(e["error"]["not_recoverable"]["reason"], "no_checkpoint", "{e}");
 
     let verify = rackpoint(&cluster, &["verify", "jj", "--step", "7", "--json"]);
     assert_eq!(verify.status.code(), Some(3));

@@ -9,7 +9,7 @@ use rackpoint_client::catalog::{BadShard, CheckpointSummary, VerifyReport};
 use rackpoint_client::planner::ShardFailure;
 use rackpoint_client::restore::RestoreReport;
 use rackpoint_client::save::SaveReport;
-use rackpoint_client::NodeStatus;
+use rackpoint_client::{ClientError, NodeStatus};
 use rackpoint_proto::{JobName, Rank, Step};
 use serde::Serialize;
 
@@ -304,12 +304,74 @@ pub struct ErrorBody {
     pub kind: &'static str,
     /// The same line the text mode prints on stderr.
     pub message: String,
+    /// With `kind` `not_recoverable`: what was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_recoverable: Option<NotRecoverableDoc>,
+}
+
+/// What makes a checkpoint impossible to restore.
+#[derive(Debug, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotRecoverableDoc {
+    /// A stripe of the part asked for lost more than m shards.
+    StripeLost {
+        object: String,
+        stripe: u32,
+        /// Shards needed (k).
+        need: usize,
+        /// Good shards found.
+        got: usize,
+        failed_shards: Vec<FailedShardDoc>,
+    },
+    /// The job has no complete checkpoint that can be restored.
+    NoCheckpoint { job: String },
+}
+
+/// A shard a restore could not use.
+#[derive(Debug, Serialize)]
+pub struct FailedShardDoc {
+    pub shard: u8,
+    pub node: u32,
+    /// As in `verify`'s `bad_shards`.
+    pub why: &'static str,
+    pub detail: Option<String>,
+}
+
+impl NotRecoverableDoc {
+    fn from_chain(e: &anyhow::Error) -> Option<Self> {
+        e.chain().find_map(|c| c.downcast_ref::<ClientError>()).and_then(|c| match c {
+            ClientError::NotEnoughShards { object, stripe, need, got, failures } => {
+                Some(NotRecoverableDoc::StripeLost {
+                    object: object.to_string(),
+                    stripe: stripe.0,
+                    need: *need,
+                    got: *got,
+                    failed_shards: failures
+                        .0
+                        .iter()
+                        .map(|f| {
+                            let (why, detail) = failure_kind(&f.why);
+                            FailedShardDoc { shard: f.index.0, node: f.node.0, why, detail }
+                        })
+                        .collect(),
+                })
+            }
+            ClientError::NoCheckpoint { job, .. } => {
+                Some(NotRecoverableDoc::NoCheckpoint { job: job.to_string() })
+            }
+            _ => None,
+        })
+    }
 }
 
 impl ErrorDoc {
     pub fn new(command: &'static str, e: &anyhow::Error, exit: Exit) -> Self {
         let message = exit::error_line(e).unwrap_or_else(|| exit.kind().to_string());
-        Self::with(command, exit, message)
+        let mut doc = Self::with(command, exit, message);
+        if exit == Exit::NotRecoverable {
+            doc.error.not_recoverable = NotRecoverableDoc::from_chain(e);
+        }
+        doc
     }
 
     /// A command line clap refused (the command is not known yet).
@@ -321,7 +383,12 @@ impl ErrorDoc {
         ErrorDoc {
             command,
             ok: false,
-            error: ErrorBody { exit_code: exit as u8, kind: exit.kind(), message },
+            error: ErrorBody {
+                exit_code: exit as u8,
+                kind: exit.kind(),
+                message,
+                not_recoverable: None,
+            },
         }
     }
 }

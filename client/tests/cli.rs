@@ -296,6 +296,20 @@ fn json_documents_and_the_not_recoverable_exit_status() {
     );
     assert_eq!(v["bad_shards"].as_array().map(Vec::len), Some(0));
 
+    // A newer checkpoint missing a part is passed over by --latest, and said so.
+    let put9 = rackpoint(&cluster, &["put", "jj", "9", s(&w), "--world-size", "2"]);
+    assert!(put9.status.success(), "put: {}", text(&put9.stderr));
+    let latest = rackpoint(&cluster, &["get", "jj", "--latest", "--out", s(&root.join("l1"))]);
+    assert!(latest.status.success(), "get --latest: {}", text(&latest.stderr));
+    let said = text(&latest.stderr);
+    assert!(said.contains("passed over step 9: 1 of 2 parts committed"), "{said}");
+    assert!(said.contains("restored jj step 7"), "{said}");
+    let latest = doc(&rackpoint(&cluster, &["get", "jj", "--out", s(&root.join("l2")), "--json"]));
+    assert_eq!(latest["step"], 7);
+    let p = &latest["passed_over"][0];
+    assert_eq!((&p["step"], &p["reason"]), (&9.into(), &"incomplete".into()), "{latest}");
+    assert_eq!((&p["parts"], &p["world_size"]), (&1.into(), &2.into()), "{latest}");
+
     let missing = rackpoint(&cluster, &["get", "jj", "--step", "8", "--out", s(&out), "--json"]);
     assert_eq!(missing.status.code(), Some(1));
     let e = doc(&missing);
@@ -337,7 +351,7 @@ fn json_documents_and_the_not_recoverable_exit_status() {
     assert_eq!(lost.status.code(), Some(3), "not recoverable: {}", text(&lost.stderr));
     let line = text(&lost.stderr);
     assert_eq!(line.lines().count(), 1, "{line}");
-    assert!(line.contains("weights.bin") && line.contains("stripe 0"), "{line}");
+    assert!(line.contains("jj step 7 rank 0 object weights.bin stripe 0"), "{line}");
     for v in &victims {
         assert!(line.contains(&format!("node {v}")), "names the missing node {v}: {line}");
     }
@@ -352,6 +366,7 @@ fn json_documents_and_the_not_recoverable_exit_status() {
     );
     let nr = &e["error"]["not_recoverable"];
     assert_eq!(nr["reason"], "stripe_lost", "{e}");
+    assert_eq!((&nr["job"], &nr["step"], &nr["rank"]), (&"jj".into(), &7.into(), &0.into()), "{e}");
     assert_eq!((&nr["object"], &nr["stripe"]), (&"weights.bin".into(), &0.into()), "{e}");
     let mut failed: Vec<u64> = nr["failed_shards"]
         .as_array()
@@ -370,11 +385,30 @@ fn json_documents_and_the_not_recoverable_exit_status() {
         "no recoverable checkpoint: {}",
         text(&latest.stderr)
     );
-    assert!(text(&latest.stderr).contains("jj"), "{}", text(&latest.stderr));
+    let line = text(&latest.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    for part in ["jj", "step 9: 1 of 2 parts", "step 7: rank 0: object weights.bin stripe 0"] {
+        assert!(line.contains(part), "names {part:?}: {line}");
+    }
     let latest = rackpoint(&cluster, &["get", "jj", "--out", s(&lost_out), "--json"]);
     assert_eq!(latest.status.code(), Some(3));
     let e = doc(&latest);
-    assert_eq!(e["error"]["not_recoverable"]["reason"], "no_checkpoint", "{e}");
+    let nr = &e["error"]["not_recoverable"];
+    assert_eq!((&nr["reason"], &nr["job"]), (&"no_checkpoint".into(), &"jj".into()), "{e}");
+    let seven = nr["passed_over"]
+        .as_array()
+        .expect("passed_over")
+        .iter()
+        .find(|p| p["step"] == 7)
+        .unwrap_or_else(|| panic!("step 7 is passed over: {e}"));
+    assert_eq!(
+        (&seven["reason"], &seven["object"], &seven["stripe"]),
+        (&"unrecoverable".into(), &"weights.bin".into(), &0.into()),
+        "{e}"
+    );
+    let nodes: Vec<u64> =
+        seven["nodes"].as_array().expect("nodes").iter().map(|n| n.as_u64().expect("id")).collect();
+    assert_eq!(nodes, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(), "{e}");
 
     let verify = rackpoint(&cluster, &["verify", "jj", "--step", "7", "--json"]);
     assert_eq!(verify.status.code(), Some(3));
@@ -432,7 +466,8 @@ impl Up {
         send_signal(pid, signal).expect("signal cluster up");
     }
 
-    /// Waits (bounded) for the process to exit; its status and stderr.
+    /// Waits (bounded) for the process to exit; its status, stderr and the stdout lines after
+    /// the ones read so far.
     fn wait(mut self) -> (ExitStatus, String, Vec<String>) {
         let (tx, rx) = mpsc::channel();
         let mut stderr = self.child.stderr.take().expect("piped");
@@ -447,7 +482,12 @@ impl Up {
         });
         let status = rx.recv_timeout(CLUSTER_UP_BOUND).expect("cluster up exits").expect("wait");
         let stderr = reader.join().expect("stderr reader");
-        (status, stderr, self.lines.try_iter().collect())
+        // The rest of stdout, up to its end (the reader thread then drops the sender).
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(CLUSTER_UP_BOUND) {
+            rest.push(line);
+        }
+        (status, stderr, rest)
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use rackpoint_client::error::PassedOver;
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::{Client, ClientError};
@@ -221,12 +222,33 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The step asked for, or else the newest complete checkpoint that can be restored, with the
+/// newer ones passed over (named on stderr in text mode).
+async fn pick_step(
+    global: &Global,
+    client: &Client,
+    job: &JobName,
+    step: Option<u64>,
+) -> anyhow::Result<(Step, Vec<PassedOver>)> {
+    if let Some(s) = step {
+        return Ok((Step(s), Vec::new()));
+    }
+    let point = client.latest(job).await?;
+    if !global.json {
+        for p in &point.passed_over {
+            eprintln!("passed over {p}");
+        }
+    }
+    Ok((point.step, point.passed_over))
+}
+
 /// `rackpoint get`.
 pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
     let client = connect(global)?;
-    let which = args.step.map_or(Which::Latest, |s| Which::Step(Step(s)));
+    let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
     let made = MadeDirs::create(&args.out)?;
     let bar = progress_bar(&client, None);
+    let which = Which::Step(step);
     let r = client.restore_to_dir(&args.job, which, Rank(args.rank), &args.out, args.force).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -237,7 +259,8 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     made.keep();
-    emit(global, &json::GetDoc::new(&args.out, &r), || {
+    let doc = json::GetDoc::new(&args.out, &r, json::passed_over(&passed_over));
+    emit(global, &doc, || {
         for o in &r.manifest.objects {
             println!("{}\t{}", o.len, args.out.join(o.name.as_str()).display());
         }
@@ -312,18 +335,9 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
 /// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost.
 pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
     let client = connect(global)?;
-    let step = match args.step {
-        Some(s) => Step(s),
-        None => match client.resume(&args.job).await? {
-            Some(point) => point.step,
-            None => {
-                let detail = String::new();
-                return Err(ClientError::NoCheckpoint { job: args.job, detail }.into());
-            }
-        },
-    };
+    let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
     let r = client.verify(&args.job, step).await?;
-    let doc = json::VerifyDoc::new(&args.job, &r);
+    let doc = json::VerifyDoc::new(&args.job, &r, json::passed_over(&passed_over));
     emit(global, &doc, || {
         for b in &r.bad_shards {
             println!(

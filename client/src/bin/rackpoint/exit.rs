@@ -136,13 +136,16 @@ mod tests {
     fn statuses_come_from_the_chain() {
         let job = JobName::new("j").expect("name");
         let lost = ClientError::NotEnoughShards {
+            job: job.clone(),
+            step: rackpoint_proto::Step(9),
+            rank: rackpoint_proto::Rank(0),
             object: ObjectName::new("o").expect("name"),
             stripe: StripeIndex(4),
             need: 4,
             got: 3,
             failures: Default::default(),
         };
-        let none = ClientError::NoCheckpoint { job, detail: String::new() };
+        let none = ClientError::NoCheckpoint { job, passed_over: Default::default() };
         assert_eq!(code_of(&anyhow::Error::new(lost).context("get")), Exit::NotRecoverable);
         assert_eq!(code_of(&anyhow::Error::new(none)), Exit::NotRecoverable);
         assert_eq!(code_of(&anyhow::Error::new(io_error())), Exit::Failure);

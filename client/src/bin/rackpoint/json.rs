@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use rackpoint_client::catalog::{BadShard, CheckpointSummary, VerifyReport};
+use rackpoint_client::error::{PassOverReason, PassedOver};
 use rackpoint_client::planner::ShardFailure;
 use rackpoint_client::restore::RestoreReport;
 use rackpoint_client::save::SaveReport;
@@ -122,6 +123,8 @@ pub struct GetDoc {
     pub degraded_stripes: u64,
     pub elapsed_s: f64,
     pub objects: Vec<ObjectDoc>,
+    /// With the latest checkpoint: the newer ones passed over, newest first.
+    pub passed_over: Vec<PassedOverDoc>,
 }
 
 /// One restored file.
@@ -135,7 +138,7 @@ pub struct ObjectDoc {
 }
 
 impl GetDoc {
-    pub fn new(out: &Path, r: &RestoreReport) -> Self {
+    pub fn new(out: &Path, r: &RestoreReport, passed_over: Vec<PassedOverDoc>) -> Self {
         let m = &r.manifest;
         GetDoc {
             command: "get",
@@ -157,6 +160,7 @@ impl GetDoc {
                     path: out.join(o.name.as_str()).display().to_string(),
                 })
                 .collect(),
+            passed_over,
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct VerifyDoc {
     pub healthy: bool,
     /// Every stripe can still be rebuilt.
     pub recoverable: bool,
+    /// Without `--step` (the latest checkpoint): the newer ones passed over, newest first.
+    pub passed_over: Vec<PassedOverDoc>,
 }
 
 /// One shard `verify` could not use.
@@ -240,7 +246,7 @@ pub struct ChainProblemDoc {
 }
 
 impl VerifyDoc {
-    pub fn new(job: &JobName, r: &VerifyReport) -> Self {
+    pub fn new(job: &JobName, r: &VerifyReport, passed_over: Vec<PassedOverDoc>) -> Self {
         VerifyDoc {
             command: "verify",
             ok: r.is_healthy(),
@@ -258,6 +264,7 @@ impl VerifyDoc {
             survives_more_failures: r.survives_more_failures,
             healthy: r.is_healthy(),
             recoverable: r.survives_more_failures.is_some(),
+            passed_over,
         }
     }
 }
@@ -315,6 +322,9 @@ pub struct ErrorBody {
 pub enum NotRecoverableDoc {
     /// A stripe of the part asked for lost more than m shards.
     StripeLost {
+        job: String,
+        step: u64,
+        rank: u32,
         object: String,
         stripe: u32,
         /// Shards needed (k).
@@ -324,7 +334,66 @@ pub enum NotRecoverableDoc {
         failed_shards: Vec<FailedShardDoc>,
     },
     /// The job has no complete checkpoint that can be restored.
-    NoCheckpoint { job: String },
+    NoCheckpoint { job: String, passed_over: Vec<PassedOverDoc> },
+}
+
+/// A newer checkpoint passed over when looking for the latest, and why (`message` says it
+/// in words, the other fields by `reason`).
+#[derive(Debug, Serialize)]
+pub struct PassedOverDoc {
+    pub step: u64,
+    #[serde(flatten)]
+    pub why: PassOverDoc,
+    pub message: String,
+}
+
+/// Why a checkpoint was passed over.
+#[derive(Debug, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PassOverDoc {
+    /// Not every rank committed its part.
+    Incomplete { parts: usize, world_size: u32 },
+    /// No replica of a part's manifest could be read.
+    ManifestUnreadable { rank: u32 },
+    /// A stripe lost more than m shards on nodes that are down.
+    Unrecoverable {
+        rank: u32,
+        object: String,
+        stripe: u32,
+        /// The stripe's nodes that are gone.
+        nodes: Vec<u32>,
+        /// Shards lost with them.
+        lost: usize,
+        /// Shards a stripe can lose.
+        m: usize,
+    },
+}
+
+impl From<&PassedOver> for PassedOverDoc {
+    fn from(p: &PassedOver) -> Self {
+        let why = match &p.why {
+            PassOverReason::Incomplete { parts, world_size } => {
+                PassOverDoc::Incomplete { parts: *parts, world_size: *world_size }
+            }
+            PassOverReason::ManifestUnreadable { rank, .. } => {
+                PassOverDoc::ManifestUnreadable { rank: rank.0 }
+            }
+            PassOverReason::Unrecoverable { rank, stripe } => PassOverDoc::Unrecoverable {
+                rank: rank.0,
+                object: stripe.object.to_string(),
+                stripe: stripe.stripe.0,
+                nodes: stripe.nodes.iter().map(|n| n.0).collect(),
+                lost: stripe.lost,
+                m: stripe.m,
+            },
+        };
+        PassedOverDoc { step: p.step.0, why, message: p.why.to_string() }
+    }
+}
+
+/// The passed-over list of a resume point.
+pub fn passed_over(list: &[PassedOver]) -> Vec<PassedOverDoc> {
+    list.iter().map(PassedOverDoc::from).collect()
 }
 
 /// A shard a restore could not use.
@@ -340,24 +409,35 @@ pub struct FailedShardDoc {
 impl NotRecoverableDoc {
     fn from_chain(e: &anyhow::Error) -> Option<Self> {
         e.chain().find_map(|c| c.downcast_ref::<ClientError>()).and_then(|c| match c {
-            ClientError::NotEnoughShards { object, stripe, need, got, failures } => {
-                Some(NotRecoverableDoc::StripeLost {
-                    object: object.to_string(),
-                    stripe: stripe.0,
-                    need: *need,
-                    got: *got,
-                    failed_shards: failures
-                        .0
-                        .iter()
-                        .map(|f| {
-                            let (why, detail) = failure_kind(&f.why);
-                            FailedShardDoc { shard: f.index.0, node: f.node.0, why, detail }
-                        })
-                        .collect(),
-                })
-            }
-            ClientError::NoCheckpoint { job, .. } => {
-                Some(NotRecoverableDoc::NoCheckpoint { job: job.to_string() })
+            ClientError::NotEnoughShards {
+                job,
+                step,
+                rank,
+                object,
+                stripe,
+                need,
+                got,
+                failures,
+            } => Some(NotRecoverableDoc::StripeLost {
+                job: job.to_string(),
+                step: step.0,
+                rank: rank.0,
+                object: object.to_string(),
+                stripe: stripe.0,
+                need: *need,
+                got: *got,
+                failed_shards: failures
+                    .0
+                    .iter()
+                    .map(|f| {
+                        let (why, detail) = failure_kind(&f.why);
+                        FailedShardDoc { shard: f.index.0, node: f.node.0, why, detail }
+                    })
+                    .collect(),
+            }),
+            ClientError::NoCheckpoint { job, passed_over: list } => {
+                let passed_over = passed_over(&list.0);
+                Some(NotRecoverableDoc::NoCheckpoint { job: job.to_string(), passed_over })
             }
             _ => None,
         })

@@ -26,7 +26,7 @@ use crate::tls::{read_file_bounded, ClientTls, TlsError};
 pub const CLUSTER_FILE: &str = "cluster.toml";
 /// File name of a node's config inside its folder.
 pub const NODE_FILE: &str = "node.toml";
-/// File name of a node's stderr log inside its folder (written by [`crate::local_cluster`]).
+/// File name of a node's stderr log inside its folder (written by `local_cluster`).
 pub const NODE_LOG_FILE: &str = "node.log";
 /// Name of a node's data folder inside its folder.
 pub const NODE_DATA_DIR: &str = "data";

@@ -58,11 +58,6 @@ impl Health {
         self.lock().down_nodes()
     }
 
-    /// A copy of the view, to plan with without holding the lock.
-    pub fn snapshot(&self) -> HealthView {
-        self.lock().clone()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthView> {
         // A panic while holding this lock cannot leave the view inconsistent (plain updates).
         self.view.lock().unwrap_or_else(|e| e.into_inner())

@@ -124,17 +124,17 @@ fn part_manifest(
     }
 }
 
-/// "rackpoint-client/VERSION HOST pid PID", cut to `MAX_WRITER_BYTES` (a long host name must
-/// not make the manifest invalid).
+/// "rackpoint-client/VERSION HOST pid PID", the host name cut so that the whole fits
+/// `MAX_WRITER_BYTES` (a long host name must not make the manifest invalid).
 fn writer_identity(host: &str) -> String {
-    let pid = std::process::id();
-    let mut w = format!("rackpoint-client/{} {} pid {pid}", env!("CARGO_PKG_VERSION"), host.trim());
-    let mut cut = w.len().min(MAX_WRITER_BYTES);
-    while !w.is_char_boundary(cut) {
+    let head = format!("rackpoint-client/{} ", env!("CARGO_PKG_VERSION"));
+    let tail = format!(" pid {}", std::process::id());
+    let (host, room) = (host.trim(), MAX_WRITER_BYTES.saturating_sub(head.len() + tail.len()));
+    let mut cut = host.len().min(room);
+    while !host.is_char_boundary(cut) {
         cut -= 1;
     }
-    w.truncate(cut);
-    w
+    format!("{head}{}{tail}", &host[..cut])
 }
 
 struct SavedObject {
@@ -372,6 +372,7 @@ mod tests {
             let writer = writer_identity(host);
             assert!(writer.len() <= MAX_WRITER_BYTES, "{} bytes", writer.len());
             assert!(writer.starts_with("rackpoint-client/"));
+            assert!(writer.ends_with(&format!(" pid {}", std::process::id())), "{writer}");
             let manifest = Manifest {
                 format_version: crate::manifest::MANIFEST_FORMAT_VERSION,
                 job: JobName::new("job").expect("valid"),

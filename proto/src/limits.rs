@@ -1,11 +1,14 @@
 //! Every bound of the system, in one place. A length, count or name that comes from the
 //! network or a file is checked against one of these before anything is allocated for it.
+//! Grouped by subsystem; the relations between bounds that must hold are checked at compile
+//! time at the end of the file.
+
+// ---- Wire protocol and framing ----
 
 /// Wire protocol version carried in every header.
 pub const WIRE_VERSION: u8 = 1;
 /// ALPN protocol id negotiated on every QUIC connection.
 pub const ALPN: &[u8] = b"rackpoint/1";
-
 /// Largest encoded message header (the part before the raw payload).
 pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 /// Smallest configurable shard size.
@@ -19,6 +22,10 @@ pub const MAX_PAYLOAD_BYTES: u32 =
     if MAX_SHARD_BYTES > MAX_MANIFEST_BYTES { MAX_SHARD_BYTES } else { MAX_MANIFEST_BYTES };
 /// Longest error message carried in an error reply (longer ones are cut).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// Most manifest entries returned by one `ListManifests` reply (the client pages).
+pub const MAX_LIST_ENTRIES: u32 = 1024;
+
+// ---- Names ----
 
 /// Longest job name (`[A-Za-z0-9._-]{1,128}`).
 pub const MAX_JOB_NAME_BYTES: usize = 128;
@@ -27,6 +34,8 @@ pub const MAX_OBJECT_NAME_BYTES: usize = 255;
 /// Longest rack (failure domain) name.
 pub const MAX_RACK_NAME_BYTES: usize = 64;
 
+// ---- Codes, cluster maps and checkpoints ----
+
 /// Largest `k + m` of a code (shard indexes are `u8`; 32 keeps decode matrices small).
 pub const MAX_TOTAL_SHARDS: usize = 32;
 /// Most nodes in one cluster map.
@@ -34,8 +43,8 @@ pub const MAX_NODES: usize = 4096;
 /// Largest `world_size` of a checkpoint.
 pub const MAX_WORLD_SIZE: u32 = 1 << 20;
 
-/// Most manifest entries returned by one `ListManifests` reply (the client pages).
-pub const MAX_LIST_ENTRIES: u32 = 1024;
+// ---- Manifests ----
+
 /// Most objects in one part.
 pub const MAX_OBJECTS_PER_PART: usize = 1 << 16;
 /// Most user-metadata entries in one manifest.
@@ -47,14 +56,12 @@ pub const MAX_USER_META_VALUE_BYTES: usize = 4096;
 /// Longest writer identity recorded in a manifest.
 pub const MAX_WRITER_BYTES: usize = 256;
 
+// ---- QUIC transport (both sides) ----
+
 /// Concurrent bidirectional streams a node allows per connection.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// Concurrent connections a node accepts.
 pub const MAX_CONNECTIONS: usize = 256;
-/// Payload bytes a node buffers at once across all requests (beyond it, requests wait).
-pub const NODE_MAX_INFLIGHT_BYTES: u64 = 512 * 1024 * 1024;
-/// Payload bytes a client keeps in flight at once during a save or restore.
-pub const CLIENT_MAX_INFLIGHT_BYTES: u64 = 256 * 1024 * 1024;
 /// QUIC flow-control window per stream.
 pub const QUIC_STREAM_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 /// QUIC flow-control window per connection.
@@ -70,6 +77,10 @@ pub const QUIC_IDLE_TIMEOUT_MS: u64 = 10_000;
 /// QUIC keep-alive interval (well under the idle timeout).
 pub const QUIC_KEEP_ALIVE_MS: u64 = 2_000;
 
+// ---- Storage node ----
+
+/// Payload bytes a node buffers at once across all requests (beyond it, requests wait).
+pub const NODE_MAX_INFLIGHT_BYTES: u64 = 512 * 1024 * 1024;
 /// Time a node allows a peer to deliver one whole request (prefix, header and payload), and
 /// separately to take one whole reply; a stalled peer loses its stream, not the node's memory.
 pub const NODE_REQUEST_IO_TIMEOUT_MS: u64 = 30_000;
@@ -81,9 +92,14 @@ pub const NODE_CLOSE_GRACE_MS: u64 = 1_000;
 pub const SCRUB_BATCH_KEYS: usize = 256;
 /// Pause of the scrubber between two passes over the stored shards (and while none are stored).
 pub const SCRUB_PASS_PAUSE_MS: u64 = 1_000;
+/// Bytes per second a node's background scrubber re-hashes unless its `node.toml` says
+/// otherwise.
+pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 /// Distinct corrupt shard keys a node remembers (to count each once); past it, finds still
 /// count but may count a shard twice.
 pub const MAX_TRACKED_CORRUPT_SHARDS: usize = 65_536;
+
+// ---- Client: requests, retries, health and hedging ----
 
 /// Attempts a client makes for one request before giving up on it.
 pub const CLIENT_MAX_ATTEMPTS: u32 = 4;
@@ -93,6 +109,28 @@ pub const CLIENT_RETRY_BASE_MS: u64 = 50;
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Time a client allows a connection handshake.
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Shard requests a client keeps in flight to one node at once.
+pub const CLIENT_MAX_REQUESTS_PER_NODE: usize = 8;
+/// How often a client pings every node to refresh its up/down view.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+/// How long a heartbeat waits for an answer.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
+/// Smallest hedging threshold: a shard fetch older than this (and older than a few times the
+/// typical fetch) gets a parity fetch beside it.
+pub const HEDGE_MIN_MS: u64 = 250;
+
+// ---- Client: memory and work in flight ----
+
+/// Payload bytes a client keeps in flight at once during a save or restore.
+pub const CLIENT_MAX_INFLIGHT_BYTES: u64 = 256 * 1024 * 1024;
+/// Most stripes a save or restore keeps in flight at once, whatever the byte budget allows.
+pub const CLIENT_MAX_STRIPES_IN_FLIGHT: usize = 64;
+/// Most saves `save_async` keeps in flight at once per client.
+pub const CLIENT_MAX_ASYNC_SAVES: usize = 2;
+/// Most parts one `resume` or `list` examines per job.
+pub const CLIENT_MAX_LISTED_MANIFESTS: usize = 1 << 20;
+
+// ---- Files, certificates and local clusters ----
 
 /// Largest `cluster.toml` or `node.toml` a reader accepts.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -106,21 +144,34 @@ pub const LOCAL_NODE_READY_TIMEOUT_MS: u64 = 20_000;
 /// Time a local test cluster allows a node process to exit after SIGTERM.
 pub const LOCAL_NODE_STOP_TIMEOUT_MS: u64 = 20_000;
 
-/// How often a client pings every node to refresh its up/down view.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
-/// How long a heartbeat waits for an answer.
-pub const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
-/// Smallest hedging threshold: a shard fetch older than this (and older than a few times the
-/// typical fetch) gets a parity fetch beside it.
-pub const HEDGE_MIN_MS: u64 = 250;
-/// Most stripes a save or restore keeps in flight at once, whatever the byte budget allows.
-pub const CLIENT_MAX_STRIPES_IN_FLIGHT: usize = 64;
-/// Most saves `save_async` keeps in flight at once per client.
-pub const CLIENT_MAX_ASYNC_SAVES: usize = 2;
-/// Most parts one `resume` or `list` examines per job.
-pub const CLIENT_MAX_LISTED_MANIFESTS: usize = 1 << 20;
-/// Bytes per second a node's background scrubber re-hashes unless its `node.toml` says
-/// otherwise.
-pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
-/// Shard requests a client keeps in flight to one node at once.
-pub const CLIENT_MAX_REQUESTS_PER_NODE: usize = 8;
+// ---- Relations that must hold (checked at compile time) ----
+
+const _: () = assert!(
+    QUIC_KEEP_ALIVE_MS < QUIC_IDLE_TIMEOUT_MS,
+    "keep-alives must come well before a quiet connection times out"
+);
+const _: () = assert!(
+    // 8: the frame prefix (two u32 lengths).
+    MAX_SHARD_BYTES as u64 + MAX_HEADER_BYTES as u64 + 8 <= QUIC_STREAM_WINDOW_BYTES as u64,
+    "a whole PutShard request (prefix, header, shard) must fit one stream window"
+);
+const _: () = assert!(
+    MAX_TOTAL_SHARDS <= u8::MAX as usize + 1,
+    "shard indexes are u8: every shard of a stripe must have one"
+);
+const _: () = assert!(
+    CLIENT_MAX_REQUESTS_PER_NODE <= MAX_STREAMS_PER_CONNECTION as usize,
+    "a client's requests to one node must not wait for streams the node will not open"
+);
+const _: () = assert!(
+    NODE_MAX_INFLIGHT_BYTES >= MAX_PAYLOAD_BYTES as u64,
+    "a node's in-flight budget must take at least one payload of the largest kind"
+);
+const _: () = assert!(
+    MIN_SHARD_BYTES <= MAX_SHARD_BYTES && MAX_SHARD_BYTES <= MAX_PAYLOAD_BYTES,
+    "shard sizes lie within the frame's payload bound"
+);
+const _: () = assert!(
+    HEARTBEAT_TIMEOUT_MS <= HEARTBEAT_INTERVAL_MS,
+    "a heartbeat answers (or fails) before the next one is sent"
+);

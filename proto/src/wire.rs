@@ -286,20 +286,40 @@ pub trait Message: Serialize + DeserializeOwned {
     fn payload_bounds(&self) -> RangeInclusive<u32>;
 }
 
+impl Request {
+    /// Every request kind's name, in tag order: the one list of kinds (`Message::kind` reads
+    /// it, the node's counters report it). Its length is the enum's variant count.
+    pub const KINDS: [&'static str; Request::VARIANTS as usize] = [
+        "Hello",
+        "PutShard",
+        "GetShard",
+        "DeleteCheckpoint",
+        "PutManifest",
+        "GetManifest",
+        "ListManifests",
+        "Stats",
+    ];
+
+    /// The variant's tag (its index in [`Request::KINDS`] and on the wire).
+    fn tag(&self) -> usize {
+        match self {
+            Request::Hello => 0,
+            Request::PutShard { .. } => 1,
+            Request::GetShard { .. } => 2,
+            Request::DeleteCheckpoint { .. } => 3,
+            Request::PutManifest { .. } => 4,
+            Request::GetManifest { .. } => 5,
+            Request::ListManifests { .. } => 6,
+            Request::Stats => 7,
+        }
+    }
+}
+
 impl Message for Request {
     const VARIANTS: u8 = 8;
 
     fn kind(&self) -> &'static str {
-        match self {
-            Request::Hello => "Hello",
-            Request::PutShard { .. } => "PutShard",
-            Request::GetShard { .. } => "GetShard",
-            Request::DeleteCheckpoint { .. } => "DeleteCheckpoint",
-            Request::PutManifest { .. } => "PutManifest",
-            Request::GetManifest { .. } => "GetManifest",
-            Request::ListManifests { .. } => "ListManifests",
-            Request::Stats => "Stats",
-        }
+        Self::KINDS[self.tag()]
     }
 
     fn payload_bounds(&self) -> RangeInclusive<u32> {
@@ -441,6 +461,15 @@ mod tests {
     use super::*;
     use crate::ids::{ObjectName, ShardIndex, StripeIndex};
     use proptest::prelude::*;
+
+    proptest! {
+        /// A request's kind is the name at its wire tag in `Request::KINDS`.
+        #[test]
+        fn request_kinds_follow_the_wire_tags((req, _) in request()) {
+            let bytes = postcard::to_allocvec(&req).expect("encodes");
+            prop_assert_eq!(Request::KINDS[usize::from(bytes[0])], req.kind());
+        }
+    }
 
     fn job() -> impl Strategy<Value = JobName> {
         "[A-Za-z0-9._-]{1,128}".prop_map(|s| JobName::new(s).expect("valid"))

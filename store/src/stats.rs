@@ -8,26 +8,24 @@ use std::sync::Mutex;
 
 use rackpoint_proto::limits::MAX_TRACKED_CORRUPT_SHARDS;
 use rackpoint_proto::wire::RequestCounters;
-use rackpoint_proto::{NodeId, NodeStats, ShardKey};
+use rackpoint_proto::{NodeId, NodeStats, Request, ShardKey};
 
 use crate::engine::EngineCounts;
 
 /// The kind recorded for requests whose header did not decode.
 pub const INVALID_KIND: &str = "Invalid";
 
-/// Every kind counted, in the order `Stats` reports them (the request kinds of
-/// `Request::kind`, then requests that did not decode).
-const KINDS: [&str; 9] = [
-    "Hello",
-    "PutShard",
-    "GetShard",
-    "DeleteCheckpoint",
-    "PutManifest",
-    "GetManifest",
-    "ListManifests",
-    "Stats",
-    INVALID_KIND,
-];
+/// Every kind counted, in the order `Stats` reports them: the request kinds
+/// (`Request::KINDS`), then requests that did not decode.
+const KINDS: [&str; Request::KINDS.len() + 1] = {
+    let mut all = [INVALID_KIND; Request::KINDS.len() + 1];
+    let mut i = 0;
+    while i < Request::KINDS.len() {
+        all[i] = Request::KINDS[i];
+        i += 1;
+    }
+    all
+};
 
 #[derive(Debug, Default)]
 struct KindCounters {

@@ -1,0 +1,25 @@
+//! Rackpoint's pure core: every decision the client makes, with no I/O. `rackpoint-client`
+//! re-exports each module (`rackpoint_client::codec`, ...), and the simulator's fast mode
+//! drives the very same code.
+//!
+//! - `codec` — object → stripes geometry, Reed-Solomon encode/decode of one stripe, hashes.
+//! - `placement` — rendezvous hashing of stripes and manifests over failure domains.
+//! - `manifest` — the per-part record, its canonical bytes, validation and chain.
+//! - `planner` — the restore planner: which shard to fetch next for one stripe.
+//! - `stripe_write` — the save side: where each shard of a stripe goes, moves and retries.
+//! - `listing` — the listing quorum over the nodes' manifest lists.
+//! - `hedge` — the hedging policy: when a fetch is late.
+//! - `health_view` — which nodes are down or stalled, with `now` passed in.
+//!
+//! Architecture invariant: this crate depends on no async runtime, socket or clock (the
+//! compiler enforces the first two through `Cargo.toml`; `tests/tidy.rs` checks that no
+//! module reads the clock or touches files or the network). Time is always a parameter.
+
+pub mod codec;
+pub mod health_view;
+pub mod hedge;
+pub mod listing;
+pub mod manifest;
+pub mod placement;
+pub mod planner;
+pub mod stripe_write;

@@ -30,7 +30,7 @@ use rackpoint_benches::{
     drop_page_cache, median, memory_now, mib_per_s, read_whole, reset_peak_rss, seeded_bytes,
     status_kib, write_with_fsync, Table, MIB,
 };
-use rackpoint_client::cluster_dir::InitOptions;
+use rackpoint_client::cluster_dir::{InitOptions, NODE_FILE};
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
 use rackpoint_client::restore::{RestoredObject, Which};
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
@@ -66,6 +66,10 @@ struct Args {
     /// Folder for the clusters and baseline files [default: a temp dir under $TMPDIR].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Turn the nodes' background scrubber off (it re-hashes stored shards at 64 MiB/s per
+    /// node by default, CPU that grows with the run's duration rather than its bytes).
+    #[arg(long)]
+    scrub_off: bool,
     /// `quic-sink` only: the node.toml whose certificate and address the sink uses.
     #[arg(long, hide = true)]
     node_config: Option<PathBuf>,
@@ -126,7 +130,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let store_bin = find_store_binary()?;
-    let env = Env { rt, store_bin, base, size, runs };
+    let env = Env { rt, store_bin, base, size, runs, scrub_off: args.scrub_off };
     match args.scenario {
         Scenario::NodePut => node_put(&env),
         Scenario::SaveRestore => save_restore(&env),
@@ -142,6 +146,7 @@ struct Env {
     base: PathBuf,
     size: usize,
     runs: usize,
+    scrub_off: bool,
 }
 
 impl Env {
@@ -160,8 +165,30 @@ impl Env {
     ) -> anyhow::Result<LocalCluster> {
         let mut opts = InitOptions::new(nodes);
         opts.racks = racks;
-        LocalCluster::start(dir, &opts, &self.store_bin)
-            .with_context(|| format!("starting {nodes} nodes under {}", dir.display()))
+        let mut cluster = LocalCluster::start(dir, &opts, &self.store_bin)
+            .with_context(|| format!("starting {nodes} nodes under {}", dir.display()))?;
+        if self.scrub_off {
+            let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
+            for id in ids {
+                cluster.terminate(id)?;
+                let file = cluster.node_dir(id).join(NODE_FILE);
+                let config = std::fs::read_to_string(&file)?;
+                let config: Vec<String> = config
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("scrub_bytes_per_sec") {
+                            "scrub_bytes_per_sec = 0"
+                        } else {
+                            l
+                        }
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                std::fs::write(&file, config.join("\n") + "\n")?;
+                cluster.restart(id)?;
+            }
+        }
+        Ok(cluster)
     }
 }
 
@@ -368,6 +395,7 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
     let mut cache_notes = Vec::new();
     let mut peaks = Vec::new();
     let mut node_peaks_kib = Vec::new();
+    let mut idle_node_s = Vec::new();
     for run in 0..env.runs {
         let dir = env.fresh_dir()?;
         let (write, read) = local_write_read(dir.path(), &objects, &mut cache_notes)?;
@@ -387,6 +415,9 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
         env.rt.block_on(client.save(request)).context("save")?;
         c.save.runs.push(meter.stop());
         peaks.push((before, memory_now()?.hwm_kib));
+        let meter = Meter::start(&nodes);
+        std::thread::sleep(IDLE_PHASE);
+        idle_node_s.push(meter.stop().peers_s / IDLE_PHASE.as_secs_f64());
 
         note_cache_drop(&mut cache_notes, "before the healthy restore");
         let cost = metered_restore(env, &client, &job, &objects, "healthy restore", &nodes)?;
@@ -444,9 +475,19 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
     print_ceiling_stats(&c, bytes);
     print_peaks(&peaks, env.size);
     print_node_peaks(&node_peaks_kib);
+    println!(
+        "6 nodes idle for {:?} after the save (background work: the scrubber{}): {:.2} \
+         core-s per second (median)",
+        IDLE_PHASE,
+        if env.scrub_off { ", off here" } else { " at 64 MiB/s per node" },
+        median(&idle_node_s).unwrap_or(f64::NAN)
+    );
     print_cache_notes(&cache_notes);
     Ok(())
 }
+
+/// How long the nodes are watched doing nothing after the save (their background cost).
+const IDLE_PHASE: Duration = Duration::from_secs(3);
 
 /// `comm` of a node process (15 bytes, as the kernel truncates it).
 const STORE_COMM: &str = "rackpoint-store";

@@ -1,11 +1,14 @@
 //! Shared pieces of the side-by-side baseline harness (`rackpoint-harness`): seeded data,
 //! the local-file baselines (chunked writes with fsync, reads), dropping the page cache, the
-//! process's resident-memory readings, medians, and the printed table.
+//! process's resident-memory readings, medians, and the printed table; CPU and UDP counters
+//! from `/proc` in [`proc_stats`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+pub mod proc_stats;
 
 /// Bytes in a MiB.
 pub const MIB: usize = 1 << 20;

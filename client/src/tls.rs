@@ -159,11 +159,23 @@ pub fn transport_config() -> TransportConfig {
         .keep_alive_interval(Some(Duration::from_millis(QUIC_KEEP_ALIVE_MS)))
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
         .max_concurrent_uni_streams(VarInt::from_u32(0));
-    // Path-MTU discovery up to jumbo frames, as on the node: each direction discovers its
-    // own MTU, so puts gain only if the client probes too.
+    // Path-MTU discovery up to large datagrams, as on the node: each direction discovers its
+    // own MTU, so puts gain only if the client probes too (and the node accepts them: see
+    // `endpoint_config`).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(QUIC_MAX_UDP_PAYLOAD_BYTES);
     config.mtu_discovery_config(Some(mtu));
+    config
+}
+
+/// Endpoint settings: datagrams up to `QUIC_MAX_UDP_PAYLOAD_BYTES` accepted (and so
+/// advertised: quinn's default of 1,472 would keep the node's MTU discovery at 1,472 however
+/// high its own bound).
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(QUIC_MAX_UDP_PAYLOAD_BYTES)
+        .expect("QUIC_MAX_UDP_PAYLOAD_BYTES is within quinn's 1200..=65527");
     config
 }
 
@@ -186,13 +198,8 @@ pub fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, TlsError> {
     socket.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES).map_err(TlsError::Socket)?;
     socket.set_nonblocking(true).map_err(TlsError::Socket)?;
     socket.bind(&bind.into()).map_err(TlsError::Socket)?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket.into(),
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(TlsError::Socket)
+    quinn::Endpoint::new(endpoint_config(), None, socket.into(), Arc::new(quinn::TokioRuntime))
+        .map_err(TlsError::Socket)
 }
 
 fn certificates(

@@ -68,10 +68,21 @@ pub const QUIC_STREAM_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 pub const QUIC_CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 /// UDP socket send and receive buffer requested from the kernel.
 pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-/// Largest UDP payload QUIC path-MTU discovery probes for (jumbo frames, as on many GPU
-/// racks; on a 1500-byte path the probes fail harmlessly and 1452 is kept). Measured on
-/// loopback: 1 MiB puts and gets ran 1.35x faster than with quinn's 1452 bound.
-pub const QUIC_MAX_UDP_PAYLOAD_BYTES: u16 = 8952;
+/// Most bytes one UDP send with segmentation offload (GSO) may carry: the kernel builds it as
+/// one IP datagram first (65,535 bytes less a 40-byte IPv6 header and the 8-byte UDP header).
+/// A larger send fails with EMSGSIZE, which quinn-udp drops without a word.
+pub const UDP_GSO_MAX_SEND_BYTES: u32 = 65_535 - 40 - 8;
+/// UDP datagrams quinn 0.11 puts into one GSO send (its `MAX_TRANSMIT_SEGMENTS`).
+pub const QUIC_GSO_SEGMENTS: u32 = 10;
+/// Largest UDP payload a QUIC endpoint accepts (quinn's `EndpointConfig::max_udp_payload_size`,
+/// which it advertises and which bounds the peer's path-MTU discovery) and probes for itself
+/// (`MtuDiscoveryConfig::upper_bound`): the most that `QUIC_GSO_SEGMENTS` datagrams can have
+/// while one GSO send still fits `UDP_GSO_MAX_SEND_BYTES` (6,548; so 8,952-byte jumbo
+/// datagrams would break every full batch). On a 1500-byte path the probes fail harmlessly
+/// and 1,452 is kept. Measured with `rackpoint-harness save-restore` (README): datagrams per
+/// GiB fall 4.5x from quinn's default of 1,472, which never rose because the advertised
+/// limit stayed at its default.
+pub const QUIC_MAX_UDP_PAYLOAD_BYTES: u16 = (UDP_GSO_MAX_SEND_BYTES / QUIC_GSO_SEGMENTS) as u16;
 /// QUIC idle timeout: a silent peer is dropped after this long.
 pub const QUIC_IDLE_TIMEOUT_MS: u64 = 10_000;
 /// QUIC keep-alive interval (well under the idle timeout).

@@ -8,6 +8,11 @@
 //!   local file write + fsync and a cold read;
 //! - `save-async-stall`: how long `Client::save_async` blocks the caller against a memcpy.
 //!
+//! `save-restore` also measures, in the same run, the transport's ceiling (raw quinn over
+//! one connection, see `ceiling`), a warm memcpy, and the CLI's file paths (`rackpoint put`,
+//! `rackpoint get`), and prints what each cost in CPU seconds and UDP datagrams per GiB
+//! (`cost`).
+//!
 //! Nothing here asserts on time: the harness reports, and fails only on wrong bytes or
 //! errors.
 
@@ -19,11 +24,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use cost::{ClientIs, CostSeries, Meter};
+use rackpoint_benches::proc_stats::{children_named, own_pid};
 use rackpoint_benches::{
     drop_page_cache, median, memory_now, mib_per_s, read_whole, reset_peak_rss, seeded_bytes,
-    write_with_fsync, Table, MIB,
+    status_kib, write_with_fsync, Table, MIB,
 };
-use rackpoint_client::cluster_dir::InitOptions;
+use rackpoint_client::cluster_dir::{InitOptions, NODE_FILE};
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
 use rackpoint_client::restore::{RestoredObject, Which};
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
@@ -34,6 +41,15 @@ use rackpoint_proto::{
     StripeIndex,
 };
 use tokio::runtime::Runtime;
+
+// Scenario parts in their own files (under `harness/`, so cargo does not take them for
+// binaries).
+#[path = "harness/ceiling.rs"]
+mod ceiling;
+#[path = "harness/cli.rs"]
+mod cli;
+#[path = "harness/cost.rs"]
+mod cost;
 
 /// Side-by-side measurements of Rackpoint against local baselines (medians of `--runs`).
 #[derive(Debug, Parser)]
@@ -50,6 +66,13 @@ struct Args {
     /// Folder for the clusters and baseline files [default: a temp dir under $TMPDIR].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Turn the nodes' background scrubber off (it re-hashes stored shards at 64 MiB/s per
+    /// node by default, CPU that grows with the run's duration rather than its bytes).
+    #[arg(long)]
+    scrub_off: bool,
+    /// `quic-sink` only: the node.toml whose certificate and address the sink uses.
+    #[arg(long, hide = true)]
+    node_config: Option<PathBuf>,
 }
 
 /// The scenarios.
@@ -61,6 +84,9 @@ enum Scenario {
     SaveRestore,
     /// The caller's stall in `save_async` against a memcpy of the same buffer.
     SaveAsyncStall,
+    /// Internal: the far end of the transport-ceiling measurement (started by `save-restore`).
+    #[value(hide = true)]
+    QuicSink,
 }
 
 /// Concurrent `PutShard` requests measured by `node-put`.
@@ -72,10 +98,13 @@ const SEED: u64 = 0x5eed;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.scenario == Scenario::QuicSink {
+        return ceiling::run_sink(args.node_config.as_deref().context("--node-config is needed")?);
+    }
     println!("$ {}", command_line());
     let size_mib = args.size_mib.unwrap_or(match args.scenario {
         Scenario::NodePut => 512,
-        Scenario::SaveRestore | Scenario::SaveAsyncStall => 1024,
+        Scenario::SaveRestore | Scenario::SaveAsyncStall | Scenario::QuicSink => 1024,
     });
     let size = size_mib
         .checked_mul(MIB as u64)
@@ -101,11 +130,12 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let store_bin = find_store_binary()?;
-    let env = Env { rt, store_bin, base, size, runs };
+    let env = Env { rt, store_bin, base, size, runs, scrub_off: args.scrub_off };
     match args.scenario {
         Scenario::NodePut => node_put(&env),
         Scenario::SaveRestore => save_restore(&env),
         Scenario::SaveAsyncStall => save_async_stall(&env),
+        Scenario::QuicSink => unreachable!("served above"),
     }
 }
 
@@ -116,6 +146,7 @@ struct Env {
     base: PathBuf,
     size: usize,
     runs: usize,
+    scrub_off: bool,
 }
 
 impl Env {
@@ -134,8 +165,30 @@ impl Env {
     ) -> anyhow::Result<LocalCluster> {
         let mut opts = InitOptions::new(nodes);
         opts.racks = racks;
-        LocalCluster::start(dir, &opts, &self.store_bin)
-            .with_context(|| format!("starting {nodes} nodes under {}", dir.display()))
+        let mut cluster = LocalCluster::start(dir, &opts, &self.store_bin)
+            .with_context(|| format!("starting {nodes} nodes under {}", dir.display()))?;
+        if self.scrub_off {
+            let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
+            for id in ids {
+                cluster.terminate(id)?;
+                let file = cluster.node_dir(id).join(NODE_FILE);
+                let config = std::fs::read_to_string(&file)?;
+                let config: Vec<String> = config
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("scrub_bytes_per_sec") {
+                            "scrub_bytes_per_sec = 0"
+                        } else {
+                            l
+                        }
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                std::fs::write(&file, config.join("\n") + "\n")?;
+                cluster.restart(id)?;
+            }
+        }
+        Ok(cluster)
     }
 }
 
@@ -334,47 +387,74 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
     let objects = two_objects(env.size)?;
     let bytes = env.size as u64;
     let job = JobName::new("harness-save-restore")?;
+    let cli_bin = cli::find_cli_binary()?;
     let mut local_write = Series::new("local files, 1 MiB writes, fsync per file", bytes);
     let mut local_read = Series::new("local files, read back", bytes);
-    let mut save = Series::new("Client::save (6 nodes, 4+2, 1 MiB shards)", bytes);
-    let mut healthy = Series::new("Client::restore, all nodes up", bytes);
-    let mut degraded = Series::new("Client::restore, 2 nodes SIGKILLed", bytes);
+    let mut memcpy = Series::new("memcpy, warm buffers", bytes);
+    let mut c = SaveRestoreCosts::new(bytes);
     let mut cache_notes = Vec::new();
     let mut peaks = Vec::new();
+    let mut node_peaks_kib = Vec::new();
+    let mut idle_node_s = Vec::new();
     for run in 0..env.runs {
         let dir = env.fresh_dir()?;
         let (write, read) = local_write_read(dir.path(), &objects, &mut cache_notes)?;
         local_write.times.push(write);
         local_read.times.push(read);
+        memcpy.times.push(warm_memcpy(&objects));
+        measure_ceiling(env, dir.path(), &mut c)?;
 
         let mut cluster = env.start_cluster(&dir.path().join("cluster"), 6, 3)?;
+        let nodes = children_named(own_pid(), STORE_COMM)?;
+        ensure!(nodes.len() == 6, "found {} node processes, 6 started", nodes.len());
         let _guard = env.rt.enter();
         let client = Client::connect(&cluster.cluster_file())?;
         let request = save_request(&job, &objects);
         let before = peak_reset_and_read(&mut cache_notes)?;
-        let started = Instant::now();
+        let meter = Meter::start(&nodes);
         env.rt.block_on(client.save(request)).context("save")?;
-        save.times.push(started.elapsed());
+        c.save.runs.push(meter.stop());
         peaks.push((before, memory_now()?.hwm_kib));
+        let meter = Meter::start(&nodes);
+        std::thread::sleep(IDLE_PHASE);
+        idle_node_s.push(meter.stop().peers_s / IDLE_PHASE.as_secs_f64());
 
         note_cache_drop(&mut cache_notes, "before the healthy restore");
-        healthy.times.push(timed_restore(env, &client, &job, &objects, "healthy restore")?);
+        let cost = metered_restore(env, &client, &job, &objects, "healthy restore", &nodes)?;
+        c.healthy.runs.push(cost);
+
+        measure_cli(&cli_bin, &cluster.cluster_file(), &job, dir.path(), &objects, &nodes, &mut c)
+            .context("the CLI paths")?;
+        node_peaks_kib.push(node_peak_kib(&nodes));
+
         for victim in VICTIMS {
             cluster.kill(victim).with_context(|| format!("killing node {victim}"))?;
         }
+        let survivors = children_named(own_pid(), STORE_COMM)?;
         note_cache_drop(&mut cache_notes, "before the degraded restore");
-        degraded.times.push(timed_restore(env, &client, &job, &objects, "degraded restore")?);
+        let cost = metered_restore(env, &client, &job, &objects, "degraded restore", &survivors)?;
+        c.degraded.runs.push(cost);
         drop(client);
         drop(cluster);
         eprintln!("run {} of {} done", run + 1, env.runs);
     }
+    let [save, healthy, degraded] = [&c.save, &c.healthy, &c.degraded].map(|s| s.as_series());
+    let [cli_put, cli_get] = [&c.cli_put, &c.cli_get].map(|s| s.as_series());
+    let [up, down] = [&c.ceiling_up, &c.ceiling_down].map(|s| s.as_series());
     let mut table = Table::new(&columns(&["ratio", "ratio of"]));
-    table.row(row(&local_write, &[String::new(), String::new()]));
-    table.row(row(&local_read, &[String::new(), String::new()]));
+    for base in [&local_write, &local_read, &memcpy] {
+        table.row(row(base, &[String::new(), String::new()]));
+    }
     for (series, base, of) in [
+        (&up, &memcpy, "ceiling up / memcpy"),
+        (&down, &memcpy, "ceiling down / memcpy"),
         (&save, &local_write, "save / local write"),
+        (&save, &up, "save / ceiling up"),
         (&healthy, &local_read, "restore / local read"),
+        (&healthy, &down, "restore / ceiling down"),
         (&degraded, &healthy, "degraded / healthy restore"),
+        (&cli_put, &save, "CLI put / Client::save"),
+        (&cli_get, &healthy, "CLI get / Client::restore"),
     ] {
         table.row(row(series, &[ratio(series.median_ratio(base)), of.to_owned()]));
     }
@@ -386,9 +466,211 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
         VICTIMS[1]
     );
     print!("{}", table.render());
+    println!(
+        "\nCPU per GiB (medians; client = this process, or the CLI process for CLI rows; peers = \
+         the 6 nodes, 4 after the kill, or the sink; machine = all of /proc/stat, shared with \
+         whatever else runs, nothing subtracted; UDP = the network namespace's datagram counters, where one GSO send or GRO receive counts once)"
+    );
+    print!("{}", cost::render(&c.all()));
+    print_ceiling_stats(&c, bytes);
     print_peaks(&peaks, env.size);
+    print_node_peaks(&node_peaks_kib);
+    println!(
+        "6 nodes idle for {:?} after the save (background work: the scrubber{}): {:.2} \
+         core-s per second (median)",
+        IDLE_PHASE,
+        if env.scrub_off { ", off here" } else { " at 64 MiB/s per node" },
+        median(&idle_node_s).unwrap_or(f64::NAN)
+    );
     print_cache_notes(&cache_notes);
     Ok(())
+}
+
+/// How long the nodes are watched doing nothing after the save (their background cost).
+const IDLE_PHASE: Duration = Duration::from_secs(3);
+
+/// `comm` of a node process (15 bytes, as the kernel truncates it).
+const STORE_COMM: &str = "rackpoint-store";
+
+/// The cost series of `save-restore`, one per measured row.
+struct SaveRestoreCosts {
+    ceiling_up: CostSeries,
+    ceiling_down: CostSeries,
+    save: CostSeries,
+    healthy: CostSeries,
+    degraded: CostSeries,
+    cli_put: CostSeries,
+    cli_get: CostSeries,
+    up_stats: Vec<ceiling::StatsDelta>,
+    down_stats: Vec<ceiling::StatsDelta>,
+}
+
+impl SaveRestoreCosts {
+    fn new(bytes: u64) -> Self {
+        let streams = ceiling::STREAMS_IN_FLIGHT;
+        let mine = |label: &str| CostSeries::new(label, bytes, ClientIs::ThisProcess);
+        let child = |label: &str| CostSeries::new(label, bytes, ClientIs::ReapedChild);
+        Self {
+            ceiling_up: mine(&format!(
+                "quinn ceiling, 1 connection, {streams} x 1 MiB streams, up"
+            )),
+            ceiling_down: mine(&format!(
+                "quinn ceiling, 1 connection, {streams} x 1 MiB streams, down"
+            )),
+            save: mine("Client::save (6 nodes, 4+2, 1 MiB shards)"),
+            healthy: mine("Client::restore, all nodes up"),
+            degraded: mine("Client::restore, 2 nodes SIGKILLed"),
+            cli_put: child("rackpoint put, 2 files (cold cache)"),
+            cli_get: child("rackpoint get into a folder"),
+            up_stats: Vec::new(),
+            down_stats: Vec::new(),
+        }
+    }
+
+    fn all(&self) -> [&CostSeries; 7] {
+        [
+            &self.ceiling_up,
+            &self.ceiling_down,
+            &self.save,
+            &self.healthy,
+            &self.degraded,
+            &self.cli_put,
+            &self.cli_get,
+        ]
+    }
+}
+
+impl CostSeries {
+    /// The throughput series of the same runs.
+    fn as_series(&self) -> Series {
+        let mut s = Series::new(self.label.clone(), self.bytes);
+        s.times = self.runs.iter().map(|c| c.elapsed).collect();
+        s
+    }
+}
+
+/// Copies the objects into buffers faulted in beforehand; returns the copy time.
+fn warm_memcpy(objects: &[(ObjectName, Bytes)]) -> Duration {
+    let mut targets: Vec<Vec<u8>> = objects.iter().map(|(_, b)| vec![1u8; b.len()]).collect();
+    let started = Instant::now();
+    for ((_, from), to) in objects.iter().zip(&mut targets) {
+        to.copy_from_slice(from);
+    }
+    let took = started.elapsed();
+    std::hint::black_box(&targets);
+    took
+}
+
+/// Uploads and downloads `env.size` bytes over one raw quinn connection to a sink process.
+fn measure_ceiling(env: &Env, base: &Path, c: &mut SaveRestoreCosts) -> anyhow::Result<()> {
+    let _guard = env.rt.enter();
+    let sink = env.rt.block_on(ceiling::Ceiling::start(base))?;
+    for upload in [true, false] {
+        let meter = Meter::start(&[sink.sink_pid()]);
+        let transfer = env.rt.block_on(sink.transfer(env.size, upload))?;
+        let cost = meter.stop();
+        let (series, stats) = if upload {
+            (&mut c.ceiling_up, &mut c.up_stats)
+        } else {
+            (&mut c.ceiling_down, &mut c.down_stats)
+        };
+        series.runs.push(cost::Cost { elapsed: transfer.elapsed, ..cost });
+        stats.push(transfer.stats);
+    }
+    env.rt.block_on(sink.close());
+    Ok(())
+}
+
+/// `rackpoint put` of the objects as files (written and evicted from the page cache first),
+/// then `rackpoint get` of them into a folder, checked byte for byte afterwards.
+fn measure_cli(
+    bin: &Path,
+    cluster_file: &Path,
+    job: &JobName,
+    dir: &Path,
+    objects: &[(ObjectName, Bytes)],
+    nodes: &[u32],
+    c: &mut SaveRestoreCosts,
+) -> anyhow::Result<()> {
+    let (input, output) = (dir.join("cli-in"), dir.join("cli-out"));
+    std::fs::create_dir(&input)?;
+    std::fs::create_dir(&output)?;
+    let mut files = Vec::new();
+    for (name, data) in objects {
+        let path = input.join(name.as_str());
+        std::fs::write(&path, data)?;
+        files.push(path);
+    }
+    let mut notes = Vec::new();
+    note_cache_drop(&mut notes, "before the CLI put");
+    let meter = Meter::start(nodes);
+    cli::put(bin, cluster_file, job, CLI_STEP, &files)?;
+    c.cli_put.runs.push(meter.stop());
+    std::fs::remove_dir_all(&input)?;
+    note_cache_drop(&mut notes, "before the CLI get");
+    let meter = Meter::start(nodes);
+    cli::get(bin, cluster_file, job, CLI_STEP, &output)?;
+    c.cli_get.runs.push(meter.stop());
+    for (name, data) in objects {
+        let back = std::fs::read(output.join(name.as_str()))?;
+        ensure!(back.as_slice() == data.as_ref(), "rackpoint get: {name} differs");
+    }
+    std::fs::remove_dir_all(&output)?;
+    Ok(())
+}
+
+/// The step `rackpoint put` saves (the in-memory save is step 1).
+const CLI_STEP: Step = Step(2);
+
+/// The largest peak RSS (`VmHWM`, KiB) among the node processes (0 if none is readable).
+fn node_peak_kib(nodes: &[u32]) -> u64 {
+    let status = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    nodes
+        .iter()
+        .filter_map(|&p| status(p))
+        .filter_map(|s| status_kib(&s, "VmHWM"))
+        .max()
+        .unwrap_or(0)
+}
+
+fn print_node_peaks(peaks_kib: &[u64]) {
+    let mib: Vec<u64> = peaks_kib.iter().map(|k| k / 1024).collect();
+    println!("largest node VmHWM after save, restore and the CLI runs, per run: {mib:?} MiB");
+}
+
+/// The client connection's quinn counters per GiB in the ceiling runs (medians).
+fn print_ceiling_stats(c: &SaveRestoreCosts, bytes: u64) {
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    let mut table = Table::new(&[
+        "ceiling (client side)",
+        "path MTU",
+        "datagrams sent/GiB",
+        "sendmsg/GiB",
+        "datagrams recv/GiB",
+        "recvmsg/GiB",
+        "ACKs sent/GiB",
+        "ACKs recv/GiB",
+        "lost packets",
+    ]);
+    for (label, stats) in [("up", &c.up_stats), ("down", &c.down_stats)] {
+        let med = |f: &dyn Fn(&ceiling::StatsDelta) -> u64| {
+            let v: Vec<f64> = stats.iter().map(|s| f(s) as f64).collect();
+            median(&v).unwrap_or(f64::NAN)
+        };
+        let per = |f: &dyn Fn(&ceiling::StatsDelta) -> u64| format!("{:.0}", med(f) / gib);
+        table.row(vec![
+            label.to_owned(),
+            format!("{:.0}", med(&|s| u64::from(s.mtu))),
+            per(&|s| s.tx_datagrams),
+            per(&|s| s.tx_ios),
+            per(&|s| s.rx_datagrams),
+            per(&|s| s.rx_ios),
+            per(&|s| s.tx_acks),
+            per(&|s| s.rx_acks),
+            format!("{:.0}", med(&|s| s.lost_packets)),
+        ]);
+    }
+    print!("\n{}", table.render());
 }
 
 /// The checkpoint: two objects of seeded bytes splitting `size` (the first gets the odd byte).
@@ -441,20 +723,22 @@ fn local_write_read(
     Ok((write, read))
 }
 
-/// Restores the latest checkpoint, checks every byte, and returns the time it took.
-fn timed_restore(
+/// Restores the latest checkpoint, measuring its cost with `peers` as the nodes, then
+/// (outside the measurement) checks every byte.
+fn metered_restore(
     env: &Env,
     client: &Client,
     job: &JobName,
     objects: &[(ObjectName, Bytes)],
     what: &str,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let (_, restored) =
-        env.rt.block_on(client.restore(job, Which::Latest, Rank(0))).context(what.to_owned())?;
-    let took = started.elapsed();
+    peers: &[u32],
+) -> anyhow::Result<cost::Cost> {
+    let meter = Meter::start(peers);
+    let restored = env.rt.block_on(client.restore(job, Which::Latest, Rank(0)));
+    let cost = meter.stop();
+    let (_, restored) = restored.context(what.to_owned())?;
     check_identical(objects, &restored).context(what.to_owned())?;
-    Ok(took)
+    Ok(cost)
 }
 
 fn check_identical(

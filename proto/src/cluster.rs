@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 use crate::limits::{
-    DEFAULT_SCRUB_BYTES_PER_SEC, MAX_NODES, MAX_RACK_NAME_BYTES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS,
-    MIN_SHARD_BYTES,
+    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_NODES, MAX_RACK_NAME_BYTES,
+    MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_SHARD_BYTES,
 };
 
 /// Why a cluster map, node config or code was refused.
@@ -225,10 +225,17 @@ pub struct NodeConfig {
     /// Bytes per second the background scrubber may re-hash; 0 turns it off.
     #[serde(default = "default_scrub_rate")]
     pub scrub_bytes_per_sec: u64,
+    /// Longest random delay before the first scrub pass.
+    #[serde(default = "default_scrub_start_jitter")]
+    pub scrub_start_jitter_ms: u64,
 }
 
 fn default_scrub_rate() -> u64 {
     DEFAULT_SCRUB_BYTES_PER_SEC
+}
+
+fn default_scrub_start_jitter() -> u64 {
+    DEFAULT_SCRUB_START_JITTER_MS
 }
 
 impl NodeConfig {

@@ -34,8 +34,9 @@ pub const MAX_NODES: usize = 4096;
 /// Largest `world_size` of a checkpoint.
 pub const MAX_WORLD_SIZE: u32 = 1 << 20;
 
-/// Most manifest entries returned by one `ListManifests` reply (the client pages).
-pub const MAX_LIST_ENTRIES: u32 = 1024;
+/// Most manifest entries returned by one `ListManifests` reply (the client pages); a full
+/// page of the largest entries (about 95 bytes each) fits in `MAX_HEADER_BYTES`.
+pub const MAX_LIST_ENTRIES: u32 = 512;
 /// Most objects in one part.
 pub const MAX_OBJECTS_PER_PART: usize = 1 << 16;
 /// Most user-metadata entries in one manifest.
@@ -124,3 +125,29 @@ pub const CLIENT_MAX_LISTED_MANIFESTS: usize = 1 << 20;
 pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 /// Shard requests a client keeps in flight to one node at once.
 pub const CLIENT_MAX_REQUESTS_PER_NODE: usize = 8;
+
+// ---- Lifecycle: scrub pacing, corrupt-shard reporting, orphan collection (issue 10) ----
+
+/// Most corrupt shard keys one `Stats` reply lists (the count is always exact).
+pub const MAX_STATS_CORRUPT_KEYS: usize = 16;
+/// The scrubber's tranquility: after each shard it sleeps this many times its average step
+/// time (Garage's tranquilizer), so it takes at most 1 / (1 + this) of the disk's time
+/// whatever the byte rate allows.
+pub const SCRUB_TRANQUILITY: u32 = 4;
+/// Recent step times the scrubber averages for its tranquilizer.
+pub const SCRUB_TRANQUILIZER_WINDOW: usize = 32;
+/// Longest random delay before a node's first scrub pass unless its `node.toml` says
+/// otherwise, so that nodes started together do not scrub in step.
+pub const DEFAULT_SCRUB_START_JITTER_MS: u64 = 30_000;
+/// Shards a node deletes per synced batch when it removes a part's orphans (between
+/// batches puts go on).
+pub const NODE_DELETE_BATCH_KEYS: usize = 1024;
+/// Orphan shards (of parts no manifest names) younger than this are never collected unless
+/// the caller says otherwise: longer than any save may take.
+pub const DEFAULT_ORPHAN_GRACE_MS: u64 = 6 * 3600 * 1000;
+/// Bytes per second a repair reads from the nodes, over all of them, unless told otherwise:
+/// a quarter of one node's measured put bandwidth here, so that saves and restores running
+/// beside a repair keep most of the cluster.
+pub const REPAIR_DEFAULT_READ_BYTES_PER_SEC: u64 = 128 * 1024 * 1024;
+/// Stripes a repair surveys and rebuilds at once (also bounded by the client's byte budget).
+pub const REPAIR_SURVEY_STRIPES_IN_FLIGHT: usize = 32;

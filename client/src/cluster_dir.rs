@@ -218,6 +218,7 @@ fn plan_nodes(opts: &InitOptions) -> Result<Vec<NodeInfo>, ClusterDirError> {
             id: NodeId(u32::try_from(index + 1).expect("node count is at most MAX_NODES")),
             addr: SocketAddr::new(LOCAL_IP, port),
             rack: format!("rack-{}", index % opts.racks),
+            decommissioned: false,
         })
         .collect();
     Ok(nodes)

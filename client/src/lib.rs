@@ -6,8 +6,10 @@
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `ctx` (the
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
-//! pipelines), `client` (the async and blocking APIs), `local_cluster` (real node processes on
-//! loopback, for tests, the demo and the simulator).
+//! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `gc`
+//! (retention and orphan collection), `rollback` (a failed commit taken back), `client` (the
+//! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
+//! demo and the simulator).
 
 pub mod catalog;
 pub mod certs;
@@ -16,6 +18,7 @@ pub mod cluster_dir;
 pub mod codec;
 mod ctx;
 pub mod error;
+pub mod gc;
 pub mod health;
 pub mod health_view;
 pub mod hedge;
@@ -24,7 +27,9 @@ pub mod local_cluster;
 pub mod manifest;
 pub mod placement;
 pub mod planner;
+pub mod repair;
 pub mod restore;
+mod rollback;
 pub mod save;
 pub mod stripe_write;
 pub mod tls;

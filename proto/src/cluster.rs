@@ -121,6 +121,14 @@ pub struct NodeInfo {
     pub addr: SocketAddr,
     /// Failure domain.
     pub rack: String,
+    /// Being taken out of service: it gets no new shards or manifests, and `repair` moves
+    /// the shards it holds to other nodes. It keeps serving what it has until then.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub decommissioned: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Paths of the TLS material a client presents (relative to the cluster file's folder).
@@ -270,6 +278,7 @@ mod tests {
                     id: NodeId(i as u32 + 1),
                     addr: SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)),
                     rack: format!("rack-{}", i % 3),
+                    decommissioned: false,
                 })
                 .collect(),
         }
@@ -279,6 +288,15 @@ mod tests {
     fn cluster_map_round_trips_through_toml() {
         let m = map(6);
         assert_eq!(ClusterMap::from_toml(&m.to_toml()), Ok(m));
+    }
+
+    #[test]
+    fn decommissioned_is_optional_and_round_trips() {
+        let mut m = map(3);
+        assert!(!m.to_toml().contains("decommissioned"), "written only when set");
+        m.nodes[1].decommissioned = true;
+        let back = ClusterMap::from_toml(&m.to_toml()).expect("parses");
+        assert!(back.nodes[1].decommissioned && !back.nodes[0].decommissioned);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod commands;
 mod demo;
+mod lifecycle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ enum Command {
     Verify(commands::JobArgs),
     /// Delete a checkpoint (`--step N`) from every node.
     Rm(commands::JobArgs),
+    /// Bring a checkpoint (`--step N`) or every checkpoint (`--all`) back to full redundancy.
+    Repair(lifecycle::RepairArgs),
+    /// Keep the newest N complete checkpoints (`--keep N`), delete older ones and orphans.
+    Gc(lifecycle::GcArgs),
     /// The main job on an embedded default: a 6-node cluster on loopback, a checkpoint saved,
     /// two nodes killed with SIGKILL, the checkpoint restored and verified.
     Demo(demo::DemoArgs),
@@ -106,6 +111,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Ls(a) => commands::ls(a).await,
             Command::Verify(a) => commands::verify(a).await,
             Command::Rm(a) => commands::rm(a).await,
+            Command::Repair(a) => lifecycle::repair(a).await,
+            Command::Gc(a) => lifecycle::gc(a).await,
             Command::Demo(a) => demo::run(a).await,
         }
     })

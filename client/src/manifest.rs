@@ -152,7 +152,7 @@ pub enum ManifestError {
         world_size: u32,
     },
     /// The code's parameters are out of bounds.
-    #[error("invalid code: {0}")]
+    #[error(transparent)]
     BadCode(#[from] ConfigError),
     /// The code is not one this build can decode.
     #[error("unknown codec {codec:?} / {field:?} / {matrix:?}")]

@@ -10,13 +10,12 @@ use rackpoint_client::Client;
 use rackpoint_proto::limits::{DEFAULT_ORPHAN_GRACE_MS, REPAIR_DEFAULT_READ_BYTES_PER_SEC};
 use rackpoint_proto::{JobName, Step};
 
-use crate::commands::ClusterArg;
+use crate::exit::Usage;
+use crate::Global;
 
 /// `rackpoint repair`.
 #[derive(Debug, clap::Args)]
 pub struct RepairArgs {
-    #[command(flatten)]
-    cluster: ClusterArg,
     /// The job.
     job: JobName,
     /// The step to repair.
@@ -33,8 +32,6 @@ pub struct RepairArgs {
 /// `rackpoint gc`.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    #[command(flatten)]
-    cluster: ClusterArg,
     /// The job.
     job: JobName,
     /// Complete checkpoints to keep (the newest); 0 only collects orphans.
@@ -45,14 +42,18 @@ pub struct GcArgs {
     orphan_grace_secs: u64,
 }
 
-fn connect(cluster: &ClusterArg) -> anyhow::Result<Client> {
-    Client::connect(&cluster.cluster)
-        .with_context(|| format!("cannot use cluster {}", cluster.cluster.display()))
+fn connect(global: &Global) -> anyhow::Result<Client> {
+    let Some(file) = &global.cluster else {
+        return Err(
+            Usage("no cluster given: pass --cluster FILE or set RACKPOINT_CLUSTER".into()).into()
+        );
+    };
+    Client::connect(file).context("cannot use the cluster")
 }
 
 /// `rackpoint repair`.
-pub async fn repair(args: RepairArgs) -> anyhow::Result<()> {
-    let client = connect(&args.cluster)?;
+pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
     let scope = match args.step {
         Some(step) => RepairScope::Step(Step(step)),
         None => RepairScope::All,
@@ -99,8 +100,8 @@ pub async fn repair(args: RepairArgs) -> anyhow::Result<()> {
 }
 
 /// `rackpoint gc`.
-pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
-    let client = connect(&args.cluster)?;
+pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
     let options =
         GcOptions { keep: args.keep, orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000) };
     let r = client.gc(&args.job, options).await?;

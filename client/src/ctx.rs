@@ -242,7 +242,7 @@ impl Ctx {
     pub(crate) async fn stats(&self, node: NodeId) -> Result<NodeStats, TransportError> {
         let reply = self.call(node, &Request::Stats, Bytes::new()).await?;
         expect(node, "Stats", reply, |r| match r.response {
-            Response::Stats(s) => Ok(s),
+            Response::Stats(s) => Ok(*s),
             response => Err(Reply { response, payload: r.payload }),
         })
     }

@@ -420,7 +420,7 @@ async fn reencode(
     expected: Vec<Digest>,
 ) -> std::result::Result<Vec<Vec<u8>>, String> {
     let _slot = ctx.encode_slots.acquire().await.map_err(|e| e.to_string())?;
-    let (codec, layout) = (codec.clone(), layout.clone());
+    let (codec, layout) = (codec.clone(), *layout);
     let work = move || -> std::result::Result<Vec<Vec<u8>>, String> {
         let data =
             codec.decode_stripe(&layout, stripe, shards, &expected).map_err(|e| e.to_string())?;

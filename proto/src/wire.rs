@@ -348,8 +348,8 @@ pub enum Response {
         /// Whether more entries follow the last one.
         more: bool,
     },
-    /// The node's counters.
-    Stats(NodeStats),
+    /// The node's counters (boxed: by far the largest reply).
+    Stats(Box<NodeStats>),
     /// The request failed.
     Error {
         /// What kind of failure.
@@ -704,7 +704,7 @@ mod tests {
                 proptest::collection::vec(shard_key(), 0..=MAX_STATS_CORRUPT_KEYS),
             )
                 .prop_map(|(a, b, corrupt_shards)| (
-                    Response::Stats(NodeStats {
+                    Response::Stats(Box::new(NodeStats {
                         node_id: NodeId(7),
                         shards: a,
                         shard_bytes: b,
@@ -718,7 +718,7 @@ mod tests {
                             .chain(["Invalid"].iter())
                             .map(|k| RequestCounters { kind: (*k).into(), served: a, failed: b })
                             .collect(),
-                    }),
+                    })),
                     0
                 )),
             ".{0,2000}".prop_map(|m| (Response::error(ErrorCode::HashMismatch, m), 0)),
@@ -834,7 +834,7 @@ mod tests {
                 .collect(),
             ..NodeStats::default()
         };
-        encode_frame(&Response::Stats(stats), 0).expect("the fullest Stats fits");
+        encode_frame(&Response::Stats(Box::new(stats)), 0).expect("the fullest Stats fits");
         let part = PartShards {
             step: Step(u64::MAX),
             rank: Rank(u32::MAX),

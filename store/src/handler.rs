@@ -179,9 +179,9 @@ impl Handler {
             Request::ListManifests { job, after, limit } => {
                 self.list_manifests(job, after, limit).await
             }
-            Request::Stats => Ok(Reply::bare(Response::Stats(
+            Request::Stats => Ok(Reply::bare(Response::Stats(Box::new(
                 self.counters.snapshot(self.identity.node_id, self.engine.counts()),
-            ))),
+            )))),
             Request::VerifyShard { key } => self.verify_shard(key).await,
             Request::DeleteManifest { key, hash } => self.delete_manifest(key, hash).await,
             Request::ReplaceManifest { key, world_size, hash, revision, base } => {
@@ -362,7 +362,7 @@ mod tests {
 
     fn stats(reply: Reply) -> rackpoint_proto::NodeStats {
         match reply.response {
-            Response::Stats(s) => s,
+            Response::Stats(s) => *s,
             other => panic!("expected stats, got {other:?}"),
         }
     }

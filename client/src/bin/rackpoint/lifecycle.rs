@@ -58,7 +58,7 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
         Some(step) => RepairScope::Step(Step(step)),
         None => RepairScope::All,
     };
-    let limit = (args.read_limit_mib > 0).then(|| args.read_limit_mib << 20);
+    let limit = (args.read_limit_mib > 0).then_some(args.read_limit_mib << 20);
     let started = std::time::Instant::now();
     let report =
         client.repair(&args.job, scope, RepairOptions { read_bytes_per_sec: limit }).await?;

@@ -268,13 +268,7 @@ async fn fetch_stripe(
     let entry: &StripeEntry = &object.stripes[s.0 as usize];
     let nodes: Vec<NodeId> = entry.shards.iter().map(|sh| sh.node).collect();
     let hashes: Vec<Digest> = entry.shards.iter().map(|sh| sh.hash).collect();
-    let id = StripeId {
-        job: manifest.job.clone(),
-        step: manifest.step,
-        rank: manifest.rank,
-        object: object.name.clone(),
-        stripe: s,
-    };
+    let id = manifest.stripe_id(&object.name, s);
     let k = usize::from(manifest.code.params.k);
     let mut planner = StripePlanner::new(k, nodes.clone(), ctx.hedge_after());
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; nodes.len()];

@@ -100,7 +100,8 @@ pub(crate) async fn previous_manifest_id(
     if listing.contains_key(&(step, rank)) {
         return Err(ClientError::AlreadyExists { job: job.clone(), step, rank });
     }
-    Ok(listing.iter().rev().find(|((s, r), _)| *s < step && *r == rank).map(|(_, p)| p.hash))
+    // A part a repair rewrote answers to its revision 0's id: the chain stays whole.
+    Ok(listing.iter().rev().find(|((s, r), _)| *s < step && *r == rank).map(|(_, p)| p.base))
 }
 
 /// Reads a part's manifest from the first replica that returns bytes matching its id.
@@ -331,7 +332,7 @@ pub struct VerifyReport {
     pub world_size: u32,
     /// Ranks whose manifests were read.
     pub parts_found: Vec<Rank>,
-    /// Shards read back with the right hash.
+    /// Shards their node re-hashed to the manifest's digest.
     pub shards_ok: u64,
     /// Every other shard.
     pub bad_shards: Vec<BadShard>,
@@ -350,7 +351,8 @@ impl VerifyReport {
     }
 }
 
-/// Reads back every shard of a checkpoint, checks every hash, and the manifest chains.
+/// Has every shard of a checkpoint re-hashed where it lies (`VerifyShard`: a round trip per
+/// shard, no transfer) against the manifest's digest, and checks the manifest chains.
 pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<VerifyReport> {
     let listing = list_job(ctx, job).await?;
     let parts: Vec<(Rank, PartEntry)> = listing
@@ -381,13 +383,14 @@ pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<Verif
         let chain = rank_chain(ctx, job, *rank, &listing).await?;
         let m = chain
             .iter()
-            .find(|m| m.step == step)
+            .find(|(_, m)| m.step == step)
+            .map(|(_, m)| m)
             .expect("the chain is read from the listing that holds this part");
         report.parts_found.push(*rank);
         verify_part_shards(ctx, m, &mut report).await;
-        report
-            .chain_problems
-            .extend(manifest::verify_chain(&chain).into_iter().map(|p| (*rank, p)));
+        let bases = listing.values().filter(|p| p.revision > 0).map(|p| (p.hash, p.base)).collect();
+        let problems = manifest::verify_chain_with_bases(&chain, &bases);
+        report.chain_problems.extend(problems.into_iter().map(|p| (*rank, p)));
     }
     Ok(report)
 }
@@ -397,10 +400,10 @@ async fn rank_chain(
     job: &JobName,
     rank: Rank,
     listing: &Listing,
-) -> Result<Vec<Manifest>> {
+) -> Result<Vec<(Digest, Manifest)>> {
     let mut chain = Vec::new();
     for ((step, r), part) in listing.iter().filter(|((_, r), _)| *r == rank) {
-        chain.push(fetch_manifest(ctx, job, *step, *r, part).await?);
+        chain.push((part.hash, fetch_manifest(ctx, job, *step, *r, part).await?));
     }
     Ok(chain)
 }
@@ -430,7 +433,10 @@ async fn verify_stripe(
             if ctx.health.is_down(shard.node) {
                 return Err(ShardFailure::NodeDown);
             }
-            ctx.get_shard(shard.node, key, Some(shard.hash)).await
+            match ctx.verify_shard(shard.node, key).await? {
+                (hash, _) if hash == shard.hash => Ok(()),
+                _ => Err(ShardFailure::Corrupt),
+            }
         }
     });
     let mut good: usize = 0;

@@ -3,6 +3,7 @@
 //! transport, the live health view, and the limits of this client.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use crate::cluster_dir;
 pub use crate::ctx::Progress;
 use crate::ctx::{self, Ctx};
 use crate::error::{ClientError, Result};
+use crate::gc::{self, GcOptions, GcReport};
+use crate::repair::{self, RepairOptions, RepairReport, RepairScope};
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
 use crate::save::{self, ObjectData, ObjectSource, SaveReport, SaveRequest};
 use crate::tls::ClientTls;
@@ -33,6 +36,8 @@ pub struct NodeStatus {
 pub struct Client {
     ctx: Arc<Ctx>,
     async_saves: Arc<Semaphore>,
+    /// Complete checkpoints rank 0's saves keep (0: no retention); see `set_keep_last`.
+    keep_last: Arc<AtomicUsize>,
     _heartbeat: Arc<HeartbeatGuard>,
 }
 
@@ -59,6 +64,7 @@ impl Client {
         Ok(Self {
             ctx,
             async_saves: Arc::new(Semaphore::new(CLIENT_MAX_ASYNC_SAVES)),
+            keep_last: Arc::default(),
             _heartbeat: Arc::new(HeartbeatGuard(heartbeat)),
         })
     }
@@ -81,7 +87,32 @@ impl Client {
 
     /// Saves one rank's part; returns once its manifest is committed.
     pub async fn save(&self, req: SaveRequest) -> Result<SaveReport> {
-        save::save(&self.ctx, req).await
+        let (job, rank) = (req.job.clone(), req.rank);
+        let report = save::save(&self.ctx, req).await?;
+        gc::after_save(&self.ctx, &job, rank, self.keep_last.load(Ordering::Relaxed)).await;
+        Ok(report)
+    }
+
+    /// After each committed save of rank 0 (by this client and its clones), keep only the
+    /// newest `keep` complete checkpoints of its job (`None`: keep all). A failed retention
+    /// is logged; the save stands.
+    pub fn set_keep_last(&self, keep: Option<usize>) {
+        self.keep_last.store(keep.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Brings the checkpoints in `scope` back to full redundancy (see [`crate::repair`]).
+    pub async fn repair(
+        &self,
+        job: &JobName,
+        scope: RepairScope,
+        options: RepairOptions,
+    ) -> Result<RepairReport> {
+        repair::repair(&self.ctx, job, scope, options).await
+    }
+
+    /// Retention and orphan collection for `job` (see [`crate::gc`]).
+    pub async fn gc(&self, job: &JobName, options: GcOptions) -> Result<GcReport> {
+        gc::gc(&self.ctx, job, options).await
     }
 
     /// Copies `objects` into staging memory and returns at once; the upload goes on in the
@@ -102,10 +133,13 @@ impl Client {
             name: name.clone(),
             source: ObjectSource::Memory(Bytes::copy_from_slice(bytes)),
         }));
-        let ctx = self.ctx.clone();
+        let (ctx, keep_last) = (self.ctx.clone(), self.keep_last.clone());
         let task = tokio::spawn(async move {
             let _permit = permit;
-            save::save(&ctx, req).await
+            let (job, rank) = (req.job.clone(), req.rank);
+            let report = save::save(&ctx, req).await?;
+            gc::after_save(&ctx, &job, rank, keep_last.load(Ordering::Relaxed)).await;
+            Ok(report)
         });
         Ok(SaveHandle { task })
     }

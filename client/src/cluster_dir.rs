@@ -16,7 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use rackpoint_proto::cluster::{ClientTlsPaths, CodeParams, ConfigError, NodeConfig, NodeInfo};
-use rackpoint_proto::limits::{DEFAULT_SCRUB_BYTES_PER_SEC, MAX_CONFIG_FILE_BYTES, MAX_NODES};
+use rackpoint_proto::limits::{
+    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_CONFIG_FILE_BYTES, MAX_NODES,
+};
 use rackpoint_proto::{ClusterMap, NodeId};
 
 use crate::certs::{write_key_file, write_public_file, CertError, ClusterCa};
@@ -216,6 +218,7 @@ fn plan_nodes(opts: &InitOptions) -> Result<Vec<NodeInfo>, ClusterDirError> {
             id: NodeId(u32::try_from(index + 1).expect("node count is at most MAX_NODES")),
             addr: SocketAddr::new(LOCAL_IP, port),
             rack: format!("rack-{}", index % opts.racks),
+            decommissioned: false,
         })
         .collect();
     Ok(nodes)
@@ -259,6 +262,7 @@ fn write_node(
         key: "node.key".into(),
         capacity_bytes,
         scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
+        scrub_start_jitter_ms: DEFAULT_SCRUB_START_JITTER_MS,
     };
     write_atomically(&folder.join(NODE_FILE), &config.to_toml())
 }

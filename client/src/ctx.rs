@@ -4,7 +4,9 @@
 //! the health view (any answer is progress), feeds the latency estimate that sets the hedging
 //! threshold, and on a node-level failure marks the node down and drops its connection. The
 //! typed wrappers (`put_shard`, `get_shard`, the manifest calls, `delete_checkpoint`, `stats`,
-//! `hello`) turn an unexpected reply into [`TransportError::UnexpectedReply`].
+//! `hello`, and the maintenance calls `verify_shard`, `delete_manifest`, `replace_manifest`,
+//! `list_parts`, `delete_orphan_shards`) turn an unexpected reply into
+//! [`TransportError::UnexpectedReply`].
 //!
 //! The pipelines (`save`, `restore`, `catalog`) and the public API (`client`) sit above this
 //! module; nothing here knows about them.
@@ -20,8 +22,8 @@ use rackpoint_proto::limits::{
 };
 use rackpoint_proto::wire::Message;
 use rackpoint_proto::{
-    ClusterMap, Digest, ErrorCode, JobName, ManifestEntry, ManifestKey, NodeId, NodeStats, Rank,
-    Request, Response, ShardKey, Step,
+    ClusterMap, Digest, ErrorCode, JobName, ManifestEntry, ManifestKey, NodeId, NodeStats,
+    PartShards, Rank, Request, Response, ShardKey, Step,
 };
 use tokio::sync::Semaphore;
 
@@ -240,8 +242,93 @@ impl Ctx {
     pub(crate) async fn stats(&self, node: NodeId) -> Result<NodeStats, TransportError> {
         let reply = self.call(node, &Request::Stats, Bytes::new()).await?;
         expect(node, "Stats", reply, |r| match r.response {
-            Response::Stats(s) => Ok(s),
+            Response::Stats(s) => Ok(*s),
             response => Err(Reply { response, payload: r.payload }),
+        })
+    }
+
+    /// Has a node re-hash a shard where it lies; its digest and length (no bytes travel).
+    pub(crate) async fn verify_shard(
+        &self,
+        node: NodeId,
+        key: ShardKey,
+    ) -> Result<(Digest, u32), ShardFailure> {
+        let reply = self.call(node, &Request::VerifyShard { key }, Bytes::new()).await;
+        reply
+            .and_then(|reply| {
+                expect(node, "ShardVerified", reply, |r| match r.response {
+                    Response::ShardVerified { hash, len } => Ok((hash, len)),
+                    _ => Err(r),
+                })
+            })
+            .map_err(|e| shard_failure(&e))
+    }
+
+    /// Deletes a part's manifest from one node (only manifest `hash`, when given); whether
+    /// there was one.
+    pub(crate) async fn delete_manifest(
+        &self,
+        node: NodeId,
+        key: ManifestKey,
+        hash: Option<Digest>,
+    ) -> Result<bool, TransportError> {
+        let reply = self.call(node, &Request::DeleteManifest { key, hash }, Bytes::new()).await?;
+        expect(node, "ManifestDeleted", reply, |r| match r.response {
+            Response::ManifestDeleted { existed } => Ok(existed),
+            _ => Err(r),
+        })
+    }
+
+    /// Stores a repair's rewrite of a part's manifest at `revision`, naming the part's
+    /// revision-0 id `base`.
+    pub(crate) async fn replace_manifest(
+        &self,
+        node: NodeId,
+        key: ManifestKey,
+        world_size: u32,
+        hash: Digest,
+        (revision, base): (u32, Digest),
+        bytes: Bytes,
+    ) -> Result<(), TransportError> {
+        let req = Request::ReplaceManifest { key, world_size, hash, revision, base };
+        let reply = self.call(node, &req, bytes).await?;
+        expect(node, "ManifestStored", reply, |r| match r.response {
+            Response::ManifestStored => Ok(()),
+            _ => Err(r),
+        })
+    }
+
+    /// One page of the part summaries (shards, bytes, newest write age) of a job on one
+    /// node, and whether more follow.
+    pub(crate) async fn list_parts(
+        &self,
+        node: NodeId,
+        job: &JobName,
+        after: Option<(Step, Rank)>,
+    ) -> Result<(Vec<PartShards>, bool), TransportError> {
+        let req = Request::ListParts { job: job.clone(), after, limit: MAX_LIST_ENTRIES };
+        let reply = self.call(node, &req, Bytes::new()).await?;
+        expect(node, "Parts", reply, |r| match r.response {
+            Response::Parts { entries, more } => Ok((entries, more)),
+            response => Err(Reply { response, payload: r.payload }),
+        })
+    }
+
+    /// Deletes a manifest-less part's shards older than `min_age_ms` from one node;
+    /// (shards, bytes) removed and shards kept as too young.
+    pub(crate) async fn delete_orphan_shards(
+        &self,
+        node: NodeId,
+        key: ManifestKey,
+        min_age_ms: u64,
+    ) -> Result<(u64, u64, u64), TransportError> {
+        let req = Request::DeleteOrphanShards { key, min_age_ms };
+        let reply = self.call(node, &req, Bytes::new()).await?;
+        expect(node, "OrphansDeleted", reply, |r| match r.response {
+            Response::OrphansDeleted { shards, bytes, kept_young } => {
+                Ok((shards, bytes, kept_young))
+            }
+            _ => Err(r),
         })
     }
 

@@ -6,8 +6,10 @@
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `ctx` (the
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
-//! pipelines), `client` (the async and blocking APIs), `local_cluster` (real node processes on
-//! loopback, for tests, the demo and the simulator; feature `testkit`).
+//! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `gc`
+//! (retention and orphan collection), `rollback` (a failed commit taken back), `client` (the
+//! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
+//! demo and the simulator; feature `testkit`).
 
 pub mod catalog;
 pub mod certs;
@@ -15,10 +17,13 @@ pub mod client;
 pub mod cluster_dir;
 mod ctx;
 pub mod error;
+pub mod gc;
 pub mod health;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;
+pub mod repair;
 pub mod restore;
+mod rollback;
 pub mod save;
 pub mod tls;
 pub mod transport;

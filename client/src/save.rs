@@ -24,6 +24,7 @@ use crate::ctx::Ctx;
 use crate::error::{ClientError, NodeErrors, Result};
 use crate::manifest::{CodeSpec, Manifest, ObjectEntry, StripeEntry};
 use crate::placement;
+use crate::rollback;
 use crate::stripe_write::{Action, Put, PutResult, StripeWrite, WriteFailure};
 use crate::transport::TransportError;
 
@@ -350,6 +351,8 @@ async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<
             return Ok((id, stored));
         }
     }
+    // Atomic commit: the copies that were stored are taken back, so no part is visible.
+    rollback::roll_back(ctx, &key, id, &stored).await;
     Err(ClientError::CommitFailed {
         job: job.clone(),
         step,

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 use crate::limits::{
-    DEFAULT_SCRUB_BYTES_PER_SEC, MAX_NODES, MAX_RACK_NAME_BYTES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS,
-    MIN_SHARD_BYTES,
+    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_NODES, MAX_RACK_NAME_BYTES,
+    MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_SHARD_BYTES,
 };
 
 /// Why a cluster map, node config or code was refused.
@@ -121,6 +121,14 @@ pub struct NodeInfo {
     pub addr: SocketAddr,
     /// Failure domain.
     pub rack: String,
+    /// Being taken out of service: it gets no new shards or manifests, and `repair` moves
+    /// the shards it holds to other nodes. It keeps serving what it has until then.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub decommissioned: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Paths of the TLS material a client presents (relative to the cluster file's folder).
@@ -225,10 +233,17 @@ pub struct NodeConfig {
     /// Bytes per second the background scrubber may re-hash; 0 turns it off.
     #[serde(default = "default_scrub_rate")]
     pub scrub_bytes_per_sec: u64,
+    /// Longest random delay before the first scrub pass.
+    #[serde(default = "default_scrub_start_jitter")]
+    pub scrub_start_jitter_ms: u64,
 }
 
 fn default_scrub_rate() -> u64 {
     DEFAULT_SCRUB_BYTES_PER_SEC
+}
+
+fn default_scrub_start_jitter() -> u64 {
+    DEFAULT_SCRUB_START_JITTER_MS
 }
 
 impl NodeConfig {
@@ -263,6 +278,7 @@ mod tests {
                     id: NodeId(i as u32 + 1),
                     addr: SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)),
                     rack: format!("rack-{}", i % 3),
+                    decommissioned: false,
                 })
                 .collect(),
         }
@@ -272,6 +288,15 @@ mod tests {
     fn cluster_map_round_trips_through_toml() {
         let m = map(6);
         assert_eq!(ClusterMap::from_toml(&m.to_toml()), Ok(m));
+    }
+
+    #[test]
+    fn decommissioned_is_optional_and_round_trips() {
+        let mut m = map(3);
+        assert!(!m.to_toml().contains("decommissioned"), "written only when set");
+        m.nodes[1].decommissioned = true;
+        let back = ClusterMap::from_toml(&m.to_toml()).expect("parses");
+        assert!(back.nodes[1].decommissioned && !back.nodes[0].decommissioned);
     }
 
     #[test]

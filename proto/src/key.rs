@@ -134,6 +134,18 @@ impl ShardKey {
         CheckpointRange { end: prefix_end(start.clone()), start }
     }
 
+    /// The range of every shard key of one part `(job, step, rank)`.
+    pub fn part_range(part: &ManifestKey) -> CheckpointRange {
+        let mut start = job_step_prefix(SHARD_TAG, &part.job, part.step);
+        start.extend_from_slice(&part.rank.0.to_be_bytes());
+        CheckpointRange { end: prefix_end(start.clone()), start }
+    }
+
+    /// The part `(job, step, rank)` this shard belongs to.
+    pub fn part(&self) -> ManifestKey {
+        ManifestKey { job: self.job.clone(), step: self.step, rank: self.rank }
+    }
+
     /// The range of every shard key of every job.
     pub fn all_range() -> CheckpointRange {
         CheckpointRange { start: vec![SHARD_TAG], end: vec![SHARD_TAG + 1] }
@@ -237,6 +249,16 @@ mod tests {
             prop_assert_eq!(inside, other.job == k.job && other.step == k.step);
             let m = ManifestKey { job: k.job.clone(), step: k.step, rank: k.rank }.encode();
             prop_assert!(!(r.start <= m && m < r.end), "manifests live in another table");
+        }
+
+        #[test]
+        fn a_part_is_one_range(k in shard_key(), other in shard_key()) {
+            let r = ShardKey::part_range(&k.part());
+            let e = k.encode();
+            prop_assert!(r.start <= e && e < r.end);
+            let o = other.encode();
+            let inside = r.start <= o && o < r.end;
+            prop_assert_eq!(inside, other.part() == k.part());
         }
 
         #[test]

@@ -1,5 +1,6 @@
 //! Rackpoint's shared wire crate: ids and names, binary storage keys, the cluster map, wire
-//! messages and their framing, error codes, and every limit in one place (`limits`).
+//! messages and their framing, error codes, every limit in one place (`limits`), and the
+//! byte-rate pacer both sides use (`pacing`).
 //!
 //! Architecture invariant: this crate does no I/O and knows no async runtime. Both the node
 //! (`rackpoint-store`) and the client (`rackpoint-client`) depend on it; nothing else is shared.
@@ -8,6 +9,7 @@ pub mod cluster;
 pub mod ids;
 pub mod key;
 pub mod limits;
+pub mod pacing;
 pub mod wire;
 
 pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
@@ -15,4 +17,6 @@ pub use ids::{
     Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };
 pub use key::{CheckpointRange, ManifestKey, ShardKey};
-pub use wire::{ErrorCode, FramePrefix, ManifestEntry, NodeStats, Request, Response, WireError};
+pub use wire::{
+    ErrorCode, FramePrefix, ManifestEntry, NodeStats, PartShards, Request, Response, WireError,
+};

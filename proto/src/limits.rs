@@ -22,8 +22,9 @@ pub const MAX_PAYLOAD_BYTES: u32 =
     if MAX_SHARD_BYTES > MAX_MANIFEST_BYTES { MAX_SHARD_BYTES } else { MAX_MANIFEST_BYTES };
 /// Longest error message carried in an error reply (longer ones are cut).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
-/// Most manifest entries returned by one `ListManifests` reply (the client pages).
-pub const MAX_LIST_ENTRIES: u32 = 1024;
+/// Most manifest entries returned by one `ListManifests` reply (the client pages); a full
+/// page of the largest entries (about 95 bytes each) fits in `MAX_HEADER_BYTES`.
+pub const MAX_LIST_ENTRIES: u32 = 512;
 
 // ---- Names ----
 
@@ -154,6 +155,32 @@ pub const CERT_VALIDITY_YEARS: i32 = 10;
 pub const LOCAL_NODE_READY_TIMEOUT_MS: u64 = 20_000;
 /// Time a local test cluster allows a node process to exit after SIGTERM.
 pub const LOCAL_NODE_STOP_TIMEOUT_MS: u64 = 20_000;
+
+// ---- Lifecycle: scrub pacing, corrupt-shard reporting, orphan collection (issue 10) ----
+
+/// Most corrupt shard keys one `Stats` reply lists (the count is always exact).
+pub const MAX_STATS_CORRUPT_KEYS: usize = 16;
+/// The scrubber's tranquility: after each shard it sleeps this many times its average step
+/// time (Garage's tranquilizer), so it takes at most 1 / (1 + this) of the disk's time
+/// whatever the byte rate allows.
+pub const SCRUB_TRANQUILITY: u32 = 4;
+/// Recent step times the scrubber averages for its tranquilizer.
+pub const SCRUB_TRANQUILIZER_WINDOW: usize = 32;
+/// Longest random delay before a node's first scrub pass unless its `node.toml` says
+/// otherwise, so that nodes started together do not scrub in step.
+pub const DEFAULT_SCRUB_START_JITTER_MS: u64 = 30_000;
+/// Shards a node deletes per synced batch when it removes a part's orphans (between
+/// batches puts go on).
+pub const NODE_DELETE_BATCH_KEYS: usize = 1024;
+/// Orphan shards (of parts no manifest names) younger than this are never collected unless
+/// the caller says otherwise: longer than any save may take.
+pub const DEFAULT_ORPHAN_GRACE_MS: u64 = 6 * 3600 * 1000;
+/// Bytes per second a repair reads from the nodes, over all of them, unless told otherwise:
+/// a quarter of one node's measured put bandwidth here, so that saves and restores running
+/// beside a repair keep most of the cluster.
+pub const REPAIR_DEFAULT_READ_BYTES_PER_SEC: u64 = 128 * 1024 * 1024;
+/// Stripes a repair surveys and rebuilds at once (also bounded by the client's byte budget).
+pub const REPAIR_SURVEY_STRIPES_IN_FLIGHT: usize = 32;
 
 // ---- Relations that must hold (checked at compile time) ----
 

@@ -108,6 +108,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Anything else; the message says what.
     Internal,
+    /// The request contradicts what the node holds (a manifest of another revision or
+    /// hash, a part that has a manifest here); nothing was changed.
+    Conflict,
 }
 
 /// A manifest as a node lists it, without its bytes.
@@ -123,6 +126,28 @@ pub struct ManifestEntry {
     pub len: u32,
     /// blake3 of the manifest bytes (the manifest id).
     pub hash: Digest,
+    /// The manifest's revision: 0 when first committed, raised by each repair that rewrote
+    /// where its shards live. Readers prefer the highest revision.
+    pub revision: u32,
+    /// The id of the part's revision 0 (equal to `hash` at revision 0): the id the next
+    /// manifest's `prev` names, so that a repair keeps the chain whole.
+    pub base: Digest,
+}
+
+/// The shards one node holds of one part, as [`Request::ListParts`] reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartShards {
+    /// The checkpoint's step.
+    pub step: Step,
+    /// The part's rank.
+    pub rank: Rank,
+    /// Shards of the part on this node.
+    pub shards: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Milliseconds since the newest of them was written, by the node's clock (shards
+    /// written before write times were recorded count as written at the Unix epoch).
+    pub newest_age_ms: u64,
 }
 
 /// Served and failed requests of one message kind.
@@ -151,6 +176,11 @@ pub struct NodeStats {
     pub corrupt_shards_found: u64,
     /// Shards the scrubber has re-hashed since start.
     pub scrubbed_shards: u64,
+    /// Complete scrubber passes over every stored shard since start.
+    pub scrub_passes: u64,
+    /// Shards known corrupt now (found and not rewritten or deleted since), in key order,
+    /// at most `MAX_STATS_CORRUPT_KEYS` of them.
+    pub corrupt_shards: Vec<ShardKey>,
     /// Per message kind.
     pub requests: Vec<RequestCounters>,
 }
@@ -204,6 +234,57 @@ pub enum Request {
     },
     /// The node's counters. Answered by [`Response::Stats`].
     Stats,
+    /// Re-hash a shard where it lies, without sending it. Answered by
+    /// [`Response::ShardVerified`], or `NotFound` / `Corrupt`.
+    VerifyShard {
+        /// Which shard.
+        key: ShardKey,
+    },
+    /// Delete one part's manifest; deleting one that is not there succeeds
+    /// ([`Response::ManifestDeleted`] says whether it was).
+    DeleteManifest {
+        /// Which part.
+        key: ManifestKey,
+        /// Delete only the manifest with this id; another one stays and the reply is
+        /// `Conflict`.
+        hash: Option<Digest>,
+    },
+    /// Store a rewritten manifest of a part (after a repair); payload: the manifest bytes.
+    /// Stored when the node holds no manifest of the part or one of a lower revision;
+    /// storing the same bytes again succeeds; anything else is `Conflict`. Answered by
+    /// [`Response::ManifestStored`].
+    ReplaceManifest {
+        /// Which part.
+        key: ManifestKey,
+        /// Parts in the checkpoint.
+        world_size: u32,
+        /// blake3 of the payload.
+        hash: Digest,
+        /// The new revision, above every earlier one of the part.
+        revision: u32,
+        /// The id of the part's revision 0 (see [`ManifestEntry::base`]).
+        base: Digest,
+    },
+    /// Summaries of the parts of a job that have shards on this node, in (step, rank)
+    /// order, starting after `after`. Answered by [`Response::Parts`].
+    ListParts {
+        /// The job.
+        job: JobName,
+        /// Resume point of a previous page.
+        after: Option<(Step, Rank)>,
+        /// Most entries wanted (capped at `MAX_LIST_ENTRIES`).
+        limit: u32,
+    },
+    /// Delete the shards of a part that has no manifest, keeping any written less than
+    /// `min_age_ms` ago by the node's clock (a save may still be writing them). A node that
+    /// holds a manifest of the part deletes nothing and answers `Conflict`. Answered by
+    /// [`Response::OrphansDeleted`].
+    DeleteOrphanShards {
+        /// The part.
+        key: ManifestKey,
+        /// Youngest shard age that may be deleted.
+        min_age_ms: u64,
+    },
 }
 
 /// A node's reply.
@@ -250,14 +331,42 @@ pub enum Response {
         /// Whether more entries follow the last one.
         more: bool,
     },
-    /// The node's counters.
-    Stats(NodeStats),
+    /// The node's counters (boxed: by far the largest reply).
+    Stats(Box<NodeStats>),
     /// The request failed.
     Error {
         /// What kind of failure.
         code: ErrorCode,
         /// A human-readable reason.
         message: String,
+    },
+    /// The shard is intact: its bytes hash to `hash` and are `len` long.
+    ShardVerified {
+        /// The blake3 of the stored bytes, re-computed now.
+        hash: Digest,
+        /// Their length.
+        len: u32,
+    },
+    /// The manifest is gone from this node.
+    ManifestDeleted {
+        /// Whether there was one to delete.
+        existed: bool,
+    },
+    /// A page of part summaries.
+    Parts {
+        /// The entries, in (step, rank) order.
+        entries: Vec<PartShards>,
+        /// Whether more entries follow the last one.
+        more: bool,
+    },
+    /// Orphan shards of a part were deleted.
+    OrphansDeleted {
+        /// Shards removed.
+        shards: u64,
+        /// Their payload bytes.
+        bytes: u64,
+        /// Shards kept because they were younger than the requested age.
+        kept_young: u64,
     },
 }
 
@@ -298,6 +407,11 @@ impl Request {
         "GetManifest",
         "ListManifests",
         "Stats",
+        "VerifyShard",
+        "DeleteManifest",
+        "ReplaceManifest",
+        "ListParts",
+        "DeleteOrphanShards",
     ];
 
     /// The variant's tag (its index in [`Request::KINDS`] and on the wire).
@@ -311,12 +425,17 @@ impl Request {
             Request::GetManifest { .. } => 5,
             Request::ListManifests { .. } => 6,
             Request::Stats => 7,
+            Request::VerifyShard { .. } => 8,
+            Request::DeleteManifest { .. } => 9,
+            Request::ReplaceManifest { .. } => 10,
+            Request::ListParts { .. } => 11,
+            Request::DeleteOrphanShards { .. } => 12,
         }
     }
 }
 
 impl Message for Request {
-    const VARIANTS: u8 = 8;
+    const VARIANTS: u8 = 13;
 
     fn kind(&self) -> &'static str {
         Self::KINDS[self.tag()]
@@ -325,14 +444,14 @@ impl Message for Request {
     fn payload_bounds(&self) -> RangeInclusive<u32> {
         match self {
             Request::PutShard { .. } => 1..=MAX_SHARD_BYTES,
-            Request::PutManifest { .. } => 1..=MAX_MANIFEST_BYTES,
+            Request::PutManifest { .. } | Request::ReplaceManifest { .. } => 1..=MAX_MANIFEST_BYTES,
             _ => 0..=0,
         }
     }
 }
 
 impl Message for Response {
-    const VARIANTS: u8 = 9;
+    const VARIANTS: u8 = 13;
 
     fn kind(&self) -> &'static str {
         match self {
@@ -345,6 +464,10 @@ impl Message for Response {
             Response::Manifests { .. } => "Manifests",
             Response::Stats(_) => "Stats",
             Response::Error { .. } => "Error",
+            Response::ShardVerified { .. } => "ShardVerified",
+            Response::ManifestDeleted { .. } => "ManifestDeleted",
+            Response::Parts { .. } => "Parts",
+            Response::OrphansDeleted { .. } => "OrphansDeleted",
         }
     }
 
@@ -460,6 +583,7 @@ pub fn decode_frame<M: Message>(frame: &[u8]) -> Result<(M, &[u8]), WireError> {
 mod tests {
     use super::*;
     use crate::ids::{ObjectName, ShardIndex, StripeIndex};
+    use crate::limits::{MAX_LIST_ENTRIES, MAX_STATS_CORRUPT_KEYS};
     use proptest::prelude::*;
 
     proptest! {
@@ -519,18 +643,57 @@ mod tests {
                 )
             ),
             Just((Request::Stats, 0)),
+            shard_key().prop_map(|key| (Request::VerifyShard { key }, 0)),
+            (manifest_key(), proptest::option::of(digest()))
+                .prop_map(|(key, hash)| (Request::DeleteManifest { key, hash }, 0)),
+            (
+                manifest_key(),
+                any::<u32>(),
+                digest(),
+                any::<u32>(),
+                digest(),
+                1..=MAX_MANIFEST_BYTES
+            )
+                .prop_map(|(key, world_size, hash, revision, base, n)| (
+                    Request::ReplaceManifest { key, world_size, hash, revision, base },
+                    n
+                )),
+            (job(), proptest::option::of((any::<u64>(), any::<u32>())), any::<u32>()).prop_map(
+                |(job, after, limit)| (
+                    Request::ListParts {
+                        job,
+                        after: after.map(|(s, r)| (Step(s), Rank(r))),
+                        limit
+                    },
+                    0
+                )
+            ),
+            (manifest_key(), any::<u64>())
+                .prop_map(|(key, min_age_ms)| (Request::DeleteOrphanShards { key, min_age_ms }, 0)),
         ]
     }
+    fn part() -> impl Strategy<Value = PartShards> {
+        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(s, r, shards, bytes, newest_age_ms)| PartShards {
+                step: Step(s),
+                rank: Rank(r),
+                shards,
+                bytes,
+                newest_age_ms,
+            },
+        )
+    }
     fn entry() -> impl Strategy<Value = ManifestEntry> {
-        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), digest()).prop_map(
-            |(s, r, world_size, len, hash)| ManifestEntry {
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), digest(), any::<u32>(), digest())
+            .prop_map(|(s, r, world_size, len, hash, revision, base)| ManifestEntry {
                 step: Step(s),
                 rank: Rank(r),
                 world_size,
                 len,
                 hash,
-            },
-        )
+                revision,
+                base,
+            })
     }
     fn response() -> impl Strategy<Value = (Response, u32)> {
         prop_oneof![
@@ -549,24 +712,41 @@ mod tests {
             Just((Response::ManifestStored, 0)),
             (any::<u32>(), digest(), 1..=MAX_MANIFEST_BYTES)
                 .prop_map(|(world_size, hash, n)| (Response::Manifest { world_size, hash }, n)),
-            (
-                proptest::collection::vec(entry(), 0..=crate::limits::MAX_LIST_ENTRIES as usize),
-                any::<bool>()
-            )
+            (proptest::collection::vec(entry(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
                 .prop_map(|(entries, more)| (Response::Manifests { entries, more }, 0)),
-            (any::<u64>(), any::<u64>(), "[A-Za-z]{1,16}").prop_map(|(a, b, kind)| (
-                Response::Stats(NodeStats {
-                    node_id: NodeId(7),
-                    shards: a,
-                    shard_bytes: b,
-                    manifests: a / 2,
-                    corrupt_shards_found: 1,
-                    scrubbed_shards: 2,
-                    requests: vec![RequestCounters { kind, served: a, failed: b }],
-                }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(shard_key(), 0..=MAX_STATS_CORRUPT_KEYS),
+            )
+                .prop_map(|(a, b, corrupt_shards)| (
+                    Response::Stats(Box::new(NodeStats {
+                        node_id: NodeId(7),
+                        shards: a,
+                        shard_bytes: b,
+                        manifests: a / 2,
+                        corrupt_shards_found: 1,
+                        scrubbed_shards: 2,
+                        scrub_passes: b / 3,
+                        corrupt_shards,
+                        requests: Request::KINDS
+                            .iter()
+                            .chain(["Invalid"].iter())
+                            .map(|k| RequestCounters { kind: (*k).into(), served: a, failed: b })
+                            .collect(),
+                    })),
+                    0
+                )),
+            ".{0,2000}".prop_map(|m| (Response::error(ErrorCode::HashMismatch, m), 0)),
+            (digest(), any::<u32>())
+                .prop_map(|(hash, len)| (Response::ShardVerified { hash, len }, 0)),
+            any::<bool>().prop_map(|existed| (Response::ManifestDeleted { existed }, 0)),
+            (proptest::collection::vec(part(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
+                .prop_map(|(entries, more)| (Response::Parts { entries, more }, 0)),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(shards, bytes, kept_young)| (
+                Response::OrphansDeleted { shards, bytes, kept_young },
                 0
             )),
-            ".{0,2000}".prop_map(|m| (Response::error(ErrorCode::HashMismatch, m), 0)),
         ]
     }
 
@@ -605,25 +785,93 @@ mod tests {
         }
     }
 
-    #[test]
-    fn wrong_payload_lengths_are_refused() {
-        assert!(matches!(
-            encode_frame(&Request::Stats, 1),
-            Err(WireError::BadPayloadLength { kind: "Stats", .. })
-        ));
-        let key = ShardKey {
+    fn key() -> ShardKey {
+        ShardKey {
             job: JobName::new("j").expect("valid"),
             step: Step(1),
             rank: Rank(0),
             object: ObjectName::new("o").expect("valid"),
             stripe: StripeIndex(0),
             index: ShardIndex(0),
+        }
+    }
+
+    #[test]
+    fn wrong_payload_lengths_are_refused() {
+        assert!(matches!(
+            encode_frame(&Request::Stats, 1),
+            Err(WireError::BadPayloadLength { kind: "Stats", .. })
+        ));
+        let verify = Request::VerifyShard { key: key() };
+        assert!(encode_frame(&verify, 1).is_err(), "VerifyShard carries no payload");
+        let mkey = ManifestKey { job: key().job, step: Step(1), rank: Rank(0) };
+        let replace = Request::ReplaceManifest {
+            key: mkey,
+            world_size: 1,
+            hash: Digest::default(),
+            revision: 1,
+            base: Digest::default(),
         };
-        let put = Request::PutShard { key, hash: Digest::default() };
+        assert!(encode_frame(&replace, 0).is_err(), "an empty manifest is refused");
+        assert!(encode_frame(&replace, MAX_MANIFEST_BYTES + 1).is_err());
+        let put = Request::PutShard { key: key(), hash: Digest::default() };
         assert!(encode_frame(&put, 0).is_err(), "an empty shard is refused");
         let frame = encode_frame(&put, 10).expect("encodes");
         let err = decode_header::<Request>(&frame[PREFIX_BYTES..], MAX_SHARD_BYTES + 1);
         assert_eq!(err.map_err(|e| e.code()), Err(ErrorCode::TooLarge));
+    }
+
+    #[test]
+    fn every_request_kind_is_listed_once_in_tag_order() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in Request::KINDS {
+            assert!(seen.insert(kind), "{kind} is listed twice");
+        }
+        let frame = encode_frame(&Request::VerifyShard { key: key() }, 0).expect("encodes");
+        assert_eq!(frame[PREFIX_BYTES + 1], 8, "VerifyShard's tag");
+        assert_eq!(Request::VerifyShard { key: key() }.kind(), Request::KINDS[8]);
+    }
+
+    #[test]
+    fn the_largest_new_replies_fit_in_a_header() {
+        let long_key = ShardKey {
+            job: JobName::new("j".repeat(crate::limits::MAX_JOB_NAME_BYTES)).expect("valid"),
+            object: ObjectName::new("o".repeat(crate::limits::MAX_OBJECT_NAME_BYTES))
+                .expect("valid"),
+            stripe: StripeIndex(u32::MAX),
+            ..key()
+        };
+        let stats = NodeStats {
+            shards: u64::MAX,
+            corrupt_shards: vec![long_key; MAX_STATS_CORRUPT_KEYS],
+            requests: Request::KINDS
+                .iter()
+                .map(|k| RequestCounters { kind: (*k).into(), served: u64::MAX, failed: u64::MAX })
+                .collect(),
+            ..NodeStats::default()
+        };
+        encode_frame(&Response::Stats(Box::new(stats)), 0).expect("the fullest Stats fits");
+        let part = PartShards {
+            step: Step(u64::MAX),
+            rank: Rank(u32::MAX),
+            shards: u64::MAX,
+            bytes: u64::MAX,
+            newest_age_ms: u64::MAX,
+        };
+        let parts = Response::Parts { entries: vec![part; MAX_LIST_ENTRIES as usize], more: true };
+        encode_frame(&parts, 0).expect("the fullest Parts page fits");
+        let entry = ManifestEntry {
+            step: Step(u64::MAX),
+            rank: Rank(u32::MAX),
+            world_size: u32::MAX,
+            len: u32::MAX,
+            hash: Digest([0xff; 32]),
+            revision: u32::MAX,
+            base: Digest([0xff; 32]),
+        };
+        let page =
+            Response::Manifests { entries: vec![entry; MAX_LIST_ENTRIES as usize], more: true };
+        encode_frame(&page, 0).expect("the fullest manifest page fits");
     }
 
     #[test]

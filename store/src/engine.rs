@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-use rackpoint_proto::limits::{MAX_LIST_ENTRIES, MAX_MANIFEST_BYTES, MAX_SHARD_BYTES};
+use rackpoint_proto::limits::{MAX_LIST_ENTRIES, MAX_SHARD_BYTES};
 use rackpoint_proto::wire::ManifestEntry;
 use rackpoint_proto::{
     CheckpointRange, Digest, ErrorCode, JobName, ManifestKey, Rank, ShardKey, Step,
@@ -58,10 +58,14 @@ use rocksdb::{
     Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
+mod lifecycle;
+
+pub use lifecycle::{OrphanSweep, PartsPage};
+
 const INDEX_CF: &str = "index";
 const DATA_CF: &str = "data";
-/// Format byte that starts every index record.
-const RECORD_VERSION: u8 = 1;
+/// Format byte that starts every index record written now.
+const RECORD_VERSION: u8 = 2;
 /// Stripes of the per-key put lock (a power of two; collisions only serialize two puts).
 const KEY_LOCK_STRIPES: usize = 64;
 
@@ -161,6 +165,12 @@ pub enum EngineError {
     /// The disk is out of space.
     #[error("disk full: {0}")]
     NoSpace(String),
+    /// The request contradicts what is stored (see [`ErrorCode::Conflict`]); nothing changed.
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What is stored and what was refused.
+        reason: String,
+    },
     /// Any other RocksDB failure.
     #[error("rocksdb: {0}")]
     Db(rocksdb::Error),
@@ -175,6 +185,7 @@ impl EngineError {
             EngineError::HashMismatch { .. } => ErrorCode::HashMismatch,
             EngineError::Corrupt { .. } => ErrorCode::Corrupt,
             EngineError::CapacityFull { .. } | EngineError::NoSpace(_) => ErrorCode::DiskFull,
+            EngineError::Conflict { .. } => ErrorCode::Conflict,
             EngineError::Locked { .. } | EngineError::CreateDir { .. } | EngineError::Db(_) => {
                 ErrorCode::Internal
             }
@@ -210,6 +221,15 @@ pub struct StoredShard {
     pub hash: Digest,
     /// The shard bytes.
     pub bytes: Vec<u8>,
+}
+
+/// A shard re-hashed where it lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedShard {
+    /// blake3 of its bytes, as stored at put time and computed again now.
+    pub hash: Digest,
+    /// Its length.
+    pub len: u32,
 }
 
 /// A stored manifest, its hash verified on read.
@@ -252,37 +272,80 @@ pub struct EngineCounts {
     pub manifests: u64,
 }
 
-/// The index record of one shard or manifest: `[version][len u32][world_size u32][hash]`
-/// (`world_size` is 0 for shards).
+/// The index record of one shard or manifest:
+/// `[version 2][len u32][world_size u32][hash][written_at_ms u64][revision u32][base]`
+/// (`world_size`, `revision` and `base` are 0 for shards; a manifest's `base` is the id of
+/// its part's revision 0). Version 1 records (without the last three fields) are still
+/// read, as written at the Unix epoch, revision 0, base = hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct IndexRecord {
     len: u32,
     world_size: u32,
     hash: Digest,
+    /// When the value was written, in milliseconds since the Unix epoch (node clock).
+    written_at_ms: u64,
+    /// A manifest's revision (raised by each repair that rewrote it).
+    revision: u32,
+    /// A manifest's chain id: the id of its part's revision 0.
+    base: Digest,
 }
 
-const RECORD_BYTES: usize = 1 + 4 + 4 + 32;
+const RECORD_V1_BYTES: usize = 1 + 4 + 4 + 32;
+const RECORD_BYTES: usize = RECORD_V1_BYTES + 8 + 4 + 32;
+
+/// Milliseconds since the Unix epoch by the node's clock (0 if the clock is before it).
+fn unix_now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 impl IndexRecord {
+    /// The record of a shard written now.
+    fn shard(len: u32, hash: Digest) -> Self {
+        let (written_at_ms, revision, base) = (unix_now_ms(), 0, Digest::default());
+        Self { len, world_size: 0, hash, written_at_ms, revision, base }
+    }
+
+    /// The record of a manifest written now.
+    fn manifest(len: u32, world_size: u32, hash: Digest, revision: u32, base: Digest) -> Self {
+        Self { len, world_size, hash, written_at_ms: unix_now_ms(), revision, base }
+    }
+
     fn encode(&self) -> [u8; RECORD_BYTES] {
         let mut out = [0u8; RECORD_BYTES];
         out[0] = RECORD_VERSION;
         out[1..5].copy_from_slice(&self.len.to_be_bytes());
         out[5..9].copy_from_slice(&self.world_size.to_be_bytes());
-        out[9..].copy_from_slice(&self.hash.0);
+        out[9..RECORD_V1_BYTES].copy_from_slice(&self.hash.0);
+        let (at, rev) = (RECORD_V1_BYTES, RECORD_V1_BYTES + 8);
+        out[at..rev].copy_from_slice(&self.written_at_ms.to_be_bytes());
+        out[rev..rev + 4].copy_from_slice(&self.revision.to_be_bytes());
+        out[rev + 4..].copy_from_slice(&self.base.0);
         out
     }
 
     fn decode(b: &[u8]) -> Result<Self, EngineError> {
         let corrupt = || EngineError::Corrupt { reason: format!("bad index record: {b:02x?}") };
-        let b: &[u8; RECORD_BYTES] = b.try_into().map_err(|_| corrupt())?;
-        if b[0] != RECORD_VERSION {
-            return Err(corrupt());
+        match (b.first(), b.len()) {
+            (Some(1), RECORD_V1_BYTES) | (Some(&RECORD_VERSION), RECORD_BYTES) => {}
+            _ => return Err(corrupt()),
         }
         let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&b[9..]);
-        Ok(Self { len: word(1), world_size: word(5), hash: Digest(hash) })
+        let digest = |from: usize| {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&b[from..from + 32]);
+            Digest(d)
+        };
+        let hash = digest(9);
+        let (len, world_size) = (word(1), word(5));
+        if b.len() == RECORD_V1_BYTES {
+            return Ok(Self { len, world_size, hash, written_at_ms: 0, revision: 0, base: hash });
+        }
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&b[RECORD_V1_BYTES..RECORD_V1_BYTES + 8]);
+        let written_at_ms = u64::from_be_bytes(at);
+        let (revision, base) = (word(RECORD_V1_BYTES + 8), digest(RECORD_V1_BYTES + 12));
+        Ok(Self { len, world_size, hash, written_at_ms, revision, base })
     }
 }
 
@@ -514,7 +577,7 @@ impl Engine {
         let previous = self.read_record(&k)?.map(|r| u64::from(r.len));
         let len = bytes.len() as u64;
         let reservation = self.reserve(len.saturating_sub(previous.unwrap_or(0)))?;
-        let record = IndexRecord { len: bytes.len() as u32, world_size: 0, hash };
+        let record = IndexRecord::shard(bytes.len() as u32, hash);
         self.write(self.put_batch(&k, &record, bytes))?;
         // Add before subtracting: the counter may briefly over-count, never under-count.
         self.counters.shard_bytes.fetch_add(len, Ordering::SeqCst);
@@ -539,10 +602,10 @@ impl Engine {
     }
 
     /// Re-reads a shard and checks its hash, without filling the block cache (for the
-    /// scrubber). Returns the bytes checked.
-    pub fn verify_shard(&self, key: &ShardKey) -> Result<u64, EngineError> {
-        let (_, bytes) = self.read_verified(&key.encode(), false)?;
-        Ok(bytes.len() as u64)
+    /// scrubber and `VerifyShard`). Returns the hash and length checked.
+    pub fn verify_shard(&self, key: &ShardKey) -> Result<VerifiedShard, EngineError> {
+        let (record, _bytes) = self.read_verified(&key.encode(), false)?;
+        Ok(VerifiedShard { hash: record.hash, len: record.len })
     }
 
     fn read_verified(
@@ -567,7 +630,8 @@ impl Engine {
     }
 
     /// Stores a manifest after checking its blake3; returns once it is durable. Overwrites a
-    /// manifest stored under the same key (repair rewrites manifests).
+    /// manifest of revision 0 stored under the same key; one that a repair rewrote (a higher
+    /// revision) is kept and the put is `Conflict` (see [`Engine::replace_manifest`]).
     pub fn put_manifest(
         &self,
         key: &ManifestKey,
@@ -575,17 +639,7 @@ impl Engine {
         hash: Digest,
         bytes: &[u8],
     ) -> Result<(), EngineError> {
-        check_payload("manifest", bytes, MAX_MANIFEST_BYTES, hash)?;
-        let k = key.encode();
-        let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
-        let _key = self.lock_key(&k);
-        let existed = self.read_record(&k)?.is_some();
-        let record = IndexRecord { len: bytes.len() as u32, world_size, hash };
-        self.write(self.put_batch(&k, &record, bytes))?;
-        if !existed {
-            self.counters.manifests.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
+        self.store_manifest(key, world_size, hash, bytes, lifecycle::ManifestWrite::Put)
     }
 
     /// The stored length of a manifest, from the index only.
@@ -737,6 +791,8 @@ fn manifest_entry(key: &[u8], value: &[u8]) -> Result<ManifestEntry, EngineError
         world_size: record.world_size,
         len: record.len,
         hash: record.hash,
+        revision: record.revision,
+        base: record.base,
     })
 }
 
@@ -926,10 +982,12 @@ mod tests {
         e.overwrite_bytes_for_test(&key.encode(), &bad);
         assert!(matches!(e.get_shard(&key), Err(EngineError::Corrupt { .. })));
         assert!(matches!(e.verify_shard(&key), Err(EngineError::Corrupt { .. })));
+        assert!(matches!(e.verify_shard(&shard_key("job", 9, 0, 0)), Err(EngineError::NotFound)));
         e.overwrite_bytes_for_test(&key.encode(), &data[..999]);
         assert_eq!(e.get_shard(&key).map_err(|e| e.code()), Err(ErrorCode::Corrupt));
         put(&e, &key, &data).expect("a rewrite repairs it");
-        assert_eq!(e.verify_shard(&key).expect("verifies"), 1000);
+        let verified = e.verify_shard(&key).expect("verifies");
+        assert_eq!(verified, VerifiedShard { hash: blake3_digest(&data), len: 1000 });
     }
 
     #[test]
@@ -994,9 +1052,16 @@ mod tests {
 
     #[test]
     fn index_records_round_trip_and_reject_garbage() {
-        let r = IndexRecord { len: 7, world_size: 3, hash: blake3_digest(b"x") };
+        let r = IndexRecord::manifest(7, 3, blake3_digest(b"x"), 5, blake3_digest(b"base"));
         assert_eq!(IndexRecord::decode(&r.encode()).expect("decodes"), r);
         assert!(IndexRecord::decode(&r.encode()[1..]).is_err());
+        let mut v1 = r.encode()[..RECORD_V1_BYTES].to_vec();
+        v1[0] = 1;
+        let old = IndexRecord::decode(&v1).expect("a version 1 record still decodes");
+        assert_eq!((old.len, old.world_size, old.written_at_ms, old.revision), (7, 3, 0, 0));
+        assert_eq!(old.base, old.hash, "a version 1 manifest is its own base");
+        v1.push(0);
+        assert!(IndexRecord::decode(&v1).is_err(), "a version 1 record of the wrong length");
         let mut bad = r.encode();
         bad[0] = 9;
         assert!(IndexRecord::decode(&bad).is_err());

@@ -13,6 +13,8 @@ use rackpoint_proto::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{Engine, EngineError, StoredManifest, StoredShard};
+
+mod lifecycle;
 use crate::stats::{FoundBy, NodeCounters};
 
 /// Why a request failed.
@@ -177,9 +179,18 @@ impl Handler {
             Request::ListManifests { job, after, limit } => {
                 self.list_manifests(job, after, limit).await
             }
-            Request::Stats => Ok(Reply::bare(Response::Stats(
+            Request::Stats => Ok(Reply::bare(Response::Stats(Box::new(
                 self.counters.snapshot(self.identity.node_id, self.engine.counts()),
-            ))),
+            )))),
+            Request::VerifyShard { key } => self.verify_shard(key).await,
+            Request::DeleteManifest { key, hash } => self.delete_manifest(key, hash).await,
+            Request::ReplaceManifest { key, world_size, hash, revision, base } => {
+                self.replace_manifest(key, (world_size, hash), (revision, base), payload).await
+            }
+            Request::ListParts { job, after, limit } => self.list_parts(job, after, limit).await,
+            Request::DeleteOrphanShards { key, min_age_ms } => {
+                self.delete_orphan_shards(key, min_age_ms).await
+            }
         }
     }
 
@@ -243,7 +254,9 @@ impl Handler {
 
     async fn delete_checkpoint(&self, job: JobName, step: Step) -> Result<Reply, RequestError> {
         let engine = self.engine.clone();
-        let deleted = blocking(move || engine.delete_checkpoint(&job, step)).await?;
+        let j = job.clone();
+        let deleted = blocking(move || engine.delete_checkpoint(&j, step)).await?;
+        self.counters.forget_corrupt_where(|k| k.job == job && k.step == step);
         Ok(Reply::bare(Response::CheckpointDeleted {
             shards: deleted.shards,
             manifests: deleted.manifests,
@@ -349,7 +362,7 @@ mod tests {
 
     fn stats(reply: Reply) -> rackpoint_proto::NodeStats {
         match reply.response {
-            Response::Stats(s) => s,
+            Response::Stats(s) => *s,
             other => panic!("expected stats, got {other:?}"),
         }
     }
@@ -440,5 +453,42 @@ mod tests {
         assert_eq!(deleted, Response::CheckpointDeleted { shards: 1, manifests: 1 });
         let gone = h.handle(Request::GetManifest { key }, Bytes::new()).await;
         assert_eq!(error_code(&gone), Some(ErrorCode::NotFound));
+    }
+
+    #[tokio::test]
+    async fn verify_shard_answers_the_digest_and_lists_rot_in_stats() {
+        let f = fixture(0);
+        let h = &f.handler;
+        put(h, shard_key(0), b"good bytes").await;
+        let verify = || Request::VerifyShard { key: shard_key(0) };
+        let reply = h.handle(verify(), Bytes::new()).await;
+        assert_eq!(
+            reply.response,
+            Response::ShardVerified { hash: digest(b"good bytes"), len: 10 }
+        );
+        assert!(reply.payload.is_empty(), "nothing but the digest travels");
+        f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"bad bytes!");
+        assert_eq!(error_code(&h.handle(verify(), Bytes::new()).await), Some(ErrorCode::Corrupt));
+        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        assert_eq!((s.corrupt_shards_found, s.corrupt_shards), (1, vec![shard_key(0)]));
+        let delete = Request::DeleteCheckpoint { job: job(), step: Step(5) };
+        h.handle(delete, Bytes::new()).await;
+        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        assert!(s.corrupt_shards.is_empty(), "a deleted shard is no longer listed");
+    }
+
+    #[tokio::test]
+    async fn orphan_sweeps_forget_the_corrupt_shards_they_delete() {
+        let f = fixture(0);
+        let h = &f.handler;
+        put(h, shard_key(0), b"orphan").await;
+        f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"rotten");
+        h.handle(Request::VerifyShard { key: shard_key(0) }, Bytes::new()).await;
+        let key = ManifestKey { job: job(), step: Step(5), rank: Rank(1) };
+        let sweep = Request::DeleteOrphanShards { key, min_age_ms: 0 };
+        let reply = h.handle(sweep, Bytes::new()).await.response;
+        assert_eq!(reply, Response::OrphansDeleted { shards: 1, bytes: 6, kept_young: 0 });
+        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        assert_eq!((s.shards, s.corrupt_shards.len()), (0, 0));
     }
 }

@@ -86,7 +86,8 @@ impl Node {
         let guard = tracker.guard();
         tokio::spawn(service::serve(endpoint.clone(), handler, shutdown_rx.clone(), guard));
         if config.scrub_bytes_per_sec > 0 {
-            let scrubber = Scrubber::new(engine.clone(), counters, config.scrub_bytes_per_sec);
+            let scrubber = Scrubber::new(engine.clone(), counters, config.scrub_bytes_per_sec)
+                .with_start_jitter(config.scrub_start_jitter_ms);
             let guard = tracker.guard();
             tokio::spawn(async move {
                 scrubber.run(shutdown_rx).await;

@@ -1,40 +1,67 @@
-//! The background scrubber: walks every stored shard, re-hashes it at no more than
-//! `scrub_bytes_per_sec`, and reports corrupt ones (logged with their full address, counted
-//! in `Stats`). It stops as soon as the node shuts down.
+//! The background scrubber: walks every stored shard, re-hashes it, and reports corrupt ones
+//! (logged with their full address, counted and listed in `Stats`). Two bounds pace it: a
+//! byte rate (`scrub_bytes_per_sec`) and a tranquilizer (after each shard it sleeps
+//! `SCRUB_TRANQUILITY` times its recent average step, so it never takes more than a fifth
+//! of the disk's time however slow the disk is at the moment). The first pass starts after
+//! a random delay so that nodes started together do not scrub in step. It stops as soon as
+//! the node shuts down.
 
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rackpoint_proto::limits::{SCRUB_BATCH_KEYS, SCRUB_PASS_PAUSE_MS};
+use rackpoint_proto::limits::{
+    SCRUB_BATCH_KEYS, SCRUB_PASS_PAUSE_MS, SCRUB_TRANQUILITY, SCRUB_TRANQUILIZER_WINDOW,
+};
+use rackpoint_proto::pacing::Pacer;
 use rackpoint_proto::ShardKey;
 use tokio::sync::watch;
 
 use crate::engine::{Engine, EngineError};
 use crate::stats::{FoundBy, NodeCounters};
 
-/// Paces work to a byte rate: the `n`-th byte may start no earlier than `n / rate` seconds
-/// after the start, so no window of time ever sees more than the rate (plus one shard).
+/// Garage's tranquilizer: remembers the last `SCRUB_TRANQUILIZER_WINDOW` step times and
+/// asks for a pause of `tranquility` times their average after each step, so the work
+/// takes at most `1 / (1 + tranquility)` of the time whatever a step costs.
 #[derive(Debug, Clone)]
-pub struct Pacer {
-    bytes_per_sec: u64,
-    start: Instant,
-    bytes: u64,
+pub struct Tranquilizer {
+    tranquility: u32,
+    steps: VecDeque<Duration>,
+    sum: Duration,
 }
 
-impl Pacer {
-    /// A pacer at `bytes_per_sec` (must be positive) starting at `start`.
-    pub fn new(bytes_per_sec: u64, start: Instant) -> Self {
-        Self { bytes_per_sec: bytes_per_sec.max(1), start, bytes: 0 }
+impl Tranquilizer {
+    /// A tranquilizer with no steps observed yet.
+    pub fn new(tranquility: u32) -> Self {
+        Self {
+            tranquility,
+            steps: VecDeque::with_capacity(SCRUB_TRANQUILIZER_WINDOW),
+            sum: Duration::ZERO,
+        }
     }
 
-    /// Accounts `len` more bytes and returns when the work on them may begin: once every
-    /// byte before them has been paid for at the rate.
-    pub fn reserve(&mut self, len: u64) -> Instant {
-        let due =
-            self.start + Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
-        self.bytes += len;
-        due
+    /// Records one step's duration and returns the pause to take before the next.
+    pub fn observe(&mut self, step: Duration) -> Duration {
+        if self.steps.len() == SCRUB_TRANQUILIZER_WINDOW {
+            let oldest = self.steps.pop_front().unwrap_or_default();
+            self.sum = self.sum.saturating_sub(oldest);
+        }
+        self.steps.push_back(step);
+        self.sum += step;
+        let average = self.sum / self.steps.len() as u32;
+        average.saturating_mul(self.tranquility)
     }
+}
+
+/// A random delay in `[0, max_ms]` (std's per-process random hash keys as the source).
+fn random_delay(max_ms: u64) -> Duration {
+    if max_ms == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(max_ms);
+    Duration::from_millis(h.finish() % (max_ms + 1))
 }
 
 /// The scrubber of one node.
@@ -43,6 +70,7 @@ pub struct Scrubber {
     engine: Arc<Engine>,
     counters: Arc<NodeCounters>,
     bytes_per_sec: u64,
+    start_jitter_ms: u64,
 }
 
 /// How a pass ended.
@@ -63,12 +91,26 @@ impl Scrubber {
     /// A scrubber over `engine` at `bytes_per_sec` (must be positive; 0 means "do not run
     /// one", which the caller decides).
     pub fn new(engine: Arc<Engine>, counters: Arc<NodeCounters>, bytes_per_sec: u64) -> Self {
-        Self { engine, counters, bytes_per_sec }
+        Self { engine, counters, bytes_per_sec, start_jitter_ms: 0 }
+    }
+
+    /// Starts the first pass after a random delay of at most `ms`.
+    pub fn with_start_jitter(self, ms: u64) -> Self {
+        Self { start_jitter_ms: ms, ..self }
     }
 
     /// Runs passes until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(bytes_per_sec = self.bytes_per_sec, "scrubber started");
+        let delay = random_delay(self.start_jitter_ms);
+        tracing::info!(
+            bytes_per_sec = self.bytes_per_sec,
+            tranquility = SCRUB_TRANQUILITY,
+            start_delay_ms = delay.as_millis() as u64,
+            "scrubber started"
+        );
+        if !sleep_until(Instant::now() + delay, &mut shutdown).await {
+            return;
+        }
         loop {
             if let PassEnd::Shutdown = self.pass(&mut shutdown).await {
                 break;
@@ -83,6 +125,8 @@ impl Scrubber {
 
     async fn pass(&self, shutdown: &mut watch::Receiver<bool>) -> PassEnd {
         let mut pacer = Pacer::new(self.bytes_per_sec, Instant::now());
+        let mut tranquilizer = Tranquilizer::new(SCRUB_TRANQUILITY);
+        let mut not_before = Instant::now();
         let mut cursor: Option<ShardKey> = None;
         loop {
             let engine = self.engine.clone();
@@ -90,15 +134,21 @@ impl Scrubber {
             let scan = move || engine.scan_shards(after.as_ref(), SCRUB_BATCH_KEYS);
             let batch = match tokio::task::spawn_blocking(scan).await {
                 Ok(Ok(batch)) if !batch.is_empty() => batch,
-                Ok(Ok(_)) => return PassEnd::Done,
+                Ok(Ok(_)) => {
+                    self.counters.record_scrub_pass();
+                    return PassEnd::Done;
+                }
                 Ok(Err(e)) => return self.scan_failed(&e.to_string()),
                 Err(e) => return self.scan_failed(&e.to_string()),
             };
             for (key, len) in batch {
-                if !sleep_until(pacer.reserve(u64::from(len)), shutdown).await {
+                let due = pacer.reserve(u64::from(len)).max(not_before);
+                if !sleep_until(due, shutdown).await {
                     return PassEnd::Shutdown;
                 }
+                let started = Instant::now();
                 self.check(&key).await;
+                not_before = Instant::now() + tranquilizer.observe(started.elapsed());
                 cursor = Some(key);
             }
         }
@@ -136,12 +186,24 @@ mod tests {
     use rackpoint_proto::{Digest, JobName, ObjectName, Rank, ShardIndex, Step, StripeIndex};
 
     #[test]
-    fn the_pacer_spaces_work_at_the_rate() {
-        let t0 = Instant::now();
-        let mut p = Pacer::new(1000, t0);
-        assert_eq!(p.reserve(500), t0);
-        assert_eq!(p.reserve(1500), t0 + Duration::from_millis(500));
-        assert_eq!(p.reserve(10), t0 + Duration::from_millis(2000));
+    fn the_tranquilizer_pauses_a_multiple_of_the_recent_average() {
+        let ms = Duration::from_millis;
+        let mut t = Tranquilizer::new(4);
+        assert_eq!(t.observe(ms(10)), ms(40));
+        assert_eq!(t.observe(ms(30)), ms(80), "average of 10 and 30, times 4");
+        for _ in 0..SCRUB_TRANQUILIZER_WINDOW {
+            t.observe(ms(5));
+        }
+        assert_eq!(t.observe(ms(5)), ms(20), "old steps leave the window");
+        assert_eq!(Tranquilizer::new(0).observe(ms(100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_start_delay_stays_within_the_jitter() {
+        assert_eq!(random_delay(0), Duration::ZERO);
+        let delays: Vec<_> = (0..64).map(|_| random_delay(1000)).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(1000)));
+        assert!(delays.iter().any(|d| *d != delays[0]), "the delay varies: {delays:?}");
     }
 
     fn key(stripe: u32) -> ShardKey {
@@ -170,7 +232,8 @@ mod tests {
         assert!(matches!(scrubber.pass(&mut rx).await, PassEnd::Done));
         let s = counters.snapshot(rackpoint_proto::NodeId(1), engine.counts());
         assert_eq!(s.scrubbed_shards, SCRUB_BATCH_KEYS as u64 + 3);
-        assert_eq!(s.corrupt_shards_found, 1);
+        assert_eq!((s.corrupt_shards_found, s.scrub_passes), (1, 1));
+        assert_eq!(s.corrupt_shards, [key(7)]);
     }
 
     #[tokio::test]

@@ -2,11 +2,11 @@
 //! kind, and corrupt shards found (by reads and by the scrubber), each corrupt shard counted
 //! once and logged with its full address.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use rackpoint_proto::limits::MAX_TRACKED_CORRUPT_SHARDS;
+use rackpoint_proto::limits::{MAX_STATS_CORRUPT_KEYS, MAX_TRACKED_CORRUPT_SHARDS};
 use rackpoint_proto::wire::RequestCounters;
 use rackpoint_proto::{NodeId, NodeStats, Request, ShardKey};
 
@@ -40,6 +40,8 @@ pub enum FoundBy {
     Read,
     /// The background scrubber.
     Scrubber,
+    /// A client's `VerifyShard`.
+    Verify,
 }
 
 /// The node's request and corruption counters; share it behind an `Arc`.
@@ -48,7 +50,8 @@ pub struct NodeCounters {
     requests: [KindCounters; KINDS.len()],
     corrupt_found: AtomicU64,
     scrubbed: AtomicU64,
-    corrupt_keys: Mutex<HashSet<ShardKey>>,
+    scrub_passes: AtomicU64,
+    corrupt_keys: Mutex<BTreeSet<ShardKey>>,
 }
 
 impl NodeCounters {
@@ -65,11 +68,20 @@ impl NodeCounters {
         self.scrubbed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one complete scrubber pass over every stored shard.
+    pub fn record_scrub_pass(&self) {
+        self.scrub_passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn corrupt_keys(&self) -> MutexGuard<'_, BTreeSet<ShardKey>> {
+        self.corrupt_keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Logs a corrupt shard with its full address and counts it once (a shard found again
     /// is logged, not counted again). Returns whether it was new.
     pub fn report_corrupt(&self, key: &ShardKey, found_by: FoundBy, reason: &str) -> bool {
         let new = {
-            let mut keys = self.corrupt_keys.lock().unwrap_or_else(|p| p.into_inner());
+            let mut keys = self.corrupt_keys();
             keys.len() >= MAX_TRACKED_CORRUPT_SHARDS || keys.insert(key.clone())
         };
         if new {
@@ -89,7 +101,16 @@ impl NodeCounters {
         if self.corrupt_found.load(Ordering::Relaxed) == 0 {
             return;
         }
-        self.corrupt_keys.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.corrupt_keys().remove(key);
+    }
+
+    /// Forgets every corrupt shard for which `gone` is true (deleted with its checkpoint or
+    /// as an orphan).
+    pub fn forget_corrupt_where(&self, mut gone: impl FnMut(&ShardKey) -> bool) {
+        if self.corrupt_found.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.corrupt_keys().retain(|k| !gone(k));
     }
 
     /// The `Stats` reply: these counters joined with the engine's.
@@ -101,6 +122,13 @@ impl NodeCounters {
             manifests: engine.manifests,
             corrupt_shards_found: self.corrupt_found.load(Ordering::Relaxed),
             scrubbed_shards: self.scrubbed.load(Ordering::Relaxed),
+            scrub_passes: self.scrub_passes.load(Ordering::Relaxed),
+            corrupt_shards: self
+                .corrupt_keys()
+                .iter()
+                .take(MAX_STATS_CORRUPT_KEYS)
+                .cloned()
+                .collect(),
             requests: KINDS
                 .iter()
                 .zip(&self.requests)
@@ -159,6 +187,24 @@ mod tests {
         assert!(c.report_corrupt(&key(1), FoundBy::Read, "test"));
         c.forget_corrupt(&key(0));
         assert!(c.report_corrupt(&key(0), FoundBy::Scrubber, "test"));
-        assert_eq!(c.snapshot(NodeId(1), EngineCounts::default()).corrupt_shards_found, 3);
+        let s = c.snapshot(NodeId(1), EngineCounts::default());
+        assert_eq!(s.corrupt_shards_found, 3);
+        assert_eq!(s.corrupt_shards, [key(0), key(1)], "the keys known corrupt now");
+        c.forget_corrupt_where(|k| k.index.0 == 1);
+        let s = c.snapshot(NodeId(1), EngineCounts::default());
+        assert_eq!((s.corrupt_shards_found, s.corrupt_shards), (3, vec![key(0)]));
+    }
+
+    #[test]
+    fn stats_list_a_bounded_number_of_corrupt_keys() {
+        let c = NodeCounters::default();
+        for i in 0..(MAX_STATS_CORRUPT_KEYS as u8 + 5) {
+            c.report_corrupt(&key(i), FoundBy::Verify, "test");
+        }
+        let s = c.snapshot(NodeId(1), EngineCounts::default());
+        assert_eq!(s.corrupt_shards_found, MAX_STATS_CORRUPT_KEYS as u64 + 5);
+        assert_eq!(s.corrupt_shards.len(), MAX_STATS_CORRUPT_KEYS);
+        assert_eq!(s.corrupt_shards[0], key(0));
+        assert_eq!(KINDS[..Request::KINDS.len()], Request::KINDS);
     }
 }

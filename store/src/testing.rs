@@ -77,6 +77,7 @@ pub fn node_config(dir: &Path, ca: &TestCa, id: NodeId) -> NodeConfig {
         key: dir.join("node.key"),
         capacity_bytes: 0,
         scrub_bytes_per_sec: 0,
+        scrub_start_jitter_ms: 0,
     }
 }
 

@@ -6,7 +6,9 @@
 //!   in flight) against writing the same bytes to a local file with fsync;
 //! - `save-restore`: save, healthy restore and restore with 2 of 6 nodes killed against a
 //!   local file write + fsync and a cold read;
-//! - `save-async-stall`: how long `Client::save_async` blocks the caller against a memcpy.
+//! - `save-async-stall`: how long `Client::save_async` blocks the caller against a memcpy;
+//! - `repair`: repair of one wiped node's shards (time to full redundancy, throughput, client
+//!   CPU), and a restore's throughput beside a repair with and without the read limit.
 //!
 //! `save-restore` also measures, in the same run, the transport's ceiling (raw quinn over
 //! one connection, see `ceiling`), a warm memcpy, and the CLI's file paths (`rackpoint put`,
@@ -32,6 +34,7 @@ use rackpoint_benches::{
 };
 use rackpoint_client::cluster_dir::{InitOptions, NODE_FILE};
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
+use rackpoint_client::repair::{RepairOptions, RepairScope};
 use rackpoint_client::restore::{RestoredObject, Which};
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::transport::Transport;
@@ -84,6 +87,8 @@ enum Scenario {
     SaveRestore,
     /// The caller's stall in `save_async` against a memcpy of the same buffer.
     SaveAsyncStall,
+    /// Repair after one node's data is wiped; a restore beside it, limited and not.
+    Repair,
     /// Internal: the far end of the transport-ceiling measurement (started by `save-restore`).
     #[value(hide = true)]
     QuicSink,
@@ -104,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     println!("$ {}", command_line());
     let size_mib = args.size_mib.unwrap_or(match args.scenario {
         Scenario::NodePut => 512,
-        Scenario::SaveRestore | Scenario::SaveAsyncStall | Scenario::QuicSink => 1024,
+        Scenario::SaveRestore | Scenario::SaveAsyncStall | Scenario::Repair | Scenario::QuicSink => 1024,
     });
     let size = size_mib
         .checked_mul(MIB as u64)
@@ -135,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::NodePut => node_put(&env),
         Scenario::SaveRestore => save_restore(&env),
         Scenario::SaveAsyncStall => save_async_stall(&env),
+        Scenario::Repair => repair(&env),
         Scenario::QuicSink => unreachable!("served above"),
     }
 }
@@ -859,5 +865,163 @@ fn save_async_stall(env: &Env) -> anyhow::Result<()> {
         env.size / MIB
     );
     print!("{}", table.render());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// repair
+
+/// The node whose data folder the `repair` scenario wipes.
+const WIPED: NodeId = NodeId(3);
+/// Read limit of the limited repair in the `repair` scenario (the default).
+const REPAIR_LIMIT: u64 = rackpoint_proto::limits::REPAIR_DEFAULT_READ_BYTES_PER_SEC;
+
+/// This process's user + system CPU seconds so far (`/proc/self/stat`, USER_HZ = 100).
+fn cpu_secs() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("/proc/self/stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("/proc/self/stat field")?.parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Kills `node`, deletes its data folder and starts it again empty.
+fn wipe(cluster: &mut LocalCluster, node: NodeId) -> anyhow::Result<()> {
+    cluster.kill(node)?;
+    let data = cluster.node_dir(node).join(rackpoint_client::cluster_dir::NODE_DATA_DIR);
+    std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))?;
+    cluster.restart(node)?;
+    Ok(())
+}
+
+/// One repair of the wiped node's shards with `limit`; returns its time, the shard bytes it
+/// wrote and the client CPU seconds it took, after checking full redundancy with `verify`.
+fn timed_repair(
+    env: &Env,
+    cluster: &LocalCluster,
+    job: &JobName,
+    limit: Option<u64>,
+) -> anyhow::Result<(Duration, u64, f64)> {
+    // A fresh client has not seen the wiped node down: its shards are rewritten in place.
+    let client = Client::connect(&cluster.cluster_file())?;
+    let options = RepairOptions { read_bytes_per_sec: limit };
+    let (cpu, started) = (cpu_secs()?, Instant::now());
+    let report = env.rt.block_on(client.repair(job, RepairScope::Step(Step(1)), options))?;
+    let (took, cpu) = (started.elapsed(), cpu_secs()? - cpu);
+    ensure!(report.is_complete(), "repair left problems: {report:?}");
+    let written = report.parts.iter().map(|p| p.bytes_written).sum();
+    let verify = env.rt.block_on(client.verify(job, Step(1)))?;
+    ensure!(
+        verify.is_healthy() && verify.survives_more_failures == Some(2),
+        "not at full redundancy after repair: {verify:?}"
+    );
+    Ok((took, written, cpu))
+}
+
+/// Restores the checkpoint while a repair of the wiped node runs beside it (from another
+/// client); returns the restore's time.
+fn restore_during_repair(
+    env: &Env,
+    cluster: &mut LocalCluster,
+    job: &JobName,
+    objects: &[(ObjectName, Bytes)],
+    limit: Option<u64>,
+) -> anyhow::Result<Duration> {
+    wipe(cluster, WIPED)?;
+    let _guard = env.rt.enter();
+    let repairer = Client::connect(&cluster.cluster_file())?;
+    let reader = Client::connect(&cluster.cluster_file())?;
+    let (job2, options) = (job.clone(), RepairOptions { read_bytes_per_sec: limit });
+    let repair = env
+        .rt
+        .spawn(async move { repairer.repair(&job2, RepairScope::Step(Step(1)), options).await });
+    note_cache_drop(&mut Vec::new(), "before the restore during repair");
+    let took = timed_restore(env, &reader, job, objects, "restore during repair")?;
+    let report = env.rt.block_on(repair)??;
+    ensure!(report.is_complete(), "repair left problems: {report:?}");
+    Ok(took)
+}
+
+fn repair(env: &Env) -> anyhow::Result<()> {
+    let objects = two_objects(env.size)?;
+    let job = JobName::new("harness-repair")?;
+    let bytes = env.size as u64;
+    let mut alone = Series::new("Client::restore, no repair running", bytes);
+    let mut beside = Series::new("Client::restore beside an unlimited repair", bytes);
+    let mut beside_limited = Series::new(
+        format!("Client::restore beside a repair limited to {} MiB/s", REPAIR_LIMIT / MIB as u64),
+        bytes,
+    );
+    let (mut unlimited, mut limited) = (Vec::new(), Vec::new());
+    let mut cpu_per_gib = Vec::new();
+    let mut cache_notes = Vec::new();
+    for run in 0..env.runs {
+        let dir = env.fresh_dir()?;
+        let mut cluster = env.start_cluster(&dir.path().join("cluster"), 6, 3)?;
+        let _guard = env.rt.enter();
+        let client = Client::connect(&cluster.cluster_file())?;
+        env.rt.block_on(client.save(save_request(&job, &objects))).context("save")?;
+        note_cache_drop(&mut cache_notes, "before the restore alone");
+        alone.times.push(timed_restore(env, &client, &job, &objects, "restore alone")?);
+        drop(client);
+
+        wipe(&mut cluster, WIPED)?;
+        let (took, written, cpu) = timed_repair(env, &cluster, &job, None)?;
+        cpu_per_gib.push(cpu / (written as f64 / (1u64 << 30) as f64));
+        unlimited.push((took, written));
+        wipe(&mut cluster, WIPED)?;
+        limited
+            .push(timed_repair(env, &cluster, &job, Some(REPAIR_LIMIT)).map(|(t, w, _)| (t, w))?);
+
+        beside.times.push(restore_during_repair(env, &mut cluster, &job, &objects, None)?);
+        let with_limit =
+            restore_during_repair(env, &mut cluster, &job, &objects, Some(REPAIR_LIMIT))?;
+        beside_limited.times.push(with_limit);
+        eprintln!("run {} of {} done", run + 1, env.runs);
+    }
+    let mut repairs = Table::new(&[
+        "repair of one wiped node",
+        "shard MiB written",
+        "s to full redundancy (median)",
+        "MiB/s written (median)",
+        "client CPU s per GiB written",
+    ]);
+    for (label, samples, cpu) in
+        [("no read limit", &unlimited, Some(&cpu_per_gib)), ("limit", &limited, None)]
+    {
+        let secs: Vec<f64> = samples.iter().map(|(t, _)| t.as_secs_f64()).collect();
+        let rates: Vec<f64> = samples.iter().map(|(t, w)| mib_per_s(*w, *t)).collect();
+        let mib = samples.first().map_or(0, |(_, w)| w / MIB as u64);
+        let label = if label == "limit" {
+            format!("read limit {} MiB/s", REPAIR_LIMIT / MIB as u64)
+        } else {
+            label.to_owned()
+        };
+        let cpu = cpu.and_then(|c| median(c)).map_or(String::new(), |c| format!("{c:.2}"));
+        repairs.row(vec![
+            label,
+            mib.to_string(),
+            format!("{:.2}", median(&secs).unwrap_or(f64::NAN)),
+            format!("{:.0}", median(&rates).unwrap_or(f64::NAN)),
+            cpu,
+        ]);
+    }
+    let mut restores = Table::new(&columns(&["ratio to restore alone"]));
+    restores.row(row(&alone, &[String::new()]));
+    for s in [&beside, &beside_limited] {
+        restores.row(row(s, &[ratio(s.median_ratio(&alone))]));
+    }
+    println!(
+        "\nrepair: {} MiB checkpoint on a fresh 6-node 3-rack cluster (4+2, 1 MiB shards) per \
+         run; node {WIPED}'s data folder is wiped and the node restarted empty before each \
+         repair; 'full redundancy' is checked by verify after each repair",
+        env.size / MIB
+    );
+    print!("{}", repairs.render());
+    print!("{}", restores.render());
+    print_cache_notes(&cache_notes);
     Ok(())
 }

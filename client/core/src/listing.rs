@@ -5,8 +5,9 @@
 //! committed part has been seen at least once. From that moment the nodes still silent get a
 //! grace period (one hedging threshold); after it they are left out, and the driver suspects
 //! them (marks them down). A node that replied with an error counts as replied, not answered.
-//! Replicas that disagree on a part's manifest id are reported, and the first id seen is
-//! kept.
+//! Replicas that disagree on a part's manifest id are reported; the highest revision wins
+//! (a repair rewrote it: `ManifestEntry::revision`), and among copies of one revision the
+//! first id seen is kept.
 //!
 //! Drive it with [`ListingQuorum::on_answer`] and [`ListingQuorum::on_error`], and ask
 //! [`ListingQuorum::poll`] whether to wait on (and until when) or stop.
@@ -25,6 +26,10 @@ pub struct PartEntry {
     pub hash: Digest,
     /// Nodes that hold that manifest.
     pub nodes: Vec<NodeId>,
+    /// The manifest's revision (0 until a repair moved some of its shards).
+    pub revision: u32,
+    /// The id of the part's revision 0: what the next manifest's `prev` names.
+    pub base: Digest,
 }
 
 /// Every part of a job, by (step, rank).
@@ -133,7 +138,19 @@ impl ListingQuorum {
             world_size: e.world_size,
             hash: e.hash,
             nodes: Vec::new(),
+            revision: e.revision,
+            base: e.base,
         });
+        if e.revision > part.revision {
+            // A repair's rewrite supersedes the copies seen so far.
+            *part = PartEntry {
+                world_size: e.world_size,
+                hash: e.hash,
+                nodes: Vec::new(),
+                revision: e.revision,
+                base: e.base,
+            };
+        }
         if part.hash != e.hash {
             return Some(Conflict { node, step: e.step, rank: e.rank });
         }
@@ -159,6 +176,8 @@ mod tests {
             world_size: 1,
             len: 1,
             hash: Digest([hash; 32]),
+            revision: 0,
+            base: Digest([hash; 32]),
         }
     }
 
@@ -206,6 +225,30 @@ mod tests {
         assert_eq!(listing[&(Step(1), Rank(0))].hash, Digest([7; 32]));
         assert_eq!(listing[&(Step(1), Rank(0))].nodes, vec![NodeId(1)]);
         assert_eq!(listing[&(Step(2), Rank(0))].nodes, vec![NodeId(2)]);
+    }
+
+    #[test]
+    fn a_higher_revision_wins_whatever_the_order() {
+        let repaired = ManifestEntry { revision: 1, hash: Digest([9; 32]), ..entry(1, 0, 7) };
+        for first_the_repaired in [false, true] {
+            let (mut q, t0) = (ListingQuorum::new(six(), 2), Instant::now());
+            let (a, b) = if first_the_repaired {
+                (repaired.clone(), entry(1, 0, 7))
+            } else {
+                (entry(1, 0, 7), repaired.clone())
+            };
+            q.on_answer(NodeId(1), vec![a], t0, GRACE);
+            q.on_answer(NodeId(2), vec![b], t0, GRACE);
+            q.on_answer(NodeId(3), vec![repaired.clone()], t0, GRACE);
+            let part = &q.into_listing()[&(Step(1), Rank(0))];
+            assert_eq!(
+                (part.revision, part.hash, part.base),
+                (1, Digest([9; 32]), Digest([7; 32]))
+            );
+            let holders =
+                if first_the_repaired { [NodeId(1), NodeId(3)] } else { [NodeId(2), NodeId(3)] };
+            assert_eq!(part.nodes, holders);
+        }
     }
 
     #[test]

@@ -553,6 +553,16 @@ pub fn verify_chain(manifests: &[Manifest]) -> Vec<ChainProblem> {
 ///   if it names none (`None`) that is `Unlinked`, if it names an unlisted id a `Gap`, and if
 ///   it names another listed manifest a `Reorder`.
 pub fn verify_chain_with_ids(manifests: &[(Digest, Manifest)]) -> Vec<ChainProblem> {
+    verify_chain_with_bases(manifests, &HashMap::new())
+}
+
+/// [`verify_chain_with_ids`] where some manifests were rewritten by a repair (their shards
+/// moved): `bases` maps such a manifest's own id to the id of its part's revision 0, the
+/// id the next manifest's `prev` names, so the chain runs through the rewrite.
+pub fn verify_chain_with_bases(
+    manifests: &[(Digest, Manifest)],
+    bases: &HashMap<Digest, Digest>,
+) -> Vec<ChainProblem> {
     let mut problems = Vec::new();
     let mut sorted: Vec<&(Digest, Manifest)> = manifests.iter().collect();
     sorted.sort_by_key(|(claimed, m)| (m.step, *claimed));
@@ -576,6 +586,9 @@ pub fn verify_chain_with_ids(manifests: &[(Digest, Manifest)]) -> Vec<ChainProbl
             links.len() - 1
         });
         by_id.entry(*claimed).or_insert(i);
+        if let Some(base) = bases.get(&actual) {
+            by_id.entry(*base).or_insert(i);
+        }
     }
     problems.extend(link_problems(&links, &by_id));
     problems

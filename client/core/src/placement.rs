@@ -75,7 +75,8 @@ fn weight(keyed: &blake3::Hasher, id: NodeId) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// The up nodes of `map` in rank order for `key` (duplicate ids kept once).
+/// The up nodes of `map` in rank order for `key` (duplicate ids kept once); decommissioned
+/// nodes are never chosen.
 fn ranked<'m>(
     map: &'m ClusterMap,
     key: &[u8],
@@ -86,7 +87,7 @@ fn ranked<'m>(
     let mut c: Vec<Candidate<'m>> = map
         .nodes
         .iter()
-        .filter(|n| !is_down(n.id))
+        .filter(|n| !n.decommissioned && !is_down(n.id))
         .map(|n| Candidate { id: n.id, rack: &n.rack, weight: weight(&keyed, n.id) })
         .collect();
     c.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.id.cmp(&b.id)));
@@ -297,7 +298,12 @@ mod tests {
             for _ in 0..count {
                 let id = nodes.len() as u32 + 1;
                 let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16));
-                nodes.push(NodeInfo { id: NodeId(id), addr, rack: format!("rack-{r}") });
+                nodes.push(NodeInfo {
+                    id: NodeId(id),
+                    addr,
+                    rack: format!("rack-{r}"),
+                    decommissioned: false,
+                });
             }
         }
         ClusterMap {

@@ -118,7 +118,7 @@ fn client(ca: &ClusterCa, nodes: &[(NodeId, SocketAddr)]) -> Transport {
         tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
         nodes: nodes
             .iter()
-            .map(|&(id, addr)| NodeInfo { id, addr, rack: "rack-0".into() })
+            .map(|&(id, addr)| NodeInfo { id, addr, rack: "rack-0".into(), decommissioned: false })
             .collect(),
     };
     Transport::new(&map, &tls).expect("transport")

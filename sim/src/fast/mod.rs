@@ -119,6 +119,7 @@ pub fn sim_map(shape: ClusterShape, code: CodeParams) -> ClusterMap {
                 7000,
             )),
             rack: format!("rack-{}", (i as usize - 1) % shape.racks),
+            decommissioned: false,
         })
         .collect();
     let tls =

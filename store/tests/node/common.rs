@@ -137,7 +137,7 @@ pub async fn get_manifest(
 /// The node's counters.
 pub async fn stats(t: &Transport, node: NodeId) -> NodeStats {
     match t.call(node, &Request::Stats, Bytes::new()).await.expect("Stats").response {
-        Response::Stats(stats) => stats,
+        Response::Stats(stats) => *stats,
         other => panic!("Stats answered {other:?}"),
     }
 }

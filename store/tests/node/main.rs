@@ -1,6 +1,7 @@
 //! Integration tests of `rackpoint-store` as a real process: QUIC with mutual TLS on
 //! loopback, RocksDB on disk, signals, restarts. Every wait is on a real event (a line the
-//! node prints, its exit, a reply); none sleeps.
+//! node prints, its exit, a reply, a counter in `Stats` polled until it moves, bounded);
+//! none sleeps for a guessed time.
 
 mod common;
 
@@ -8,5 +9,6 @@ mod bad_frames;
 mod corruption;
 mod durability;
 mod lifecycle;
+mod maintenance;
 mod round_trip;
 mod tls_refusal;

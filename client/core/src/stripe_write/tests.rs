@@ -19,6 +19,7 @@ fn map(nodes: u32, racks: u32) -> ClusterMap {
                 id: NodeId(id),
                 addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
                 rack: format!("rack-{}", id % racks),
+                decommissioned: false,
             })
             .collect(),
     }

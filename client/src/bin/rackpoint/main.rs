@@ -7,6 +7,7 @@ mod commands;
 mod demo;
 mod exit;
 mod json;
+mod lifecycle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,10 @@ enum Command {
     Verify(commands::VerifyArgs),
     /// Delete a checkpoint from every node.
     Rm(commands::RmArgs),
+    /// Bring a checkpoint (`--step N`) or every checkpoint (`--all`) back to full redundancy.
+    Repair(lifecycle::RepairArgs),
+    /// Keep the newest N complete checkpoints (`--keep N`), delete older ones and orphans.
+    Gc(lifecycle::GcArgs),
     /// The main job on an embedded default: a 6-node cluster on loopback, a checkpoint saved,
     /// two nodes killed with SIGKILL, the checkpoint restored and verified.
     Demo(demo::DemoArgs),
@@ -68,7 +73,11 @@ impl Command {
             Command::Get(_) => Some("get"),
             Command::Ls(_) => Some("ls"),
             Command::Verify(_) => Some("verify"),
-            Command::Cluster(_) | Command::Rm(_) | Command::Demo(_) => None,
+            Command::Cluster(_)
+            | Command::Rm(_)
+            | Command::Repair(_)
+            | Command::Gc(_)
+            | Command::Demo(_) => None,
         }
     }
 }
@@ -131,6 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Ls(a) => commands::ls(&global, a).await,
             Command::Verify(a) => commands::verify(&global, a).await,
             Command::Rm(a) => commands::rm(&global, a).await,
+            Command::Repair(a) => lifecycle::repair(&global, a).await,
+            Command::Gc(a) => lifecycle::gc(&global, a).await,
             Command::Demo(a) => demo::run(a).await,
         }
     })

@@ -1,0 +1,288 @@
+//! Retention and garbage collection. [`gc`] keeps the newest `keep` complete checkpoints of a
+//! job and deletes every older step: first its manifests on every node that holds one (so
+//! from then on no reader picks it), then its shards and manifests by checkpoint range on
+//! every node, which returns their disk space. It also removes orphans: parts that have
+//! shards on some node but no manifest on any, once their newest shard is older than the
+//! grace period by the node's own clock (before that a save may still be writing them).
+//! Orphans are only judged on a listing that all but m nodes answered (every committed
+//! manifest lies on m + 1 nodes, so such a listing sees every committed part), and a node
+//! that holds a manifest of the part refuses the sweep.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::join_all;
+use rackpoint_proto::limits::DEFAULT_ORPHAN_GRACE_MS;
+use rackpoint_proto::{JobName, ManifestKey, NodeId, PartShards, Rank, Step};
+
+use crate::catalog::{self, Listing};
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::manifest;
+use crate::transport::TransportError;
+
+/// What to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Complete checkpoints to keep (the newest ones). 0 keeps every checkpoint and only
+    /// collects orphans.
+    pub keep: usize,
+    /// Orphan shards younger than this (by the node's clock) are kept.
+    pub orphan_grace_ms: u64,
+}
+
+impl GcOptions {
+    /// Keep the newest `keep` complete checkpoints, with the default orphan grace.
+    pub fn keep(keep: usize) -> Self {
+        Self { keep, orphan_grace_ms: DEFAULT_ORPHAN_GRACE_MS }
+    }
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The complete checkpoints kept by the retention rule, oldest first.
+    pub kept: Vec<Step>,
+    /// Steps deleted, oldest first.
+    pub deleted_steps: Vec<Step>,
+    /// Shards removed with them, over all nodes.
+    pub shards_deleted: u64,
+    /// Manifests removed with them, over all nodes.
+    pub manifests_deleted: u64,
+    /// Orphan parts swept (on at least one node).
+    pub orphan_parts: Vec<(Step, Rank)>,
+    /// Orphan shards removed, over all nodes.
+    pub orphan_shards_deleted: u64,
+    /// Their bytes.
+    pub orphan_bytes_deleted: u64,
+    /// Orphan shards kept because they are younger than the grace period.
+    pub orphan_shards_young: u64,
+    /// Whether orphans were judged (false when too many nodes did not answer).
+    pub orphans_checked: bool,
+    /// Nodes that could not be reached or refused, and why (they keep their copies until a
+    /// later collection).
+    pub node_errors: Vec<(NodeId, String)>,
+}
+
+/// The steps to delete under "keep the newest `keep` complete checkpoints": every listed
+/// step older than the oldest one kept; nothing while fewer than `keep` are complete.
+/// Returns (kept, deleted), oldest first.
+pub fn retention(listing: &Listing, keep: usize) -> (Vec<Step>, Vec<Step>) {
+    let mut steps: BTreeMap<Step, (u32, Vec<Rank>)> = BTreeMap::new();
+    for ((step, rank), part) in listing {
+        let e = steps.entry(*step).or_insert((part.world_size, Vec::new()));
+        e.1.push(*rank);
+    }
+    let complete: Vec<Step> = steps
+        .iter()
+        .filter(|(_, (world, ranks))| manifest::is_complete(*world, ranks.iter().copied()))
+        .map(|(s, _)| *s)
+        .collect();
+    if keep == 0 || complete.len() < keep {
+        return (complete, Vec::new());
+    }
+    let kept = complete[complete.len() - keep..].to_vec();
+    let oldest_kept = kept[0];
+    let deleted = steps.keys().copied().filter(|s| *s < oldest_kept).collect();
+    (kept, deleted)
+}
+
+/// `keep_last` after a committed save: rank 0 applies retention (no orphan sweep) with
+/// `keep` (0: off). Failures are logged; the save stands.
+pub(crate) async fn after_save(ctx: &Ctx, job: &JobName, rank: Rank, keep: usize) {
+    if keep == 0 || rank != Rank(0) {
+        return;
+    }
+    let options = GcOptions { keep, orphan_grace_ms: u64::MAX };
+    match gc_parts(ctx, job, options, false).await {
+        Ok(r) if r.node_errors.is_empty() => {}
+        Ok(r) => tracing::warn!(%job, errors = ?r.node_errors, "retention after save left copies"),
+        Err(e) => tracing::warn!(%job, "retention after save failed: {e}"),
+    }
+}
+
+/// Runs retention and orphan collection on `job` (see the module doc).
+pub(crate) async fn gc(ctx: &Ctx, job: &JobName, options: GcOptions) -> Result<GcReport> {
+    gc_parts(ctx, job, options, true).await
+}
+
+/// Retention, then (with `orphans`) orphan collection.
+async fn gc_parts(ctx: &Ctx, job: &JobName, options: GcOptions, orphans: bool) -> Result<GcReport> {
+    let listing = catalog::list_job(ctx, job).await?;
+    let (kept, deleted) = retention(&listing, options.keep);
+    let mut report = GcReport { kept, ..GcReport::default() };
+    for step in deleted {
+        delete_step(ctx, job, step, &listing, &mut report).await;
+    }
+    if orphans {
+        collect_orphans(ctx, job, options.orphan_grace_ms, &mut report).await?;
+    }
+    report.node_errors.sort_by_key(|(n, _)| *n);
+    report.node_errors.dedup();
+    Ok(report)
+}
+
+/// Deletes one step: its manifests first, wherever listed, then its whole key ranges.
+async fn delete_step(
+    ctx: &Ctx,
+    job: &JobName,
+    step: Step,
+    listing: &Listing,
+    report: &mut GcReport,
+) {
+    let manifests =
+        listing.range((step, Rank(0))..=(step, Rank(u32::MAX))).flat_map(|((_, rank), part)| {
+            let key = ManifestKey { job: job.clone(), step, rank: *rank };
+            part.nodes.iter().map(move |&n| (n, key.clone()))
+        });
+    let deletes =
+        manifests.map(|(n, key)| async move { (n, ctx.delete_manifest(n, key, None).await) });
+    for (n, r) in join_all(deletes).await {
+        if let Err(e) = r {
+            report.node_errors.push((n, e.to_string()));
+        }
+    }
+    let ranges = ctx
+        .map
+        .nodes
+        .iter()
+        .map(|n| async move { (n.id, ctx.delete_checkpoint(n.id, job, step).await) });
+    for (n, r) in join_all(ranges).await {
+        match r {
+            Ok((shards, manifests)) => {
+                report.shards_deleted += shards;
+                report.manifests_deleted += manifests;
+            }
+            Err(e) => report.node_errors.push((n, e.to_string())),
+        }
+    }
+    report.deleted_steps.push(step);
+}
+
+/// Every part summary one node lists for `job`, across pages.
+async fn node_parts(
+    ctx: &Ctx,
+    node: NodeId,
+    job: &JobName,
+) -> std::result::Result<Vec<PartShards>, TransportError> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let (entries, more) = ctx.list_parts(node, job, after).await?;
+        after = entries.last().map(|p| (p.step, p.rank));
+        all.extend(entries);
+        if !more || after.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+/// Sweeps the orphan parts of `job` on every node, judged on a fresh listing of manifests
+/// and part summaries from all but at most m nodes.
+async fn collect_orphans(
+    ctx: &Ctx,
+    job: &JobName,
+    grace_ms: u64,
+    report: &mut GcReport,
+) -> Result<()> {
+    let summaries = join_all(
+        ctx.map.nodes.iter().map(|n| async move { (n.id, node_parts(ctx, n.id, job).await) }),
+    )
+    .await;
+    // The manifests are listed after the parts: a part committed in between is seen.
+    let listing = catalog::list_job(ctx, job).await?;
+    let answered = summaries.iter().filter(|(_, r)| r.is_ok()).count();
+    let enough = ctx.map.nodes.len().saturating_sub(usize::from(ctx.map.code.m)).max(1);
+    if answered < enough {
+        for (n, r) in &summaries {
+            if let Err(e) = r {
+                report.node_errors.push((*n, e.to_string()));
+            }
+        }
+        return Ok(());
+    }
+    report.orphans_checked = true;
+    let mut swept: BTreeSet<(Step, Rank)> = BTreeSet::new();
+    let mut sweeps = Vec::new();
+    for (node, parts) in summaries {
+        let Ok(parts) = parts else { continue };
+        for p in parts {
+            let committed = listing.contains_key(&(p.step, p.rank));
+            if committed || report.deleted_steps.contains(&p.step) {
+                continue;
+            }
+            if p.newest_age_ms < grace_ms {
+                report.orphan_shards_young += p.shards;
+                continue;
+            }
+            let key = ManifestKey { job: job.clone(), step: p.step, rank: p.rank };
+            sweeps.push((node, key));
+        }
+    }
+    let calls = sweeps.into_iter().map(|(node, key)| async move {
+        let r = ctx.delete_orphan_shards(node, key.clone(), grace_ms).await;
+        (node, key, r)
+    });
+    for (node, key, r) in join_all(calls).await {
+        match r {
+            Ok((shards, bytes, young)) => {
+                report.orphan_shards_deleted += shards;
+                report.orphan_bytes_deleted += bytes;
+                report.orphan_shards_young += young;
+                if shards > 0 {
+                    swept.insert((key.step, key.rank));
+                }
+            }
+            Err(e) => report.node_errors.push((node, e.to_string())),
+        }
+    }
+    report.orphan_parts = swept.into_iter().collect();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::PartEntry;
+    use rackpoint_proto::Digest;
+
+    fn listing(parts: &[(u64, u32, u32)]) -> Listing {
+        parts
+            .iter()
+            .map(|&(step, rank, world_size)| {
+                let entry = PartEntry {
+                    world_size,
+                    hash: Digest::default(),
+                    nodes: vec![NodeId(1)],
+                    revision: 0,
+                    base: Digest::default(),
+                };
+                ((Step(step), Rank(rank)), entry)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_complete_checkpoints() {
+        // Steps 10, 20, 40 complete; 30 missing rank 1; 50 still being written.
+        let l = listing(&[
+            (10, 0, 2),
+            (10, 1, 2),
+            (20, 0, 2),
+            (20, 1, 2),
+            (30, 0, 2),
+            (40, 0, 2),
+            (40, 1, 2),
+            (50, 1, 2),
+        ]);
+        let (kept, deleted) = retention(&l, 2);
+        assert_eq!(kept, [Step(20), Step(40)]);
+        assert_eq!(deleted, [Step(10)], "incomplete 30 and 50 are newer than the oldest kept");
+        let (kept, deleted) = retention(&l, 1);
+        assert_eq!((kept, deleted), (vec![Step(40)], vec![Step(10), Step(20), Step(30)]));
+        let (_, deleted) = retention(&l, 3);
+        assert!(deleted.is_empty(), "exactly three are complete: keep all");
+        let (_, deleted) = retention(&l, 4);
+        assert!(deleted.is_empty(), "fewer complete than asked: delete nothing");
+        assert!(retention(&l, 0).1.is_empty(), "0 keeps everything");
+    }
+}

@@ -57,29 +57,44 @@ pub(crate) struct PyClient {
 }
 
 impl PyClient {
-    /// The Rust client of this process, made on first use (and again after `fork`).
+    /// The Rust client of this process, made on first use (and again after `fork`). The lock
+    /// is taken with the GIL released: a thread that holds it while connecting must be able to
+    /// take the GIL back afterwards.
     fn client(&self, py: Python<'_>) -> PyResult<Client> {
-        let pid = std::process::id();
-        let mut slot = self.inner.lock().unwrap_or_else(|poison| poison.into_inner());
-        if let Some((owner, client)) = slot.as_ref() {
-            if *owner == pid {
-                return Ok(client.clone());
+        py.detach(|| {
+            let pid = std::process::id();
+            let mut slot = self.inner.lock().unwrap_or_else(|poison| poison.into_inner());
+            if let Some((owner, client)) = slot.as_ref() {
+                if *owner == pid {
+                    return Ok(client.clone());
+                }
             }
-        }
-        // A client inherited through fork belongs to the parent's runtime: leak it.
-        if let Some((_, inherited)) = slot.take() {
-            std::mem::forget(inherited);
-        }
-        let rt = runtime::get()?;
-        let path = self.cluster_file.clone();
-        let client = py
-            .detach(|| {
-                let _in_runtime = rt.enter();
-                Client::connect(&path)
-            })
-            .map_err(|e| to_py(py, e))?;
-        *slot = Some((pid, client.clone()));
-        Ok(client)
+            // A client inherited through fork belongs to the parent's runtime: leak it.
+            if let Some((_, inherited)) = slot.take() {
+                std::mem::forget(inherited);
+            }
+            let rt = runtime::get()?;
+            let _in_runtime = rt.enter();
+            let client = Client::connect(&self.cluster_file).map_err(ConnectError::Client)?;
+            *slot = Some((pid, client.clone()));
+            Ok(client)
+        })
+        .map_err(|e| match e {
+            ConnectError::Client(e) => to_py(py, e),
+            ConnectError::Python(e) => e,
+        })
+    }
+}
+
+/// Why a client could not be made (converted to a Python exception once the GIL is back).
+enum ConnectError {
+    Client(ClientError),
+    Python(PyErr),
+}
+
+impl From<PyErr> for ConnectError {
+    fn from(e: PyErr) -> Self {
+        ConnectError::Python(e)
     }
 }
 

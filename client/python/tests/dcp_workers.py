@@ -126,12 +126,13 @@ def save_then_die(rank: int, world: int, cluster: str, job: str) -> None:
     save_dying(rank, world, cluster, f"rackpoint://{job}/2", 2)
 
 
-def async_save_then_load(rank: int, world: int, cluster: str, checkpoint_id: str, seed: int) -> None:
+def async_save_then_load_latest(rank: int, world: int, cluster: str, job: str, seed: int) -> None:
+    """async_save at step ``seed``, then every rank loads ``latest`` (resolved on rank 0)."""
     sd = state(seed, world)
-    future = dcp.async_save(sd, checkpoint_id=checkpoint_id, storage_writer=Writer(cluster))
+    future = dcp.async_save(sd, checkpoint_id=f"rackpoint://{job}/{seed}", storage_writer=Writer(cluster))
     # DCP staged a copy: changing the live state now must not reach the checkpoint.
     sd["fp32"].add_(1.0)
     sd["int64"].zero_()
     future.result()
     dist.barrier()
-    load_and_check(rank, world, cluster, checkpoint_id, seed)
+    load_and_check(rank, world, cluster, f"rackpoint://{job}/latest", seed)

@@ -87,11 +87,11 @@ def test_rank_dying_before_finish_leaves_no_complete_checkpoint(cluster, group_o
     w.load_and_check(0, 1, cf, f"rackpoint://{JOB}/latest", 1)
 
 
-def test_async_save_then_load(cluster):
+def test_async_save_then_load_latest_on_two_ranks(cluster):
     cf = str(cluster.cluster_file)
     writer = Writer(cf, f"rackpoint://{JOB}/3")
     writer.client  # connected: pickling must still leave the connection out
     again = pickle.loads(pickle.dumps(writer))
     assert again._client is None and again.job == JOB and again.step == 3
     assert pickle.loads(pickle.dumps(Reader(cf, f"rackpoint://{JOB}/latest"))).job == JOB
-    w.run_ranks(2, w.async_save_then_load, cf, f"rackpoint://{JOB}/3", 3)
+    w.run_ranks(2, w.async_save_then_load_latest, cf, JOB, 3)

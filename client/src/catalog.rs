@@ -1,125 +1,79 @@
 //! What checkpoints exist and what state they are in: lists manifests from every reachable
-//! node and merges them, applies the completeness rule, fetches a part's manifest from any
-//! replica, and answers `list`, `resume`, `verify` and `delete`.
+//! node and merges them, applies the completeness rule, finds and fetches a part's manifest
+//! from any replica, and answers `list`, `resume`, `verify` and `delete`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rackpoint_proto::limits::{CLIENT_MAX_LISTED_MANIFESTS, MAX_LIST_ENTRIES};
+use rackpoint_proto::limits::CLIENT_MAX_LISTED_MANIFESTS;
 use rackpoint_proto::{
-    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Request, Response,
-    ShardIndex, Step, StripeIndex,
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId,
+    StripeIndex,
 };
 
-use crate::client::Ctx;
-use crate::error::{ClientError, Result};
-use crate::manifest::{self, ChainProblem, Manifest};
+use crate::ctx::Ctx;
+use crate::error::{ClientError, NodeErrors, PassedOverList, Result};
+pub use crate::error::{PassOverReason, PassedOver};
+use crate::listing::{ListingQuorum, QuorumState};
+use crate::manifest::{self, ChainProblem, Manifest, Which};
 use crate::planner::ShardFailure;
 use crate::transport::TransportError;
 
-/// One part as the nodes list it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartEntry {
-    /// Parts in its checkpoint.
-    pub world_size: u32,
-    /// Its manifest id.
-    pub hash: Digest,
-    /// Nodes that hold that manifest.
-    pub nodes: Vec<NodeId>,
-}
+pub use crate::listing::{Listing, PartEntry};
 
-/// Every part of a job, by (step, rank).
-pub type Listing = BTreeMap<(Step, Rank), PartEntry>;
-
-/// Lists a job's parts from every node. Every manifest is on m + 1 nodes, so once all but m
-/// nodes have answered every committed part has been seen at least once: the stragglers get
-/// one hedging threshold more, then are suspected (marked down) and left out. An error only
-/// when no node answers.
-pub(crate) async fn list_job(ctx: &Arc<Ctx>, job: &JobName) -> Result<Listing> {
-    let total = ctx.map.nodes.len();
-    let enough = total.saturating_sub(usize::from(ctx.map.code.m)).max(1);
-    let mut pending: FuturesUnordered<_> = ctx
-        .map
-        .nodes
-        .iter()
-        .map(|n| async move { (n.id, list_node(ctx, n.id, job).await) })
-        .collect();
-    let mut listing = Listing::new();
-    let (mut answered, mut replied, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        let next = async {
-            match grace.as_mut() {
-                Some(g) => tokio::select! { r = pending.next() => r, () = g => None },
-                None => pending.next().await,
-            }
+/// Lists a job's parts from every node: a driver over the pure [`ListingQuorum`] (once all
+/// but m nodes have answered, the stragglers get one hedging threshold more, then are
+/// suspected and left out). An error only when no node answers.
+pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
+    let ids: Vec<NodeId> = ctx.map.nodes.iter().map(|n| n.id).collect();
+    let mut quorum = ListingQuorum::new(ids.clone(), usize::from(ctx.map.code.m));
+    let mut pending: FuturesUnordered<_> =
+        ids.into_iter().map(|n| async move { (n, list_node(ctx, n, job).await) }).collect();
+    let mut errors = Vec::new();
+    while let QuorumState::Waiting(until) = quorum.poll(Instant::now()) {
+        let next = match until {
+            Some(t) => tokio::time::timeout_at(t.into(), pending.next()).await.unwrap_or(None),
+            None => pending.next().await,
         };
-        let Some((node, result)) = next.await else { break };
-        replied.push(node);
+        let Some((node, result)) = next else {
+            if pending.is_empty() {
+                break;
+            }
+            continue;
+        };
         match result {
             Ok(entries) => {
-                merge(&mut listing, node, entries);
-                answered.push(node);
+                for c in quorum.on_answer(node, entries, Instant::now(), ctx.hedge_after()) {
+                    tracing::warn!(node = %c.node, step = %c.step, rank = %c.rank, "node holds a different manifest for this part; ignoring its copy");
+                }
             }
-            Err(e) => errors.push(format!("node {node}: {e}")),
-        }
-        if answered.len() >= enough && grace.is_none() {
-            grace = Some(Box::pin(tokio::time::sleep(ctx.hedge_after())));
+            Err(e) => {
+                quorum.on_error(node);
+                errors.push((node, e));
+            }
         }
     }
     // Still silent after the grace: suspect them (a node that replied with an error has been
-    // judged by `list_node` already).
-    for n in ctx.map.nodes.iter().map(|n| n.id).filter(|n| !replied.contains(n)) {
+    // judged by its call already).
+    for n in quorum.silent() {
         ctx.health.mark_down(n);
     }
-    if answered.is_empty() {
-        return Err(ClientError::NoNodeAnswered(errors.join("; ")));
+    if quorum.answered().is_empty() {
+        return Err(ClientError::NoNodeAnswered(NodeErrors(errors)));
     }
-    Ok(listing)
-}
-
-fn merge(listing: &mut Listing, node: NodeId, entries: Vec<rackpoint_proto::ManifestEntry>) {
-    for e in entries {
-        let part = listing.entry((e.step, e.rank)).or_insert_with(|| PartEntry {
-            world_size: e.world_size,
-            hash: e.hash,
-            nodes: Vec::new(),
-        });
-        if part.hash == e.hash {
-            part.nodes.push(node);
-        } else {
-            tracing::warn!(node = %node, step = %e.step, rank = %e.rank, "node holds a different manifest for this part; ignoring its copy");
-        }
-    }
+    Ok(quorum.into_listing())
 }
 
 async fn list_node(
-    ctx: &Arc<Ctx>,
+    ctx: &Ctx,
     node: NodeId,
     job: &JobName,
 ) -> Result<Vec<rackpoint_proto::ManifestEntry>, TransportError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let req = Request::ListManifests { job: job.clone(), after, limit: MAX_LIST_ENTRIES };
-        let reply = match ctx.transport.call(node, &req, Bytes::new()).await {
-            Ok(r) => r,
-            Err(e) => {
-                if e.is_node_failure() {
-                    ctx.node_failed(node);
-                }
-                return Err(e);
-            }
-        };
-        ctx.health.mark_up(node);
-        let Response::Manifests { entries, more } = reply.response else {
-            return Err(TransportError::Protocol {
-                node,
-                reason: format!("unexpected reply {:?}", reply.response),
-            });
-        };
+        let (entries, more) = ctx.list_manifests(node, job, after).await?;
         after = entries.last().map(|e| (e.step, e.rank));
         all.extend(entries);
         if !more || after.is_none() {
@@ -137,7 +91,7 @@ async fn list_node(
 /// a part that is already committed: saving it again would overwrite the shards its manifest
 /// points at.
 pub(crate) async fn previous_manifest_id(
-    ctx: &Arc<Ctx>,
+    ctx: &Ctx,
     job: &JobName,
     step: Step,
     rank: Rank,
@@ -151,46 +105,38 @@ pub(crate) async fn previous_manifest_id(
 
 /// Reads a part's manifest from the first replica that returns bytes matching its id.
 pub(crate) async fn fetch_manifest(
-    ctx: &Arc<Ctx>,
+    ctx: &Ctx,
     job: &JobName,
     step: Step,
     rank: Rank,
     part: &PartEntry,
 ) -> Result<Manifest> {
     let key = ManifestKey { job: job.clone(), step, rank };
-    let request = Request::GetManifest { key };
     // Ask every replica at once and take the first good answer: a dead replica not yet known
     // down must not cost a timeout.
     let mut replies: FuturesUnordered<_> = part
         .nodes
         .iter()
         .map(|&node| {
-            let request = &request;
-            async move { (node, ctx.transport.call(node, request, Bytes::new()).await) }
+            let key = key.clone();
+            async move { (node, ctx.get_manifest(node, key).await) }
         })
         .collect();
     let mut errors = Vec::new();
     while let Some((node, result)) = replies.next().await {
         match result {
-            Ok(reply) if blake3::hash(&reply.payload).as_bytes() == &part.hash.0 => {
-                match Manifest::from_bytes(&reply.payload) {
-                    Ok(m) if m.job == *job && m.step == step && m.rank == rank => return Ok(m),
-                    Ok(_) => errors.push(format!("node {node}: manifest is for another part")),
-                    Err(e) => errors.push(format!("node {node}: {e}")),
-                }
-            }
+            Ok(bytes) if Digest::of(&bytes) == part.hash => match Manifest::from_bytes(&bytes) {
+                Ok(m) if m.job == *job && m.step == step && m.rank == rank => return Ok(m),
+                Ok(_) => errors.push(format!("node {node}: manifest is for another part")),
+                Err(e) => errors.push(format!("node {node}: {e}")),
+            },
             Ok(_) => errors.push(format!("node {node}: manifest bytes do not match their id")),
-            Err(e) => {
-                if e.is_node_failure() {
-                    ctx.node_failed(node);
-                }
-                errors.push(format!("node {node}: {e}"));
-            }
+            Err(e) => errors.push(e.to_string()),
         }
     }
     Err(ClientError::ManifestNotFound {
         job: job.clone(),
-        step,
+        asked: Which::Step(step),
         rank,
         detail: format!(": {}", errors.join("; ")),
     })
@@ -215,7 +161,7 @@ pub struct CheckpointSummary {
 }
 
 /// Every checkpoint of a job, oldest first.
-pub(crate) async fn list(ctx: &Arc<Ctx>, job: &JobName) -> Result<Vec<CheckpointSummary>> {
+pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSummary>> {
     let listing = list_job(ctx, job).await?;
     let mut out = Vec::new();
     for (step, parts) in by_step(&listing) {
@@ -260,6 +206,8 @@ pub struct ResumePoint {
     pub step: Step,
     /// Its parts' manifests, by rank (`parts[r].rank == r`).
     pub parts: Vec<Manifest>,
+    /// The newer checkpoints passed over, newest first, and why.
+    pub passed_over: Vec<PassedOver>,
 }
 
 impl ResumePoint {
@@ -269,42 +217,92 @@ impl ResumePoint {
     }
 }
 
-/// The newest complete checkpoint whose every stripe is still recoverable.
-pub(crate) async fn resume(ctx: &Arc<Ctx>, job: &JobName) -> Result<Option<ResumePoint>> {
+/// The newest complete checkpoint whose every stripe is still recoverable, or
+/// `NoCheckpoint` naming every checkpoint passed over and why.
+pub(crate) async fn latest(ctx: &Ctx, job: &JobName) -> Result<ResumePoint> {
     let listing = list_job(ctx, job).await?;
     let mut passed_over = Vec::new();
     for (step, parts) in by_step(&listing).into_iter().rev() {
         let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
         if !manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r)) {
-            passed_over.push(format!("step {step}: {} of {world_size} parts", parts.len()));
+            let why = PassOverReason::Incomplete { parts: parts.len(), world_size };
+            passed_over.push(PassedOver { step, why });
             continue;
         }
         match recoverable_parts(ctx, job, step, &parts).await {
-            Ok(manifests) => return Ok(Some(ResumePoint { step, parts: manifests })),
-            Err(why) => passed_over.push(format!("step {step}: {why}")),
+            Ok(parts) => return Ok(ResumePoint { step, parts, passed_over }),
+            Err(why) => passed_over.push(PassedOver { step, why }),
         }
     }
-    if !passed_over.is_empty() {
-        tracing::info!(job = %job, passed_over = %passed_over.join("; "), "resume passed over newer checkpoints");
+    Err(ClientError::NoCheckpoint { job: job.clone(), passed_over: PassedOverList(passed_over) })
+}
+
+/// [`latest`], with "no checkpoint" as `None` (logged with the checkpoints passed over).
+pub(crate) async fn resume(ctx: &Ctx, job: &JobName) -> Result<Option<ResumePoint>> {
+    match latest(ctx, job).await {
+        Ok(point) => Ok(Some(point)),
+        Err(ClientError::NoCheckpoint { passed_over, .. }) => {
+            if !passed_over.0.is_empty() {
+                tracing::info!(job = %job, passed_over = %passed_over, "no checkpoint to resume from");
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
-    Ok(None)
 }
 
 async fn recoverable_parts(
-    ctx: &Arc<Ctx>,
+    ctx: &Ctx,
     job: &JobName,
     step: Step,
     parts: &[(Rank, PartEntry)],
-) -> Result<Vec<Manifest>, String> {
+) -> Result<Vec<Manifest>, PassOverReason> {
     let mut manifests = Vec::with_capacity(parts.len());
     for (rank, part) in parts {
-        let m = fetch_manifest(ctx, job, step, *rank, part).await.map_err(|e| e.to_string())?;
-        if m.remaining_redundancy(&|n| ctx.health.is_down(n)).is_none() {
-            return Err(format!("rank {rank} has a stripe with more than m shards on down nodes"));
+        let m = fetch_manifest(ctx, job, step, *rank, part).await.map_err(|e| {
+            PassOverReason::ManifestUnreadable { rank: *rank, error: e.to_string() }
+        })?;
+        if let Some(stripe) = m.lost_stripe(&|n| ctx.health.is_down(n)) {
+            return Err(PassOverReason::Unrecoverable { rank: *rank, stripe });
         }
         manifests.push(m);
     }
     Ok(manifests)
+}
+
+/// Finds the manifest of `(job, which, rank)`.
+pub(crate) async fn find_manifest(
+    ctx: &Ctx,
+    job: &JobName,
+    which: Which,
+    rank: Rank,
+) -> Result<Manifest> {
+    let step = match which {
+        Which::Latest => {
+            let point = latest(ctx, job).await?;
+            let world_size = point.parts.len();
+            return point.parts.into_iter().find(|m| m.rank == rank).ok_or_else(|| {
+                ClientError::ManifestNotFound {
+                    job: job.clone(),
+                    asked: which,
+                    rank,
+                    detail: format!(
+                        " (step {} has {world_size} parts; the rank is not below that)",
+                        point.step
+                    ),
+                }
+            });
+        }
+        Which::Step(step) => step,
+    };
+    let listing = list_job(ctx, job).await?;
+    let part = listing.get(&(step, rank)).ok_or_else(|| ClientError::ManifestNotFound {
+        job: job.clone(),
+        asked: which,
+        rank,
+        detail: String::new(),
+    })?;
+    fetch_manifest(ctx, job, step, rank, part).await
 }
 
 /// A shard that `verify` found missing, corrupt or unreachable.
@@ -353,7 +351,7 @@ impl VerifyReport {
 }
 
 /// Reads back every shard of a checkpoint, checks every hash, and the manifest chains.
-pub(crate) async fn verify(ctx: &Arc<Ctx>, job: &JobName, step: Step) -> Result<VerifyReport> {
+pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<VerifyReport> {
     let listing = list_job(ctx, job).await?;
     let parts: Vec<(Rank, PartEntry)> = listing
         .iter()
@@ -363,7 +361,7 @@ pub(crate) async fn verify(ctx: &Arc<Ctx>, job: &JobName, step: Step) -> Result<
     if parts.is_empty() {
         return Err(ClientError::ManifestNotFound {
             job: job.clone(),
-            step,
+            asked: Which::Step(step),
             rank: Rank(0),
             detail: String::new(),
         });
@@ -395,7 +393,7 @@ pub(crate) async fn verify(ctx: &Arc<Ctx>, job: &JobName, step: Step) -> Result<
 }
 
 async fn rank_chain(
-    ctx: &Arc<Ctx>,
+    ctx: &Ctx,
     job: &JobName,
     rank: Rank,
     listing: &Listing,
@@ -407,26 +405,26 @@ async fn rank_chain(
     Ok(chain)
 }
 
-async fn verify_part_shards(ctx: &Arc<Ctx>, m: &Manifest, report: &mut VerifyReport) {
+async fn verify_part_shards(ctx: &Ctx, m: &Manifest, report: &mut VerifyReport) {
     let k = usize::from(m.code.params.k);
     for obj in &m.objects {
         for (s, stripe) in obj.stripes.iter().enumerate() {
             let stripe_index = StripeIndex(s as u32);
+            let id = StripeId {
+                job: m.job.clone(),
+                step: m.step,
+                rank: m.rank,
+                object: obj.name.clone(),
+                stripe: stripe_index,
+            };
             let checks = stripe.shards.iter().enumerate().map(|(i, shard)| {
-                let key = rackpoint_proto::ShardKey {
-                    job: m.job.clone(),
-                    step: m.step,
-                    rank: m.rank,
-                    object: obj.name.clone(),
-                    stripe: stripe_index,
-                    index: ShardIndex(i as u8),
-                };
+                let key = id.shard(ShardIndex(i as u8));
                 async move {
                     // A node known down is reported unreachable without costing a timeout per shard.
                     if ctx.health.is_down(shard.node) {
                         return Err(ShardFailure::NodeDown);
                     }
-                    crate::restore::get_shard(ctx, key, shard.node, shard.hash).await
+                    ctx.get_shard(shard.node, key, Some(shard.hash)).await
                 }
             });
             let results = futures::future::join_all(checks).await;
@@ -464,18 +462,16 @@ pub struct DeleteReport {
 }
 
 /// Deletes a checkpoint from every node.
-pub(crate) async fn delete(ctx: &Arc<Ctx>, job: &JobName, step: Step) -> Result<DeleteReport> {
-    let req = Request::DeleteCheckpoint { job: job.clone(), step };
-    let calls = ctx.map.nodes.iter().map(|n| ctx.transport.call(n.id, &req, Bytes::new()));
+pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<DeleteReport> {
+    let calls = ctx.map.nodes.iter().map(|n| ctx.delete_checkpoint(n.id, job, step));
     let mut report = DeleteReport::default();
     for (node, r) in ctx.map.nodes.iter().map(|n| n.id).zip(futures::future::join_all(calls).await)
     {
-        match r.map(|reply| reply.response) {
-            Ok(Response::CheckpointDeleted { shards, manifests }) => {
+        match r {
+            Ok((shards, manifests)) => {
                 report.shards += shards;
                 report.manifests += manifests;
             }
-            Ok(other) => report.unreachable.push((node, format!("unexpected reply {other:?}"))),
             Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => {}
             Err(e) => report.unreachable.push((node, e.to_string())),
         }

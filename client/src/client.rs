@@ -1,113 +1,24 @@
 //! The client API: [`Client`] (async, on tokio) and [`BlockingClient`] (for training loops
-//! that are not async). Both share one [`Ctx`]: the cluster map, the QUIC transport, the live
-//! health view, and the limits of this client.
+//! that are not async). Every clone shares one `ctx::Ctx`: the cluster map, the QUIC
+//! transport, the live health view, and the limits of this client.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rackpoint_proto::limits::{
-    CLIENT_MAX_ASYNC_SAVES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE,
-    CLIENT_MAX_STRIPES_IN_FLIGHT, HEDGE_MIN_MS,
-};
-use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Request, Response, Step};
+use rackpoint_proto::limits::CLIENT_MAX_ASYNC_SAVES;
+use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Step};
 use tokio::sync::Semaphore;
 
 use crate::catalog::{self, CheckpointSummary, DeleteReport, ResumePoint, VerifyReport};
 use crate::cluster_dir;
+pub use crate::ctx::Progress;
+use crate::ctx::{self, Ctx};
 use crate::error::{ClientError, Result};
-use crate::health::{self, Health};
 use crate::manifest::Manifest;
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
 use crate::save::{self, ObjectData, ObjectSource, SaveReport, SaveRequest};
 use crate::tls::ClientTls;
-use crate::transport::{Reply, Transport, TransportError};
-
-/// What every pipeline shares.
-pub(crate) struct Ctx {
-    pub(crate) map: ClusterMap,
-    pub(crate) transport: Arc<Transport>,
-    pub(crate) health: Arc<Health>,
-    /// Bounds concurrent encode and decode work to the machine's cores.
-    pub(crate) encode_slots: Semaphore,
-    /// Exponentially weighted mean shard-request latency, in microseconds.
-    latency_ewma_us: AtomicU64,
-    /// Caps shard requests in flight to each node (`CLIENT_MAX_REQUESTS_PER_NODE`), so that
-    /// one node's replies come back steadily instead of all at once, late.
-    node_slots: HashMap<NodeId, Semaphore>,
-    /// Told of object bytes saved or restored, stripe by stripe (for progress bars).
-    progress: std::sync::RwLock<Option<Progress>>,
-}
-
-/// A callback told of object bytes saved or restored as stripes complete.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
-impl Ctx {
-    /// Stripes a save or restore keeps in flight: the byte budget over the bytes one stripe
-    /// holds in memory (its data plus its k + m shards), at least 1.
-    pub(crate) fn stripes_in_flight(&self) -> usize {
-        let c = self.map.code;
-        let per_stripe = (2 * u64::from(c.k) + u64::from(c.m)) * u64::from(c.shard_size_bytes);
-        ((CLIENT_MAX_INFLIGHT_BYTES / per_stripe) as usize).clamp(1, CLIENT_MAX_STRIPES_IN_FLIGHT)
-    }
-
-    /// The hedging threshold: four times the typical fetch, and at least `HEDGE_MIN_MS`.
-    pub(crate) fn hedge_after(&self) -> Duration {
-        let typical = Duration::from_micros(self.latency_ewma_us.load(Ordering::Relaxed));
-        (typical * 4).max(Duration::from_millis(HEDGE_MIN_MS))
-    }
-
-    /// A request to `node` failed at the node level: mark it down and drop its connection,
-    /// so the next call (after a restart, say) opens a fresh one instead of waiting out the
-    /// old connection's idle timeout.
-    pub(crate) fn node_failed(&self, node: NodeId) {
-        self.health.mark_down(node);
-        self.transport.forget(node);
-    }
-
-    /// A shard request to `node`: waits for one of the node's slots, tracks it in the health
-    /// view (an answer of any kind is progress), and feeds the latency estimate.
-    pub(crate) async fn call_shard(
-        &self,
-        node: NodeId,
-        req: &Request,
-        payload: Bytes,
-    ) -> Result<Reply, TransportError> {
-        let _slot = match self.node_slots.get(&node) {
-            Some(slots) => Some(
-                slots
-                    .acquire()
-                    .await
-                    .map_err(|e| TransportError::Protocol { node, reason: e.to_string() })?,
-            ),
-            None => None,
-        };
-        let started = Instant::now();
-        let outstanding = self.health.begin(node);
-        let result = self.transport.call(node, req, payload).await;
-        if result.as_ref().map_or_else(|e| !e.is_node_failure(), |_| true) {
-            outstanding.answered();
-            self.record_latency(started.elapsed());
-        }
-        result
-    }
-
-    pub(crate) fn report_progress(&self, bytes: u64) {
-        if let Some(p) = self.progress.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            p(bytes);
-        }
-    }
-
-    fn record_latency(&self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u32::MAX)) as u64;
-        let old = self.latency_ewma_us.load(Ordering::Relaxed);
-        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
-        self.latency_ewma_us.store(new, Ordering::Relaxed);
-    }
-}
 
 /// A node as `status` shows it.
 #[derive(Debug, Clone)]
@@ -144,24 +55,8 @@ impl Client {
 
     /// Connects with a cluster map and TLS material already in hand.
     pub fn with_map(map: ClusterMap, tls: &ClientTls) -> Result<Self> {
-        let transport = Arc::new(Transport::new(&map, tls)?);
-        let health = Arc::new(Health::default());
-        let heartbeat = tokio::spawn(health::heartbeat_loop(transport.clone(), health.clone()));
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let node_slots = map
-            .nodes
-            .iter()
-            .map(|n| (n.id, Semaphore::new(CLIENT_MAX_REQUESTS_PER_NODE)))
-            .collect();
-        let ctx = Arc::new(Ctx {
-            map,
-            transport,
-            health,
-            encode_slots: Semaphore::new(workers),
-            latency_ewma_us: AtomicU64::new(0),
-            node_slots,
-            progress: std::sync::RwLock::new(None),
-        });
+        let ctx = Arc::new(Ctx::new(map, tls)?);
+        let heartbeat = tokio::spawn(ctx::heartbeat_loop(Arc::downgrade(&ctx)));
         Ok(Self {
             ctx,
             async_saves: Arc::new(Semaphore::new(CLIENT_MAX_ASYNC_SAVES)),
@@ -177,7 +72,7 @@ impl Client {
     /// Calls `progress` with the object bytes of every stripe saved or restored from now on
     /// (by this client and its clones); `None` stops it.
     pub fn set_progress(&self, progress: Option<Progress>) {
-        *self.ctx.progress.write().unwrap_or_else(|e| e.into_inner()) = progress;
+        self.ctx.set_progress(progress);
     }
 
     /// Nodes this client currently believes down.
@@ -223,7 +118,7 @@ impl Client {
         which: Which,
         rank: Rank,
     ) -> Result<(RestoreReport, Vec<RestoredObject>)> {
-        let manifest = restore::find_manifest(&self.ctx, job, which, rank).await?;
+        let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
         let mut sink = Sink::Memory(Vec::new());
         let report = restore::restore_part(&self.ctx, manifest, &mut sink).await?;
         let Sink::Memory(objects) = sink else { unreachable!("the sink was made as Memory") };
@@ -232,7 +127,7 @@ impl Client {
 
     /// The manifest of one part (what [`Client::restore_object`] reads from).
     pub async fn manifest(&self, job: &JobName, which: Which, rank: Rank) -> Result<Manifest> {
-        restore::find_manifest(&self.ctx, job, which, rank).await
+        catalog::find_manifest(&self.ctx, job, which, rank).await
     }
 
     /// Restores one named object of a part into `into` (exactly the object's length), in
@@ -255,13 +150,22 @@ impl Client {
         dir: &Path,
     ) -> Result<RestoreReport> {
         restore::check_out_dir(dir)?;
-        let manifest = restore::find_manifest(&self.ctx, job, which, rank).await?;
+        let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
         restore::restore_part(&self.ctx, manifest, &mut Sink::Dir(PathBuf::from(dir))).await
     }
 
-    /// The newest complete checkpoint that is still recoverable, with every part's manifest.
+    /// The newest complete checkpoint that is still recoverable, with every part's manifest
+    /// and the newer checkpoints passed over (`ResumePoint::passed_over`); `None` when there
+    /// is none (see [`Client::latest`] for why).
     pub async fn resume(&self, job: &JobName) -> Result<Option<ResumePoint>> {
         catalog::resume(&self.ctx, job).await
+    }
+
+    /// Like [`Client::resume`], but "no checkpoint" is the error `NoCheckpoint`, which names
+    /// every checkpoint passed over and why (incomplete, unreadable manifest, or a stripe
+    /// that lost more than m shards, with its nodes).
+    pub async fn latest(&self, job: &JobName) -> Result<ResumePoint> {
+        catalog::latest(&self.ctx, job).await
     }
 
     /// Every checkpoint of a job, oldest first.
@@ -282,13 +186,7 @@ impl Client {
     /// Every node's counters, or why it did not answer.
     pub async fn status(&self) -> Vec<NodeStatus> {
         let calls = self.ctx.map.nodes.iter().map(|n| async move {
-            let stats = match self.ctx.transport.call(n.id, &Request::Stats, Bytes::new()).await {
-                Ok(reply) => match reply.response {
-                    Response::Stats(s) => Ok(s),
-                    other => Err(format!("unexpected reply {other:?}")),
-                },
-                Err(e) => Err(e.to_string()),
-            };
+            let stats = self.ctx.stats(n.id).await.map_err(|e| e.to_string());
             NodeStatus { node: n.clone(), stats }
         });
         futures::future::join_all(calls).await
@@ -326,7 +224,7 @@ impl BlockingClient {
             .enable_all()
             .thread_name("rackpoint-client")
             .build()
-            .map_err(|source| ClientError::Io { path: PathBuf::from("<tokio runtime>"), source })?;
+            .map_err(ClientError::Runtime)?;
         let client = rt.block_on(async { Client::connect(cluster_file) })?;
         Ok(Self { rt, client })
     }
@@ -368,5 +266,10 @@ impl BlockingClient {
     /// See [`Client::resume`].
     pub fn resume(&self, job: &JobName) -> Result<Option<ResumePoint>> {
         self.rt.block_on(self.client.resume(job))
+    }
+
+    /// See [`Client::latest`].
+    pub fn latest(&self, job: &JobName) -> Result<ResumePoint> {
+        self.rt.block_on(self.client.latest(job))
     }
 }

@@ -26,11 +26,6 @@ pub const CODEC_FIELD: &str = "gf(2^8) poly 0x11d";
 /// so the top `k` rows are the identity (systematic) and any `k` rows are invertible (MDS).
 pub const CODEC_MATRIX: &str = "vandermonde V[r][c]=r^c (k+m x k) * inverse(top k x k)";
 
-/// The blake3 digest of one shard's bytes.
-pub fn shard_hash(bytes: &[u8]) -> Digest {
-    Digest(*blake3::hash(bytes).as_bytes())
-}
-
 /// Why encoding or decoding was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -207,7 +202,7 @@ impl ObjectLayout {
 pub struct EncodedStripe {
     /// Shard bytes, `k` data then `m` parity, all the same length.
     pub shards: Vec<Vec<u8>>,
-    /// `shard_hash` of each shard.
+    /// The blake3 (`Digest::of`) of each shard.
     pub hashes: Vec<Digest>,
 }
 
@@ -270,7 +265,7 @@ impl Codec {
         }
         shards.resize_with(self.params.total(), || vec![0; shard_len]);
         self.rs.encode(&mut shards).expect("k + m shards of one non-zero length");
-        let hashes = shards.iter().map(|s| shard_hash(s)).collect();
+        let hashes = shards.iter().map(|s| Digest::of(s)).collect();
         Ok(EncodedStripe { shards, hashes })
     }
 
@@ -365,7 +360,7 @@ impl Codec {
             .reconstruct_data(&mut slots)
             .expect("k + m slots, at least k good shards, all of one non-zero length");
         for (j, chunk) in work.chunks(shard_len).enumerate().filter(|&(j, _)| !good[j]) {
-            if shard_hash(chunk) != expected[j] {
+            if Digest::of(chunk) != expected[j] {
                 return Err(CodecError::InconsistentStripe { stripe: s, shard: index(j) });
             }
         }
@@ -430,7 +425,7 @@ fn check_shards(
 ) {
     for i in range {
         if let Some(bytes) = &shards[i] {
-            good[i] = bytes.len() == shard_len && shard_hash(bytes) == expected[i];
+            good[i] = bytes.len() == shard_len && Digest::of(bytes) == expected[i];
             if !good[i] {
                 corrupt.push(index(i));
             }
@@ -670,7 +665,7 @@ mod tests {
                 prop_assert_eq!(enc.shards.len(), p.total());
                 for (j, shard) in enc.shards.iter().enumerate() {
                     prop_assert_eq!(shard.len(), layout.shard_len(s));
-                    prop_assert_eq!(enc.hashes[j], shard_hash(shard));
+                    prop_assert_eq!(enc.hashes[j], Digest::of(shard));
                     if j < usize::from(p.k) {
                         let r = layout.data_shard_range(s, index(j));
                         let body = &object[r.start as usize..r.end as usize];
@@ -782,7 +777,7 @@ mod tests {
         let enc = c.encode_stripe(&[7; 128]).expect("one full stripe");
         let mut hashes = enc.hashes.clone();
         let forged = vec![9; 64];
-        hashes[2] = shard_hash(&forged);
+        hashes[2] = Digest::of(&forged);
         let slots = vec![Some(enc.shards[0].clone()), None, Some(forged)];
         assert_eq!(
             c.decode_stripe(&layout, StripeIndex(0), slots, &hashes),

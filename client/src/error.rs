@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use rackpoint_proto::{JobName, NodeId, ObjectName, Rank, ShardIndex, Step, StripeIndex};
 
+use crate::manifest::{LostStripe, Which};
 use crate::planner::ShardFailure;
+use crate::transport::TransportError;
 
 /// One shard that could not be used, for error reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,75 @@ impl std::fmt::Display for FailedShard {
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
     v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Requests that failed, one per node, for error reports; prints as one line (each
+/// transport error names its node).
+#[derive(Debug, Clone, Default)]
+pub struct NodeErrors(pub Vec<(NodeId, TransportError)>);
+
+impl std::fmt::Display for NodeErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let errors: Vec<&TransportError> = self.0.iter().map(|(_, e)| e).collect();
+        f.write_str(&list(&errors))
+    }
+}
+
+/// A newer checkpoint that `resume` passed over, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    /// Its step.
+    pub step: Step,
+    /// Why it was not taken.
+    pub why: PassOverReason,
+}
+
+/// Why `resume` passed over a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassOverReason {
+    /// Not every rank committed its part.
+    #[error("{parts} of {world_size} parts committed")]
+    Incomplete {
+        /// Parts committed.
+        parts: usize,
+        /// Parts the checkpoint has.
+        world_size: u32,
+    },
+    /// No replica of a part's manifest could be read.
+    #[error("rank {rank}: manifest unreadable: {error}")]
+    ManifestUnreadable {
+        /// The part.
+        rank: Rank,
+        /// Why, with what each replica said.
+        error: String,
+    },
+    /// A stripe lost more than m shards on nodes that are down.
+    #[error("rank {rank}: {stripe}")]
+    Unrecoverable {
+        /// The part.
+        rank: Rank,
+        /// The stripe, and the nodes it lost.
+        stripe: LostStripe,
+    },
+}
+
+impl std::fmt::Display for PassedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {}: {}", self.step, self.why)
+    }
+}
+
+/// Checkpoints passed over, newest first; prints as one line (empty when none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PassedOverList(pub Vec<PassedOver>);
+
+impl std::fmt::Display for PassedOverList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        write!(f, " (passed over: {})", list(&self.0))
+    }
 }
 
 /// Everything a client call can fail with.
@@ -53,8 +124,14 @@ pub enum ClientError {
     #[error("invalid request: {0}")]
     InvalidInput(String),
     /// A stripe lost more shards than the code can rebuild.
-    #[error("object {object} stripe {stripe}: need {need} shards, only {got} usable ({failures}); more than m nodes of this stripe are down or corrupt")]
+    #[error("{job} step {step} rank {rank} object {object} stripe {stripe}: need {need} shards, only {got} usable ({failures}); more than m nodes of this stripe are down or corrupt")]
     NotEnoughShards {
+        /// The checkpoint's job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+        /// The part.
+        rank: Rank,
         /// The object.
         object: ObjectName,
         /// The stripe.
@@ -93,16 +170,16 @@ pub enum ClientError {
         need: usize,
         /// Replicas stored.
         stored: usize,
-        /// Per-node failures.
-        failures: String,
+        /// Each node that did not store it, and why.
+        failures: NodeErrors,
     },
     /// No manifest of that part could be found on any reachable node.
-    #[error("no manifest for {job} step {step} rank {rank} on any reachable node{detail}")]
+    #[error("no manifest for {job} {asked} rank {rank} on any reachable node{detail}")]
     ManifestNotFound {
         /// The job.
         job: JobName,
-        /// The step.
-        step: Step,
+        /// The step asked for, or the latest.
+        asked: Which,
         /// The rank.
         rank: Rank,
         /// What the nodes said, if anything.
@@ -119,16 +196,16 @@ pub enum ClientError {
         rank: Rank,
     },
     /// The job has no complete, recoverable checkpoint.
-    #[error("job {job} has no complete checkpoint that can be restored{detail}")]
+    #[error("job {job} has no complete checkpoint that can be restored{passed_over}")]
     NoCheckpoint {
         /// The job.
         job: JobName,
-        /// Why the newest candidates were passed over.
-        detail: String,
+        /// Every checkpoint passed over, newest first, and why.
+        passed_over: PassedOverList,
     },
     /// No node answered a listing.
     #[error("no node answered ({0})")]
-    NoNodeAnswered(String),
+    NoNodeAnswered(NodeErrors),
     /// The restored object's blake3 is not the manifest's: nothing was returned.
     #[error(
         "object {object}: restored bytes do not match the manifest's blake3; nothing was written"
@@ -145,6 +222,9 @@ pub enum ClientError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The blocking client's runtime could not be started.
+    #[error("cannot start the client's runtime: {0}")]
+    Runtime(std::io::Error),
     /// A background task ended abnormally.
     #[error("background task failed: {0}")]
     Task(String),

@@ -88,6 +88,14 @@ pub struct ObjectEntry {
     pub stripes: Vec<StripeEntry>,
 }
 
+impl ObjectEntry {
+    /// The entry of an object of no bytes (no stripes); a part's names and counts can be
+    /// checked with these before anything is saved.
+    pub fn empty(name: ObjectName) -> Self {
+        Self { name, len: 0, hash: Digest::of(&[]), stripes: Vec::new() }
+    }
+}
+
 /// One stripe of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StripeEntry {
@@ -221,6 +229,61 @@ pub enum ManifestError {
     },
 }
 
+/// Which checkpoint of a job a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The newest complete, recoverable checkpoint.
+    Latest,
+    /// This step.
+    Step(Step),
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Which::Latest => f.write_str("the latest complete checkpoint"),
+            Which::Step(s) => write!(f, "step {s}"),
+        }
+    }
+}
+
+/// A stripe that lost more than `m` shards: where it is and which nodes took them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostStripe {
+    /// The object.
+    pub object: ObjectName,
+    /// The stripe.
+    pub stripe: StripeIndex,
+    /// The stripe's nodes that are gone (a node holding two shards is listed once).
+    pub nodes: Vec<NodeId>,
+    /// Shards lost with them.
+    pub lost: usize,
+    /// Shards the stripe can lose (`m`).
+    pub m: usize,
+}
+
+impl std::fmt::Display for LostStripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.to_string()).collect();
+        write!(
+            f,
+            "object {} stripe {} lost {} shards (more than m = {}) on nodes {}",
+            self.object,
+            self.stripe,
+            self.lost,
+            self.m,
+            nodes.join(", ")
+        )
+    }
+}
+
+fn check_len(len: usize) -> Result<(), ManifestError> {
+    if len > MAX_MANIFEST_BYTES as usize {
+        return Err(ManifestError::TooLarge { len, max: MAX_MANIFEST_BYTES });
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// The canonical bytes: [`MANIFEST_MAGIC`] then postcard. The same manifest always gives
     /// the same bytes.
@@ -229,11 +292,19 @@ impl Manifest {
             .expect("postcard encodes every manifest into a Vec: all its sequences have lengths")
     }
 
+    /// The canonical bytes, checked by the very rules [`Manifest::from_bytes`] applies to
+    /// what it reads (bounds, consistency, encoded length): a writer commits only what every
+    /// reader accepts.
+    pub fn to_checked_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        self.validate()?;
+        let bytes = self.to_bytes();
+        check_len(bytes.len())?;
+        Ok(bytes)
+    }
+
     /// Decodes and validates untrusted bytes (see [`Manifest::validate`]). Never panics.
     pub fn from_bytes(b: &[u8]) -> Result<Self, ManifestError> {
-        if b.len() > MAX_MANIFEST_BYTES as usize {
-            return Err(ManifestError::TooLarge { len: b.len(), max: MAX_MANIFEST_BYTES });
-        }
+        check_len(b.len())?;
         let body = b.strip_prefix(&MANIFEST_MAGIC).ok_or(ManifestError::BadMagic)?;
         let (version, _) = postcard::take_from_bytes::<u16>(body)
             .map_err(|e| ManifestError::Malformed(e.to_string()))?;
@@ -346,12 +417,31 @@ impl Manifest {
 
     /// The manifest's id: blake3 of its canonical bytes.
     pub fn id(&self) -> Digest {
-        Digest(*blake3::hash(&self.to_bytes()).as_bytes())
+        Digest::of(&self.to_bytes())
     }
 
     /// Object bytes in the part.
     pub fn total_bytes(&self) -> u64 {
         self.objects.iter().fold(0, |sum, o| sum.saturating_add(o.len))
+    }
+
+    /// The first stripe that lost more than `m` shards when the nodes for which `lost` is
+    /// true are gone, if any.
+    pub fn lost_stripe(&self, lost: &dyn Fn(NodeId) -> bool) -> Option<LostStripe> {
+        let m = usize::from(self.code.params.m);
+        self.objects.iter().find_map(|o| {
+            o.stripes.iter().enumerate().find_map(|(i, stripe)| {
+                let gone: Vec<NodeId> =
+                    stripe.shards.iter().map(|s| s.node).filter(|n| lost(*n)).collect();
+                (gone.len() > m).then(|| {
+                    let mut nodes = gone.clone();
+                    nodes.sort();
+                    nodes.dedup();
+                    let (object, stripe) = (o.name.clone(), StripeIndex(i as u32));
+                    LostStripe { object, stripe, nodes, lost: gone.len(), m }
+                })
+            })
+        })
     }
 
     /// How many more shard losses every stripe survives when the nodes for which `lost`
@@ -820,6 +910,36 @@ mod tests {
         assert_eq!(m.remaining_redundancy(&|n| n.0 <= 2), Some(0));
         m.objects.clear();
         assert_eq!(m.remaining_redundancy(&|_| true), Some(2));
+    }
+
+    #[test]
+    fn lost_stripe_names_the_first_stripe_beyond_m_and_its_nodes() {
+        let mut m = small_manifest();
+        for s in m.objects.iter_mut().flat_map(|o| o.stripes.iter_mut()) {
+            for (i, shard) in s.shards.iter_mut().enumerate() {
+                shard.node = NodeId(i as u32 + 1);
+            }
+        }
+        m.objects[3].stripes[1].shards[0].node = NodeId(5);
+        assert_eq!(m.lost_stripe(&|n| n == NodeId(5)), None, "two shards lost: m = 2 holds");
+        let lost = m.lost_stripe(&|n| n == NodeId(5) || n == NodeId(6)).expect("a lost stripe");
+        assert_eq!(lost.object.as_str(), "obj-3");
+        assert_eq!(lost.stripe, StripeIndex(1));
+        assert_eq!((lost.nodes, lost.lost, lost.m), (vec![NodeId(5), NodeId(6)], 3, 2));
+        let lost = m.lost_stripe(&|n| n.0 <= 3).expect("every stripe is lost");
+        assert_eq!((lost.object.as_str(), lost.stripe), ("obj-1", StripeIndex(0)), "the first");
+        assert!(lost.to_string().contains("obj-1 stripe 0 lost 3 shards"), "{lost}");
+    }
+
+    #[test]
+    fn a_writer_commits_only_what_readers_accept() {
+        let m = small_manifest();
+        assert_eq!(m.to_checked_bytes(), Ok(m.to_bytes()));
+        let mut long_writer = m.clone();
+        long_writer.writer = format!("rackpoint-client/0.1.0 {} pid 1", "h".repeat(300));
+        let refused = long_writer.to_checked_bytes().expect_err("refused before commit");
+        assert_eq!(Manifest::from_bytes(&long_writer.to_bytes()), Err(refused.clone()));
+        assert!(matches!(refused, ManifestError::WriterTooLong { .. }));
     }
 
     /// A clean chain of `n` manifests of one rank, steps 10, 20, ...

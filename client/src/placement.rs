@@ -24,37 +24,18 @@
 use std::collections::BTreeMap;
 
 use rackpoint_proto::cluster::ConfigError;
-use rackpoint_proto::{
-    ClusterMap, CodeParams, JobName, NodeId, ObjectName, Rank, Step, StripeIndex,
-};
+use rackpoint_proto::{ClusterMap, CodeParams, JobName, NodeId, Rank, Step, StripeId};
 
 const STRIPE_DOMAIN: &[u8] = b"rackpoint/stripe/v1\0";
 const MANIFEST_DOMAIN: &[u8] = b"rackpoint/manifest/v1\0";
 
-/// The stripe a placement is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StripeRef<'a> {
-    /// The job.
-    pub job: &'a JobName,
-    /// The checkpoint's step.
-    pub step: Step,
-    /// The writing rank.
-    pub rank: Rank,
-    /// The object.
-    pub object: &'a ObjectName,
-    /// The stripe inside the object.
-    pub stripe: StripeIndex,
-}
-
-impl StripeRef<'_> {
-    /// The canonical encoding hashed with each node id (see the module doc).
-    pub fn key(&self) -> Vec<u8> {
-        let mut k = checkpoint_key(STRIPE_DOMAIN, self.job, self.step, self.rank);
-        k.extend_from_slice(self.object.as_str().as_bytes());
-        k.push(0);
-        k.extend_from_slice(&self.stripe.0.to_be_bytes());
-        k
-    }
+/// The canonical encoding of a stripe hashed with each node id (see the module doc).
+pub fn stripe_key(s: &StripeId) -> Vec<u8> {
+    let mut k = checkpoint_key(STRIPE_DOMAIN, &s.job, s.step, s.rank);
+    k.extend_from_slice(s.object.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&s.stripe.0.to_be_bytes());
+    k
 }
 
 /// Why nodes could not be chosen.
@@ -140,13 +121,13 @@ fn not_enough(map: &ClusterMap, need: usize, up: usize) -> PlacementError {
 /// stripe's rank order that are not down and keep the rack rule (see the module doc).
 pub fn place_stripe(
     map: &ClusterMap,
-    s: &StripeRef,
+    s: &StripeId,
     code: CodeParams,
     is_down: &dyn Fn(NodeId) -> bool,
 ) -> Result<Vec<NodeId>, PlacementError> {
     code.validate()?;
     let need = code.total();
-    let up = ranked(map, &s.key(), is_down);
+    let up = ranked(map, &stripe_key(s), is_down);
     if up.len() < need {
         return Err(not_enough(map, need, up.len()));
     }
@@ -176,14 +157,14 @@ pub fn place_stripe(
 /// in [`place_stripe`] over the up nodes.
 pub fn replacement(
     map: &ClusterMap,
-    s: &StripeRef,
+    s: &StripeId,
     code: CodeParams,
     current: &[NodeId],
     is_down: &dyn Fn(NodeId) -> bool,
 ) -> Option<NodeId> {
     code.validate().ok()?;
     let need = code.total();
-    let up = ranked(map, &s.key(), is_down);
+    let up = ranked(map, &stripe_key(s), is_down);
     if up.len() < need {
         return None;
     }
@@ -206,14 +187,14 @@ pub fn replacement(
 /// the result, and `remaining_redundancy` counts a doubled node's shards together.
 pub fn place_degraded(
     map: &ClusterMap,
-    s: &StripeRef,
+    s: &StripeId,
     code: CodeParams,
     current: &[Option<NodeId>],
     is_down: &dyn Fn(NodeId) -> bool,
 ) -> Result<Vec<NodeId>, PlacementError> {
     code.validate()?;
     let (need, m) = (code.total(), usize::from(code.m));
-    let up = ranked(map, &s.key(), is_down);
+    let up = ranked(map, &stripe_key(s), is_down);
     if current.len() != need || up.len() * m < need {
         return Err(not_enough(map, need.div_ceil(m), up.len()));
     }
@@ -302,7 +283,7 @@ mod tests {
 
     use proptest::prelude::*;
     use rackpoint_proto::cluster::ClientTlsPaths;
-    use rackpoint_proto::NodeInfo;
+    use rackpoint_proto::{NodeInfo, ObjectName, StripeIndex};
     use rand::rngs::StdRng;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
@@ -424,9 +405,9 @@ mod tests {
         ) {
             let down = down_set(&map, &mask);
             let (job, object) = (job(), object(obj));
-            let s = StripeRef { job: &job, step: Step(step), rank: Rank(rank), object: &object, stripe: StripeIndex(stripe) };
+            let s = StripeId { job: job.clone(), step: Step(step), rank: Rank(rank), object: object.clone(), stripe: StripeIndex(stripe) };
             let got = place_stripe(&map, &s, code, &|n| down.contains(&n));
-            let naive = naive::place(&map, &s.key(), code, &down);
+            let naive = naive::place(&map, &stripe_key(&s), code, &down);
             let up = map.nodes.len() - down.len();
             let Some(want) = naive else {
                 prop_assert_eq!(got, Err(PlacementError::NotEnoughNodes { need: code.total(), up, total: map.nodes.len() }));
@@ -436,7 +417,7 @@ mod tests {
             prop_assert_eq!(&got, &want);
             prop_assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), code.total(), "distinct");
             prop_assert!(got.iter().all(|n| !down.contains(n)), "no down node");
-            let up_nodes = naive::order(&map, &s.key(), &down);
+            let up_nodes = naive::order(&map, &stripe_key(&s), &down);
             let racks_fit_m = {
                 let mut per: HashMap<&str, usize> = HashMap::new();
                 for n in &up_nodes { *per.entry(&n.rack).or_default() += 1; }
@@ -458,7 +439,7 @@ mod tests {
             stripe in any::<u32>(),
         ) {
             let (job, object) = (job(), object(0));
-            let s = StripeRef { job: &job, step: Step(9), rank: Rank(1), object: &object, stripe: StripeIndex(stripe) };
+            let s = StripeId { job: job.clone(), step: Step(9), rank: Rank(1), object: object.clone(), stripe: StripeIndex(stripe) };
             let mut shuffled = map.clone();
             shuffled.nodes.shuffle(&mut StdRng::seed_from_u64(seed));
             let a = place_stripe(&map, &s, code, &|_| false);
@@ -474,12 +455,12 @@ mod tests {
             stripe in any::<u32>(),
         ) {
             let (job, object) = (job(), object(1));
-            let s = StripeRef { job: &job, step: Step(3), rank: Rank(0), object: &object, stripe: StripeIndex(stripe) };
+            let s = StripeId { job: job.clone(), step: Step(3), rank: Rank(0), object: object.clone(), stripe: StripeIndex(stripe) };
             let Ok(placed) = place_stripe(&map, &s, code, &|_| false) else { return Ok(()) };
             let down: BTreeSet<NodeId> = placed.iter().zip(lost_mask.iter().cycle())
                 .filter(|(_, &l)| l).map(|(&n, _)| n).take(code.m.into()).collect();
             let got = replacement(&map, &s, code, &placed, &|n| down.contains(&n));
-            let up = naive::order(&map, &s.key(), &down);
+            let up = naive::order(&map, &stripe_key(&s), &down);
             if up.len() < code.total() {
                 prop_assert_eq!(got, None);
                 return Ok(());
@@ -531,11 +512,11 @@ mod tests {
         let mut load: HashMap<NodeId, usize> = HashMap::new();
         let stripes = 10_000u32;
         for stripe in 0..stripes {
-            let s = StripeRef {
-                job: &job,
+            let s = StripeId {
+                job: job.clone(),
                 step: Step(100),
                 rank: Rank(0),
-                object: &object,
+                object: object.clone(),
                 stripe: StripeIndex(stripe),
             };
             for n in place_stripe(&map, &s, code, &|_| false).expect("all nodes up") {
@@ -568,11 +549,11 @@ mod tests {
     fn too_few_racks_spread_as_wide_as_possible() {
         let map = map(&[4, 4]);
         let (job, object) = (job(), object(0));
-        let s = StripeRef {
-            job: &job,
+        let s = StripeId {
+            job: job.clone(),
             step: Step(1),
             rank: Rank(0),
-            object: &object,
+            object: object.clone(),
             stripe: StripeIndex(0),
         };
         let code = CodeParams::new(4, 2, 4096).expect("valid");
@@ -586,11 +567,11 @@ mod tests {
     fn placement_is_pinned_across_platforms() {
         let map = map(&[2, 2, 2, 2]);
         let (job, object) = (job(), object(0));
-        let s = StripeRef {
-            job: &job,
+        let s = StripeId {
+            job: job.clone(),
             step: Step(42),
             rank: Rank(3),
-            object: &object,
+            object: object.clone(),
             stripe: StripeIndex(7),
         };
         let code = CodeParams::new(4, 2, 4096).expect("valid");
@@ -607,11 +588,11 @@ mod tests {
         let code = CodeParams::new(4, 2, 4096).expect("valid");
         let (job, object) = (job(), object(0));
         for stripe in 0..200 {
-            let s = StripeRef {
-                job: &job,
+            let s = StripeId {
+                job: job.clone(),
                 step: Step(1),
                 rank: Rank(0),
-                object: &object,
+                object: object.clone(),
                 stripe: StripeIndex(stripe),
             };
             let down = |n: NodeId| n == NodeId(4);
@@ -643,7 +624,7 @@ mod tests {
         ) {
             let down = down_set(&map, &mask);
             let (job, object) = (job(), object(0));
-            let s = StripeRef { job: &job, step: Step(3), rank: Rank(1), object: &object, stripe: StripeIndex(stripe) };
+            let s = StripeId { job: job.clone(), step: Step(3), rank: Rank(1), object: object.clone(), stripe: StripeIndex(stripe) };
             let up: Vec<NodeId> = map.nodes.iter().map(|n| n.id).filter(|n| !down.contains(n)).collect();
             let m = usize::from(code.m);
             // Pin at most m shards per up node, as a real stripe would have them.

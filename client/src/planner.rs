@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use rackpoint_proto::{NodeId, ShardIndex};
 
+use crate::hedge::recheck_after;
+
 /// Why a shard could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardFailure {
@@ -88,13 +90,13 @@ impl StripePlanner {
     }
 
     /// When to look again: the moment the next in-flight fetch turns late, or, while some
-    /// are late already, half a threshold from `now` (to check whether their nodes stalled).
+    /// are late already, [`recheck_after`] from `now` (to check whether their nodes stalled).
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.state
             .iter()
             .filter_map(|s| match s {
                 State::InFlight { since } => {
-                    Some((*since + self.hedge_after).max(now + self.hedge_after / 2))
+                    Some((*since + self.hedge_after).max(now + recheck_after(self.hedge_after)))
                 }
                 _ => None,
             })

@@ -9,31 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rackpoint_proto::{
-    Digest, ErrorCode, JobName, NodeId, ObjectName, Rank, Request, Response, ShardIndex, ShardKey,
-    Step, StripeIndex,
-};
+use rackpoint_proto::{Digest, NodeId, ObjectName, ShardIndex, StripeId, StripeIndex};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
-use crate::catalog;
-use crate::client::Ctx;
 use crate::codec::{Codec, CodecError, DecodePath, ObjectLayout};
+use crate::ctx::Ctx;
 use crate::error::{ClientError, FailedShard, FailedShardList, Result};
+pub use crate::manifest::Which;
 use crate::manifest::{Manifest, ObjectEntry, StripeEntry};
 use crate::planner::{Outcome, ShardFailure, StripePlanner};
-use crate::transport::TransportError;
-
-/// Which checkpoint to restore.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    /// The newest complete, recoverable checkpoint.
-    Latest,
-    /// This step.
-    Step(Step),
-}
 
 /// A restored object held in memory.
 #[derive(Debug, Clone)]
@@ -55,40 +41,6 @@ pub struct RestoreReport {
     pub degraded_stripes: u64,
     /// Wall time.
     pub elapsed: Duration,
-}
-
-/// Finds the manifest of `(job, which, rank)`.
-pub(crate) async fn find_manifest(
-    ctx: &Arc<Ctx>,
-    job: &JobName,
-    which: Which,
-    rank: Rank,
-) -> Result<Manifest> {
-    match which {
-        Which::Latest => {
-            let point = catalog::resume(ctx, job).await?.ok_or_else(|| {
-                ClientError::NoCheckpoint { job: job.clone(), detail: String::new() }
-            })?;
-            point.parts.into_iter().find(|m| m.rank == rank).ok_or_else(|| {
-                ClientError::ManifestNotFound {
-                    job: job.clone(),
-                    step: Step(0),
-                    rank,
-                    detail: " (rank is not below the checkpoint's world size)".into(),
-                }
-            })
-        }
-        Which::Step(step) => {
-            let listing = catalog::list_job(ctx, job).await?;
-            let part = listing.get(&(step, rank)).ok_or_else(|| ClientError::ManifestNotFound {
-                job: job.clone(),
-                step,
-                rank,
-                detail: String::new(),
-            })?;
-            catalog::fetch_manifest(ctx, job, step, rank, part).await
-        }
-    }
 }
 
 /// Where restored objects go.
@@ -286,18 +238,20 @@ async fn restore_object(
         running.push_back(tokio::spawn(task));
         if running.len() >= ctx.stripes_in_flight() {
             let done = running.pop_front().expect("the queue was just filled").await??;
-            degraded += u64::from(done.decoded);
-            out.write(&done.bytes).await?;
-            ctx.report_progress(done.bytes.len() as u64);
+            degraded += write_stripe(ctx, out, done).await?;
         }
     }
     while let Some(task) = running.pop_front() {
-        let done = task.await??;
-        degraded += u64::from(done.decoded);
-        out.write(&done.bytes).await?;
-        ctx.report_progress(done.bytes.len() as u64);
+        degraded += write_stripe(ctx, out, task.await??).await?;
     }
     Ok(degraded)
+}
+
+/// Writes a fetched stripe out in order; returns 1 if it needed decoding.
+async fn write_stripe(ctx: &Ctx, out: &mut impl StripeOut, done: FetchedStripe) -> Result<u64> {
+    out.write(&done.bytes).await?;
+    ctx.report_progress(done.bytes.len() as u64);
+    Ok(u64::from(done.decoded))
 }
 
 /// One stripe's object bytes, and whether they needed decoding.
@@ -306,7 +260,8 @@ struct FetchedStripe {
     decoded: bool,
 }
 
-/// Fetches and, if needed, decodes one stripe.
+/// Fetches and, if needed, decodes one stripe: a driver over the pure [`StripePlanner`],
+/// which decides every fetch.
 async fn fetch_stripe(
     ctx: Arc<Ctx>,
     codec: Arc<Codec>,
@@ -316,24 +271,24 @@ async fn fetch_stripe(
     s: StripeIndex,
 ) -> Result<FetchedStripe> {
     let object = &manifest.objects[obj];
-    let stripe: &StripeEntry = &object.stripes[s.0 as usize];
+    let entry: &StripeEntry = &object.stripes[s.0 as usize];
+    let nodes: Vec<NodeId> = entry.shards.iter().map(|sh| sh.node).collect();
+    let hashes: Vec<Digest> = entry.shards.iter().map(|sh| sh.hash).collect();
+    let id = StripeId {
+        job: manifest.job.clone(),
+        step: manifest.step,
+        rank: manifest.rank,
+        object: object.name.clone(),
+        stripe: s,
+    };
     let k = usize::from(manifest.code.params.k);
-    let nodes: Vec<NodeId> = stripe.shards.iter().map(|sh| sh.node).collect();
-    let hashes: Vec<Digest> = stripe.shards.iter().map(|sh| sh.hash).collect();
     let mut planner = StripePlanner::new(k, nodes.clone(), ctx.hedge_after());
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; nodes.len()];
     let mut inflight = FuturesUnordered::new();
     let fetch = |i: ShardIndex| {
-        let key = ShardKey {
-            job: manifest.job.clone(),
-            step: manifest.step,
-            rank: manifest.rank,
-            object: object.name.clone(),
-            stripe: s,
-            index: i,
-        };
-        let (ctx, node) = (ctx.clone(), nodes[usize::from(i.0)]);
-        async move { (i, fetch_shard(&ctx, key, node).await) }
+        let (ctx, node, key) = (ctx.clone(), nodes[usize::from(i.0)], id.shard(i));
+        // Unchecked here: the decoder hashes each shard once.
+        async move { (i, ctx.get_shard(node, key, None).await) }
     };
     let is_down = |n: NodeId| ctx.health.is_down(n);
     inflight.extend(planner.start(Instant::now(), &is_down).into_iter().map(fetch));
@@ -352,29 +307,10 @@ async fn fetch_stripe(
                     continue;
                 }
             },
-            Outcome::Impossible => {
-                let failures = planner
-                    .failures()
-                    .into_iter()
-                    .map(|(index, node, why)| FailedShard { index, node, why })
-                    .collect();
-                return Err(ClientError::NotEnoughShards {
-                    object: object.name.clone(),
-                    stripe: s,
-                    need: k,
-                    got: planner.arrived().count(),
-                    failures: FailedShardList(failures),
-                });
-            }
+            Outcome::Impossible => return Err(not_enough_shards(id, k, &planner)),
             Outcome::Pending => {}
         }
-        let deadline = planner.next_deadline(Instant::now()).map(tokio::time::Instant::from_std);
-        let hedge = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => futures::future::pending().await,
-            }
-        };
+        let deadline = planner.next_deadline(Instant::now());
         tokio::select! {
             Some((i, result)) = inflight.next() => match result {
                 Ok(bytes) => {
@@ -383,20 +319,49 @@ async fn fetch_stripe(
                 }
                 Err(why) => inflight.extend(planner.on_failed(i, why, Instant::now(), &is_down).into_iter().map(fetch)),
             },
-            () = hedge => {
-                let now = Instant::now();
-                let hedge_after = ctx.hedge_after();
-                for node in planner.late_nodes(now) {
-                    // A late fetch on a node that answered nothing for a whole threshold: suspect
-                    // the node, so this and later stripes plan around it until it answers again.
-                    if ctx.health.is_stalled(node, now, hedge_after) && ctx.health.mark_down(node) {
-                        tracing::warn!(node = %node, stripe = %s, "node stalled: hedging with parity");
-                    }
-                }
-                let hedges = planner.on_tick(now, &is_down);
-                inflight.extend(hedges.into_iter().map(fetch));
+            () = sleep_until(deadline) => {
+                suspect_stalled(&ctx, &planner, s);
+                inflight.extend(planner.on_tick(Instant::now(), &is_down).into_iter().map(fetch));
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// A late fetch on a node that answered nothing for a whole threshold: suspect the node, so
+/// this and later stripes plan around it until it answers again.
+fn suspect_stalled(ctx: &Ctx, planner: &StripePlanner, s: StripeIndex) {
+    let (now, hedge_after) = (Instant::now(), ctx.hedge_after());
+    for node in planner.late_nodes(now) {
+        if ctx.health.is_stalled(node, now, hedge_after) && ctx.health.mark_down(node) {
+            tracing::warn!(node = %node, stripe = %s, "node stalled: hedging with parity");
+        }
+    }
+}
+
+/// The stripe is lost: which checkpoint, object and stripe, and every failed shard's node.
+fn not_enough_shards(id: StripeId, k: usize, planner: &StripePlanner) -> ClientError {
+    let failures = planner
+        .failures()
+        .into_iter()
+        .map(|(index, node, why)| FailedShard { index, node, why })
+        .collect();
+    ClientError::NotEnoughShards {
+        job: id.job,
+        step: id.step,
+        rank: id.rank,
+        object: id.object,
+        stripe: id.stripe,
+        need: k,
+        got: planner.arrived().count(),
+        failures: FailedShardList(failures),
     }
 }
 
@@ -444,39 +409,6 @@ async fn decode(
             Ok(Decoded::Corrupt(shards, corrupt))
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads one shard; its hash is checked later, once: by the decoder (restore) or by
-/// [`get_shard`] (verify).
-async fn fetch_shard(ctx: &Ctx, key: ShardKey, node: NodeId) -> Result<Vec<u8>, ShardFailure> {
-    match ctx.call_shard(node, &Request::GetShard { key }, Bytes::new()).await {
-        Ok(reply) => match reply.response {
-            Response::Shard { .. } => Ok(reply.payload),
-            other => Err(ShardFailure::Other(format!("unexpected reply {other:?}"))),
-        },
-        Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => Err(ShardFailure::Missing),
-        Err(TransportError::Remote { code: ErrorCode::Corrupt, .. }) => Err(ShardFailure::Corrupt),
-        Err(e) if e.is_node_failure() => {
-            ctx.node_failed(node);
-            Err(ShardFailure::NodeDown)
-        }
-        Err(e) => Err(ShardFailure::Other(e.to_string())),
-    }
-}
-
-/// Reads one shard and checks its hash against the manifest's.
-pub(crate) async fn get_shard(
-    ctx: &Ctx,
-    key: ShardKey,
-    node: NodeId,
-    expected: Digest,
-) -> Result<Vec<u8>, ShardFailure> {
-    let bytes = fetch_shard(ctx, key, node).await?;
-    if blake3::hash(&bytes).as_bytes() == &expected.0 {
-        Ok(bytes)
-    } else {
-        Err(ShardFailure::Corrupt)
     }
 }
 

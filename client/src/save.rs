@@ -4,29 +4,27 @@
 //! in distinct racks. Stripes overlap: up to `Ctx::stripes_in_flight` are being encoded or sent
 //! at once, which bounds memory whatever the checkpoint's size.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rackpoint_proto::limits::{
-    CLIENT_MAX_ATTEMPTS, CLIENT_RETRY_BASE_MS, MAX_OBJECTS_PER_PART, MAX_USER_META_ENTRIES,
-    MAX_USER_META_KEY_BYTES, MAX_USER_META_VALUE_BYTES, MAX_WORLD_SIZE,
-};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rackpoint_proto::limits::{CLIENT_MAX_ATTEMPTS, MAX_WRITER_BYTES};
 use rackpoint_proto::{
-    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Request, Response,
-    ShardIndex, ShardKey, Step, StripeIndex,
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::task::JoinHandle;
 
 use crate::catalog;
-use crate::client::Ctx;
-use crate::codec::{Codec, ObjectLayout};
-use crate::error::{ClientError, Result};
-use crate::manifest::{CodeSpec, Manifest, ObjectEntry, ShardEntry, StripeEntry};
-use crate::placement::{self, StripeRef};
+use crate::codec::{Codec, EncodedStripe, ObjectLayout};
+use crate::ctx::Ctx;
+use crate::error::{ClientError, NodeErrors, Result};
+use crate::manifest::{CodeSpec, Manifest, ObjectEntry, StripeEntry};
+use crate::placement;
+use crate::stripe_write::{Action, Put, PutResult, StripeWrite, WriteFailure};
 use crate::transport::TransportError;
 
 /// Where an object's bytes come from.
@@ -84,7 +82,9 @@ pub struct SaveReport {
 /// Saves one part; returns once its manifest is committed.
 pub(crate) async fn save(ctx: &Arc<Ctx>, req: SaveRequest) -> Result<SaveReport> {
     let started = Instant::now();
-    validate(&req)?;
+    // The manifest's own rules, checked before any shard is sent (objects still empty).
+    let placeholders = req.objects.iter().map(|o| ObjectEntry::empty(o.name.clone())).collect();
+    part_manifest(ctx, &req, placeholders, None).validate()?;
     let codec = Arc::new(Codec::new(ctx.map.code)?);
     let prev = catalog::previous_manifest_id(ctx, &req.job, req.step, req.rank).await?;
     let mut objects = Vec::with_capacity(req.objects.len());
@@ -95,18 +95,7 @@ pub(crate) async fn save(ctx: &Arc<Ctx>, req: SaveRequest) -> Result<SaveReport>
         moved_shards += saved.moved;
         objects.push(saved.entry);
     }
-    let manifest = Manifest {
-        format_version: crate::manifest::MANIFEST_FORMAT_VERSION,
-        job: req.job.clone(),
-        step: req.step,
-        rank: req.rank,
-        world_size: req.world_size,
-        writer: writer_identity(),
-        code: CodeSpec::for_params(ctx.map.code),
-        objects,
-        user_meta: req.user_meta.clone(),
-        prev,
-    };
+    let manifest = part_manifest(ctx, &req, objects, prev);
     let bytes = manifest.total_bytes();
     let (manifest_id, manifest_nodes) = commit_manifest(ctx, &manifest).await?;
     let elapsed = started.elapsed();
@@ -115,87 +104,43 @@ pub(crate) async fn save(ctx: &Arc<Ctx>, req: SaveRequest) -> Result<SaveReport>
     Ok(SaveReport { manifest_id, bytes, shards, moved_shards, manifest_nodes, elapsed })
 }
 
-fn validate(req: &SaveRequest) -> Result<()> {
-    let bad = |s: String| Err(ClientError::InvalidInput(s));
-    if req.world_size == 0 || req.world_size > MAX_WORLD_SIZE {
-        return bad(format!("world size {} is outside 1..={MAX_WORLD_SIZE}", req.world_size));
+fn part_manifest(
+    ctx: &Ctx,
+    req: &SaveRequest,
+    objects: Vec<ObjectEntry>,
+    prev: Option<Digest>,
+) -> Manifest {
+    Manifest {
+        format_version: crate::manifest::MANIFEST_FORMAT_VERSION,
+        job: req.job.clone(),
+        step: req.step,
+        rank: req.rank,
+        world_size: req.world_size,
+        writer: writer_identity(&std::fs::read_to_string("/etc/hostname").unwrap_or_default()),
+        code: CodeSpec::for_params(ctx.map.code),
+        objects,
+        user_meta: req.user_meta.clone(),
+        prev,
     }
-    if req.rank.0 >= req.world_size {
-        return bad(format!("rank {} is not below world size {}", req.rank, req.world_size));
-    }
-    if req.objects.len() > MAX_OBJECTS_PER_PART {
-        return bad(format!(
-            "{} objects, over the limit of {MAX_OBJECTS_PER_PART}",
-            req.objects.len()
-        ));
-    }
-    let mut names = HashSet::new();
-    for o in &req.objects {
-        if !names.insert(&o.name) {
-            return bad(format!("object name {} appears twice", o.name));
-        }
-    }
-    if req.user_meta.len() > MAX_USER_META_ENTRIES {
-        return bad(format!(
-            "{} metadata entries, over the limit of {MAX_USER_META_ENTRIES}",
-            req.user_meta.len()
-        ));
-    }
-    for (k, v) in &req.user_meta {
-        if k.is_empty() || k.len() > MAX_USER_META_KEY_BYTES || v.len() > MAX_USER_META_VALUE_BYTES
-        {
-            return bad(format!("metadata {k:?}: keys must be 1..={MAX_USER_META_KEY_BYTES} bytes, values at most {MAX_USER_META_VALUE_BYTES}"));
-        }
-    }
-    Ok(())
 }
 
-fn writer_identity() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!(
-        "rackpoint-client/{} {} pid {}",
-        env!("CARGO_PKG_VERSION"),
-        host.trim(),
-        std::process::id()
-    )
+/// "rackpoint-client/VERSION HOST pid PID", cut to `MAX_WRITER_BYTES` (a long host name must
+/// not make the manifest invalid).
+fn writer_identity(host: &str) -> String {
+    let pid = std::process::id();
+    let mut w = format!("rackpoint-client/{} {} pid {pid}", env!("CARGO_PKG_VERSION"), host.trim());
+    let mut cut = w.len().min(MAX_WRITER_BYTES);
+    while !w.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    w.truncate(cut);
+    w
 }
 
 struct SavedObject {
     entry: ObjectEntry,
     shards: u64,
     moved: u64,
-}
-
-/// The owned address of one stripe, sent to the stripe's task.
-#[derive(Clone)]
-struct StripeAt {
-    job: JobName,
-    step: Step,
-    rank: Rank,
-    object: ObjectName,
-    stripe: StripeIndex,
-}
-
-impl StripeAt {
-    fn as_ref(&self) -> StripeRef<'_> {
-        StripeRef {
-            job: &self.job,
-            step: self.step,
-            rank: self.rank,
-            object: &self.object,
-            stripe: self.stripe,
-        }
-    }
-    fn key(&self, index: usize) -> ShardKey {
-        ShardKey {
-            job: self.job.clone(),
-            step: self.step,
-            rank: self.rank,
-            object: self.object.clone(),
-            stripe: self.stripe,
-            index: ShardIndex(index as u8),
-        }
-    }
 }
 
 struct SavedStripe {
@@ -226,7 +171,7 @@ async fn save_object(
         let stripe = StripeIndex(s);
         let data = reader.read(layout.stripe_range(stripe)).await?;
         hasher.update(&data);
-        let at = StripeAt {
+        let at = StripeId {
             job: req.job.clone(),
             step: req.step,
             rank: req.rank,
@@ -291,89 +236,68 @@ impl StripeReader {
     }
 }
 
+/// Encodes one stripe on the worker pool and stores its shards: a short driver over the
+/// pure [`StripeWrite`] machine, which makes every decision.
 async fn save_stripe(
     ctx: Arc<Ctx>,
     codec: Arc<Codec>,
-    at: StripeAt,
+    at: StripeId,
     data: Bytes,
 ) -> Result<SavedStripe> {
     let bytes = data.len() as u64;
-    let encoded = {
-        let _slot =
-            ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(move || codec.encode_stripe(&data)).await??
-    };
-    let code = ctx.map.code;
+    let encoded = encode(&ctx, codec, data).await?;
     let is_down = |n: NodeId| ctx.health.is_down(n);
-    let first = match placement::place_stripe(&ctx.map, &at.as_ref(), code, &is_down) {
-        Ok(nodes) => nodes,
-        // Fewer than k + m nodes up: double up (at most m shards a node) rather than fail.
-        Err(_) => placement::place_degraded(
-            &ctx.map,
-            &at.as_ref(),
-            code,
-            &vec![None; code.total()],
-            &is_down,
-        )?,
-    };
-    let mut nodes = first.clone();
+    let hashes = encoded.hashes.clone();
+    let mut write = StripeWrite::new(&ctx.map, at, ctx.map.code, encoded.hashes, &is_down)?;
     let shards: Vec<Bytes> = encoded.shards.into_iter().map(Bytes::from).collect();
-    let mut pending: Vec<usize> = (0..shards.len()).collect();
-    let mut attempt = 0;
-    // Nodes that refused a shard of this stripe (full, shutting down, unreachable): never
-    // chosen again for it, so a shard cannot bounce between two full nodes.
-    let mut refused: Vec<NodeId> = Vec::new();
-    while !pending.is_empty() {
-        let puts = pending
-            .iter()
-            .map(|&i| put_shard(&ctx, at.key(i), encoded.hashes[i], shards[i].clone(), nodes[i]));
-        let results = futures::future::join_all(puts).await;
-        let failed: Vec<(usize, TransportError)> =
-            pending.iter().zip(results).filter_map(|(&i, r)| r.err().map(|e| (i, e))).collect();
-        attempt += 1;
-        if let Some((i, e)) = failed.first().filter(|_| attempt >= CLIENT_MAX_ATTEMPTS) {
-            return Err(write_failed(&at, *i, attempt, e.to_string()));
-        }
-        for (i, e) in &failed {
-            if moves_shard(e) {
-                if e.is_node_failure() {
-                    ctx.node_failed(nodes[*i]);
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        match write.poll(&ctx.map, Instant::now(), &is_down) {
+            Action::Send(puts) => {
+                for put in puts {
+                    let i = usize::from(put.index.0);
+                    log_move(write.id(), &put);
+                    let key = write.id().shard(put.index);
+                    let (ctx, hash, payload) = (&ctx, hashes[i], shards[i].clone());
+                    inflight.push(async move {
+                        (put.index, put_result(ctx.put_shard(put.node, key, hash, payload).await))
+                    });
                 }
-                refused.push(nodes[*i]);
-                let is_down = |n: NodeId| refused.contains(&n) || ctx.health.is_down(n);
-                nodes[*i] =
-                    replacement(&ctx.map, &at, code, &nodes, *i, &is_down).ok_or_else(|| {
-                        write_failed(&at, *i, attempt, format!("{e}; no other node can take it"))
-                    })?;
-                tracing::warn!(stripe = %at.stripe, object = %at.object, shard = i, to = %nodes[*i], error = %e, "degraded write: shard moved");
             }
+            Action::Wait => match inflight.next().await {
+                Some((i, result)) => write.on_result(i, result),
+                None => return Err(ClientError::Task("stripe write waits on no put".into())),
+            },
+            Action::Sleep(until) => tokio::time::sleep_until(until.into()).await,
+            Action::Done => break,
+            Action::Failed(f) => return Err(write_failed(write.id(), f)),
         }
-        if failed.iter().any(|(_, e)| !moves_shard(e)) {
-            tokio::time::sleep(Duration::from_millis(CLIENT_RETRY_BASE_MS << attempt)).await;
-        }
-        pending = failed.into_iter().map(|(i, _)| i).collect();
     }
-    let moved = nodes.iter().zip(&first).filter(|(a, b)| a != b).count() as u64;
-    let shards =
-        nodes.iter().zip(&encoded.hashes).map(|(&node, &hash)| ShardEntry { node, hash }).collect();
-    Ok(SavedStripe { entry: StripeEntry { shards }, moved, bytes })
+    let entry = write.entry().ok_or_else(|| ClientError::Task("stripe done unstored".into()))?;
+    Ok(SavedStripe { entry, moved: write.moved(), bytes })
 }
 
-/// The node shard `i` moves to: the next node in placement order outside the stripe, or, when
-/// none is left, a node of the stripe that can take one more shard (`place_degraded`).
-fn replacement(
-    map: &rackpoint_proto::ClusterMap,
-    at: &StripeAt,
-    code: rackpoint_proto::CodeParams,
-    nodes: &[NodeId],
-    i: usize,
-    is_down: &dyn Fn(NodeId) -> bool,
-) -> Option<NodeId> {
-    placement::replacement(map, &at.as_ref(), code, nodes, is_down).or_else(|| {
-        let pinned: Vec<Option<NodeId>> =
-            nodes.iter().enumerate().map(|(j, n)| (j != i).then_some(*n)).collect();
-        placement::place_degraded(map, &at.as_ref(), code, &pinned, is_down).ok().map(|p| p[i])
-    })
+/// Encodes parity on the worker pool (bounded by cores).
+async fn encode(ctx: &Ctx, codec: Arc<Codec>, data: Bytes) -> Result<EncodedStripe> {
+    let _slot = ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
+    Ok(tokio::task::spawn_blocking(move || codec.encode_stripe(&data)).await??)
+}
+
+fn log_move(id: &StripeId, put: &Put) {
+    if let Some(from) = put.moved_from {
+        tracing::warn!(stripe = %id.stripe, object = %id.object, shard = %put.index, from = %from,
+            to = %put.node, "degraded write: shard moved");
+    }
+}
+
+/// A put's outcome for the machine: a failure moves the shard (node down, full, shutting
+/// down) or is retried on the same node.
+fn put_result(r: Result<(), TransportError>) -> PutResult {
+    match r {
+        Ok(()) => PutResult::Stored,
+        Err(e) if moves_shard(&e) => PutResult::Refused(e.to_string()),
+        Err(e) => PutResult::Failed(e.to_string()),
+    }
 }
 
 /// Whether a failed put should go to another node (rather than be retried on the same one).
@@ -385,74 +309,41 @@ fn moves_shard(e: &TransportError) -> bool {
         )
 }
 
-fn write_failed(at: &StripeAt, index: usize, attempts: u32, last: String) -> ClientError {
+fn write_failed(id: &StripeId, f: WriteFailure) -> ClientError {
     ClientError::ShardWriteFailed {
-        object: at.object.clone(),
-        stripe: at.stripe,
-        index: ShardIndex(index as u8),
-        attempts,
-        last,
-    }
-}
-
-async fn put_shard(
-    ctx: &Ctx,
-    key: ShardKey,
-    hash: Digest,
-    payload: Bytes,
-    node: NodeId,
-) -> Result<(), TransportError> {
-    let reply = ctx.call_shard(node, &Request::PutShard { key, hash }, payload).await?;
-    expect_reply(node, reply.response, |r| matches!(r, Response::ShardStored))
-}
-
-/// Turns an unexpected (non-error) reply into a protocol error.
-fn expect_reply(
-    node: NodeId,
-    r: Response,
-    ok: impl Fn(&Response) -> bool,
-) -> Result<(), TransportError> {
-    if ok(&r) {
-        Ok(())
-    } else {
-        Err(TransportError::Protocol { node, reason: format!("unexpected reply {r:?}") })
+        object: id.object.clone(),
+        stripe: id.stripe,
+        index: f.index,
+        attempts: f.attempts,
+        last: f.last,
     }
 }
 
 /// Stores the manifest on m + 1 nodes (distinct racks first). Returns its id and the nodes.
-async fn commit_manifest(ctx: &Arc<Ctx>, manifest: &Manifest) -> Result<(Digest, Vec<NodeId>)> {
-    let bytes = Bytes::from(manifest.to_bytes());
-    let id = Digest(*blake3::hash(&bytes).as_bytes());
+async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<NodeId>)> {
+    let bytes = Bytes::from(manifest.to_checked_bytes()?);
+    let id = Digest::of(&bytes);
     let need = (usize::from(ctx.map.code.m) + 1).min(ctx.map.nodes.len());
-    let key = ManifestKey { job: manifest.job.clone(), step: manifest.step, rank: manifest.rank };
-    let request = Request::PutManifest { key, world_size: manifest.world_size, hash: id };
+    let (job, step, rank) = (&manifest.job, manifest.step, manifest.rank);
+    let key = ManifestKey { job: job.clone(), step, rank };
     let mut stored: Vec<NodeId> = Vec::new();
-    let mut failures: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut failures: Vec<(NodeId, TransportError)> = Vec::new();
     for _ in 0..CLIENT_MAX_ATTEMPTS {
-        let avoid =
-            |n: NodeId| ctx.health.is_down(n) || failures.contains_key(&n) || stored.contains(&n);
-        let (job, step, rank) = (&manifest.job, manifest.step, manifest.rank);
+        let avoid = |n: NodeId| {
+            ctx.health.is_down(n) || failures.iter().any(|(f, _)| *f == n) || stored.contains(&n)
+        };
         let Ok(targets) =
             placement::place_manifest(&ctx.map, job, step, rank, need - stored.len(), &avoid)
         else {
             break;
         };
-        let puts = targets.iter().map(|&n| {
-            let (request, bytes) = (&request, bytes.clone());
-            async move {
-                let reply = ctx.transport.call(n, request, bytes).await?;
-                expect_reply(n, reply.response, |r| matches!(r, Response::ManifestStored))
-            }
-        });
+        let puts = targets
+            .iter()
+            .map(|&n| ctx.put_manifest(n, key.clone(), manifest.world_size, id, bytes.clone()));
         for (n, r) in targets.iter().zip(futures::future::join_all(puts).await) {
             match r {
                 Ok(()) => stored.push(*n),
-                Err(e) => {
-                    if e.is_node_failure() {
-                        ctx.node_failed(*n);
-                    }
-                    failures.insert(*n, e.to_string());
-                }
+                Err(e) => failures.push((*n, e)),
             }
         }
         if stored.len() >= need {
@@ -460,15 +351,41 @@ async fn commit_manifest(ctx: &Arc<Ctx>, manifest: &Manifest) -> Result<(Digest,
         }
     }
     Err(ClientError::CommitFailed {
-        job: manifest.job.clone(),
-        step: manifest.step,
-        rank: manifest.rank,
+        job: job.clone(),
+        step,
+        rank,
         need,
         stored: stored.len(),
-        failures: failures
-            .iter()
-            .map(|(n, e)| format!("node {n}: {e}"))
-            .collect::<Vec<_>>()
-            .join("; "),
+        failures: NodeErrors(failures),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rackpoint_proto::CodeParams;
+
+    use super::*;
+
+    #[test]
+    fn a_long_host_name_still_gives_a_valid_manifest() {
+        for host in ["gpu-node-7", &"h".repeat(300), &"é".repeat(200)] {
+            let writer = writer_identity(host);
+            assert!(writer.len() <= MAX_WRITER_BYTES, "{} bytes", writer.len());
+            assert!(writer.starts_with("rackpoint-client/"));
+            let manifest = Manifest {
+                format_version: crate::manifest::MANIFEST_FORMAT_VERSION,
+                job: JobName::new("job").expect("valid"),
+                step: Step(1),
+                rank: Rank(0),
+                world_size: 1,
+                writer,
+                code: CodeSpec::for_params(CodeParams::new(4, 2, 64).expect("valid")),
+                objects: vec![ObjectEntry::empty(ObjectName::new("o").expect("valid"))],
+                user_meta: BTreeMap::new(),
+                prev: None,
+            };
+            let bytes = manifest.to_checked_bytes().expect("the writer fits");
+            assert_eq!(Manifest::from_bytes(&bytes), Ok(manifest), "and readers accept it");
+        }
+    }
 }

@@ -77,6 +77,16 @@ pub enum TransportError {
         /// What was wrong.
         reason: String,
     },
+    /// The node answered with a reply of another kind than the request calls for.
+    #[error("node {node} answered {got} where {expected} was due")]
+    UnexpectedReply {
+        /// The node.
+        node: NodeId,
+        /// The reply kind the request calls for.
+        expected: &'static str,
+        /// The reply kind that came.
+        got: &'static str,
+    },
     /// The request itself cannot be encoded (a payload length its kind does not allow).
     #[error("request to node {node} cannot be sent: {error}")]
     InvalidRequest {
@@ -100,6 +110,7 @@ impl TransportError {
             | TransportError::ConnectionLost { node, .. }
             | TransportError::Remote { node, .. }
             | TransportError::Protocol { node, .. }
+            | TransportError::UnexpectedReply { node, .. }
             | TransportError::InvalidRequest { node, .. } => Some(*node),
             TransportError::Setup(_) => None,
         }

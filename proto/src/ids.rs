@@ -164,6 +164,11 @@ int_newtype!(
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
+    /// The blake3 digest of `bytes`: the one way shard, object and manifest hashes are made.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
     /// The digest as lowercase hex.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -179,6 +184,32 @@ impl fmt::Display for Digest {
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digest({})", &self.to_hex()[..16])
+    }
+}
+
+/// The address of one stripe: `(job, step, rank, object, stripe)`. Its shards' keys come from
+/// [`StripeId::shard`]; placement hashes it to rank nodes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StripeId {
+    /// The job.
+    pub job: JobName,
+    /// The checkpoint's step.
+    pub step: Step,
+    /// The writing rank.
+    pub rank: Rank,
+    /// The object inside the part.
+    pub object: ObjectName,
+    /// The stripe inside the object.
+    pub stripe: StripeIndex,
+}
+
+impl fmt::Display for StripeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} step {} rank {} object {} stripe {}",
+            self.job, self.step, self.rank, self.object, self.stripe
+        )
     }
 }
 
@@ -205,6 +236,12 @@ mod tests {
             assert!(ObjectName::new(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectName::new("x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn digest_of_is_blake3() {
+        assert_eq!(Digest::of(b"abc").0, *blake3::hash(b"abc").as_bytes());
+        assert_ne!(Digest::of(b"abc"), Digest::of(b"abd"));
     }
 
     #[test]

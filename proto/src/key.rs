@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobName, ObjectName, Rank, ShardIndex, Step, StripeIndex};
+use crate::ids::{JobName, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex};
 
 const SHARD_TAG: u8 = b'S';
 const MANIFEST_TAG: u8 = b'M';
@@ -75,6 +75,20 @@ fn prefix_end(mut p: Vec<u8>) -> Vec<u8> {
         }
     }
     unreachable!("prefixes start with an ASCII tag byte")
+}
+
+impl StripeId {
+    /// The key of this stripe's shard `index`.
+    pub fn shard(&self, index: ShardIndex) -> ShardKey {
+        ShardKey {
+            job: self.job.clone(),
+            step: self.step,
+            rank: self.rank,
+            object: self.object.clone(),
+            stripe: self.stripe,
+            index,
+        }
+    }
 }
 
 impl ShardKey {

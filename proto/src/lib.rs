@@ -12,7 +12,7 @@ pub mod wire;
 
 pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
 pub use ids::{
-    Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeIndex,
+    Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };
 pub use key::{CheckpointRange, ManifestKey, ShardKey};
 pub use wire::{ErrorCode, FramePrefix, ManifestEntry, NodeStats, Request, Response, WireError};

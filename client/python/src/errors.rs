@@ -6,6 +6,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rackpoint_client::restore::Which;
 use rackpoint_client::ClientError;
 
 create_exception!(_native, RackpointError, PyException, "Any failure of a Rackpoint call.");
@@ -76,7 +77,8 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
     let msg = e.to_string();
     let attrs = PyDict::new(py);
     let (err, kind) = match e {
-        ClientError::NotEnoughShards { object, stripe, need, got, failures } => {
+        ClientError::NotEnoughShards { job, step, rank, object, stripe, need, got, failures } => {
+            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
             attrs.set_item("object", object.as_str())?;
             attrs.set_item("stripe", stripe.0)?;
             attrs.set_item("need", *need)?;
@@ -107,11 +109,17 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
             attrs.set_item("need", *need)?;
             attrs.set_item("stored", *stored)?;
-            attrs.set_item("failures", failures)?;
+            attrs.set_item("failures", failures.to_string())?;
             (CommitFailed::new_err(msg), "CommitFailed")
         }
-        ClientError::ManifestNotFound { job, step, rank, detail } => {
-            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
+        ClientError::ManifestNotFound { job, asked, rank, detail } => {
+            let step = match asked {
+                Which::Step(s) => Some(s.0),
+                Which::Latest => None,
+            };
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("step", step)?; // None: the latest was asked for
+            attrs.set_item("rank", rank.0)?;
             attrs.set_item("detail", detail)?;
             (ManifestNotFound::new_err(msg), "ManifestNotFound")
         }
@@ -119,13 +127,13 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
             (AlreadyExists::new_err(msg), "AlreadyExists")
         }
-        ClientError::NoCheckpoint { job, detail } => {
+        ClientError::NoCheckpoint { job, passed_over } => {
             attrs.set_item("job", job.as_str())?;
-            attrs.set_item("detail", detail)?;
+            attrs.set_item("passed_over", passed_over.to_string())?;
             (NoCheckpoint::new_err(msg), "NoCheckpoint")
         }
         ClientError::NoNodeAnswered(detail) => {
-            attrs.set_item("detail", detail)?;
+            attrs.set_item("detail", detail.to_string())?;
             (NoNodeAnswered::new_err(msg), "NoNodeAnswered")
         }
         ClientError::ObjectHashMismatch { object } => {
@@ -161,6 +169,7 @@ fn variant_name(e: &ClientError) -> &'static str {
         ClientError::Codec(_) => "Codec",
         ClientError::Manifest(_) => "Manifest",
         ClientError::Task(_) => "Task",
+        ClientError::Runtime(_) => "Runtime",
         _ => "Other",
     }
 }

@@ -1,0 +1,294 @@
+//! One way to call a node. [`Ctx`] is what every pipeline shares (the cluster map, the QUIC
+//! transport, the live health view, this client's limits) and [`Ctx::call`] is the one path
+//! every request takes: it waits for one of the node's request slots, tracks the request in
+//! the health view (any answer is progress), feeds the latency estimate that sets the hedging
+//! threshold, and on a node-level failure marks the node down and drops its connection. The
+//! typed wrappers (`put_shard`, `get_shard`, the manifest calls, `delete_checkpoint`, `stats`,
+//! `hello`) turn an unexpected reply into [`TransportError::UnexpectedReply`].
+//!
+//! The pipelines (`save`, `restore`, `catalog`) and the public API (`client`) sit above this
+//! module; nothing here knows about them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rackpoint_proto::limits::{
+    CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE, CLIENT_MAX_STRIPES_IN_FLIGHT,
+    CLIENT_REQUEST_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES,
+};
+use rackpoint_proto::wire::Message;
+use rackpoint_proto::{
+    ClusterMap, Digest, ErrorCode, JobName, ManifestEntry, ManifestKey, NodeId, NodeStats, Rank,
+    Request, Response, ShardKey, Step,
+};
+use tokio::sync::Semaphore;
+
+use crate::health::Health;
+use crate::hedge::HedgePolicy;
+use crate::planner::ShardFailure;
+use crate::tls::ClientTls;
+use crate::transport::{Reply, Transport, TransportError};
+
+/// A callback told of object bytes saved or restored as stripes complete.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What every pipeline shares; see the module doc.
+pub(crate) struct Ctx {
+    pub(crate) map: ClusterMap,
+    transport: Transport,
+    pub(crate) health: Arc<Health>,
+    /// Bounds concurrent encode and decode work to the machine's cores.
+    pub(crate) encode_slots: Semaphore,
+    /// The typical shard request latency, which sets the hedging threshold.
+    hedge: Mutex<HedgePolicy>,
+    /// Caps requests in flight to each node (`CLIENT_MAX_REQUESTS_PER_NODE`), so that one
+    /// node's replies come back steadily instead of all at once, late.
+    node_slots: HashMap<NodeId, Semaphore>,
+    /// Told of object bytes saved or restored, stripe by stripe (for progress bars).
+    progress: RwLock<Option<Progress>>,
+}
+
+impl Ctx {
+    /// A context for `map`; connections open lazily. Must be called inside a tokio runtime.
+    pub(crate) fn new(map: ClusterMap, tls: &ClientTls) -> Result<Self, TransportError> {
+        let transport = Transport::new(&map, tls)?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let node_slots = map
+            .nodes
+            .iter()
+            .map(|n| (n.id, Semaphore::new(CLIENT_MAX_REQUESTS_PER_NODE)))
+            .collect();
+        Ok(Self {
+            map,
+            transport,
+            health: Arc::new(Health::default()),
+            encode_slots: Semaphore::new(workers),
+            hedge: Mutex::default(),
+            node_slots,
+            progress: RwLock::new(None),
+        })
+    }
+
+    /// Stripes a save or restore keeps in flight: the byte budget over the bytes one stripe
+    /// holds in memory (its data plus its k + m shards), at least 1.
+    pub(crate) fn stripes_in_flight(&self) -> usize {
+        let c = self.map.code;
+        let per_stripe = (2 * u64::from(c.k) + u64::from(c.m)) * u64::from(c.shard_size_bytes);
+        ((CLIENT_MAX_INFLIGHT_BYTES / per_stripe) as usize).clamp(1, CLIENT_MAX_STRIPES_IN_FLIGHT)
+    }
+
+    /// The hedging threshold now (see [`crate::hedge`]).
+    pub(crate) fn hedge_after(&self) -> Duration {
+        self.hedge.lock().unwrap_or_else(|e| e.into_inner()).threshold()
+    }
+
+    pub(crate) fn set_progress(&self, progress: Option<Progress>) {
+        *self.progress.write().unwrap_or_else(|e| e.into_inner()) = progress;
+    }
+
+    pub(crate) fn report_progress(&self, bytes: u64) {
+        if let Some(p) = self.progress.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            p(bytes);
+        }
+    }
+
+    /// The one path of every request to a node (see the module doc). A `Hello` is a probe:
+    /// it takes no request slot (a busy node must still be heard) and has the heartbeat's
+    /// shorter timeout.
+    pub(crate) async fn call(
+        &self,
+        node: NodeId,
+        req: &Request,
+        payload: Bytes,
+    ) -> Result<Reply, TransportError> {
+        let probe = matches!(req, Request::Hello);
+        let _slot = match self.node_slots.get(&node).filter(|_| !probe) {
+            Some(slots) => Some(slots.acquire().await.map_err(|e| TransportError::Protocol {
+                node,
+                reason: format!("request slots closed: {e}"),
+            })?),
+            None => None,
+        };
+        let timeout_ms = if probe { HEARTBEAT_TIMEOUT_MS } else { CLIENT_REQUEST_TIMEOUT_MS };
+        let started = Instant::now();
+        let outstanding = self.health.begin(node);
+        let result = self
+            .transport
+            .call_with_timeout(node, req, payload, Duration::from_millis(timeout_ms))
+            .await;
+        match &result {
+            Err(e) if e.is_node_failure() => self.node_failed(node),
+            _ => {
+                outstanding.answered();
+                if matches!(req, Request::PutShard { .. } | Request::GetShard { .. }) {
+                    self.hedge.lock().unwrap_or_else(|e| e.into_inner()).record(started.elapsed());
+                }
+            }
+        }
+        result
+    }
+
+    /// A node-level failure: mark the node down and drop its connection, so the next call
+    /// (after a restart, say) opens a fresh one instead of waiting out the old one's idle
+    /// timeout.
+    fn node_failed(&self, node: NodeId) {
+        self.health.mark_down(node);
+        self.transport.forget(node);
+    }
+
+    /// Stores a shard; returns once the node says it is durable.
+    pub(crate) async fn put_shard(
+        &self,
+        node: NodeId,
+        key: ShardKey,
+        hash: Digest,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        let reply = self.call(node, &Request::PutShard { key, hash }, payload).await?;
+        expect(node, "ShardStored", reply, |r| match r.response {
+            Response::ShardStored => Ok(()),
+            _ => Err(r),
+        })
+    }
+
+    /// Reads a shard. With `expected`, its bytes must hash to it (else `Corrupt`); without,
+    /// the caller checks them (the decoder hashes each shard once).
+    pub(crate) async fn get_shard(
+        &self,
+        node: NodeId,
+        key: ShardKey,
+        expected: Option<Digest>,
+    ) -> Result<Vec<u8>, ShardFailure> {
+        let reply = self.call(node, &Request::GetShard { key }, Bytes::new()).await;
+        let bytes = reply
+            .and_then(|reply| {
+                expect(node, "Shard", reply, |r| match r.response {
+                    Response::Shard { .. } => Ok(r.payload),
+                    _ => Err(r),
+                })
+            })
+            .map_err(|e| shard_failure(&e))?;
+        match expected {
+            Some(hash) if Digest::of(&bytes) != hash => Err(ShardFailure::Corrupt),
+            _ => Ok(bytes),
+        }
+    }
+
+    /// Stores a part's manifest bytes (`hash` is their blake3, the manifest id).
+    pub(crate) async fn put_manifest(
+        &self,
+        node: NodeId,
+        key: ManifestKey,
+        world_size: u32,
+        hash: Digest,
+        bytes: Bytes,
+    ) -> Result<(), TransportError> {
+        let req = Request::PutManifest { key, world_size, hash };
+        let reply = self.call(node, &req, bytes).await?;
+        expect(node, "ManifestStored", reply, |r| match r.response {
+            Response::ManifestStored => Ok(()),
+            _ => Err(r),
+        })
+    }
+
+    /// Reads a part's manifest bytes (unchecked: the caller compares them with the id).
+    pub(crate) async fn get_manifest(
+        &self,
+        node: NodeId,
+        key: ManifestKey,
+    ) -> Result<Vec<u8>, TransportError> {
+        let reply = self.call(node, &Request::GetManifest { key }, Bytes::new()).await?;
+        expect(node, "Manifest", reply, |r| match r.response {
+            Response::Manifest { .. } => Ok(r.payload),
+            _ => Err(r),
+        })
+    }
+
+    /// One page of a job's manifests after `after`, and whether more follow.
+    pub(crate) async fn list_manifests(
+        &self,
+        node: NodeId,
+        job: &JobName,
+        after: Option<(Step, Rank)>,
+    ) -> Result<(Vec<ManifestEntry>, bool), TransportError> {
+        let req = Request::ListManifests { job: job.clone(), after, limit: MAX_LIST_ENTRIES };
+        let reply = self.call(node, &req, Bytes::new()).await?;
+        expect(node, "Manifests", reply, |r| match r.response {
+            Response::Manifests { entries, more } => Ok((entries, more)),
+            response => Err(Reply { response, payload: r.payload }),
+        })
+    }
+
+    /// Deletes a checkpoint from one node; returns the shards and manifests it removed.
+    pub(crate) async fn delete_checkpoint(
+        &self,
+        node: NodeId,
+        job: &JobName,
+        step: Step,
+    ) -> Result<(u64, u64), TransportError> {
+        let req = Request::DeleteCheckpoint { job: job.clone(), step };
+        let reply = self.call(node, &req, Bytes::new()).await?;
+        expect(node, "CheckpointDeleted", reply, |r| match r.response {
+            Response::CheckpointDeleted { shards, manifests } => Ok((shards, manifests)),
+            _ => Err(r),
+        })
+    }
+
+    /// A node's counters.
+    pub(crate) async fn stats(&self, node: NodeId) -> Result<NodeStats, TransportError> {
+        let reply = self.call(node, &Request::Stats, Bytes::new()).await?;
+        expect(node, "Stats", reply, |r| match r.response {
+            Response::Stats(s) => Ok(s),
+            response => Err(Reply { response, payload: r.payload }),
+        })
+    }
+
+    /// Asks a node who it is (the heartbeat's probe).
+    pub(crate) async fn hello(&self, node: NodeId) -> Result<(), TransportError> {
+        let reply = self.call(node, &Request::Hello, Bytes::new()).await?;
+        expect(node, "Hello", reply, |r| match r.response {
+            Response::Hello { .. } => Ok(()),
+            _ => Err(r),
+        })
+    }
+}
+
+/// Takes what `pick` wants from a reply, or names the reply that came instead.
+fn expect<T>(
+    node: NodeId,
+    expected: &'static str,
+    reply: Reply,
+    pick: impl FnOnce(Reply) -> Result<T, Reply>,
+) -> Result<T, TransportError> {
+    pick(reply).map_err(|r| TransportError::UnexpectedReply {
+        node,
+        expected,
+        got: r.response.kind(),
+    })
+}
+
+/// Why a shard read failed, as the planner and `verify` see it.
+fn shard_failure(e: &TransportError) -> ShardFailure {
+    match e {
+        TransportError::Remote { code: ErrorCode::NotFound, .. } => ShardFailure::Missing,
+        TransportError::Remote { code: ErrorCode::Corrupt, .. } => ShardFailure::Corrupt,
+        e if e.is_node_failure() => ShardFailure::NodeDown,
+        e => ShardFailure::Other(e.to_string()),
+    }
+}
+
+/// Pings every node with `Hello` every `HEARTBEAT_INTERVAL_MS` through [`Ctx::call`], which
+/// updates the health view; ends when the context is gone. Run it as a task.
+pub(crate) async fn heartbeat_loop(ctx: Weak<Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        let pings = ctx.map.nodes.iter().map(|n| ctx.hello(n.id));
+        // Each outcome is recorded by `call`; there is nothing more to do with it here.
+        let _outcomes = futures::future::join_all(pings).await;
+    }
+}

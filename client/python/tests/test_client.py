@@ -63,8 +63,9 @@ def test_bad_input_is_a_typed_error(client):
     assert (e.value.job, e.value.step, e.value.rank, e.value.kind) == (JOB, 1, 0, "AlreadyExists")
     with pytest.raises(rackpoint.InvalidInput):
         client.save("bad/job", 1, 0, 1, {"a": b"x"})
-    with pytest.raises(rackpoint.InvalidInput):
+    with pytest.raises(rackpoint.RackpointError) as e:
         client.save(JOB, 2, 1, 1, {"a": b"x"})  # rank not below world size
+    assert e.value.kind == "Manifest" and "outside a world of 1" in str(e.value)
     with pytest.raises(rackpoint.InvalidInput) as e:
         client.restore_into(JOB, 1, 0, "a", bytearray(999))
     assert "1000 bytes" in str(e.value)

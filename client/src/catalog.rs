@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rackpoint_proto::limits::CLIENT_MAX_LISTED_MANIFESTS;
 use rackpoint_proto::{
-    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId,
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step,
     StripeIndex,
 };
 
@@ -16,7 +16,7 @@ use crate::ctx::Ctx;
 use crate::error::{ClientError, NodeErrors, PassedOverList, Result};
 pub use crate::error::{PassOverReason, PassedOver};
 use crate::listing::{ListingQuorum, QuorumState};
-use crate::manifest::{self, ChainProblem, Manifest, Which};
+use crate::manifest::{self, ChainProblem, Manifest, ObjectEntry, StripeEntry, Which};
 use crate::planner::ShardFailure;
 use crate::transport::TransportError;
 
@@ -406,48 +406,50 @@ async fn rank_chain(
 }
 
 async fn verify_part_shards(ctx: &Ctx, m: &Manifest, report: &mut VerifyReport) {
-    let k = usize::from(m.code.params.k);
     for obj in &m.objects {
         for (s, stripe) in obj.stripes.iter().enumerate() {
-            let stripe_index = StripeIndex(s as u32);
-            let id = StripeId {
-                job: m.job.clone(),
-                step: m.step,
-                rank: m.rank,
-                object: obj.name.clone(),
-                stripe: stripe_index,
-            };
-            let checks = stripe.shards.iter().enumerate().map(|(i, shard)| {
-                let key = id.shard(ShardIndex(i as u8));
-                async move {
-                    // A node known down is reported unreachable without costing a timeout per shard.
-                    if ctx.health.is_down(shard.node) {
-                        return Err(ShardFailure::NodeDown);
-                    }
-                    ctx.get_shard(shard.node, key, Some(shard.hash)).await
-                }
-            });
-            let results = futures::future::join_all(checks).await;
-            let mut good: usize = 0;
-            for (i, r) in results.into_iter().enumerate() {
-                match r {
-                    Ok(_) => good += 1,
-                    Err(why) => report.bad_shards.push(BadShard {
-                        rank: m.rank,
-                        object: obj.name.clone(),
-                        stripe: stripe_index,
-                        index: ShardIndex(i as u8),
-                        node: stripe.shards[i].node,
-                        why,
-                    }),
-                }
-            }
-            report.shards_ok += good as u64;
-            let left = good.checked_sub(k);
-            report.survives_more_failures =
-                report.survives_more_failures.zip(left).map(|(a, b)| a.min(b));
+            verify_stripe(ctx, m, obj, StripeIndex(s as u32), stripe, report).await;
         }
     }
+}
+
+/// Reads back every shard of one stripe, checking each hash, into `report`.
+async fn verify_stripe(
+    ctx: &Ctx,
+    m: &Manifest,
+    obj: &ObjectEntry,
+    s: StripeIndex,
+    stripe: &StripeEntry,
+    report: &mut VerifyReport,
+) {
+    let id = m.stripe_id(&obj.name, s);
+    let checks = stripe.shards.iter().enumerate().map(|(i, shard)| {
+        let key = id.shard(ShardIndex(i as u8));
+        async move {
+            // A node known down is reported unreachable without costing a timeout per shard.
+            if ctx.health.is_down(shard.node) {
+                return Err(ShardFailure::NodeDown);
+            }
+            ctx.get_shard(shard.node, key, Some(shard.hash)).await
+        }
+    });
+    let mut good: usize = 0;
+    for (i, r) in futures::future::join_all(checks).await.into_iter().enumerate() {
+        match r {
+            Ok(_) => good += 1,
+            Err(why) => report.bad_shards.push(BadShard {
+                rank: m.rank,
+                object: obj.name.clone(),
+                stripe: s,
+                index: ShardIndex(i as u8),
+                node: stripe.shards[i].node,
+                why,
+            }),
+        }
+    }
+    report.shards_ok += good as u64;
+    let left = good.checked_sub(usize::from(m.code.params.k));
+    report.survives_more_failures = report.survives_more_failures.zip(left).map(|(a, b)| a.min(b));
 }
 
 /// What `delete` did.

@@ -2,7 +2,7 @@
 //! that are not async). Every clone shares one `ctx::Ctx`: the cluster map, the QUIC
 //! transport, the live health view, and the limits of this client.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -141,17 +141,21 @@ impl Client {
         restore::restore_object_into(&self.ctx, manifest, object, into).await
     }
 
-    /// Restores one part into files `dir/<object name>`.
+    /// Restores one part into files `dir/<object name>` (`dir` must exist). Every file
+    /// appears only once every object of the part is restored and checked; on failure none
+    /// does. An existing file is an error ([`ClientError::FileExists`], before anything is
+    /// fetched) unless `overwrite`.
     pub async fn restore_to_dir(
         &self,
         job: &JobName,
         which: Which,
         rank: Rank,
         dir: &Path,
+        overwrite: bool,
     ) -> Result<RestoreReport> {
         restore::check_out_dir(dir)?;
         let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
-        restore::restore_part(&self.ctx, manifest, &mut Sink::Dir(PathBuf::from(dir))).await
+        restore::restore_part(&self.ctx, manifest, &mut Sink::dir(dir, overwrite)).await
     }
 
     /// The newest complete checkpoint that is still recoverable, with every part's manifest

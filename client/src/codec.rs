@@ -30,7 +30,7 @@ pub const CODEC_MATRIX: &str = "vandermonde V[r][c]=r^c (k+m x k) * inverse(top 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The code's parameters are out of bounds.
-    #[error("invalid code: {0}")]
+    #[error(transparent)]
     BadParams(#[from] ConfigError),
     /// The bytes given to encode are not a stripe's worth (1 to `k * S`).
     #[error("a stripe holds 1 to {max} bytes, got {len}")]

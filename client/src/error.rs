@@ -214,13 +214,21 @@ pub enum ClientError {
         /// The object.
         object: ObjectName,
     },
-    /// A local file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A local file could not be read or written. (The OS error is in the text, not also
+    /// chained as a source, so that a printed chain says it once.)
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// A restored object would replace an existing file and overwriting was not asked for:
+    /// nothing was written.
+    #[error("{} already exists; nothing was restored", path.display())]
+    FileExists {
+        /// The existing file.
+        path: PathBuf,
     },
     /// The blocking client's runtime could not be started.
     #[error("cannot start the client's runtime: {0}")]

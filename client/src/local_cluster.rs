@@ -170,8 +170,17 @@ impl LocalCluster {
         opts: &InitOptions,
         store_bin: &Path,
     ) -> Result<Self, LocalClusterError> {
-        let map = cluster_dir::init(dir, opts)?;
-        let tls = cluster_dir::load(&dir.join(CLUSTER_FILE))?.tls;
+        cluster_dir::init(dir, opts)?;
+        Self::open(dir, store_bin)
+    }
+
+    /// Starts every node of the cluster folder `dir` made earlier (by [`cluster_dir::init`]
+    /// or `rackpoint cluster init`) on its existing data, and returns once each has printed
+    /// its `listening` line (all within `LOCAL_NODE_READY_TIMEOUT_MS`). If one fails, the
+    /// ones started are killed and the error names the node and its log.
+    pub fn open(dir: &Path, store_bin: &Path) -> Result<Self, LocalClusterError> {
+        let loaded = cluster_dir::load(&dir.join(CLUSTER_FILE))?;
+        let (map, tls) = (loaded.map, loaded.tls);
         let nodes = map.nodes.iter().map(|n| (n.id, Mutex::new(None))).collect();
         let mut cluster =
             Self { dir: dir.to_owned(), store_bin: store_bin.to_owned(), map, tls, nodes };
@@ -255,6 +264,23 @@ impl LocalCluster {
             }),
             Err(error) => Err(LocalClusterError::Wait { node: id, error }),
         }
+    }
+
+    /// Stops every running node as [`LocalCluster::terminate`] does, all at once: each is
+    /// signalled first, then each is waited for. Returns the first failure, if any.
+    pub fn terminate_all(&mut self) -> Result<(), LocalClusterError> {
+        let running: Vec<NodeId> =
+            self.nodes.keys().copied().filter(|id| self.is_running(*id)).collect();
+        for &id in &running {
+            self.signal(id, Signal::SIGTERM)?;
+        }
+        let mut first = None;
+        for id in running {
+            if let Err(e) = self.terminate(id) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Fault injection, as a rotting disk: flips one byte in the middle of every stored copy

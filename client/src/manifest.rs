@@ -15,7 +15,9 @@ use rackpoint_proto::limits::{
     MAX_MANIFEST_BYTES, MAX_OBJECTS_PER_PART, MAX_USER_META_ENTRIES, MAX_USER_META_KEY_BYTES,
     MAX_USER_META_VALUE_BYTES, MAX_WORLD_SIZE, MAX_WRITER_BYTES,
 };
-use rackpoint_proto::{CodeParams, Digest, JobName, NodeId, ObjectName, Rank, Step, StripeIndex};
+use rackpoint_proto::{
+    CodeParams, Digest, JobName, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{ObjectLayout, CODEC_FIELD, CODEC_ID, CODEC_MATRIX};
@@ -152,7 +154,7 @@ pub enum ManifestError {
         world_size: u32,
     },
     /// The code's parameters are out of bounds.
-    #[error("invalid code: {0}")]
+    #[error(transparent)]
     BadCode(#[from] ConfigError),
     /// The code is not one this build can decode.
     #[error("unknown codec {codec:?} / {field:?} / {matrix:?}")]
@@ -423,6 +425,17 @@ impl Manifest {
     /// Object bytes in the part.
     pub fn total_bytes(&self) -> u64 {
         self.objects.iter().fold(0, |sum, o| sum.saturating_add(o.len))
+    }
+
+    /// The address of stripe `stripe` of `object` (one of this part's objects).
+    pub fn stripe_id(&self, object: &ObjectName, stripe: StripeIndex) -> StripeId {
+        StripeId {
+            job: self.job.clone(),
+            step: self.step,
+            rank: self.rank,
+            object: object.clone(),
+            stripe,
+        }
     }
 
     /// The first stripe that lost more than `m` shards when the nodes for which `lost` is

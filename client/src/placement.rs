@@ -52,7 +52,7 @@ pub enum PlacementError {
         total: usize,
     },
     /// The code is out of bounds.
-    #[error("invalid code: {0}")]
+    #[error(transparent)]
     BadCode(#[from] ConfigError),
 }
 

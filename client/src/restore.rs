@@ -2,7 +2,7 @@
 //! Each stripe is driven by the pure [`StripePlanner`]: data shards first, parity when a shard
 //! is missing, corrupt, on a down node, or late past the hedging threshold; decoding only when
 //! a data shard is absent. Stripes are written in order to the sink and every object's blake3
-//! is checked end to end before anything is handed back (a file appears only once it is good).
+//! is checked end to end before anything is handed back (files appear only once all are good).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -47,8 +47,63 @@ pub struct RestoreReport {
 pub(crate) enum Sink {
     /// Into memory.
     Memory(Vec<RestoredObject>),
-    /// Into files `DIR/<object name>`, each written to a temporary name and renamed once good.
-    Dir(PathBuf),
+    /// Into files `dir/<object name>`: each written to a temporary file, and all renamed into
+    /// place once every object's hash matched, so a failed restore leaves no file behind.
+    Dir {
+        /// The folder.
+        dir: PathBuf,
+        /// Whether to replace existing files; if not, an existing one is refused before
+        /// anything is fetched, and the renames never replace one (no-clobber).
+        overwrite: bool,
+        /// Objects checked and waiting for their rename: (temporary file, final path).
+        ready: Vec<(tempfile::TempPath, PathBuf)>,
+    },
+}
+
+impl Sink {
+    /// Into files in `dir`.
+    pub(crate) fn dir(dir: &Path, overwrite: bool) -> Self {
+        Sink::Dir { dir: dir.to_path_buf(), overwrite, ready: Vec::new() }
+    }
+
+    /// Refuses, before anything is fetched, to restore over an existing file unless asked to.
+    fn check_targets(&self, manifest: &Manifest) -> Result<()> {
+        let Sink::Dir { dir, overwrite: false, .. } = self else { return Ok(()) };
+        for obj in &manifest.objects {
+            let path = dir.join(obj.name.as_str());
+            if path.symlink_metadata().is_ok() {
+                return Err(ClientError::FileExists { path });
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames every checked object into place. If one rename fails, the files this call
+    /// placed are removed again (without `overwrite` they are new files) and the temporary
+    /// files left are dropped, which removes them.
+    fn publish(&mut self) -> Result<()> {
+        let Sink::Dir { overwrite, ready, .. } = self else { return Ok(()) };
+        let mut placed: Vec<PathBuf> = Vec::with_capacity(ready.len());
+        for (tmp, path) in std::mem::take(ready) {
+            let renamed =
+                if *overwrite { tmp.persist(&path) } else { tmp.persist_noclobber(&path) };
+            if let Err(e) = renamed {
+                if !*overwrite {
+                    for p in &placed {
+                        let _ = std::fs::remove_file(p); // best effort: the rename error is the one to report
+                    }
+                }
+                return Err(match e.error.kind() {
+                    std::io::ErrorKind::AlreadyExists if !*overwrite => {
+                        ClientError::FileExists { path }
+                    }
+                    _ => ClientError::Io { path, error: e.error },
+                });
+            }
+            placed.push(path);
+        }
+        Ok(())
+    }
 }
 
 /// Restores every object of `manifest` into `sink`.
@@ -60,12 +115,14 @@ pub(crate) async fn restore_part(
     let started = Instant::now();
     let codec = Arc::new(Codec::new(manifest.code.params)?);
     let manifest = Arc::new(manifest);
+    sink.check_targets(&manifest)?;
     let mut degraded_stripes = 0;
     for (i, obj) in manifest.objects.iter().enumerate() {
         let mut out = ObjectOut::open(sink, obj).await?;
         degraded_stripes += restore_object(ctx, &codec, &manifest, i, &mut out).await?;
         out.finish(sink, obj).await?;
     }
+    sink.publish()?;
     let elapsed = started.elapsed();
     let bytes = manifest.total_bytes();
     tracing::info!(job = %manifest.job, step = %manifest.step, rank = %manifest.rank, bytes, degraded_stripes,
@@ -165,11 +222,11 @@ impl ObjectOut {
                 })?;
                 Ok(ObjectOut::Memory { bytes, hasher: blake3::Hasher::new() })
             }
-            Sink::Dir(dir) => {
+            Sink::Dir { dir, .. } => {
                 let (file, tmp) = tempfile::Builder::new()
                     .prefix(".rackpoint-partial-")
                     .tempfile_in(dir)
-                    .map_err(|source| ClientError::Io { path: dir.clone(), source })?
+                    .map_err(|error| ClientError::Io { path: dir.clone(), error })?
                     .into_parts();
                 let file = tokio::fs::File::from_std(file);
                 Ok(ObjectOut::File { tmp, file, hasher: blake3::Hasher::new() })
@@ -187,7 +244,7 @@ impl ObjectOut {
                 hasher.update(data);
                 file.write_all(data)
                     .await
-                    .map_err(|source| ClientError::Io { path: tmp.to_path_buf(), source })?;
+                    .map_err(|error| ClientError::Io { path: tmp.to_path_buf(), error })?;
             }
         }
         Ok(())
@@ -203,8 +260,8 @@ impl ObjectOut {
                 out.push(RestoredObject { name: obj.name.clone(), bytes });
                 Ok(())
             }
-            (ObjectOut::File { tmp, mut file, hasher }, Sink::Dir(dir)) => {
-                let io = |source| ClientError::Io { path: tmp.to_path_buf(), source };
+            (ObjectOut::File { tmp, mut file, hasher }, Sink::Dir { dir, ready, .. }) => {
+                let io = |error| ClientError::Io { path: tmp.to_path_buf(), error };
                 file.flush().await.map_err(io)?;
                 file.sync_all().await.map_err(io)?;
                 drop(file);
@@ -212,8 +269,8 @@ impl ObjectOut {
                     // Dropping `tmp` removes the temporary file.
                     return Err(ClientError::ObjectHashMismatch { object: obj.name.clone() });
                 }
-                let path = dir.join(obj.name.as_str());
-                tmp.persist(&path).map_err(|e| ClientError::Io { path, source: e.error })
+                ready.push((tmp, dir.join(obj.name.as_str())));
+                Ok(())
             }
             _ => unreachable!("an ObjectOut is opened from the sink it finishes into"),
         }
@@ -274,13 +331,7 @@ async fn fetch_stripe(
     let entry: &StripeEntry = &object.stripes[s.0 as usize];
     let nodes: Vec<NodeId> = entry.shards.iter().map(|sh| sh.node).collect();
     let hashes: Vec<Digest> = entry.shards.iter().map(|sh| sh.hash).collect();
-    let id = StripeId {
-        job: manifest.job.clone(),
-        step: manifest.step,
-        rank: manifest.rank,
-        object: object.name.clone(),
-        stripe: s,
-    };
+    let id = manifest.stripe_id(&object.name, s);
     let k = usize::from(manifest.code.params.k);
     let mut planner = StripePlanner::new(k, nodes.clone(), ctx.hedge_after());
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; nodes.len()];
@@ -417,6 +468,56 @@ pub(crate) fn check_out_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(ClientError::InvalidInput(format!("{} is not a folder", dir.display()))),
-        Err(source) => Err(ClientError::Io { path: dir.to_path_buf(), source }),
+        Err(error) => Err(ClientError::Io { path: dir.to_path_buf(), error }),
+    }
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+
+    /// A checked object waiting for its rename in `dir`.
+    fn ready(dir: &Path, name: &str, bytes: &[u8]) -> (tempfile::TempPath, PathBuf) {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).expect("temp file");
+        std::io::Write::write_all(&mut tmp, bytes).expect("write");
+        (tmp.into_temp_path(), dir.join(name))
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_file_that_appears_before_the_rename_is_not_replaced_and_nothing_is_left() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = Sink::dir(dir.path(), false);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "a.bin", b"a"));
+        queue.push(ready(dir.path(), "b.bin", b"b"));
+        std::fs::write(dir.path().join("b.bin"), b"theirs").expect("write");
+        let err = sink.publish().expect_err("b.bin is in the way");
+        assert!(
+            matches!(&err, ClientError::FileExists { path } if path.ends_with("b.bin")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("b.bin")).expect("kept"), b"theirs");
+        assert_eq!(names(dir.path()), ["b.bin"], "a.bin taken back, temporary files gone");
+    }
+
+    #[test]
+    fn overwrite_replaces_existing_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.bin"), b"old").expect("write");
+        let mut sink = Sink::dir(dir.path(), true);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "a.bin", b"new"));
+        sink.publish().expect("publish");
+        assert_eq!(std::fs::read(dir.path().join("a.bin")).expect("read"), b"new");
+        assert_eq!(names(dir.path()), ["a.bin"]);
     }
 }

@@ -214,7 +214,7 @@ impl StripeReader {
                 Ok(Self { len: b.len() as u64, source: ReaderSource::Memory(b.clone()) })
             }
             ObjectSource::File(path) => {
-                let io = |source| ClientError::Io { path: path.clone(), source };
+                let io = |error| ClientError::Io { path: path.clone(), error };
                 let file = tokio::fs::File::open(path).await.map_err(io)?;
                 let len = file.metadata().await.map_err(io)?.len();
                 Ok(Self { len, source: ReaderSource::File { path: path.clone(), file } })
@@ -226,7 +226,7 @@ impl StripeReader {
         match &mut self.source {
             ReaderSource::Memory(b) => Ok(b.slice(range.start as usize..range.end as usize)),
             ReaderSource::File { path, file } => {
-                let io = |source| ClientError::Io { path: path.clone(), source };
+                let io = |error| ClientError::Io { path: path.clone(), error };
                 let mut buf = vec![0u8; (range.end - range.start) as usize];
                 file.seek(std::io::SeekFrom::Start(range.start)).await.map_err(io)?;
                 file.read_exact(&mut buf).await.map_err(io)?;

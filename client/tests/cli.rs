@@ -1,27 +1,65 @@
-//! The `rackpoint` CLI against real node processes: put, ls, get, verify, rm, status, with
-//! the exit statuses scripts rely on (0 only on full success, 1 with one line on stderr).
+//! The `rackpoint` CLI against real node processes: put, ls, get, verify, rm, status and
+//! `cluster up`, with the exit statuses scripts rely on (0 success, 1 failure with one line
+//! on stderr, 2 usage, 3 not recoverable) and the `--json` documents.
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use common::{data, six_nodes};
+use nix::sys::signal::{kill as send_signal, Signal};
+use nix::unistd::Pid;
 use rackpoint_proto::NodeId;
+use serde_json::Value;
 
 const SHARD: u32 = 64 * 1024;
+/// Generous bound on a `cluster up` starting or stopping its nodes (the machine is shared).
+const CLUSTER_UP_BOUND: Duration = Duration::from_secs(120);
 
+fn rackpoint_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rackpoint"));
+    c.env_remove("RUST_LOG").env_remove("RACKPOINT_CLUSTER");
+    c
+}
+
+/// Runs `rackpoint ARGS` with `RACKPOINT_CLUSTER=cluster`.
 fn rackpoint(cluster: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rackpoint"))
-        .args(args)
-        .env("RACKPOINT_CLUSTER", cluster)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run rackpoint")
+    rackpoint_bin().args(args).env("RACKPOINT_CLUSTER", cluster).output().expect("run rackpoint")
+}
+
+/// Runs `rackpoint ARGS` with no cluster in the environment.
+fn rackpoint_args(args: &[&str]) -> Output {
+    rackpoint_bin().args(args).output().expect("run rackpoint")
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The one JSON document a `--json` run printed.
+fn doc(out: &Output) -> Value {
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one document: {stdout} / {}", text(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Every file name in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -106,19 +144,409 @@ fn put_ls_get_verify_rm_round_trip_with_scriptable_exit_codes() {
 }
 
 #[test]
-fn bad_input_is_refused_with_one_line() {
+fn shell_habits_global_options_anywhere_get_out_folders_and_reasons_said_once() {
     let tc = six_nodes(SHARD);
     let cluster = tc.cluster.cluster_file();
-    let bad_job = rackpoint(&cluster, &["ls", "bad job"]);
-    assert_eq!(bad_job.status.code(), Some(2), "clap refuses an invalid job name as a usage error");
-    let missing = rackpoint(&cluster, &["put", "job", "1", "/nonexistent/file.bin"]);
+    let c = s(&cluster);
+    let root = tc.dir.path();
+
+    // Global options before or after the subcommand, with no RACKPOINT_CLUSTER.
+    for args in [["--cluster", c, "status"], ["status", "--cluster", c]] {
+        let out = rackpoint_args(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("up"), "{}", text(&out.stdout));
+    }
+    for args in [["--json", "--cluster", c, "ls", "j"], ["ls", "j", "--json", "--cluster", c]] {
+        let out = rackpoint_args(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(doc(&out)["command"], "ls");
+    }
+    let no_cluster = rackpoint_args(&["status"]);
+    assert_eq!(no_cluster.status.code(), Some(2), "{}", text(&no_cluster.stderr));
+    assert!(text(&no_cluster.stderr).contains("--cluster"), "{}", text(&no_cluster.stderr));
+
+    // Usage errors exit 2.
+    assert_eq!(rackpoint(&cluster, &["ls", "bad job"]).status.code(), Some(2));
+    assert_eq!(
+        rackpoint(&cluster, &["put", "j", "1", "x", "--meta", "novalue"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(rackpoint(&cluster, &["rm", "j"]).status.code(), Some(2), "rm needs --step");
+
+    // A missing file: one line, the OS reason once.
+    let missing = rackpoint(&cluster, &["put", "j", "1", "/nonexistent/file.bin"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert_eq!(text(&missing.stderr).lines().count(), 1, "{}", text(&missing.stderr));
+    let line = text(&missing.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("/nonexistent/file.bin"), "{line}");
+    assert_eq!(line.matches("No such file or directory").count(), 1, "{line}");
     let no_cluster = rackpoint(Path::new("/nonexistent/cluster.toml"), &["status"]);
     assert_eq!(no_cluster.status.code(), Some(1));
-    assert!(
-        text(&no_cluster.stderr).contains("/nonexistent/cluster.toml"),
-        "{}",
-        text(&no_cluster.stderr)
+    let line = text(&no_cluster.stderr);
+    assert!(line.contains("/nonexistent/cluster.toml"), "{line}");
+    assert!(line.matches("os error").count() <= 1, "{line}");
+
+    // Save two objects.
+    let input = root.join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let weights = data(71, 300_003);
+    std::fs::write(input.join("weights.bin"), &weights).expect("write");
+    std::fs::write(input.join("rng.bin"), b"0123456").expect("write");
+    let (w, r) = (input.join("weights.bin"), input.join("rng.bin"));
+    let put = rackpoint(&cluster, &["put", "habits", "5", s(&w), s(&r)]);
+    assert!(put.status.success(), "put: {}", text(&put.stderr));
+
+    // get --out makes the folder and its parents.
+    let out = root.join("a/b/c");
+    let get = rackpoint(&cluster, &["get", "habits", "--out", s(&out)]);
+    assert!(get.status.success(), "get: {}", text(&get.stderr));
+    assert_eq!(std::fs::read(out.join("weights.bin")).expect("restored"), weights);
+    assert_eq!(names_in(&out), ["rng.bin", "weights.bin"]);
+
+    // An existing file is refused, named, and nothing at all is written.
+    std::fs::write(out.join("weights.bin"), b"mine").expect("write");
+    std::fs::remove_file(out.join("rng.bin")).expect("rm");
+    let refused = rackpoint(&cluster, &["get", "habits", "--out", s(&out)]);
+    assert_eq!(refused.status.code(), Some(1));
+    let line = text(&refused.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains(s(&out.join("weights.bin"))) && line.contains("--force"), "{line}");
+    assert_eq!(std::fs::read(out.join("weights.bin")).expect("kept"), b"mine");
+    assert_eq!(names_in(&out), ["weights.bin"], "no other file, no temporary file");
+
+    // --force replaces it.
+    let forced = rackpoint(&cluster, &["get", "habits", "--out", s(&out), "--force"]);
+    assert!(forced.status.success(), "get --force: {}", text(&forced.stderr));
+    assert_eq!(std::fs::read(out.join("weights.bin")).expect("restored"), weights);
+    assert_eq!(names_in(&out), ["rng.bin", "weights.bin"]);
+
+    // A failed get leaves no folder it made behind.
+    let fresh = root.join("x/y");
+    let failed = rackpoint(&cluster, &["get", "habits", "--step", "6", "--out", s(&fresh)]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(text(&failed.stderr).contains("no manifest"), "{}", text(&failed.stderr));
+    assert!(!root.join("x").exists(), "the folders get made are removed again");
+
+    // A folder that cannot be made: the reason once.
+    std::fs::write(root.join("plain"), b"").expect("write");
+    let blocked = rackpoint(&cluster, &["get", "habits", "--out", s(&root.join("plain/sub"))]);
+    assert_eq!(blocked.status.code(), Some(1));
+    let line = text(&blocked.stderr);
+    assert!(line.contains("plain/sub") && line.matches("os error").count() == 1, "{line}");
+}
+
+#[test]
+fn json_documents_and_the_not_recoverable_exit_status() {
+    let mut tc = six_nodes(SHARD);
+    let cluster = tc.cluster.cluster_file();
+    let root = tc.dir.path();
+    let input = root.join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let weights = data(81, 600_001);
+    std::fs::write(input.join("weights.bin"), &weights).expect("write");
+    let w = input.join("weights.bin");
+
+    let put = rackpoint(&cluster, &["--json", "put", "jj", "7", s(&w), "--meta", "k=v"]);
+    assert!(put.status.success(), "put: {}", text(&put.stderr));
+    let p = doc(&put);
+    assert_eq!(
+        (&p["command"], &p["ok"], &p["job"], &p["step"]),
+        (&"put".into(), &true.into(), &"jj".into(), &7.into())
     );
+    assert_eq!(p["bytes"], 600_001);
+    assert_eq!(p["manifest_id"].as_str().map(str::len), Some(64));
+    let manifest_nodes: Vec<u32> = p["manifest_nodes"]
+        .as_array()
+        .expect("manifest_nodes")
+        .iter()
+        .map(|n| n.as_u64().expect("node id") as u32)
+        .collect();
+    assert_eq!(manifest_nodes.len(), 3, "m + 1 replicas");
+
+    let status = doc(&rackpoint(&cluster, &["status", "--json"]));
+    assert_eq!(status["ok"], true);
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 6);
+    assert!(nodes.iter().all(|n| n["up"] == true && n["shards"].as_u64().is_some()), "{status}");
+
+    let ls = doc(&rackpoint(&cluster, &["ls", "jj", "--json"]));
+    let cps = ls["checkpoints"].as_array().expect("checkpoints");
+    assert_eq!(cps.len(), 1);
+    assert_eq!(
+        (&cps[0]["step"], &cps[0]["complete"], &cps[0]["survives_more_failures"]),
+        (&7.into(), &true.into(), &2.into())
+    );
+
+    let out = root.join("out");
+    let get = rackpoint(&cluster, &["get", "jj", "--out", s(&out), "--json"]);
+    assert!(get.status.success(), "get: {}", text(&get.stderr));
+    let g = doc(&get);
+    assert_eq!(
+        (&g["command"], &g["step"], &g["bytes"]),
+        (&"get".into(), &7.into(), &600_001.into())
+    );
+    assert_eq!(g["objects"][0]["name"], "weights.bin");
+    assert_eq!(g["objects"][0]["blake3"], blake3::hash(&weights).to_hex().as_str());
+    assert_eq!(g["objects"][0]["path"], s(&out.join("weights.bin")));
+
+    let v = doc(&rackpoint(&cluster, &["verify", "jj", "--json"]));
+    assert_eq!(
+        (&v["ok"], &v["healthy"], &v["recoverable"], &v["step"]),
+        (&true.into(), &true.into(), &true.into(), &7.into())
+    );
+    assert_eq!(v["bad_shards"].as_array().map(Vec::len), Some(0));
+
+    // A newer checkpoint missing a part is passed over by --latest, and said so.
+    let put9 = rackpoint(&cluster, &["put", "jj", "9", s(&w), "--world-size", "2"]);
+    assert!(put9.status.success(), "put: {}", text(&put9.stderr));
+    let latest = rackpoint(&cluster, &["get", "jj", "--latest", "--out", s(&root.join("l1"))]);
+    assert!(latest.status.success(), "get --latest: {}", text(&latest.stderr));
+    let said = text(&latest.stderr);
+    assert!(said.contains("passed over step 9: 1 of 2 parts committed"), "{said}");
+    assert!(said.contains("restored jj step 7"), "{said}");
+    let latest = doc(&rackpoint(&cluster, &["get", "jj", "--out", s(&root.join("l2")), "--json"]));
+    assert_eq!(latest["step"], 7);
+    let p = &latest["passed_over"][0];
+    assert_eq!((&p["step"], &p["reason"]), (&9.into(), &"incomplete".into()), "{latest}");
+    assert_eq!((&p["parts"], &p["world_size"]), (&1.into(), &2.into()), "{latest}");
+
+    let missing = rackpoint(&cluster, &["get", "jj", "--step", "8", "--out", s(&out), "--json"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let e = doc(&missing);
+    assert_eq!(
+        (&e["command"], &e["ok"], &e["error"]["exit_code"], &e["error"]["kind"]),
+        (&"get".into(), &false.into(), &1.into(), &"failure".into())
+    );
+    assert!(e["error"]["message"].as_str().is_some_and(|m| m.contains("no manifest")), "{e}");
+    let usage = rackpoint(&cluster, &["ls", "--json", "bad job"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert_eq!(doc(&usage)["error"]["kind"], "usage");
+
+    // Kill the 3 nodes that hold no manifest replica: every stripe (k + m = 6 nodes) loses 3
+    // shards, more than m = 2, while the manifests stay readable.
+    let victims: Vec<NodeId> =
+        (1..=6).map(NodeId).filter(|n| !manifest_nodes.contains(&n.0)).collect();
+    assert_eq!(victims.len(), 3);
+    for v in &victims {
+        tc.cluster.kill(*v).expect("kill");
+    }
+    let status = rackpoint(&cluster, &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(1), "nodes are down");
+    let st = doc(&status);
+    assert_eq!(
+        st["ok"], false,
+        "the status document itself says so, and no error document follows"
+    );
+    let down: Vec<u64> = st["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["up"] == false && n["error"].is_string())
+        .map(|n| n["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(down, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>());
+
+    let lost_out = root.join("lost");
+    let lost = rackpoint(&cluster, &["get", "jj", "--step", "7", "--out", s(&lost_out)]);
+    assert_eq!(lost.status.code(), Some(3), "not recoverable: {}", text(&lost.stderr));
+    let line = text(&lost.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("jj step 7 rank 0 object weights.bin stripe 0"), "{line}");
+    for v in &victims {
+        assert!(line.contains(&format!("node {v}")), "names the missing node {v}: {line}");
+    }
+    assert!(!lost_out.exists(), "a failed get leaves nothing behind");
+
+    let lost = rackpoint(&cluster, &["get", "jj", "--step", "7", "--out", s(&lost_out), "--json"]);
+    assert_eq!(lost.status.code(), Some(3));
+    let e = doc(&lost);
+    assert_eq!(
+        (&e["error"]["exit_code"], &e["error"]["kind"]),
+        (&3.into(), &"not_recoverable".into())
+    );
+    let nr = &e["error"]["not_recoverable"];
+    assert_eq!(nr["reason"], "stripe_lost", "{e}");
+    assert_eq!((&nr["job"], &nr["step"], &nr["rank"]), (&"jj".into(), &7.into(), &0.into()), "{e}");
+    assert_eq!((&nr["object"], &nr["stripe"]), (&"weights.bin".into(), &0.into()), "{e}");
+    let mut failed: Vec<u64> = nr["failed_shards"]
+        .as_array()
+        .expect("failed_shards")
+        .iter()
+        .map(|f| f["node"].as_u64().expect("node"))
+        .collect();
+    failed.sort_unstable();
+    failed.dedup();
+    assert_eq!(failed, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(), "{e}");
+
+    let latest = rackpoint(&cluster, &["get", "jj", "--latest", "--out", s(&lost_out)]);
+    assert_eq!(
+        latest.status.code(),
+        Some(3),
+        "no recoverable checkpoint: {}",
+        text(&latest.stderr)
+    );
+    let line = text(&latest.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    for part in ["jj", "step 9: 1 of 2 parts", "step 7: rank 0: object weights.bin stripe 0"] {
+        assert!(line.contains(part), "names {part:?}: {line}");
+    }
+    let latest = rackpoint(&cluster, &["get", "jj", "--out", s(&lost_out), "--json"]);
+    assert_eq!(latest.status.code(), Some(3));
+    let e = doc(&latest);
+    let nr = &e["error"]["not_recoverable"];
+    assert_eq!((&nr["reason"], &nr["job"]), (&"no_checkpoint".into(), &"jj".into()), "{e}");
+    let seven = nr["passed_over"]
+        .as_array()
+        .expect("passed_over")
+        .iter()
+        .find(|p| p["step"] == 7)
+        .unwrap_or_else(|| panic!("step 7 is passed over: {e}"));
+    assert_eq!(
+        (&seven["reason"], &seven["object"], &seven["stripe"]),
+        (&"unrecoverable".into(), &"weights.bin".into(), &0.into()),
+        "{e}"
+    );
+    let nodes: Vec<u64> =
+        seven["nodes"].as_array().expect("nodes").iter().map(|n| n.as_u64().expect("id")).collect();
+    assert_eq!(nodes, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(), "{e}");
+
+    let verify = rackpoint(&cluster, &["verify", "jj", "--step", "7", "--json"]);
+    assert_eq!(verify.status.code(), Some(3));
+    let v = doc(&verify);
+    assert_eq!(
+        (&v["ok"], &v["recoverable"], &v["survives_more_failures"]),
+        (&false.into(), &false.into(), &Value::Null)
+    );
+    assert!(
+        v["bad_shards"].as_array().is_some_and(|b| b.iter().all(|b| b["why"] == "node_down")),
+        "{v}"
+    );
+}
+
+/// `rackpoint cluster up` running in the background, its stdout lines on a channel.
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Up {
+    fn start(dir: &Path) -> Up {
+        let mut child = rackpoint_bin()
+            .args(["cluster", "up", "--dir", s(dir)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rackpoint cluster up");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Up { child, lines }
+    }
+
+    /// The `listening` addresses printed before the "nodes up" line.
+    fn wait_up(&self) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        loop {
+            let line =
+                self.lines.recv_timeout(CLUSTER_UP_BOUND).expect("cluster up prints its nodes");
+            if line.contains("nodes up") {
+                return addrs;
+            }
+            let addr = line.split_whitespace().nth(3).expect("node N listening ADDR ...");
+            addrs.push(addr.parse().unwrap_or_else(|e| panic!("{e}: {line}")));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        send_signal(pid, signal).expect("signal cluster up");
+    }
+
+    /// Waits (bounded) for the process to exit; its status, stderr and the stdout lines after
+    /// the ones read so far.
+    fn wait(mut self) -> (ExitStatus, String, Vec<String>) {
+        let (tx, rx) = mpsc::channel();
+        let mut stderr = self.child.stderr.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        let mut child = self.child;
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx.recv_timeout(CLUSTER_UP_BOUND).expect("cluster up exits").expect("wait");
+        let stderr = reader.join().expect("stderr reader");
+        // The rest of stdout, up to its end (the reader thread then drops the sender).
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(CLUSTER_UP_BOUND) {
+            rest.push(line);
+        }
+        (status, stderr, rest)
+    }
+}
+
+/// Whether nothing listens on `addr` (a UDP bind there succeeds).
+fn port_free(addr: SocketAddr) -> bool {
+    UdpSocket::bind(addr).is_ok()
+}
+
+#[test]
+fn cluster_up_runs_the_nodes_in_the_foreground_and_stops_them_on_a_signal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cdir: PathBuf = dir.path().join("rp");
+    let init = rackpoint_args(&[
+        "cluster",
+        "init",
+        "--dir",
+        s(&cdir),
+        "--nodes",
+        "3",
+        "--k",
+        "2",
+        "--m",
+        "1",
+    ]);
+    assert!(init.status.success(), "init: {}", text(&init.stderr));
+    assert!(text(&init.stdout).contains("rackpoint cluster up --dir"), "{}", text(&init.stdout));
+    let cluster = cdir.join("cluster.toml");
+
+    let mut addrs = Vec::new();
+    for stop in [Signal::SIGINT, Signal::SIGTERM] {
+        let up = Up::start(&cdir);
+        addrs = up.wait_up();
+        assert_eq!(addrs.len(), 3);
+        let status = rackpoint(&cluster, &["status", "--json"]);
+        assert!(status.status.success(), "{}", text(&status.stderr));
+        let nodes = doc(&status)["nodes"].as_array().expect("nodes").clone();
+        let listed: Vec<SocketAddr> = nodes
+            .iter()
+            .map(|n| n["addr"].as_str().expect("addr").parse().expect("addr"))
+            .collect();
+        assert_eq!(listed, addrs, "printed where each node listens");
+        up.signal(stop);
+        let (code, stderr, rest) = up.wait();
+        assert_eq!(code.code(), Some(0), "{stop}: exit 0: {stderr}");
+        assert!(rest.iter().any(|l| l.contains("stopped 3 nodes")), "{rest:?}");
+        assert!(addrs.iter().all(|a| port_free(*a)), "every node stopped after {stop}");
+    }
+
+    // A node that cannot start (its port is taken) fails `cluster up` clearly, and the nodes
+    // started are stopped.
+    let taken = UdpSocket::bind(addrs[1]).expect("take node 2's port");
+    let (code, stderr, _) = Up::start(&cdir).wait();
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("node 2") && stderr.contains("node-2/node.log"), "{stderr}");
+    drop(taken);
+    assert!(addrs.iter().all(|a| port_free(*a)), "no node left running");
+
+    let missing = rackpoint_args(&["cluster", "up", "--dir", s(&dir.path().join("none"))]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("cluster.toml"), "{}", text(&missing.stderr));
 }

@@ -29,7 +29,7 @@ pub enum StartError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The engine's opening task failed.
-    #[error("engine open task failed: {0}")]
+    #[error("engine open task failed")]
     Task(#[from] tokio::task::JoinError),
     /// The UDP address could not be bound.
     #[error("cannot listen on {addr}: {error}")]

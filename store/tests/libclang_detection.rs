@@ -23,13 +23,9 @@ fn find_libclang_with(files: &[&str]) -> Option<String> {
         .expect("run bash");
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match out.status.code() {
-        Some(0) => Some(
-            Path::new(&printed)
-                .file_name()
-                .expect("a path")
-                .to_string_lossy()
-                .into_owned(),
-        ),
+        Some(0) => {
+            Some(Path::new(&printed).file_name().expect("a path").to_string_lossy().into_owned())
+        }
         Some(1) => {
             assert!(printed.is_empty(), "printed {printed:?} but found nothing");
             None

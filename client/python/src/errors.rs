@@ -144,9 +144,9 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             attrs.set_item("detail", detail)?;
             (InvalidInput::new_err(msg), "InvalidInput")
         }
-        ClientError::Io { path, source } => {
+        ClientError::Io { path, error, .. } => {
             attrs.set_item("path", path.display().to_string())?;
-            attrs.set_item("errno", source.raw_os_error())?;
+            attrs.set_item("errno", error.raw_os_error())?;
             (RackpointError::new_err(msg), "Io")
         }
         other => (RackpointError::new_err(msg), variant_name(other)),

@@ -1,39 +1,36 @@
 //! The data commands of the `rackpoint` CLI: status, put, get, ls, verify, rm. Each connects
-//! with `--cluster FILE` or `RACKPOINT_CLUSTER`, prints results on stdout, and returns an
-//! error (one line on stderr, exit status 1) on anything short of full success.
+//! with the global `--cluster FILE` (or `RACKPOINT_CLUSTER`), prints its result on stdout (text,
+//! or one JSON document with `--json`), and returns an error on anything short of full success.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use rackpoint_client::error::PassedOver;
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
-use rackpoint_client::Client;
+use rackpoint_client::{Client, ClientError};
 use rackpoint_proto::{JobName, ObjectName, Rank, Step};
 
-/// Where the cluster is.
-#[derive(Debug, clap::Args)]
-pub struct ClusterArg {
-    /// The cluster's cluster.toml.
-    #[arg(long, env = "RACKPOINT_CLUSTER", value_name = "FILE")]
-    pub cluster: PathBuf,
-}
+use crate::exit::{Exit, Reported, Usage};
+use crate::{json, Global};
 
-impl ClusterArg {
-    fn connect(&self) -> anyhow::Result<Client> {
-        Client::connect(&self.cluster)
-            .with_context(|| format!("cannot use cluster {}", self.cluster.display()))
-    }
+/// Connects to the cluster named by `--cluster` or `RACKPOINT_CLUSTER`.
+fn connect(global: &Global) -> anyhow::Result<Client> {
+    let Some(file) = &global.cluster else {
+        return Err(
+            Usage("no cluster given: pass --cluster FILE or set RACKPOINT_CLUSTER".into()).into()
+        );
+    };
+    // The cluster's errors name the file they are about.
+    Client::connect(file).context("cannot use the cluster")
 }
 
 /// `rackpoint put`.
 #[derive(Debug, clap::Args)]
 pub struct PutArgs {
-    #[command(flatten)]
-    cluster: ClusterArg,
     /// The job.
     job: JobName,
     /// The step.
@@ -48,15 +45,13 @@ pub struct PutArgs {
     #[arg(long, default_value_t = 1)]
     world_size: u32,
     /// User metadata, KEY=VALUE (repeatable).
-    #[arg(long = "meta", value_name = "KEY=VALUE")]
-    meta: Vec<String>,
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
 }
 
 /// `rackpoint get`.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    #[command(flatten)]
-    cluster: ClusterArg,
     /// The job.
     job: JobName,
     /// The step (default: the newest complete checkpoint).
@@ -68,21 +63,43 @@ pub struct GetArgs {
     /// The part's rank.
     #[arg(long, default_value_t = 0)]
     rank: u32,
-    /// Folder to write the objects into (must exist).
+    /// Folder to write the objects into (created, with its parents, if missing).
     #[arg(long)]
     out: PathBuf,
+    /// Replace files of the same names in the folder (without it, an existing file is refused
+    /// and nothing is written).
+    #[arg(long)]
+    force: bool,
 }
 
-/// `rackpoint ls` / `rackpoint verify` / `rackpoint rm`.
+/// `rackpoint ls`.
 #[derive(Debug, clap::Args)]
-pub struct JobArgs {
-    #[command(flatten)]
-    cluster: ClusterArg,
+pub struct LsArgs {
     /// The job.
     job: JobName,
-    /// The step (`verify`: default the newest; `rm`: required).
+    /// Only this step.
     #[arg(long)]
     step: Option<u64>,
+}
+
+/// `rackpoint verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The job.
+    job: JobName,
+    /// The step (default: the newest complete checkpoint that can be restored).
+    #[arg(long)]
+    step: Option<u64>,
+}
+
+/// `rackpoint rm`.
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// The job.
+    job: JobName,
+    /// The step to delete.
+    #[arg(long)]
+    step: u64,
 }
 
 /// A progress bar on stderr when it is a terminal (none when piped or logged), fed by the
@@ -113,66 +130,76 @@ fn object_name(path: &Path) -> anyhow::Result<ObjectName> {
     Ok(ObjectName::new(name)?)
 }
 
-fn parse_meta(meta: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    meta.iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("--meta {kv:?} is not KEY=VALUE"),
-        })
-        .collect()
+/// One `--meta KEY=VALUE` (a usage error otherwise).
+fn parse_meta(kv: &str) -> Result<(String, String), String> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{kv:?} is not KEY=VALUE")),
+    }
+}
+
+/// Prints `doc` with `--json`, else runs `text`.
+fn emit<T: serde::Serialize>(global: &Global, doc: &T, text: impl FnOnce()) {
+    if global.json {
+        json::print(doc);
+    } else {
+        text();
+    }
 }
 
 /// `rackpoint status`.
-pub async fn status(cluster: ClusterArg) -> anyhow::Result<()> {
-    let client = cluster.connect()?;
+pub async fn status(global: &Global) -> anyhow::Result<()> {
+    let client = connect(global)?;
     let nodes = client.status().await;
-    println!(
-        "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
-        "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "CORRUPT"
-    );
-    let mut down = 0;
-    for n in &nodes {
-        match &n.stats {
-            Ok(s) => println!(
-                "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
-                n.node.id.0,
-                n.node.addr,
-                n.node.rack,
-                "up",
-                s.shards,
-                s.shard_bytes,
-                s.corrupt_shards_found
-            ),
-            Err(e) => {
-                down += 1;
-                println!(
+    let doc = json::StatusDoc::new(&nodes);
+    emit(global, &doc, || {
+        println!(
+            "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
+            "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "CORRUPT"
+        );
+        for n in &nodes {
+            match &n.stats {
+                Ok(s) => println!(
+                    "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
+                    n.node.id.0,
+                    n.node.addr,
+                    n.node.rack,
+                    "up",
+                    s.shards,
+                    s.shard_bytes,
+                    s.corrupt_shards_found
+                ),
+                Err(e) => println!(
                     "{:<6} {:<22} {:<10} {:<5} {e}",
                     n.node.id.0, n.node.addr, n.node.rack, "down"
-                );
+                ),
             }
         }
-    }
+    });
+    let down = doc.nodes.iter().filter(|n| !n.up).count();
     if down > 0 {
-        bail!("{down} of {} nodes are down", nodes.len());
+        let message = format!("{down} of {} nodes are down", nodes.len());
+        return Err(Reported { exit: Exit::Failure, message }.into());
     }
     Ok(())
 }
 
 /// `rackpoint put`.
-pub async fn put(args: PutArgs) -> anyhow::Result<()> {
-    let client = args.cluster.connect()?;
+pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
     let objects = args
         .files
         .iter()
         .map(|f| Ok(ObjectData { name: object_name(f)?, source: ObjectSource::File(f.clone()) }))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let (step, rank) = (Step(args.step), Rank(args.rank));
     let req = SaveRequest {
         job: args.job.clone(),
-        step: Step(args.step),
-        rank: Rank(args.rank),
+        step,
+        rank,
         world_size: args.world_size,
         objects,
-        user_meta: parse_meta(&args.meta)?,
+        user_meta: args.meta.into_iter().collect(),
     };
     let total = args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
     let bar = progress_bar(&client, Some(total));
@@ -181,110 +208,175 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     let r = r?;
-    println!(
-        "saved {} step {} rank {}: {} bytes, {} shards ({} moved), manifest {} in {:.2} s",
-        args.job,
-        args.step,
-        args.rank,
-        r.bytes,
-        r.shards,
-        r.moved_shards,
-        r.manifest_id,
-        r.elapsed.as_secs_f64()
-    );
+    emit(global, &json::PutDoc::new(&args.job, step, rank, args.world_size, &r), || {
+        println!(
+            "saved {} step {step} rank {rank}: {} bytes, {} shards ({} moved), manifest {} in {:.2} s",
+            args.job,
+            r.bytes,
+            r.shards,
+            r.moved_shards,
+            r.manifest_id,
+            r.elapsed.as_secs_f64()
+        );
+    });
     Ok(())
+}
+
+/// The step asked for, or else the newest complete checkpoint that can be restored, with the
+/// newer ones passed over (named on stderr in text mode).
+async fn pick_step(
+    global: &Global,
+    client: &Client,
+    job: &JobName,
+    step: Option<u64>,
+) -> anyhow::Result<(Step, Vec<PassedOver>)> {
+    if let Some(s) = step {
+        return Ok((Step(s), Vec::new()));
+    }
+    let point = client.latest(job).await?;
+    if !global.json {
+        for p in &point.passed_over {
+            eprintln!("passed over {p}");
+        }
+    }
+    Ok((point.step, point.passed_over))
 }
 
 /// `rackpoint get`.
-pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let client = args.cluster.connect()?;
-    let which = args.step.map_or(Which::Latest, |s| Which::Step(Step(s)));
+pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
+    let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
+    let made = MadeDirs::create(&args.out)?;
     let bar = progress_bar(&client, None);
-    let r = client.restore_to_dir(&args.job, which, Rank(args.rank), &args.out).await;
+    let which = Which::Step(step);
+    let r = client.restore_to_dir(&args.job, which, Rank(args.rank), &args.out, args.force).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let r = r?;
-    for o in &r.manifest.objects {
-        println!("{}\t{}", o.len, args.out.join(o.name.as_str()).display());
-    }
-    eprintln!(
-        "restored {} step {} rank {}: {} bytes, {} stripes rebuilt, in {:.2} s",
-        args.job,
-        r.manifest.step,
-        args.rank,
-        r.bytes,
-        r.degraded_stripes,
-        r.elapsed.as_secs_f64()
-    );
+    let r = match r {
+        Ok(r) => r,
+        Err(e @ ClientError::FileExists { .. }) => bail!("{e} (pass --force to overwrite)"),
+        Err(e) => return Err(e.into()),
+    };
+    made.keep();
+    let doc = json::GetDoc::new(&args.out, &r, json::passed_over(&passed_over));
+    emit(global, &doc, || {
+        for o in &r.manifest.objects {
+            println!("{}\t{}", o.len, args.out.join(o.name.as_str()).display());
+        }
+        eprintln!(
+            "restored {} step {} rank {}: {} bytes, {} stripes rebuilt, in {:.2} s",
+            args.job,
+            r.manifest.step,
+            args.rank,
+            r.bytes,
+            r.degraded_stripes,
+            r.elapsed.as_secs_f64()
+        );
+    });
     Ok(())
+}
+
+/// The folders `get --out` made (deepest first); removed again when dropped unless kept, so
+/// a failed restore leaves nothing behind.
+struct MadeDirs(Vec<PathBuf>);
+
+impl MadeDirs {
+    /// Makes `dir` and its missing parents.
+    fn create(dir: &Path) -> anyhow::Result<Self> {
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(MadeDirs(missing))
+    }
+
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            // Only empty folders go (a restore removes its temporary files before this runs).
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 /// `rackpoint ls`.
-pub async fn ls(args: JobArgs) -> anyhow::Result<()> {
-    let client = args.cluster.connect()?;
+pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
     let list = client.list(&args.job).await?;
-    println!("{:>12} {:>7} {:>9} {:>14} {:>9}", "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES");
-    for c in list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s)) {
-        let survives = c.survives_more_failures.map_or("LOST".to_string(), |n| n.to_string());
+    let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
+    emit(global, &json::LsDoc::new(&args.job, shown()), || {
         println!(
             "{:>12} {:>7} {:>9} {:>14} {:>9}",
-            c.step.0,
-            format!("{}/{}", c.parts, c.world_size),
-            if c.complete { "yes" } else { "no" },
-            c.bytes,
-            survives
+            "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES"
         );
-    }
+        for c in shown() {
+            let survives = c.survives_more_failures.map_or("LOST".to_string(), |n| n.to_string());
+            println!(
+                "{:>12} {:>7} {:>9} {:>14} {:>9}",
+                c.step.0,
+                format!("{}/{}", c.parts, c.world_size),
+                if c.complete { "yes" } else { "no" },
+                c.bytes,
+                survives
+            );
+        }
+    });
     Ok(())
 }
 
-/// `rackpoint verify`.
-pub async fn verify(args: JobArgs) -> anyhow::Result<()> {
-    let client = args.cluster.connect()?;
-    let step = match args.step {
-        Some(s) => Step(s),
-        None => {
-            client
-                .resume(&args.job)
-                .await?
-                .with_context(|| format!("job {} has no complete checkpoint", args.job))?
-                .step
-        }
-    };
+/// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost.
+pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
+    let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
     let r = client.verify(&args.job, step).await?;
-    for b in &r.bad_shards {
+    let doc = json::VerifyDoc::new(&args.job, &r, json::passed_over(&passed_over));
+    emit(global, &doc, || {
+        for b in &r.bad_shards {
+            println!(
+                "bad shard: rank {} object {} stripe {} shard {} on node {}: {:?}",
+                b.rank, b.object, b.stripe, b.index, b.node, b.why
+            );
+        }
+        for (rank, p) in &r.chain_problems {
+            println!("chain problem: rank {rank}: {p}");
+        }
+        let survives = r.survives_more_failures.map_or("no".into(), |n| n.to_string());
         println!(
-            "bad shard: rank {} object {} stripe {} shard {} on node {}: {:?}",
-            b.rank, b.object, b.stripe, b.index, b.node, b.why
+            "{} step {}: {}/{} parts, {} shards good, {} bad, survives {} more failure(s)",
+            args.job,
+            step,
+            r.parts_found.len(),
+            r.world_size,
+            r.shards_ok,
+            r.bad_shards.len(),
+            survives
         );
+    });
+    if !doc.recoverable {
+        let message = format!("checkpoint {} step {step} cannot be restored: a stripe lost more than m shards (see above)", args.job);
+        return Err(Reported { exit: Exit::NotRecoverable, message }.into());
     }
-    for (rank, p) in &r.chain_problems {
-        println!("chain problem: rank {rank}: {p:?}");
-    }
-    let survives = r.survives_more_failures.map_or("no".into(), |n| n.to_string());
-    println!(
-        "{} step {}: {}/{} parts, {} shards good, {} bad, survives {} more failure(s)",
-        args.job,
-        step,
-        r.parts_found.len(),
-        r.world_size,
-        r.shards_ok,
-        r.bad_shards.len(),
-        survives
-    );
-    if !r.is_healthy() {
-        bail!("checkpoint {} step {} is not healthy (see above)", args.job, step);
+    if !doc.healthy {
+        let message = format!("checkpoint {} step {step} is not healthy (see above)", args.job);
+        return Err(Reported { exit: Exit::Failure, message }.into());
     }
     Ok(())
 }
 
 /// `rackpoint rm`.
-pub async fn rm(args: JobArgs) -> anyhow::Result<()> {
-    let client = args.cluster.connect()?;
-    let step = args.step.context("rm needs --step N")?;
-    let r = client.delete(&args.job, Step(step)).await?;
-    println!("deleted {} step {}: {} shards, {} manifests", args.job, step, r.shards, r.manifests);
+pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
+    let client = connect(global)?;
+    let step = Step(args.step);
+    let r = client.delete(&args.job, step).await?;
+    println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);
     if !r.unreachable.is_empty() {
         let nodes: Vec<String> =
             r.unreachable.iter().map(|(n, e)| format!("node {n}: {e}")).collect();

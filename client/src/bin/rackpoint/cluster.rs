@@ -1,0 +1,164 @@
+//! `rackpoint cluster init` (make a local cluster folder) and `rackpoint cluster up` (run its
+//! nodes as child processes in the foreground until Ctrl-C or SIGTERM).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use rackpoint_client::cluster_dir::{
+    self, node_dir, InitOptions, CLUSTER_FILE, NODE_FILE, NODE_LOG_FILE,
+};
+use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
+use rackpoint_proto::NodeId;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// `rackpoint cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make a local cluster folder: CA, node and client certificates, node configs on
+    /// 127.0.0.1, and cluster.toml.
+    Init(InitArgs),
+    /// Run every node of a cluster folder (from `cluster init`) as child processes in the
+    /// foreground; Ctrl-C or SIGTERM stops them all.
+    Up(UpArgs),
+}
+
+/// `rackpoint cluster init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder to make the cluster in (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Number of nodes (ids 1..=N).
+    #[arg(long)]
+    nodes: usize,
+    /// Number of racks (failure domains); node i is in rack-((i - 1) mod R).
+    #[arg(long, default_value_t = 3)]
+    racks: usize,
+    /// Node i listens on BASE_PORT + i - 1 (default: free ports chosen now).
+    #[arg(long)]
+    base_port: Option<u16>,
+    /// Data shards per stripe.
+    #[arg(long, default_value_t = 4)]
+    k: u8,
+    /// Parity shards per stripe.
+    #[arg(long, default_value_t = 2)]
+    m: u8,
+    /// Bytes per shard.
+    #[arg(long = "shard-size", default_value_t = 1 << 20)]
+    shard_size_bytes: u32,
+    /// Each node's capacity in shard bytes (0: no limit beyond the disk).
+    #[arg(long = "capacity", default_value_t = 0)]
+    capacity_bytes: u64,
+    /// Overwrite an existing cluster's configs and certificates (node data is kept).
+    #[arg(long)]
+    force: bool,
+}
+
+/// `rackpoint cluster up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The cluster folder (holding cluster.toml and node-<i>/).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// How often `cluster up` looks for a node that exited by itself.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init(args) => init(args),
+        ClusterCommand::Up(args) => up(args),
+    }
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let opts = InitOptions {
+        nodes: args.nodes,
+        racks: args.racks,
+        base_port: args.base_port,
+        k: args.k,
+        m: args.m,
+        shard_size_bytes: args.shard_size_bytes,
+        capacity_bytes: args.capacity_bytes,
+        force: args.force,
+    };
+    let map = cluster_dir::init(&args.dir, &opts)
+        .with_context(|| format!("cannot make a cluster in {}", args.dir.display()))?;
+    println!(
+        "made a cluster of {} nodes in {} (code {}+{}, {} byte shards)",
+        map.nodes.len(),
+        args.dir.join(CLUSTER_FILE).display(),
+        map.code.k,
+        map.code.m,
+        map.code.shard_size_bytes
+    );
+    println!("run every node with:\n  rackpoint cluster up --dir {}", args.dir.display());
+    println!("or start each node (on its own host) with:");
+    for node in &map.nodes {
+        let config = node_dir(&args.dir, node.id).join(NODE_FILE);
+        println!("  rackpoint-store --config {}   # {} {}", config.display(), node.addr, node.rack);
+    }
+    Ok(())
+}
+
+/// Starts every node, prints where each listens, then waits for Ctrl-C or SIGTERM and stops
+/// them all (exit 0). A node that exits by itself stops the rest too: with status 0 it was
+/// asked to (a terminal's Ctrl-C reaches the nodes as well), otherwise it failed (exit 1).
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Handlers first, so that a signal during start-up is not lost.
+    let (mut term, mut int) = rt.block_on(async {
+        let term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        anyhow::Ok((term, int))
+    })?;
+    let bin = find_store_binary()?;
+    let mut cluster = LocalCluster::open(&args.dir, &bin)
+        .with_context(|| format!("cannot start the cluster in {}", args.dir.display()))?;
+    let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
+    for n in &cluster.map().nodes {
+        let log = cluster.node_dir(n.id).join(NODE_LOG_FILE);
+        println!("node {} listening {} ({}), log {}", n.id, n.addr, n.rack, log.display());
+    }
+    let file = args.dir.join(CLUSTER_FILE);
+    println!("{} nodes up; use --cluster {}; Ctrl-C stops them", ids.len(), file.display());
+    let exited = rt.block_on(async {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = term.recv() => return None,
+                _ = int.recv() => return None,
+                _ = tick.tick() => {
+                    if let Some(id) = ids.iter().copied().find(|id| !cluster.is_running(*id)) {
+                        return Some(id);
+                    }
+                }
+            }
+        }
+    });
+    let exited = match exited {
+        // `kill` of an exited node only reaps it and says how it ended.
+        Some(id) => Some((id, cluster.kill(id)?)),
+        None => None,
+    };
+    let stopped = cluster.terminate_all();
+    if let Some((id, status)) = exited {
+        let log = cluster.node_dir(id).join(NODE_LOG_FILE);
+        if !status.success() {
+            bail!(
+                "node {id} exited by itself ({status}; see {}); stopped the others",
+                log.display()
+            );
+        }
+        println!("node {id} was stopped by a signal; stopped the others");
+    }
+    stopped?;
+    println!("stopped {} nodes", ids.len());
+    Ok(())
+}

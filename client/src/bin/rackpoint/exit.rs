@@ -1,0 +1,157 @@
+//! The CLI's exit statuses and error lines: which status a failure exits with (mapped from
+//! the client's error variants), and the one line that says its reason once.
+
+use std::process::ExitCode;
+
+use rackpoint_client::ClientError;
+
+/// What `rackpoint` exits with (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done.
+    Success = 0,
+    /// Anything else that failed: a node down, bad input, an unhealthy checkpoint that can
+    /// still be restored, a file in the way.
+    Failure = 1,
+    /// The command line is wrong (clap's own status for usage errors).
+    Usage = 2,
+    /// The data cannot be restored: a stripe lost more than m shards, or the job has no
+    /// complete checkpoint left that can be.
+    NotRecoverable = 3,
+}
+
+impl Exit {
+    /// The kind named in JSON error documents.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Failure => "failure",
+            Exit::Usage => "usage",
+            Exit::NotRecoverable => "not_recoverable",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A command line that parses but asks for something impossible (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// A failure whose report has been printed already (say, `verify` of an unhealthy
+/// checkpoint): exit with `exit`; in text mode `message` goes to stderr, with `--json` no
+/// second document is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Reported {
+    /// The status.
+    pub exit: Exit,
+    /// The one line of reason.
+    pub message: String,
+}
+
+/// Whether the command printed its report before failing.
+pub fn already_reported(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Reported>())
+}
+
+/// Whether a client error means the data cannot be restored from what is left.
+pub fn is_not_recoverable(e: &ClientError) -> bool {
+    matches!(e, ClientError::NotEnoughShards { .. } | ClientError::NoCheckpoint { .. })
+}
+
+/// The status an error exits with: the first cause in its chain that decides one.
+pub fn code_of(e: &anyhow::Error) -> Exit {
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<Reported>() {
+            return r.exit;
+        }
+        if cause.is::<Usage>() {
+            return Exit::Usage;
+        }
+        if cause.downcast_ref::<ClientError>().is_some_and(is_not_recoverable) {
+            return Exit::NotRecoverable;
+        }
+    }
+    Exit::Failure
+}
+
+/// The error chain as one line, each reason once: a cause whose text an outer message
+/// already holds (an error that embeds its source) is not repeated. `None` if no cause has
+/// any text.
+pub fn error_line(e: &anyhow::Error) -> Option<String> {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    // Multi-line messages (a node's log excerpt, say) stay on one line.
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!line.is_empty()).then_some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+    use rackpoint_proto::{JobName, ObjectName, StripeIndex};
+
+    fn io_error() -> ClientError {
+        ClientError::Io {
+            path: "/x/in.bin".into(),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_an_outer_message_is_said_once() {
+        let inner = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = inner.to_string();
+        let e = anyhow::Error::new(inner).context(format!("/x: {text}")).context("cannot read");
+        assert_eq!(error_line(&e).as_deref(), Some(format!("cannot read: /x: {text}").as_str()));
+        let e = anyhow::Error::new(io_error()).context("cannot save");
+        let line = error_line(&e).expect("a line");
+        assert_eq!(line.matches(&text).count(), 1, "{line}");
+        assert!(line.starts_with("cannot save: /x/in.bin: "), "{line}");
+    }
+
+    #[test]
+    fn distinct_causes_are_all_kept_on_one_line() {
+        let e = anyhow::anyhow!("disk full\nsee log").context("node 3").context("cannot put");
+        assert_eq!(error_line(&e).as_deref(), Some("cannot put: node 3: disk full see log"));
+    }
+
+    #[test]
+    fn statuses_come_from_the_chain() {
+        let job = JobName::new("j").expect("name");
+        let lost = ClientError::NotEnoughShards {
+            job: job.clone(),
+            step: rackpoint_proto::Step(9),
+            rank: rackpoint_proto::Rank(0),
+            object: ObjectName::new("o").expect("name"),
+            stripe: StripeIndex(4),
+            need: 4,
+            got: 3,
+            failures: Default::default(),
+        };
+        let none = ClientError::NoCheckpoint { job, passed_over: Default::default() };
+        assert_eq!(code_of(&anyhow::Error::new(lost).context("get")), Exit::NotRecoverable);
+        assert_eq!(code_of(&anyhow::Error::new(none)), Exit::NotRecoverable);
+        assert_eq!(code_of(&anyhow::Error::new(io_error())), Exit::Failure);
+        assert_eq!(code_of(&anyhow::Error::new(Usage("no".into()))), Exit::Usage);
+        let reported = Reported { exit: Exit::NotRecoverable, message: "lost".into() };
+        let e: anyhow::Result<()> = Err(reported.into());
+        assert_eq!(code_of(&e.context("verify").expect_err("an error")), Exit::NotRecoverable);
+    }
+}

@@ -1,0 +1,474 @@
+//! The `--json` documents: one per command run, on stdout. Each is a serde struct mapped from
+//! the client's report types, so the schema (documented in the README) is written down here
+//! and changes only on purpose. Every document has `command` and `ok`; a failed command
+//! prints an [`ErrorDoc`] unless its own report says what failed (`status`, `verify`).
+
+use std::path::Path;
+
+use rackpoint_client::catalog::{BadShard, CheckpointSummary, VerifyReport};
+use rackpoint_client::error::{PassOverReason, PassedOver};
+use rackpoint_client::planner::ShardFailure;
+use rackpoint_client::restore::RestoreReport;
+use rackpoint_client::save::SaveReport;
+use rackpoint_client::{ClientError, NodeStatus};
+use rackpoint_proto::{JobName, Rank, Step};
+use serde::Serialize;
+
+use crate::exit::{self, Exit};
+
+/// Prints `doc` as one line of JSON on stdout.
+pub fn print<T: Serialize>(doc: &T) {
+    match serde_json::to_string(doc) {
+        Ok(text) => println!("{text}"),
+        // Only a map with non-string keys or a failing Serialize impl can fail; none is here.
+        Err(e) => eprintln!("rackpoint: cannot write JSON: {e}"),
+    }
+}
+
+/// `status`: every node of the map. `ok` only if every node answered.
+#[derive(Debug, Serialize)]
+pub struct StatusDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub nodes: Vec<NodeDoc>,
+}
+
+/// One node in `status`. The counters are `null` for a node that did not answer.
+#[derive(Debug, Serialize)]
+pub struct NodeDoc {
+    pub id: u32,
+    pub addr: String,
+    pub rack: String,
+    pub up: bool,
+    pub shards: Option<u64>,
+    pub shard_bytes: Option<u64>,
+    pub manifests: Option<u64>,
+    pub corrupt_shards_found: Option<u64>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+impl StatusDoc {
+    pub fn new(nodes: &[NodeStatus]) -> Self {
+        let nodes: Vec<NodeDoc> = nodes.iter().map(NodeDoc::from).collect();
+        Self { command: "status", ok: nodes.iter().all(|n| n.up), nodes }
+    }
+}
+
+impl From<&NodeStatus> for NodeDoc {
+    fn from(n: &NodeStatus) -> Self {
+        let s = n.stats.as_ref().ok();
+        NodeDoc {
+            id: n.node.id.0,
+            addr: n.node.addr.to_string(),
+            rack: n.node.rack.clone(),
+            up: s.is_some(),
+            shards: s.map(|s| s.shards),
+            shard_bytes: s.map(|s| s.shard_bytes),
+            manifests: s.map(|s| s.manifests),
+            corrupt_shards_found: s.map(|s| s.corrupt_shards_found),
+            error: n.stats.as_ref().err().cloned(),
+        }
+    }
+}
+
+/// `put`: the committed part.
+#[derive(Debug, Serialize)]
+pub struct PutDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub job: String,
+    pub step: u64,
+    pub rank: u32,
+    pub world_size: u32,
+    pub bytes: u64,
+    pub shards: u64,
+    pub moved_shards: u64,
+    /// blake3 of the manifest, hex.
+    pub manifest_id: String,
+    pub manifest_nodes: Vec<u32>,
+    pub elapsed_s: f64,
+}
+
+impl PutDoc {
+    pub fn new(job: &JobName, step: Step, rank: Rank, world_size: u32, r: &SaveReport) -> Self {
+        PutDoc {
+            command: "put",
+            ok: true,
+            job: job.to_string(),
+            step: step.0,
+            rank: rank.0,
+            world_size,
+            bytes: r.bytes,
+            shards: r.shards,
+            moved_shards: r.moved_shards,
+            manifest_id: r.manifest_id.to_hex(),
+            manifest_nodes: r.manifest_nodes.iter().map(|n| n.0).collect(),
+            elapsed_s: r.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+/// `get`: the restored part and its files.
+#[derive(Debug, Serialize)]
+pub struct GetDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub job: String,
+    pub step: u64,
+    pub rank: u32,
+    pub out: String,
+    pub bytes: u64,
+    /// Stripes rebuilt from parity.
+    pub degraded_stripes: u64,
+    pub elapsed_s: f64,
+    pub objects: Vec<ObjectDoc>,
+    /// With the latest checkpoint: the newer ones passed over, newest first.
+    pub passed_over: Vec<PassedOverDoc>,
+}
+
+/// One restored file.
+#[derive(Debug, Serialize)]
+pub struct ObjectDoc {
+    pub name: String,
+    pub len: u64,
+    /// blake3 of its bytes, hex (checked against the manifest).
+    pub blake3: String,
+    pub path: String,
+}
+
+impl GetDoc {
+    pub fn new(out: &Path, r: &RestoreReport, passed_over: Vec<PassedOverDoc>) -> Self {
+        let m = &r.manifest;
+        GetDoc {
+            command: "get",
+            ok: true,
+            job: m.job.to_string(),
+            step: m.step.0,
+            rank: m.rank.0,
+            out: out.display().to_string(),
+            bytes: r.bytes,
+            degraded_stripes: r.degraded_stripes,
+            elapsed_s: r.elapsed.as_secs_f64(),
+            objects: m
+                .objects
+                .iter()
+                .map(|o| ObjectDoc {
+                    name: o.name.to_string(),
+                    len: o.len,
+                    blake3: o.hash.to_hex(),
+                    path: out.join(o.name.as_str()).display().to_string(),
+                })
+                .collect(),
+            passed_over,
+        }
+    }
+}
+
+/// `ls`: a job's checkpoints, oldest first.
+#[derive(Debug, Serialize)]
+pub struct LsDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub job: String,
+    pub checkpoints: Vec<CheckpointDoc>,
+}
+
+/// One checkpoint in `ls`.
+#[derive(Debug, Serialize)]
+pub struct CheckpointDoc {
+    pub step: u64,
+    pub world_size: u32,
+    pub parts: u32,
+    pub complete: bool,
+    pub bytes: u64,
+    /// More node failures every stripe survives; `null`: some stripe is already lost.
+    pub survives_more_failures: Option<usize>,
+}
+
+impl LsDoc {
+    pub fn new<'a>(job: &JobName, list: impl Iterator<Item = &'a CheckpointSummary>) -> Self {
+        let checkpoints = list
+            .map(|c| CheckpointDoc {
+                step: c.step.0,
+                world_size: c.world_size,
+                parts: c.parts,
+                complete: c.complete,
+                bytes: c.bytes,
+                survives_more_failures: c.survives_more_failures,
+            })
+            .collect();
+        LsDoc { command: "ls", ok: true, job: job.to_string(), checkpoints }
+    }
+}
+
+/// `verify`: what reading back every shard found. `ok` only if healthy.
+#[derive(Debug, Serialize)]
+pub struct VerifyDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub job: String,
+    pub step: u64,
+    pub world_size: u32,
+    pub parts_found: Vec<u32>,
+    pub shards_ok: u64,
+    pub bad_shards: Vec<BadShardDoc>,
+    pub chain_problems: Vec<ChainProblemDoc>,
+    /// More shard losses the weakest stripe survives; `null`: a stripe is lost.
+    pub survives_more_failures: Option<usize>,
+    /// Every part present, every shard good, chains clean.
+    pub healthy: bool,
+    /// Every stripe can still be rebuilt.
+    pub recoverable: bool,
+    /// Without `--step` (the latest checkpoint): the newer ones passed over, newest first.
+    pub passed_over: Vec<PassedOverDoc>,
+}
+
+/// One shard `verify` could not use.
+#[derive(Debug, Serialize)]
+pub struct BadShardDoc {
+    pub rank: u32,
+    pub object: String,
+    pub stripe: u32,
+    pub shard: u8,
+    pub node: u32,
+    /// `node_down`, `missing`, `corrupt` or `other`.
+    pub why: &'static str,
+    /// The error text when `why` is `other`.
+    pub detail: Option<String>,
+}
+
+/// One problem in a rank's manifest chain.
+#[derive(Debug, Serialize)]
+pub struct ChainProblemDoc {
+    pub rank: u32,
+    pub problem: String,
+}
+
+impl VerifyDoc {
+    pub fn new(job: &JobName, r: &VerifyReport, passed_over: Vec<PassedOverDoc>) -> Self {
+        VerifyDoc {
+            command: "verify",
+            ok: r.is_healthy(),
+            job: job.to_string(),
+            step: r.step.0,
+            world_size: r.world_size,
+            parts_found: r.parts_found.iter().map(|r| r.0).collect(),
+            shards_ok: r.shards_ok,
+            bad_shards: r.bad_shards.iter().map(BadShardDoc::from).collect(),
+            chain_problems: r
+                .chain_problems
+                .iter()
+                .map(|(rank, p)| ChainProblemDoc { rank: rank.0, problem: p.to_string() })
+                .collect(),
+            survives_more_failures: r.survives_more_failures,
+            healthy: r.is_healthy(),
+            recoverable: r.survives_more_failures.is_some(),
+            passed_over,
+        }
+    }
+}
+
+impl From<&BadShard> for BadShardDoc {
+    fn from(b: &BadShard) -> Self {
+        let (why, detail) = failure_kind(&b.why);
+        BadShardDoc {
+            rank: b.rank.0,
+            object: b.object.to_string(),
+            stripe: b.stripe.0,
+            shard: b.index.0,
+            node: b.node.0,
+            why,
+            detail,
+        }
+    }
+}
+
+/// A shard failure as a JSON kind and, for `other`, its text.
+pub fn failure_kind(f: &ShardFailure) -> (&'static str, Option<String>) {
+    match f {
+        ShardFailure::NodeDown => ("node_down", None),
+        ShardFailure::Missing => ("missing", None),
+        ShardFailure::Corrupt => ("corrupt", None),
+        ShardFailure::Other(text) => ("other", Some(text.clone())),
+    }
+}
+
+/// Any failed command with `--json`: what failed and the exit status it ends with.
+#[derive(Debug, Serialize)]
+pub struct ErrorDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub error: ErrorBody,
+}
+
+/// The error of an [`ErrorDoc`].
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// The process's exit status (1, 2 or 3).
+    pub exit_code: u8,
+    /// `failure`, `usage` or `not_recoverable`.
+    pub kind: &'static str,
+    /// The same line the text mode prints on stderr.
+    pub message: String,
+    /// With `kind` `not_recoverable`: what was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_recoverable: Option<NotRecoverableDoc>,
+}
+
+/// What makes a checkpoint impossible to restore.
+#[derive(Debug, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotRecoverableDoc {
+    /// A stripe of the part asked for lost more than m shards.
+    StripeLost {
+        job: String,
+        step: u64,
+        rank: u32,
+        object: String,
+        stripe: u32,
+        /// Shards needed (k).
+        need: usize,
+        /// Good shards found.
+        got: usize,
+        failed_shards: Vec<FailedShardDoc>,
+    },
+    /// The job has no complete checkpoint that can be restored.
+    NoCheckpoint { job: String, passed_over: Vec<PassedOverDoc> },
+}
+
+/// A newer checkpoint passed over when looking for the latest, and why (`message` says it
+/// in words, the other fields by `reason`).
+#[derive(Debug, Serialize)]
+pub struct PassedOverDoc {
+    pub step: u64,
+    #[serde(flatten)]
+    pub why: PassOverDoc,
+    pub message: String,
+}
+
+/// Why a checkpoint was passed over.
+#[derive(Debug, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PassOverDoc {
+    /// Not every rank committed its part.
+    Incomplete { parts: usize, world_size: u32 },
+    /// No replica of a part's manifest could be read.
+    ManifestUnreadable { rank: u32 },
+    /// A stripe lost more than m shards on nodes that are down.
+    Unrecoverable {
+        rank: u32,
+        object: String,
+        stripe: u32,
+        /// The stripe's nodes that are gone.
+        nodes: Vec<u32>,
+        /// Shards lost with them.
+        lost: usize,
+        /// Shards a stripe can lose.
+        m: usize,
+    },
+}
+
+impl From<&PassedOver> for PassedOverDoc {
+    fn from(p: &PassedOver) -> Self {
+        let why = match &p.why {
+            PassOverReason::Incomplete { parts, world_size } => {
+                PassOverDoc::Incomplete { parts: *parts, world_size: *world_size }
+            }
+            PassOverReason::ManifestUnreadable { rank, .. } => {
+                PassOverDoc::ManifestUnreadable { rank: rank.0 }
+            }
+            PassOverReason::Unrecoverable { rank, stripe } => PassOverDoc::Unrecoverable {
+                rank: rank.0,
+                object: stripe.object.to_string(),
+                stripe: stripe.stripe.0,
+                nodes: stripe.nodes.iter().map(|n| n.0).collect(),
+                lost: stripe.lost,
+                m: stripe.m,
+            },
+        };
+        PassedOverDoc { step: p.step.0, why, message: p.why.to_string() }
+    }
+}
+
+/// The passed-over list of a resume point.
+pub fn passed_over(list: &[PassedOver]) -> Vec<PassedOverDoc> {
+    list.iter().map(PassedOverDoc::from).collect()
+}
+
+/// A shard a restore could not use.
+#[derive(Debug, Serialize)]
+pub struct FailedShardDoc {
+    pub shard: u8,
+    pub node: u32,
+    /// As in `verify`'s `bad_shards`.
+    pub why: &'static str,
+    pub detail: Option<String>,
+}
+
+impl NotRecoverableDoc {
+    fn from_chain(e: &anyhow::Error) -> Option<Self> {
+        e.chain().find_map(|c| c.downcast_ref::<ClientError>()).and_then(|c| match c {
+            ClientError::NotEnoughShards {
+                job,
+                step,
+                rank,
+                object,
+                stripe,
+                need,
+                got,
+                failures,
+            } => Some(NotRecoverableDoc::StripeLost {
+                job: job.to_string(),
+                step: step.0,
+                rank: rank.0,
+                object: object.to_string(),
+                stripe: stripe.0,
+                need: *need,
+                got: *got,
+                failed_shards: failures
+                    .0
+                    .iter()
+                    .map(|f| {
+                        let (why, detail) = failure_kind(&f.why);
+                        FailedShardDoc { shard: f.index.0, node: f.node.0, why, detail }
+                    })
+                    .collect(),
+            }),
+            ClientError::NoCheckpoint { job, passed_over: list } => {
+                let passed_over = passed_over(&list.0);
+                Some(NotRecoverableDoc::NoCheckpoint { job: job.to_string(), passed_over })
+            }
+            _ => None,
+        })
+    }
+}
+
+impl ErrorDoc {
+    pub fn new(command: &'static str, e: &anyhow::Error, exit: Exit) -> Self {
+        let message = exit::error_line(e).unwrap_or_else(|| exit.kind().to_string());
+        let mut doc = Self::with(command, exit, message);
+        if exit == Exit::NotRecoverable {
+            doc.error.not_recoverable = NotRecoverableDoc::from_chain(e);
+        }
+        doc
+    }
+
+    /// A command line clap refused (the command is not known yet).
+    pub fn usage(message: &str) -> Self {
+        Self::with("", Exit::Usage, message.to_string())
+    }
+
+    fn with(command: &'static str, exit: Exit, message: String) -> Self {
+        ErrorDoc {
+            command,
+            ok: false,
+            error: ErrorBody {
+                exit_code: exit as u8,
+                kind: exit.kind(),
+                message,
+                not_recoverable: None,
+            },
+        }
+    }
+}

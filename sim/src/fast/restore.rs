@@ -1,0 +1,317 @@
+//! Fast mode's restore driver, shaped like the client's `fetch_stripe`: each stripe is driven
+//! by the client's own `StripePlanner` (data shards first, parity for failed, down or stalled
+//! nodes) and decoded with the real codec, which checks every shard's hash; a corrupt shard
+//! found there is failed back into the planner. Every stripe's bytes are compared with the
+//! original. Stripes are in flight all at once; nodes queue their requests.
+
+use std::time::Duration;
+
+use rackpoint_client::codec::{Codec, CodecError};
+use rackpoint_client::planner::{Outcome as Plan, ShardFailure, StripePlanner};
+use rackpoint_proto::{NodeId, ShardIndex};
+
+use super::save::Saved;
+use super::world::{instant, origin, Micros, Rot};
+use super::{Ev, Sim};
+use crate::report::Outcome;
+
+/// What a simulated restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Microseconds from start to the last stripe (or the failure).
+    pub elapsed_us: Micros,
+    /// Shard bytes that arrived.
+    pub bytes_read: u64,
+    /// Stripes rebuilt from parity.
+    pub degraded: u64,
+}
+
+struct StripeRun {
+    planner: StripePlanner,
+    shards: Vec<Option<Vec<u8>>>,
+    done: bool,
+    next_tick: Option<Micros>,
+}
+
+/// A planner or machine instant back as simulated time.
+pub fn micros_of(i: std::time::Instant) -> Micros {
+    u64::try_from(i.saturating_duration_since(origin()).as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Sim<'_> {
+    /// Restores `saved` (whose objects were `originals`), starting now.
+    pub fn restore(&mut self, saved: &Saved, originals: &[Vec<u8>]) -> Restored {
+        let start = self.now;
+        let mut out =
+            Restored { outcome: Outcome::Restored, elapsed_us: 0, bytes_read: 0, degraded: 0 };
+        if let Err(o) = self.fetch_manifest(saved) {
+            out.outcome = o;
+            out.elapsed_us = self.now - start;
+            return out;
+        }
+        let hedge = self.hedge.threshold();
+        let k = usize::from(self.code.k);
+        let mut runs: Vec<StripeRun> = saved
+            .stripes
+            .iter()
+            .map(|s| StripeRun {
+                planner: StripePlanner::new(k, s.nodes.clone(), hedge),
+                shards: vec![None; s.nodes.len()],
+                done: false,
+                next_tick: None,
+            })
+            .collect();
+        for (i, run) in runs.iter_mut().enumerate() {
+            let health = &self.world.health;
+            let down = |n: NodeId| health.is_down(n);
+            let first = run.planner.start(instant(self.now), &down);
+            self.send_gets(saved, i, &first);
+            self.schedule_tick(run, i);
+        }
+        let codec = Codec::new(self.code).expect("validated code");
+        let mut left = runs.len();
+        while left > 0 {
+            let Some(ev) = self.next_event() else {
+                out.outcome = Outcome::Error("restore stalled: no event left".into());
+                break;
+            };
+            let i = match ev {
+                Ev::Get { stripe, index, node, epoch, sent } => {
+                    self.get_arrived(
+                        saved,
+                        &mut runs[stripe],
+                        stripe,
+                        index,
+                        node,
+                        epoch,
+                        sent,
+                        &mut out,
+                    );
+                    stripe
+                }
+                Ev::Tick { stripe } => {
+                    self.tick(saved, &mut runs[stripe], stripe, hedge);
+                    stripe
+                }
+                other => {
+                    self.handle_other(other);
+                    continue;
+                }
+            };
+            if runs[i].done {
+                continue;
+            }
+            match self.settle(saved, &mut runs[i], i, &codec, originals, &mut out) {
+                Some(Ok(())) => {
+                    runs[i].done = true;
+                    left -= 1;
+                }
+                Some(Err(o)) => {
+                    out.outcome = o;
+                    break;
+                }
+                None => self.schedule_tick(&mut runs[i], i),
+            }
+        }
+        out.elapsed_us = self.now - start;
+        out
+    }
+
+    /// Asks every manifest replica at once and waits for the first good answer.
+    fn fetch_manifest(&mut self, saved: &Saved) -> Result<(), Outcome> {
+        if !saved.committed {
+            return Err(Outcome::NotFound(format!("step {} was never committed", saved.step)));
+        }
+        let mut waiting = 0;
+        for &node in &saved.manifest_nodes {
+            let (at, epoch) = self.world.send(node, self.now, 4096, false);
+            let sent = self.now;
+            self.queue.push(at, Ev::Manifest { node, epoch, sent });
+            waiting += 1;
+        }
+        while waiting > 0 {
+            let Some(ev) = self.next_event() else { break };
+            match ev {
+                Ev::Manifest { node, epoch, sent } => {
+                    if self.world.arrive(node, epoch) {
+                        // The other replicas' answers are not waited for; they arrive as
+                        // stray events later and are dropped.
+                        self.world.health.end(node, self.now, true);
+                        return Ok(());
+                    }
+                    let fail_at = self.world.failure_time(node, sent, self.now);
+                    if fail_at > self.now {
+                        self.queue.push(fail_at, Ev::Manifest { node, epoch: u64::MAX, sent });
+                    } else {
+                        self.world.health.end(node, self.now, false);
+                        waiting -= 1;
+                    }
+                }
+                other => self.handle_other(other),
+            }
+        }
+        Err(Outcome::NotFound(format!("no manifest replica of step {} answered", saved.step)))
+    }
+
+    fn send_gets(&mut self, saved: &Saved, stripe: usize, picks: &[ShardIndex]) {
+        for &i in picks {
+            let s = &saved.stripes[stripe];
+            let node = s.nodes[usize::from(i.0)];
+            let (at, epoch) =
+                self.world.send(node, self.now, s.shards[usize::from(i.0)].len(), false);
+            let sent = self.now;
+            self.queue.push(at, Ev::Get { stripe, index: i.0, node, epoch, sent });
+        }
+    }
+
+    fn schedule_tick(&mut self, run: &mut StripeRun, stripe: usize) {
+        let Some(deadline) = run.planner.next_deadline(instant(self.now)) else { return };
+        let at = micros_of(deadline).max(self.now + 1);
+        if run.next_tick.is_none_or(|t| at < t || t <= self.now) {
+            run.next_tick = Some(at);
+            self.queue.push(at, Ev::Tick { stripe });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn get_arrived(
+        &mut self,
+        saved: &Saved,
+        run: &mut StripeRun,
+        stripe: usize,
+        index: u8,
+        node: NodeId,
+        epoch: u64,
+        sent: Micros,
+        out: &mut Restored,
+    ) {
+        let i = ShardIndex(index);
+        if !self.world.arrive(node, epoch) {
+            let fail_at = self.world.failure_time(node, sent, self.now);
+            if fail_at > self.now {
+                self.queue.push(fail_at, Ev::Get { stripe, index, node, epoch: u64::MAX, sent });
+                return;
+            }
+            self.world.health.end(node, self.now, false);
+            if !run.done {
+                let health = &self.world.health;
+                let down = |n: NodeId| health.is_down(n);
+                let more =
+                    run.planner.on_failed(i, ShardFailure::NodeDown, instant(self.now), &down);
+                self.send_gets(saved, stripe, &more);
+            }
+            return;
+        }
+        self.world.health.end(node, self.now, true);
+        if run.done {
+            return;
+        }
+        let place = (saved.step, stripe, index);
+        let n = &self.world.nodes[&node];
+        let answer = if !n.shards.contains(&place) {
+            Err(ShardFailure::Missing)
+        } else {
+            match n.rotten.get(&place) {
+                Some(Rot::Detected) => Err(ShardFailure::Corrupt),
+                Some(Rot::Silent) => {
+                    let mut bytes = saved.stripes[stripe].shards[usize::from(index)].clone();
+                    let mid = bytes.len() / 2;
+                    bytes[mid] ^= 0x5a;
+                    Ok(bytes)
+                }
+                None => Ok(saved.stripes[stripe].shards[usize::from(index)].clone()),
+            }
+        };
+        match answer {
+            Ok(bytes) => {
+                self.hedge.record(Duration::from_micros(self.now - sent));
+                out.bytes_read += bytes.len() as u64 * self.world.byte_scale;
+                run.shards[usize::from(index)] = Some(bytes);
+                run.planner.on_arrived(i);
+            }
+            Err(why) => {
+                let health = &self.world.health;
+                let down = |n: NodeId| health.is_down(n);
+                let more = run.planner.on_failed(i, why, instant(self.now), &down);
+                self.send_gets(saved, stripe, &more);
+            }
+        }
+    }
+
+    /// A planner deadline: suspect nodes that stalled a whole threshold, then hedge.
+    fn tick(&mut self, saved: &Saved, run: &mut StripeRun, stripe: usize, hedge: Duration) {
+        run.next_tick = None;
+        if run.done {
+            return;
+        }
+        let now = instant(self.now);
+        for node in run.planner.late_nodes(now) {
+            if self.world.health.is_stalled(node, self.now, hedge) {
+                self.world.health.mark_down(node, self.now);
+            }
+        }
+        let health = &self.world.health;
+        let down = |n: NodeId| health.is_down(n);
+        let more = run.planner.on_tick(now, &down);
+        self.send_gets(saved, stripe, &more);
+    }
+
+    /// Decodes a stripe that has `k` shards, or reports it lost; `None` while pending.
+    fn settle(
+        &mut self,
+        saved: &Saved,
+        run: &mut StripeRun,
+        stripe: usize,
+        codec: &Codec,
+        originals: &[Vec<u8>],
+        out: &mut Restored,
+    ) -> Option<Result<(), Outcome>> {
+        loop {
+            match run.planner.outcome() {
+                Plan::Pending => return None,
+                Plan::Impossible => {
+                    let failures = run.planner.failures();
+                    return Some(Err(Outcome::NotEnoughShards(format!(
+                        "stripe {stripe}: {} of {} good shards ({failures:?})",
+                        run.planner.arrived().count(),
+                        self.code.k
+                    ))));
+                }
+                Plan::Ready => {}
+            }
+            let s = &saved.stripes[stripe];
+            match codec.decode_stripe(&s.layout, s.stripe, run.shards.clone(), &s.hashes) {
+                Ok(bytes) => {
+                    let r = s.layout.stripe_range(s.stripe);
+                    let want = &originals[s.object][r.start as usize..r.end as usize];
+                    if run.shards[..usize::from(self.code.k)].iter().any(Option::is_none) {
+                        out.degraded += 1;
+                    }
+                    return Some(if bytes == want {
+                        Ok(())
+                    } else {
+                        Err(Outcome::WrongBytes(format!("stripe {stripe} decoded to other bytes")))
+                    });
+                }
+                Err(CodecError::NotEnoughShards { corrupt, .. }) if !corrupt.is_empty() => {
+                    let health = &self.world.health;
+                    let down = |n: NodeId| health.is_down(n);
+                    let mut more = Vec::new();
+                    for c in corrupt {
+                        run.shards[usize::from(c.0)] = None;
+                        more.extend(run.planner.on_failed(
+                            c,
+                            ShardFailure::Corrupt,
+                            instant(self.now),
+                            &down,
+                        ));
+                    }
+                    self.send_gets(saved, stripe, &more);
+                }
+                Err(e) => return Some(Err(Outcome::Error(format!("stripe {stripe}: {e}")))),
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! A whole run: every scenario on every scheme in the chosen mode, then the costs and the
+//! durability figures, gathered into one [`RunReport`].
+
+use crate::cost;
+use crate::durability::{self, DurabilityParams};
+use crate::real::{self, RealError, RealOptions};
+use crate::report::{CellReport, DurabilityRow, RunReport};
+use crate::scenario::Scenario;
+
+/// Where trials run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Real `rackpoint-store` processes.
+    Real,
+    /// The in-process simulation.
+    Fast,
+}
+
+impl Mode {
+    /// `real` or `fast`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Real => "real",
+            Mode::Fast => "fast",
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Real or fast.
+    pub mode: Mode,
+    /// Trials per cell (else each scenario's own).
+    pub trials: Option<u32>,
+    /// The run seed (else each scenario's own).
+    pub seed: Option<u64>,
+    /// Replay only the trial with this seed, in every cell.
+    pub replay: Option<u64>,
+    /// What real mode needs.
+    pub real: Option<RealOptions>,
+    /// Monte-Carlo runs of the durability check.
+    pub monte_carlo_runs: u64,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Real mode could not set up a cell.
+    #[error("scenario {scenario}, scheme {scheme}: {error}")]
+    Real {
+        /// The scenario.
+        scenario: String,
+        /// The scheme.
+        scheme: String,
+        /// Why.
+        error: Box<RealError>,
+    },
+    /// Real mode was asked for without its binaries.
+    #[error("real mode needs the rackpoint-store binary and a save-worker binary")]
+    NoRealOptions,
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Trials each cell of `scenarios` will run under `opts` (for a progress bar).
+pub fn total_trials(scenarios: &[Scenario], opts: &RunOptions) -> u64 {
+    scenarios
+        .iter()
+        .map(|s| {
+            let per = if opts.replay.is_some() { 1 } else { opts.trials.unwrap_or(s.trials) };
+            u64::from(per) * s.schemes.len() as u64
+        })
+        .sum()
+}
+
+/// Runs every scenario on every scheme, calling `tick` after each trial.
+pub fn run(
+    scenarios: &[Scenario],
+    opts: &RunOptions,
+    tick: &(dyn Fn() + Sync),
+) -> Result<RunReport, RunError> {
+    let mut cells = Vec::new();
+    let runtime = match opts.mode {
+        Mode::Real => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(RunError::Runtime)?,
+        ),
+        Mode::Fast => None,
+    };
+    for scenario in scenarios {
+        let trials = opts.trials.unwrap_or(scenario.trials);
+        let seed = opts.seed.unwrap_or(scenario.seed);
+        let job = scenario.job.resolve().expect("validated when loaded");
+        for scheme in &scenario.schemes {
+            let mut cell = match (&runtime, opts.mode) {
+                (Some(rt), Mode::Real) => {
+                    let real_opts = opts.real.as_ref().ok_or(RunError::NoRealOptions)?;
+                    let trials = if opts.replay.is_some() { 1 } else { trials };
+                    let seed_for = opts.replay;
+                    rt.block_on(real::run_cell(
+                        scenario, scheme, trials, seed, seed_for, real_opts, tick,
+                    ))
+                    .map_err(|error| RunError::Real {
+                        scenario: scenario.name.clone(),
+                        scheme: scheme.name.clone(),
+                        error: Box::new(error),
+                    })?
+                }
+                _ => crate::fast::run_cell(scenario, scheme, trials, seed, opts.replay, tick),
+            };
+            attach_cost(&mut cell, &job, opts.mode);
+            cells.push(cell);
+        }
+    }
+    let job_costs = scenarios
+        .iter()
+        .map(|s| {
+            let j = s.job.resolve().expect("validated when loaded");
+            (s.name.clone(), cost::report(&j, j.save_stall_s, j.restore_s))
+        })
+        .collect();
+    let durability = scenarios.iter().flat_map(|s| durability_rows(s, opts)).collect();
+    Ok(RunReport {
+        seed: opts.seed.unwrap_or_else(|| scenarios.first().map_or(0, |s| s.seed)),
+        mode: opts.mode.name().into(),
+        cells,
+        job_costs,
+        durability,
+    })
+}
+
+/// Prices a cell's failures: in real mode with its measured save and restore medians as the
+/// stall and restore time (at the scenario's checkpoint size), in fast mode with the job
+/// model's own.
+fn attach_cost(cell: &mut CellReport, job: &crate::scenario::ResolvedJob, mode: Mode) {
+    let (stall, restore) = match mode {
+        Mode::Real if cell.save_ms.count > 0 && cell.restore_ms.count > 0 => {
+            (cell.save_ms.p50 / 1e3, cell.restore_ms.p50 / 1e3)
+        }
+        _ => (job.save_stall_s, job.restore_s),
+    };
+    cell.cost = Some(cost::report(job, stall, restore));
+}
+
+/// The durability figures of a scenario with a `[durability]` section, one per scheme.
+fn durability_rows(s: &Scenario, opts: &RunOptions) -> Vec<DurabilityRow> {
+    let Some(spec) = s.durability else { return Vec::new() };
+    let hours = spec.monte_carlo_years * 8766.0;
+    s.schemes
+        .iter()
+        .map(|scheme| {
+            let (k, m) = scheme.km();
+            let params = DurabilityParams {
+                k,
+                m,
+                nodes: s.cluster_of(scheme).nodes,
+                stripes: spec.stripes,
+                node_mtbf_hours: spec.node_mtbf_hours,
+                repair_hours: spec.repair_hours,
+            };
+            let mut check = params;
+            // Halve the node MTBF until a year loses the checkpoint often enough to count.
+            while durability::loss_probability(&check, hours) < 0.2
+                && check.node_mtbf_hours > check.repair_hours * 2.0
+            {
+                check.node_mtbf_hours /= 2.0;
+            }
+            let seed = opts.seed.unwrap_or(s.seed) ^ u64::from(k) << 8 ^ u64::from(m);
+            DurabilityRow {
+                scenario: s.name.clone(),
+                scheme: scheme.name.clone(),
+                params,
+                stripe_mttdl_hours: durability::stripe_mttdl_hours(
+                    k,
+                    m,
+                    params.node_mtbf_hours,
+                    params.repair_hours,
+                ),
+                loss_per_year: durability::loss_probability(&params, 8766.0),
+                check_params: check,
+                check_hours: hours,
+                check_analytic: durability::loss_probability(&check, hours),
+                check_monte_carlo: durability::monte_carlo(
+                    &check,
+                    hours,
+                    opts.monte_carlo_runs,
+                    seed,
+                ),
+            }
+        })
+        .collect()
+}

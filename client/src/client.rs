@@ -18,6 +18,7 @@ use crate::ctx::{self, Ctx};
 use crate::error::{ClientError, Result};
 use crate::gc::{self, GcOptions, GcReport};
 use crate::repair::{self, RepairOptions, RepairReport, RepairScope};
+use crate::manifest::Manifest;
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
 use crate::save::{self, ObjectData, ObjectSource, SaveReport, SaveRequest};
 use crate::tls::ClientTls;
@@ -156,6 +157,22 @@ impl Client {
         let report = restore::restore_part(&self.ctx, manifest, &mut sink).await?;
         let Sink::Memory(objects) = sink else { unreachable!("the sink was made as Memory") };
         Ok((report, objects))
+    }
+
+    /// The manifest of one part (what [`Client::restore_object`] reads from).
+    pub async fn manifest(&self, job: &JobName, which: Which, rank: Rank) -> Result<Manifest> {
+        catalog::find_manifest(&self.ctx, job, which, rank).await
+    }
+
+    /// Restores one named object of a part into `into` (exactly the object's length), in
+    /// place, checking its blake3 end to end. Returns the stripes that needed decoding.
+    pub async fn restore_object(
+        &self,
+        manifest: &Arc<Manifest>,
+        object: &rackpoint_proto::ObjectName,
+        into: &mut [u8],
+    ) -> Result<u64> {
+        restore::restore_object_into(&self.ctx, manifest, object, into).await
     }
 
     /// Restores one part into files `dir/<object name>` (`dir` must exist). Every file

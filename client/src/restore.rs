@@ -131,6 +131,69 @@ pub(crate) async fn restore_part(
     Ok(RestoreReport { manifest, bytes, degraded_stripes, elapsed })
 }
 
+/// Where [`restore_object`] writes an object's stripes, in order.
+trait StripeOut {
+    async fn write(&mut self, data: &[u8]) -> Result<()>;
+}
+
+impl StripeOut for ObjectOut {
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        ObjectOut::write(self, data).await
+    }
+}
+
+/// A caller's buffer of exactly the object's length, filled in place and hashed as it fills.
+struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+    hasher: blake3::Hasher,
+}
+
+impl StripeOut for SliceOut<'_> {
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let end = self.at + data.len();
+        let dst = self.buf.get_mut(self.at..end).ok_or_else(|| {
+            ClientError::Task(format!("stripe ends at byte {end}, past the object's length"))
+        })?;
+        dst.copy_from_slice(data);
+        self.hasher.update(data);
+        self.at = end;
+        Ok(())
+    }
+}
+
+/// Restores object `name` of `manifest` into `into`, which must be exactly as long as the
+/// object; the object's blake3 is checked end to end (on a mismatch `into` holds bytes that
+/// must not be used). Returns the stripes that needed decoding.
+pub(crate) async fn restore_object_into(
+    ctx: &Arc<Ctx>,
+    manifest: &Arc<Manifest>,
+    name: &ObjectName,
+    into: &mut [u8],
+) -> Result<u64> {
+    let (i, obj) =
+        manifest.objects.iter().enumerate().find(|(_, o)| &o.name == name).ok_or_else(|| {
+            ClientError::InvalidInput(format!(
+                "{} step {} rank {} has no object {name}",
+                manifest.job, manifest.step, manifest.rank
+            ))
+        })?;
+    if obj.len != into.len() as u64 {
+        return Err(ClientError::InvalidInput(format!(
+            "object {name} is {} bytes; the buffer given is {}",
+            obj.len,
+            into.len()
+        )));
+    }
+    let codec = Arc::new(Codec::new(manifest.code.params)?);
+    let mut out = SliceOut { buf: into, at: 0, hasher: blake3::Hasher::new() };
+    let degraded = restore_object(ctx, &codec, manifest, i, &mut out).await?;
+    if out.hasher.finalize().as_bytes() != &obj.hash.0 {
+        return Err(ClientError::ObjectHashMismatch { object: name.clone() });
+    }
+    Ok(degraded)
+}
+
 /// One object being written: checked incrementally, published only when its hash matches.
 enum ObjectOut {
     Memory {
@@ -221,7 +284,7 @@ async fn restore_object(
     codec: &Arc<Codec>,
     manifest: &Arc<Manifest>,
     obj: usize,
-    out: &mut ObjectOut,
+    out: &mut impl StripeOut,
 ) -> Result<u64> {
     let layout = ObjectLayout::new(manifest.code.params, manifest.objects[obj].len);
     let mut running: VecDeque<JoinHandle<Result<FetchedStripe>>> = VecDeque::new();
@@ -242,7 +305,7 @@ async fn restore_object(
 }
 
 /// Writes a fetched stripe out in order; returns 1 if it needed decoding.
-async fn write_stripe(ctx: &Ctx, out: &mut ObjectOut, done: FetchedStripe) -> Result<u64> {
+async fn write_stripe(ctx: &Ctx, out: &mut impl StripeOut, done: FetchedStripe) -> Result<u64> {
     out.write(&done.bytes).await?;
     ctx.report_progress(done.bytes.len() as u64);
     Ok(u64::from(done.decoded))

@@ -1,0 +1,52 @@
+"""Rackpoint for Python: save and restore checkpoints on a Rackpoint cluster.
+
+``Client(cluster_toml)`` saves one rank's part of a checkpoint from buffer-protocol objects
+(``bytes``, ``bytearray``, ``memoryview``, numpy arrays, CPU torch tensors) without copying
+them, and reads any object of any rank's part into a caller's writable buffer in place. Every
+call releases the GIL while it waits. ``rackpoint.dcp`` has PyTorch Distributed Checkpoint's
+``Writer`` and ``Reader``.
+"""
+
+from __future__ import annotations
+
+from ._buffers import byte_view
+from ._native import (
+    AlreadyExists,
+    Checkpoint,
+    Client,
+    CommitFailed,
+    InvalidInput,
+    ManifestNotFound,
+    NoCheckpoint,
+    NoNodeAnswered,
+    NotEnoughShards,
+    ObjectHashMismatch,
+    Part,
+    RackpointError,
+    ResumePoint,
+    SaveHandle,
+    SaveReport,
+    ShardWriteFailed,
+    VerifyReport,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Checkpoint",
+    "Client",
+    "CommitFailed",
+    "InvalidInput",
+    "ManifestNotFound",
+    "NoCheckpoint",
+    "NoNodeAnswered",
+    "NotEnoughShards",
+    "ObjectHashMismatch",
+    "Part",
+    "RackpointError",
+    "ResumePoint",
+    "SaveHandle",
+    "SaveReport",
+    "ShardWriteFailed",
+    "VerifyReport",
+    "byte_view",
+]

@@ -1,0 +1,181 @@
+//! Python exceptions for the client's errors. Each carries the Rust error's fields as
+//! attributes (`NotEnoughShards` has `object`, `stripe`, `need`, `got` and `failures`), and every
+//! one has `kind`, the Rust variant's name; all derive from `RackpointError`.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rackpoint_client::restore::Which;
+use rackpoint_client::ClientError;
+
+create_exception!(_native, RackpointError, PyException, "Any failure of a Rackpoint call.");
+create_exception!(_native, InvalidInput, RackpointError, "The request itself is invalid.");
+create_exception!(
+    _native,
+    NotEnoughShards,
+    RackpointError,
+    "A stripe lost more shards than the code can rebuild."
+);
+create_exception!(
+    _native,
+    ShardWriteFailed,
+    RackpointError,
+    "A shard could not be stored on any node."
+);
+create_exception!(
+    _native,
+    CommitFailed,
+    RackpointError,
+    "The manifest reached too few nodes: the part is not committed."
+);
+create_exception!(_native, ManifestNotFound, RackpointError, "No such part on any reachable node.");
+create_exception!(_native, AlreadyExists, RackpointError, "The part is already committed.");
+create_exception!(_native, NoCheckpoint, RackpointError, "No complete, recoverable checkpoint.");
+create_exception!(_native, NoNodeAnswered, RackpointError, "No node answered.");
+create_exception!(
+    _native,
+    ObjectHashMismatch,
+    RackpointError,
+    "Restored bytes do not match the manifest's blake3."
+);
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("RackpointError", py.get_type::<RackpointError>())?;
+    m.add("InvalidInput", py.get_type::<InvalidInput>())?;
+    m.add("NotEnoughShards", py.get_type::<NotEnoughShards>())?;
+    m.add("ShardWriteFailed", py.get_type::<ShardWriteFailed>())?;
+    m.add("CommitFailed", py.get_type::<CommitFailed>())?;
+    m.add("ManifestNotFound", py.get_type::<ManifestNotFound>())?;
+    m.add("AlreadyExists", py.get_type::<AlreadyExists>())?;
+    m.add("NoCheckpoint", py.get_type::<NoCheckpoint>())?;
+    m.add("NoNodeAnswered", py.get_type::<NoNodeAnswered>())?;
+    m.add("ObjectHashMismatch", py.get_type::<ObjectHashMismatch>())?;
+    Ok(())
+}
+
+/// A `RackpointError` for failures outside the client library (runtime start-up and such).
+pub(crate) fn runtime_error(msg: String) -> PyErr {
+    RackpointError::new_err(msg)
+}
+
+/// An `InvalidInput` for a bad argument caught before any call.
+pub(crate) fn invalid(msg: impl std::fmt::Display) -> PyErr {
+    InvalidInput::new_err(msg.to_string())
+}
+
+/// The Python exception for `e`, with its fields as attributes.
+pub(crate) fn to_py(py: Python<'_>, e: ClientError) -> PyErr {
+    match build(py, &e) {
+        Ok(err) => err,
+        Err(failed) => failed,
+    }
+}
+
+fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
+    let msg = e.to_string();
+    let attrs = PyDict::new(py);
+    let (err, kind) = match e {
+        ClientError::NotEnoughShards { job, step, rank, object, stripe, need, got, failures } => {
+            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
+            attrs.set_item("object", object.as_str())?;
+            attrs.set_item("stripe", stripe.0)?;
+            attrs.set_item("need", *need)?;
+            attrs.set_item("got", *got)?;
+            let list: Vec<Bound<'_, PyDict>> = failures
+                .0
+                .iter()
+                .map(|f| {
+                    let d = PyDict::new(py);
+                    d.set_item("index", f.index.0)?;
+                    d.set_item("node", f.node.0)?;
+                    d.set_item("why", format!("{:?}", f.why))?;
+                    Ok(d)
+                })
+                .collect::<PyResult<_>>()?;
+            attrs.set_item("failures", list)?;
+            (NotEnoughShards::new_err(msg), "NotEnoughShards")
+        }
+        ClientError::ShardWriteFailed { object, stripe, index, attempts, last } => {
+            attrs.set_item("object", object.as_str())?;
+            attrs.set_item("stripe", stripe.0)?;
+            attrs.set_item("index", index.0)?;
+            attrs.set_item("attempts", *attempts)?;
+            attrs.set_item("last", last)?;
+            (ShardWriteFailed::new_err(msg), "ShardWriteFailed")
+        }
+        ClientError::CommitFailed { job, step, rank, need, stored, failures } => {
+            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
+            attrs.set_item("need", *need)?;
+            attrs.set_item("stored", *stored)?;
+            attrs.set_item("failures", failures.to_string())?;
+            (CommitFailed::new_err(msg), "CommitFailed")
+        }
+        ClientError::ManifestNotFound { job, asked, rank, detail } => {
+            let step = match asked {
+                Which::Step(s) => Some(s.0),
+                Which::Latest => None,
+            };
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("step", step)?; // None: the latest was asked for
+            attrs.set_item("rank", rank.0)?;
+            attrs.set_item("detail", detail)?;
+            (ManifestNotFound::new_err(msg), "ManifestNotFound")
+        }
+        ClientError::AlreadyExists { job, step, rank } => {
+            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
+            (AlreadyExists::new_err(msg), "AlreadyExists")
+        }
+        ClientError::NoCheckpoint { job, passed_over } => {
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("passed_over", passed_over.to_string())?;
+            (NoCheckpoint::new_err(msg), "NoCheckpoint")
+        }
+        ClientError::NoNodeAnswered(detail) => {
+            attrs.set_item("detail", detail.to_string())?;
+            (NoNodeAnswered::new_err(msg), "NoNodeAnswered")
+        }
+        ClientError::ObjectHashMismatch { object } => {
+            attrs.set_item("object", object.as_str())?;
+            (ObjectHashMismatch::new_err(msg), "ObjectHashMismatch")
+        }
+        ClientError::InvalidInput(detail) => {
+            attrs.set_item("detail", detail)?;
+            (InvalidInput::new_err(msg), "InvalidInput")
+        }
+        ClientError::Io { path, error, .. } => {
+            attrs.set_item("path", path.display().to_string())?;
+            attrs.set_item("errno", error.raw_os_error())?;
+            (RackpointError::new_err(msg), "Io")
+        }
+        other => (RackpointError::new_err(msg), variant_name(other)),
+    };
+    attrs.set_item("kind", kind)?;
+    let value = err.value(py);
+    for (k, v) in attrs.iter() {
+        value.setattr(k.extract::<&str>()?, v)?;
+    }
+    Ok(err)
+}
+
+/// The variant's name, for the errors without an exception class of their own.
+fn variant_name(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::Cluster(_) => "Cluster",
+        ClientError::Tls(_) => "Tls",
+        ClientError::Transport(_) => "Transport",
+        ClientError::Placement(_) => "Placement",
+        ClientError::Codec(_) => "Codec",
+        ClientError::Manifest(_) => "Manifest",
+        ClientError::Task(_) => "Task",
+        ClientError::Runtime(_) => "Runtime",
+        _ => "Other",
+    }
+}
+
+fn part_attrs(attrs: &Bound<'_, PyDict>, job: &str, step: u64, rank: u32) -> PyResult<()> {
+    attrs.set_item("job", job)?;
+    attrs.set_item("step", step)?;
+    attrs.set_item("rank", rank)
+}

@@ -91,6 +91,23 @@ async fn stats_of(c: &Client) -> Vec<NodeStats> {
     c.status().await.into_iter().filter_map(|s| s.stats.ok()).collect()
 }
 
+/// The cluster's shard count once it has not changed over `SETTLED_POLLS` polls in a row.
+async fn settled_shard_count(c: &Client) -> u64 {
+    const SETTLED_POLLS: usize = 20;
+    let deadline = Instant::now() + DEADLINE;
+    let (mut last, mut same) = (u64::MAX, 0);
+    loop {
+        let now: u64 = stats_of(c).await.iter().map(|s| s.shards).sum();
+        same = if now == last { same + 1 } else { 0 };
+        if same == SETTLED_POLLS {
+            return now;
+        }
+        last = now;
+        assert!(Instant::now() < deadline, "the shard count never settled");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Polls `check` until it is true, at most `DEADLINE`.
 async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + DEADLINE;
@@ -262,7 +279,9 @@ async fn an_orphan_of_a_client_killed_mid_save_goes_after_the_grace_and_not_befo
     assert!(!status.success(), "the save was cut short");
     let job = job("orphans");
     assert!(c.list(&job).await.expect("list").is_empty(), "no manifest: nothing listed");
-    let stored: u64 = stats_of(&c).await.iter().map(|s| s.shards).sum();
+    // Streams the client sent before it died may still be landing on the nodes: count the
+    // shards once the count has held still for a while (no client is left to send more).
+    let stored = settled_shard_count(&c).await;
     assert!(stored > 0);
 
     // Within the grace (an hour): the save might still be running, so nothing goes.

@@ -109,7 +109,10 @@ fn main() -> anyhow::Result<()> {
     println!("$ {}", command_line());
     let size_mib = args.size_mib.unwrap_or(match args.scenario {
         Scenario::NodePut => 512,
-        Scenario::SaveRestore | Scenario::SaveAsyncStall | Scenario::Repair | Scenario::QuicSink => 1024,
+        Scenario::SaveRestore
+        | Scenario::SaveAsyncStall
+        | Scenario::Repair
+        | Scenario::QuicSink => 1024,
     });
     let size = size_mib
         .checked_mul(MIB as u64)
@@ -939,7 +942,7 @@ fn restore_during_repair(
         .rt
         .spawn(async move { repairer.repair(&job2, RepairScope::Step(Step(1)), options).await });
     note_cache_drop(&mut Vec::new(), "before the restore during repair");
-    let took = timed_restore(env, &reader, job, objects, "restore during repair")?;
+    let took = metered_restore(env, &reader, job, objects, "restore during repair", &[])?.elapsed;
     let report = env.rt.block_on(repair)??;
     ensure!(report.is_complete(), "repair left problems: {report:?}");
     Ok(took)
@@ -965,7 +968,9 @@ fn repair(env: &Env) -> anyhow::Result<()> {
         let client = Client::connect(&cluster.cluster_file())?;
         env.rt.block_on(client.save(save_request(&job, &objects))).context("save")?;
         note_cache_drop(&mut cache_notes, "before the restore alone");
-        alone.times.push(timed_restore(env, &client, &job, &objects, "restore alone")?);
+        alone
+            .times
+            .push(metered_restore(env, &client, &job, &objects, "restore alone", &[])?.elapsed);
         drop(client);
 
         wipe(&mut cluster, WIPED)?;

@@ -17,6 +17,7 @@ pub use crate::ctx::Progress;
 use crate::ctx::{self, Ctx};
 use crate::error::{ClientError, Result};
 use crate::gc::{self, GcOptions, GcReport};
+use crate::heal::{HealReport, Heals};
 use crate::manifest::Manifest;
 use crate::repair::{self, RepairOptions, RepairReport, RepairScope};
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
@@ -39,6 +40,7 @@ pub struct Client {
     async_saves: Arc<Semaphore>,
     /// Complete checkpoints rank 0's saves keep (0: no retention); see `set_keep_last`.
     keep_last: Arc<AtomicUsize>,
+    heals: Arc<Heals>,
     _heartbeat: Arc<HeartbeatGuard>,
 }
 
@@ -66,6 +68,7 @@ impl Client {
             ctx,
             async_saves: Arc::new(Semaphore::new(CLIENT_MAX_ASYNC_SAVES)),
             keep_last: Arc::default(),
+            heals: Arc::default(),
             _heartbeat: Arc::new(HeartbeatGuard(heartbeat)),
         })
     }
@@ -109,6 +112,29 @@ impl Client {
         options: RepairOptions,
     ) -> Result<RepairReport> {
         repair::repair(&self.ctx, job, scope, options).await
+    }
+
+    /// Heal on read (see [`crate::heal`]): from now on a restore by this client or its clones
+    /// that finds shards missing or corrupt starts a background repair of those stripes
+    /// with `options` (`None`: off, the default). The restore itself never waits for it.
+    pub fn set_heal_on_read(&self, options: Option<RepairOptions>) {
+        self.heals.set(options);
+    }
+
+    /// Waits for the heals on read started so far and returns the reports not collected
+    /// yet, oldest first. A process that exits right after a restore calls this first, or
+    /// its heals stop with it.
+    pub async fn wait_for_heals(&self) -> Vec<HealReport> {
+        self.heals.wait().await
+    }
+
+    /// Starts a heal of what a restore of `manifest` found damaged (when heal on read is on).
+    fn heal(
+        &self,
+        manifest: &Manifest,
+        damaged: &[(rackpoint_proto::ObjectName, rackpoint_proto::StripeIndex)],
+    ) {
+        self.heals.request(&self.ctx, (&manifest.job, manifest.step, manifest.rank), damaged);
     }
 
     /// Retention and orphan collection for `job` (see [`crate::gc`]).
@@ -155,6 +181,7 @@ impl Client {
         let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
         let mut sink = Sink::Memory(Vec::new());
         let report = restore::restore_part(&self.ctx, manifest, &mut sink).await?;
+        self.heal(&report.manifest, &report.damaged_stripes);
         let Sink::Memory(objects) = sink else { unreachable!("the sink was made as Memory") };
         Ok((report, objects))
     }
@@ -172,7 +199,10 @@ impl Client {
         object: &rackpoint_proto::ObjectName,
         into: &mut [u8],
     ) -> Result<u64> {
-        restore::restore_object_into(&self.ctx, manifest, object, into).await
+        let restored = restore::restore_object_into(&self.ctx, manifest, object, into).await?;
+        let damaged: Vec<_> = restored.damaged.into_iter().map(|s| (object.clone(), s)).collect();
+        self.heal(manifest, &damaged);
+        Ok(restored.decoded)
     }
 
     /// Restores one part into files `dir/<object name>` (`dir` must exist). Every file
@@ -189,7 +219,10 @@ impl Client {
     ) -> Result<RestoreReport> {
         restore::check_out_dir(dir)?;
         let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
-        restore::restore_part(&self.ctx, manifest, &mut Sink::dir(dir, overwrite)).await
+        let report =
+            restore::restore_part(&self.ctx, manifest, &mut Sink::dir(dir, overwrite)).await?;
+        self.heal(&report.manifest, &report.damaged_stripes);
+        Ok(report)
     }
 
     /// The newest complete checkpoint that is still recoverable, with every part's manifest

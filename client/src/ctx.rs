@@ -279,6 +279,21 @@ impl Ctx {
         })
     }
 
+    /// Deletes one shard from one node, only the version whose blake3 is `hash`; whether
+    /// there was one.
+    pub(crate) async fn delete_shard(
+        &self,
+        node: NodeId,
+        key: ShardKey,
+        hash: Digest,
+    ) -> Result<bool, TransportError> {
+        let reply = self.call(node, &Request::DeleteShard { key, hash }, Bytes::new()).await?;
+        expect(node, "ShardDeleted", reply, |r| match r.response {
+            Response::ShardDeleted { existed } => Ok(existed),
+            _ => Err(r),
+        })
+    }
+
     /// Stores a repair's rewrite of a part's manifest at `revision`, naming the part's
     /// revision-0 id `base`.
     pub(crate) async fn replace_manifest(

@@ -6,7 +6,8 @@
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `ctx` (the
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
-//! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `gc`
+//! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `heal`
+//! (heal on read: a restore's damaged stripes repaired in the background), `gc`
 //! (retention and orphan collection), `rollback` (a failed commit taken back), `client` (the
 //! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
 //! demo and the simulator; feature `testkit`).
@@ -18,6 +19,7 @@ pub mod cluster_dir;
 mod ctx;
 pub mod error;
 pub mod gc;
+pub mod heal;
 pub mod health;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;

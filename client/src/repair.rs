@@ -12,7 +12,7 @@
 
 pub mod plan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,11 +48,25 @@ pub struct RepairOptions {
     /// Bytes per second the repair may read from the nodes, over all of them (`None`: no
     /// limit). Reads are spread over the least-read nodes.
     pub read_bytes_per_sec: Option<u64>,
+    /// Whether shards on nodes known down are rebuilt elsewhere. `repair` does; heal on read
+    /// does not (a node down for a moment, or only slow, should not cost it its shards):
+    /// their shards are left for an explicit repair.
+    pub move_off_down_nodes: bool,
+}
+
+impl RepairOptions {
+    /// The default options with this read limit (`None`: no limit).
+    pub fn limited_to(read_bytes_per_sec: Option<u64>) -> Self {
+        Self { read_bytes_per_sec, ..Self::default() }
+    }
 }
 
 impl Default for RepairOptions {
     fn default() -> Self {
-        Self { read_bytes_per_sec: Some(REPAIR_DEFAULT_READ_BYTES_PER_SEC) }
+        Self {
+            read_bytes_per_sec: Some(REPAIR_DEFAULT_READ_BYTES_PER_SEC),
+            move_off_down_nodes: true,
+        }
     }
 }
 
@@ -93,6 +107,12 @@ pub struct PartRepair {
     pub new_revision: Option<u32>,
     /// Manifest copies written to bring the replica count back to m + 1.
     pub manifest_copies_added: usize,
+    /// Old copies of moved shards deleted from the nodes they left (after the new manifest
+    /// was committed).
+    pub stale_copies_deleted: u64,
+    /// Old copies of moved shards left where they were, because their node did not answer
+    /// (down, say); a later `gc` of the checkpoint removes them with it.
+    pub stale_copies_left: u64,
     /// Stripes left short of full redundancy, and why.
     pub problems: Vec<StripeProblem>,
 }
@@ -132,12 +152,13 @@ impl RepairReport {
 struct Reads {
     pacer: Option<Mutex<Pacer>>,
     per_node: Mutex<BTreeMap<NodeId, u64>>,
+    move_off_down_nodes: bool,
 }
 
 impl Reads {
     fn new(options: RepairOptions) -> Self {
         let pacer = options.read_bytes_per_sec.map(|r| Mutex::new(Pacer::new(r, Instant::now())));
-        Self { pacer, per_node: Mutex::default() }
+        Self { pacer, per_node: Mutex::default(), move_off_down_nodes: options.move_off_down_nodes }
     }
 
     /// Waits for the bandwidth limit to allow `len` more bytes from `node`, and counts them.
@@ -179,7 +200,7 @@ pub(crate) async fn repair(
     let reads = Reads::new(options);
     let mut report = RepairReport::default();
     for ((step, rank), part) in parts {
-        let repaired = match repair_part(ctx, &reads, job, step, rank, part).await {
+        let repaired = match repair_part(ctx, &reads, job, step, rank, part, None).await {
             Ok(r) => r,
             Err(e) => {
                 let problem = StripeProblem { object: None, stripe: None, problem: e.to_string() };
@@ -189,6 +210,22 @@ pub(crate) async fn repair(
         report.parts.push(repaired);
     }
     Ok(report)
+}
+
+/// Heal on read: repairs only `stripes` (object, stripe) of one part, which a restore
+/// found with missing or corrupt shards. Shards on nodes known down are left alone whatever
+/// `options` says (see [`RepairOptions::move_off_down_nodes`]).
+pub(crate) async fn heal_stripes(
+    ctx: &Arc<Ctx>,
+    job: &JobName,
+    (step, rank): (Step, Rank),
+    stripes: &BTreeSet<(ObjectName, StripeIndex)>,
+    options: RepairOptions,
+) -> Result<PartRepair> {
+    let listing = catalog::list_job(ctx, job).await?;
+    let part = listing.get(&(step, rank)).ok_or_else(|| not_found(job, step))?;
+    let reads = Reads::new(RepairOptions { move_off_down_nodes: false, ..options });
+    repair_part(ctx, &reads, job, step, rank, part, Some(stripes)).await
 }
 
 fn not_found(job: &JobName, step: Step) -> ClientError {
@@ -242,10 +279,14 @@ async fn repair_part(
     step: Step,
     rank: Rank,
     part: &PartEntry,
+    only: Option<&BTreeSet<(ObjectName, StripeIndex)>>,
 ) -> Result<PartRepair> {
     let manifest = catalog::fetch_manifest(ctx, job, step, rank, part).await?;
     let codec = Arc::new(Codec::new(manifest.code.params)?);
-    let stripes = stripes_of(&manifest);
+    let mut stripes = stripes_of(&manifest);
+    if let Some(only) = only {
+        stripes.retain(|&(o, s)| only.contains(&(manifest.objects[o].name.clone(), s)));
+    }
     let in_flight = REPAIR_SURVEY_STRIPES_IN_FLIGHT.min(ctx.stripes_in_flight()).max(1);
     let outcomes: Vec<((usize, StripeIndex), Result<StripeOutcome>)> = stream::iter(stripes)
         .map(|(o, s)| {
@@ -284,6 +325,10 @@ async fn repair_part(
         Some(commit_moves(ctx, &manifest, part, &moved).await?)
     };
     report.new_revision = committed.as_ref().map(|(revision, _, _)| *revision);
+    if committed.is_some() {
+        let (deleted, left) = delete_stale_copies(ctx, &manifest, &moved).await;
+        (report.stale_copies_deleted, report.stale_copies_left) = (deleted, left);
+    }
     let (revision, bytes, holders) = match committed {
         Some(c) => c,
         None => (part.revision, Bytes::from(manifest.to_bytes()), part.nodes.clone()),
@@ -311,11 +356,29 @@ async fn repair_stripe(
         healthy: states.iter().filter(|(s, _)| *s == ShardState::Healthy).count() as u64,
         ..StripeOutcome::default()
     };
-    let states: Vec<ShardState> = states.into_iter().map(|(s, _)| s).collect();
+    let leave_down = !reads.move_off_down_nodes;
+    let states: Vec<ShardState> = states
+        .into_iter()
+        .map(
+            |(s, _)| {
+                if leave_down && s == ShardState::Unreachable {
+                    ShardState::Unknown
+                } else {
+                    s
+                }
+            },
+        )
+        .collect();
+    let unknown = states.iter().filter(|s| **s == ShardState::Unknown).count();
     let is_down = |n: NodeId| ctx.health.is_down(n);
     let code = m.code.params;
     match plan::plan_stripe(&ctx.map, &id, code, entry, &states, &is_down) {
         StripePlan::Healthy => {}
+        StripePlan::Unsurveyed { unknown } => {
+            out.problem = Some(format!(
+                "not enough shards known healthy: {unknown} could not be checked (node busy or down); run repair again"
+            ));
+        }
         StripePlan::Unrecoverable { need, got } => {
             out.problem = Some(format!("unrecoverable: {got} healthy shards, {need} needed"));
         }
@@ -323,7 +386,7 @@ async fn repair_stripe(
             out.problem =
                 Some(format!("{shards} shards need a node but none in service can take them"));
         }
-        StripePlan::Fix { fixes, sources, copy } => {
+        StripePlan::Fix { fixes, sources, copy, unplaced } => {
             let layout = ObjectLayout::new(code, m.objects[object].len);
             let rebuilt = rebuild(ctx, reads, codec, &layout, &id, entry, &sources, copy).await;
             match rebuilt {
@@ -333,7 +396,17 @@ async fn repair_stripe(
                 }
                 Err(problem) => out.problem = Some(problem),
             }
+            if unplaced > 0 && out.problem.is_none() {
+                out.problem = Some(format!(
+                    "{unplaced} shards need a node but none in service can take them"
+                ));
+            }
         }
+    }
+    if unknown > 0 && out.problem.is_none() {
+        out.problem = Some(format!(
+            "{unknown} shards could not be checked (node busy or down); run repair again"
+        ));
     }
     Ok(out)
 }
@@ -351,7 +424,9 @@ async fn survey_stripe(ctx: &Ctx, id: &StripeId, entry: &StripeEntry) -> Vec<(Sh
                 Ok((hash, _)) if hash == shard.hash => ShardState::Healthy,
                 Ok(_) | Err(ShardFailure::Corrupt) => ShardState::Corrupt,
                 Err(ShardFailure::Missing) => ShardState::Missing,
-                Err(ShardFailure::NodeDown | ShardFailure::Other(_)) => ShardState::Unreachable,
+                Err(ShardFailure::NodeDown) => ShardState::Unreachable,
+                // The node answered (busy, say): it is up, so its shards stay where they are.
+                Err(ShardFailure::Other(_)) => ShardState::Unknown,
             };
             (state, true)
         }
@@ -519,6 +594,30 @@ async fn commit_moves(
         });
     }
     Ok((revision, bytes, stored))
+}
+
+/// Once the manifest naming the new places is committed: deletes each moved shard's old copy
+/// from the node it left (only that version, by its digest), so no node keeps bytes that no
+/// manifest points at. A reader still holding the old manifest finds the copy gone and reads
+/// parity instead: never wrong bytes. Returns (deleted, left where they were).
+async fn delete_stale_copies(
+    ctx: &Ctx,
+    old: &Manifest,
+    moved: &[(usize, StripeIndex, ShardFix)],
+) -> (u64, u64) {
+    let deletes = moved.iter().filter(|(_, _, f)| !ctx.health.is_down(f.from)).map(|(o, s, f)| {
+        let key = stripe_id(old, *o, *s).shard(f.index);
+        let hash = entry_of(old, *o, *s).shards[usize::from(f.index.0)].hash;
+        async move { ctx.delete_shard(f.from, key, hash).await }
+    });
+    let results = futures::future::join_all(deletes).await;
+    let deleted = results.iter().filter(|r| r.is_ok()).count() as u64;
+    let left = moved.len() as u64 - deleted;
+    if left > 0 {
+        tracing::info!(job = %old.job, step = %old.step, rank = %old.rank, left,
+            "old copies of moved shards left on nodes that did not answer; gc of the checkpoint removes them");
+    }
+    (deleted, left)
 }
 
 /// The part's manifest replica set among the nodes in service.

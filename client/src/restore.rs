@@ -39,6 +39,10 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Stripes that needed parity (decoding).
     pub degraded_stripes: u64,
+    /// Stripes where a node answered that a shard was missing or corrupt: damage that heal
+    /// on read (or `repair`) fixes. A shard that was only late or on a node down is not
+    /// counted.
+    pub damaged_stripes: Vec<(ObjectName, StripeIndex)>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -116,19 +120,21 @@ pub(crate) async fn restore_part(
     let codec = Arc::new(Codec::new(manifest.code.params)?);
     let manifest = Arc::new(manifest);
     sink.check_targets(&manifest)?;
-    let mut degraded_stripes = 0;
+    let (mut degraded_stripes, mut damaged_stripes) = (0, Vec::new());
     for (i, obj) in manifest.objects.iter().enumerate() {
         let mut out = ObjectOut::open(sink, obj).await?;
-        degraded_stripes += restore_object(ctx, &codec, &manifest, i, &mut out).await?;
+        let restored = restore_object(ctx, &codec, &manifest, i, &mut out).await?;
+        degraded_stripes += restored.decoded;
+        damaged_stripes.extend(restored.damaged.into_iter().map(|s| (obj.name.clone(), s)));
         out.finish(sink, obj).await?;
     }
     sink.publish()?;
     let elapsed = started.elapsed();
     let bytes = manifest.total_bytes();
     tracing::info!(job = %manifest.job, step = %manifest.step, rank = %manifest.rank, bytes, degraded_stripes,
-        ms = elapsed.as_millis() as u64, "part restored");
+        damaged_stripes = damaged_stripes.len(), ms = elapsed.as_millis() as u64, "part restored");
     let manifest = Arc::try_unwrap(manifest).unwrap_or_else(|m| (*m).clone());
-    Ok(RestoreReport { manifest, bytes, degraded_stripes, elapsed })
+    Ok(RestoreReport { manifest, bytes, degraded_stripes, damaged_stripes, elapsed })
 }
 
 /// Where [`restore_object`] writes an object's stripes, in order.
@@ -164,13 +170,13 @@ impl StripeOut for SliceOut<'_> {
 
 /// Restores object `name` of `manifest` into `into`, which must be exactly as long as the
 /// object; the object's blake3 is checked end to end (on a mismatch `into` holds bytes that
-/// must not be used). Returns the stripes that needed decoding.
+/// must not be used).
 pub(crate) async fn restore_object_into(
     ctx: &Arc<Ctx>,
     manifest: &Arc<Manifest>,
     name: &ObjectName,
     into: &mut [u8],
-) -> Result<u64> {
+) -> Result<ObjectRestore> {
     let (i, obj) =
         manifest.objects.iter().enumerate().find(|(_, o)| &o.name == name).ok_or_else(|| {
             ClientError::InvalidInput(format!(
@@ -187,11 +193,11 @@ pub(crate) async fn restore_object_into(
     }
     let codec = Arc::new(Codec::new(manifest.code.params)?);
     let mut out = SliceOut { buf: into, at: 0, hasher: blake3::Hasher::new() };
-    let degraded = restore_object(ctx, &codec, manifest, i, &mut out).await?;
+    let restored = restore_object(ctx, &codec, manifest, i, &mut out).await?;
     if out.hasher.finalize().as_bytes() != &obj.hash.0 {
         return Err(ClientError::ObjectHashMismatch { object: name.clone() });
     }
-    Ok(degraded)
+    Ok(restored)
 }
 
 /// One object being written: checked incrementally, published only when its hash matches.
@@ -277,44 +283,65 @@ impl ObjectOut {
     }
 }
 
-/// Restores one object, many stripes at once, writing them in order. Returns the number of
-/// stripes that needed decoding.
+/// What restoring one object found.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectRestore {
+    /// Stripes that needed decoding.
+    pub(crate) decoded: u64,
+    /// Stripes with a shard a node reported missing or corrupt (see
+    /// [`RestoreReport::damaged_stripes`]).
+    pub(crate) damaged: Vec<StripeIndex>,
+}
+
+/// Restores one object, many stripes at once, writing them in order.
 async fn restore_object(
     ctx: &Arc<Ctx>,
     codec: &Arc<Codec>,
     manifest: &Arc<Manifest>,
     obj: usize,
     out: &mut impl StripeOut,
-) -> Result<u64> {
+) -> Result<ObjectRestore> {
     let layout = ObjectLayout::new(manifest.code.params, manifest.objects[obj].len);
     let mut running: VecDeque<JoinHandle<Result<FetchedStripe>>> = VecDeque::new();
-    let mut degraded = 0;
+    let mut found = ObjectRestore::default();
     for s in 0..layout.stripe_count() {
         let task =
             fetch_stripe(ctx.clone(), codec.clone(), manifest.clone(), obj, layout, StripeIndex(s));
         running.push_back(tokio::spawn(task));
         if running.len() >= ctx.stripes_in_flight() {
             let done = running.pop_front().expect("the queue was just filled").await??;
-            degraded += write_stripe(ctx, out, done).await?;
+            write_stripe(ctx, out, done, &mut found).await?;
         }
     }
     while let Some(task) = running.pop_front() {
-        degraded += write_stripe(ctx, out, task.await??).await?;
+        write_stripe(ctx, out, task.await??, &mut found).await?;
     }
-    Ok(degraded)
+    Ok(found)
 }
 
-/// Writes a fetched stripe out in order; returns 1 if it needed decoding.
-async fn write_stripe(ctx: &Ctx, out: &mut impl StripeOut, done: FetchedStripe) -> Result<u64> {
+/// Writes a fetched stripe out in order, counting what it needed into `found`.
+async fn write_stripe(
+    ctx: &Ctx,
+    out: &mut impl StripeOut,
+    done: FetchedStripe,
+    found: &mut ObjectRestore,
+) -> Result<()> {
     out.write(&done.bytes).await?;
     ctx.report_progress(done.bytes.len() as u64);
-    Ok(u64::from(done.decoded))
+    found.decoded += u64::from(done.decoded);
+    if done.damaged {
+        found.damaged.push(done.stripe);
+    }
+    Ok(())
 }
 
-/// One stripe's object bytes, and whether they needed decoding.
+/// One stripe's object bytes, whether they needed decoding, and whether a node reported one
+/// of its shards missing or corrupt.
 struct FetchedStripe {
+    stripe: StripeIndex,
     bytes: Vec<u8>,
     decoded: bool,
+    damaged: bool,
 }
 
 /// Fetches and, if needed, decodes one stripe: a driver over the pure [`StripePlanner`],
@@ -346,7 +373,12 @@ async fn fetch_stripe(
     loop {
         match planner.outcome() {
             Outcome::Ready => match decode(&ctx, &codec, layout, s, shards, &hashes).await? {
-                Decoded::Done(stripe) => return Ok(stripe),
+                Decoded::Done(stripe) => {
+                    let lost = planner.failures().iter().any(|(_, _, why)| {
+                        matches!(why, ShardFailure::Missing | ShardFailure::Corrupt)
+                    });
+                    return Ok(FetchedStripe { damaged: stripe.damaged || lost, ..stripe });
+                }
                 Decoded::Corrupt(back, corrupt) => {
                     shards = back;
                     for c in corrupt {
@@ -454,7 +486,8 @@ async fn decode(
     match result {
         Ok(report) => {
             let decoded = report.path == DecodePath::Reconstructed;
-            Ok(Decoded::Done(FetchedStripe { bytes: out, decoded }))
+            let damaged = !report.corrupt.is_empty();
+            Ok(Decoded::Done(FetchedStripe { stripe: s, bytes: out, decoded, damaged }))
         }
         Err(CodecError::NotEnoughShards { corrupt, .. }) if !corrupt.is_empty() => {
             Ok(Decoded::Corrupt(shards, corrupt))

@@ -1,5 +1,6 @@
 //! Keeping checkpoints whole over time, against real `rackpoint-store` processes: repair after
 //! a node's data folder is wiped (then two other nodes killed: the repaired shards are real),
+//! heal on read (a restore rewrites the shards it found missing, not those of a down node),
 //! rot found by the scrubber and fixed by repair, retention that keeps exactly N and returns
 //! disk space, orphans of a client killed mid-save collected after the grace and not before,
 //! a commit that fails on m nodes rolled back, and membership changes (a 7th node, a
@@ -145,6 +146,75 @@ async fn a_wiped_node_is_repaired_and_its_repaired_shards_carry_a_restore() {
     assert_eq!(after.survives_more_failures, Some(2), "full redundancy is back");
 
     // Two other nodes die: every stripe that had a shard on the wiped node now needs it.
+    for id in [NodeId(1), NodeId(5)] {
+        tc.cluster.kill(id).expect("kill");
+    }
+    assert_restores(&client(&tc), &job, 1, &objs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_heals_the_shards_it_found_missing_and_leaves_a_down_node_alone() {
+    let mut tc = six_nodes(SHARD);
+    let job = job("heal");
+    let objs = objects(150);
+    client(&tc).save(request(&job, 1, 0, 1, &refs(&objs))).await.expect("save");
+
+    let (down, wiped) = (NodeId(2), NodeId(3));
+    tc.cluster.kill(down).expect("kill");
+    tc.cluster.kill(wiped).expect("kill");
+    std::fs::remove_dir_all(tc.cluster.node_dir(wiped).join(NODE_DATA_DIR)).expect("wipe");
+    tc.cluster.restart(wiped).expect("restart empty");
+    let c = client(&tc);
+    c.set_heal_on_read(Some(RepairOptions::default()));
+    let (report, restored) = c.restore(&job, Which::Step(Step(1)), Rank(0)).await.expect("restore");
+    for (r, (name, bytes)) in restored.iter().zip(&objs) {
+        assert!(r.bytes == *bytes, "object {name} differs after a restore with 2 nodes out");
+    }
+    let on_wiped = |o: usize, s: usize| {
+        report.manifest.objects[o].stripes[s].shards.iter().any(|sh| sh.node == wiped)
+    };
+    let expected: Vec<(String, u32)> = (0..report.manifest.objects.len())
+        .flat_map(|o| (0..report.manifest.objects[o].stripes.len()).map(move |s| (o, s)))
+        .filter(|&(o, s)| on_wiped(o, s))
+        .map(|(o, s)| (report.manifest.objects[o].name.to_string(), s as u32))
+        .collect();
+    let damaged: Vec<(String, u32)> =
+        report.damaged_stripes.iter().map(|(o, s)| (o.to_string(), s.0)).collect();
+    // Every stripe read a shard of the wiped node only if it needed it; those that did are
+    // the damaged ones, and none is counted for the node that is down.
+    assert!(!damaged.is_empty(), "the restore met the wiped node's missing shards");
+    assert!(damaged.iter().all(|d| expected.contains(d)), "{damaged:?} not all on node {wiped}");
+
+    let heals = c.wait_for_heals().await;
+    assert_eq!(heals.len(), 1, "one heal for the part: {heals:?}");
+    let healed = heals[0].result.as_ref().expect("the heal ran");
+    assert_eq!(healed.moved, 0, "nothing moves off the down node: {healed:?}");
+    assert_eq!(healed.rewritten_in_place as usize, damaged.len(), "{healed:?}");
+    let verify = c.verify(&job, Step(1)).await.expect("verify");
+    let still_bad: Vec<(String, u32)> = verify
+        .bad_shards
+        .iter()
+        .filter(|b| b.node == wiped)
+        .map(|b| (b.object.to_string(), b.stripe.0))
+        .collect();
+    assert!(
+        still_bad.iter().all(|b| !damaged.contains(b)),
+        "the healed stripes are whole on node {wiped}: {still_bad:?}"
+    );
+    assert!(verify.bad_shards.iter().all(|b| b.node == wiped || b.node == down));
+
+    // With node 2 back and the healed shards in place, two other nodes die: the stripes
+    // healed on read need their rewritten shards on node 3 to restore.
+    tc.cluster.restart(down).expect("restart");
+    let c = client(&tc);
+    let repaired =
+        c.repair(&job, RepairScope::All, RepairOptions::default()).await.expect("repair");
+    assert!(repaired.is_complete(), "{repaired:?}");
+    assert_eq!(
+        repaired.parts[0].rewritten_in_place as usize,
+        expected.len() - damaged.len(),
+        "repair writes only what heal on read did not"
+    );
     for id in [NodeId(1), NodeId(5)] {
         tc.cluster.kill(id).expect("kill");
     }
@@ -373,6 +443,12 @@ async fn a_seventh_node_takes_new_stripes_and_a_decommissioned_node_is_drained()
     let report = c.repair(&job, RepairScope::All, RepairOptions::default()).await.expect("repair");
     assert!(report.is_complete(), "{report:?}");
     assert!(report.parts.iter().any(|p| p.moved > 0 && p.new_revision == Some(1)), "{report:?}");
+    let moved: u64 = report.parts.iter().map(|p| p.moved).sum();
+    let deleted: u64 = report.parts.iter().map(|p| p.stale_copies_deleted).sum();
+    assert_eq!(deleted, moved, "every moved shard's old copy is deleted: {report:?}");
+    let left_on_2 =
+        stats_of(&c).await.into_iter().find(|s| s.node_id == NodeId(2)).expect("node 2").shards;
+    assert_eq!(left_on_2, 0, "the drained node keeps no stale copies");
     for step in [1, 2, 3] {
         let (r, _) = c.restore(&job, Which::Step(Step(step)), Rank(0)).await.expect("restore");
         let on_2 = r

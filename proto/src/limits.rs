@@ -181,6 +181,12 @@ pub const DEFAULT_ORPHAN_GRACE_MS: u64 = 6 * 3600 * 1000;
 pub const REPAIR_DEFAULT_READ_BYTES_PER_SEC: u64 = 128 * 1024 * 1024;
 /// Stripes a repair surveys and rebuilds at once (also bounded by the client's byte budget).
 pub const REPAIR_SURVEY_STRIPES_IN_FLIGHT: usize = 32;
+/// Heals on read (background repairs of the stripes a restore found damaged) one client
+/// runs at once; a request past it is dropped with a warning (the damage stays for the next
+/// restore or `repair` to find).
+pub const HEAL_MAX_IN_FLIGHT: usize = 4;
+/// Finished heal reports a client keeps until they are collected; the oldest go first.
+pub const HEAL_MAX_REPORTS_KEPT: usize = 64;
 
 // ---- Relations that must hold (checked at compile time) ----
 

@@ -285,6 +285,15 @@ pub enum Request {
         /// Youngest shard age that may be deleted.
         min_age_ms: u64,
     },
+    /// Delete one shard, only if its stored bytes hash to `hash` (a repair removing the copy
+    /// it moved elsewhere; another version stays and the reply is `Conflict`). Deleting a
+    /// shard that is not there succeeds. Answered by [`Response::ShardDeleted`].
+    DeleteShard {
+        /// Which shard.
+        key: ShardKey,
+        /// The blake3 the stored shard must have.
+        hash: Digest,
+    },
 }
 
 /// A node's reply.
@@ -368,6 +377,11 @@ pub enum Response {
         /// Shards kept because they were younger than the requested age.
         kept_young: u64,
     },
+    /// The shard is gone from this node.
+    ShardDeleted {
+        /// Whether there was one to delete.
+        existed: bool,
+    },
 }
 
 impl Response {
@@ -412,6 +426,7 @@ impl Request {
         "ReplaceManifest",
         "ListParts",
         "DeleteOrphanShards",
+        "DeleteShard",
     ];
 
     /// The variant's tag (its index in [`Request::KINDS`] and on the wire).
@@ -430,12 +445,13 @@ impl Request {
             Request::ReplaceManifest { .. } => 10,
             Request::ListParts { .. } => 11,
             Request::DeleteOrphanShards { .. } => 12,
+            Request::DeleteShard { .. } => 13,
         }
     }
 }
 
 impl Message for Request {
-    const VARIANTS: u8 = 13;
+    const VARIANTS: u8 = 14;
 
     fn kind(&self) -> &'static str {
         Self::KINDS[self.tag()]
@@ -451,7 +467,7 @@ impl Message for Request {
 }
 
 impl Message for Response {
-    const VARIANTS: u8 = 13;
+    const VARIANTS: u8 = 14;
 
     fn kind(&self) -> &'static str {
         match self {
@@ -468,6 +484,7 @@ impl Message for Response {
             Response::ManifestDeleted { .. } => "ManifestDeleted",
             Response::Parts { .. } => "Parts",
             Response::OrphansDeleted { .. } => "OrphansDeleted",
+            Response::ShardDeleted { .. } => "ShardDeleted",
         }
     }
 
@@ -646,6 +663,7 @@ mod tests {
             shard_key().prop_map(|key| (Request::VerifyShard { key }, 0)),
             (manifest_key(), proptest::option::of(digest()))
                 .prop_map(|(key, hash)| (Request::DeleteManifest { key, hash }, 0)),
+            (shard_key(), digest()).prop_map(|(key, hash)| (Request::DeleteShard { key, hash }, 0)),
             (
                 manifest_key(),
                 any::<u32>(),
@@ -741,6 +759,7 @@ mod tests {
             (digest(), any::<u32>())
                 .prop_map(|(hash, len)| (Response::ShardVerified { hash, len }, 0)),
             any::<bool>().prop_map(|existed| (Response::ManifestDeleted { existed }, 0)),
+            any::<bool>().prop_map(|existed| (Response::ShardDeleted { existed }, 0)),
             (proptest::collection::vec(part(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
                 .prop_map(|(entries, more)| (Response::Parts { entries, more }, 0)),
             (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(shards, bytes, kept_young)| (

@@ -191,6 +191,7 @@ impl Handler {
             Request::DeleteOrphanShards { key, min_age_ms } => {
                 self.delete_orphan_shards(key, min_age_ms).await
             }
+            Request::DeleteShard { key, hash } => self.delete_shard(key, hash).await,
         }
     }
 
@@ -475,6 +476,23 @@ mod tests {
         h.handle(delete, Bytes::new()).await;
         let s = stats(h.handle(Request::Stats, Bytes::new()).await);
         assert!(s.corrupt_shards.is_empty(), "a deleted shard is no longer listed");
+    }
+
+    #[tokio::test]
+    async fn delete_shard_removes_only_the_version_named() {
+        let f = fixture(0);
+        let h = &f.handler;
+        put(h, shard_key(0), b"moved away").await;
+        let delete = |hash| Request::DeleteShard { key: shard_key(0), hash };
+        let other = h.handle(delete(digest(b"another version")), Bytes::new()).await;
+        assert_eq!(error_code(&other), Some(ErrorCode::Conflict));
+        assert_eq!(stats(h.handle(Request::Stats, Bytes::new()).await).shards, 1);
+        let gone = h.handle(delete(digest(b"moved away")), Bytes::new()).await.response;
+        assert_eq!(gone, Response::ShardDeleted { existed: true });
+        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        assert_eq!((s.shards, s.shard_bytes), (0, 0));
+        let again = h.handle(delete(digest(b"moved away")), Bytes::new()).await.response;
+        assert_eq!(again, Response::ShardDeleted { existed: false });
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ use rackpoint_benches::{
     drop_page_cache, median, memory_now, mib_per_s, read_whole, reset_peak_rss, seeded_bytes,
     status_kib, write_with_fsync, Table, MIB,
 };
-use rackpoint_client::cluster_dir::{InitOptions, NODE_FILE};
+use rackpoint_client::cluster_dir::InitOptions;
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
 use rackpoint_client::repair::{RepairOptions, RepairScope};
 use rackpoint_client::restore::{RestoredObject, Which};
@@ -53,6 +53,8 @@ mod ceiling;
 mod cli;
 #[path = "harness/cost.rs"]
 mod cost;
+#[path = "harness/scrub.rs"]
+mod scrub;
 
 /// Side-by-side measurements of Rackpoint against local baselines (medians of `--runs`).
 #[derive(Debug, Parser)]
@@ -89,6 +91,8 @@ enum Scenario {
     SaveAsyncStall,
     /// Repair after one node's data is wiped; a restore beside it, limited and not.
     Repair,
+    /// The nodes' background scrubber: CPU per GiB re-hashed at several byte rates.
+    Scrub,
     /// Internal: the far end of the transport-ceiling measurement (started by `save-restore`).
     #[value(hide = true)]
     QuicSink,
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::SaveRestore
         | Scenario::SaveAsyncStall
         | Scenario::Repair
+        | Scenario::Scrub
         | Scenario::QuicSink => 1024,
     });
     let size = size_mib
@@ -144,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::SaveRestore => save_restore(&env),
         Scenario::SaveAsyncStall => save_async_stall(&env),
         Scenario::Repair => repair(&env),
+        Scenario::Scrub => scrub::run(&env),
         Scenario::QuicSink => unreachable!("served above"),
     }
 }
@@ -177,25 +183,7 @@ impl Env {
         let mut cluster = LocalCluster::start(dir, &opts, &self.store_bin)
             .with_context(|| format!("starting {nodes} nodes under {}", dir.display()))?;
         if self.scrub_off {
-            let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
-            for id in ids {
-                cluster.terminate(id)?;
-                let file = cluster.node_dir(id).join(NODE_FILE);
-                let config = std::fs::read_to_string(&file)?;
-                let config: Vec<String> = config
-                    .lines()
-                    .map(|l| {
-                        if l.starts_with("scrub_bytes_per_sec") {
-                            "scrub_bytes_per_sec = 0"
-                        } else {
-                            l
-                        }
-                    })
-                    .map(str::to_owned)
-                    .collect();
-                std::fs::write(&file, config.join("\n") + "\n")?;
-                cluster.restart(id)?;
-            }
+            scrub::restart_with_scrub_rate(&mut cluster, 0)?;
         }
         Ok(cluster)
     }
@@ -876,8 +864,9 @@ fn save_async_stall(env: &Env) -> anyhow::Result<()> {
 
 /// The node whose data folder the `repair` scenario wipes.
 const WIPED: NodeId = NodeId(3);
-/// Read limit of the limited repair in the `repair` scenario (the default).
-const REPAIR_LIMIT: u64 = rackpoint_proto::limits::REPAIR_DEFAULT_READ_BYTES_PER_SEC;
+/// Read limit of the limited repair in the `repair` scenario: well under what an unlimited
+/// repair reads here (about 100 MiB/s), so that the limit binds.
+const REPAIR_LIMIT: u64 = 40 * MIB as u64;
 
 /// This process's user + system CPU seconds so far (`/proc/self/stat`, USER_HZ = 100).
 fn cpu_secs() -> anyhow::Result<f64> {
@@ -910,7 +899,7 @@ fn timed_repair(
 ) -> anyhow::Result<(Duration, u64, f64)> {
     // A fresh client has not seen the wiped node down: its shards are rewritten in place.
     let client = Client::connect(&cluster.cluster_file())?;
-    let options = RepairOptions { read_bytes_per_sec: limit };
+    let options = RepairOptions::limited_to(limit);
     let (cpu, started) = (cpu_secs()?, Instant::now());
     let report = env.rt.block_on(client.repair(job, RepairScope::Step(Step(1)), options))?;
     let (took, cpu) = (started.elapsed(), cpu_secs()? - cpu);
@@ -937,7 +926,7 @@ fn restore_during_repair(
     let _guard = env.rt.enter();
     let repairer = Client::connect(&cluster.cluster_file())?;
     let reader = Client::connect(&cluster.cluster_file())?;
-    let (job2, options) = (job.clone(), RepairOptions { read_bytes_per_sec: limit });
+    let (job2, options) = (job.clone(), RepairOptions::limited_to(limit));
     let repair = env
         .rt
         .spawn(async move { repairer.repair(&job2, RepairScope::Step(Step(1)), options).await });

@@ -114,6 +114,18 @@ fn rack_cap(sizes: &BTreeMap<&str, usize>, need: usize, m: usize) -> usize {
     (1..=need).find(|&cap| placeable(cap)).unwrap_or(need)
 }
 
+/// The most shards of one stripe a rack may hold, as [`place_stripe`] computes it over the
+/// nodes that are not down: `m` when the racks allow it, otherwise the widest spread; `None`
+/// when fewer than `k + m` nodes are up (a degraded placement's caps apply instead).
+pub fn stripe_rack_cap(
+    map: &ClusterMap,
+    code: CodeParams,
+    is_down: &dyn Fn(NodeId) -> bool,
+) -> Option<usize> {
+    let up = ranked(map, &[], is_down);
+    (up.len() >= code.total()).then(|| rack_cap(&rack_sizes(&up), code.total(), code.m.into()))
+}
+
 fn not_enough(map: &ClusterMap, need: usize, up: usize) -> PlacementError {
     PlacementError::NotEnoughNodes { need, up, total: map.nodes.len() }
 }

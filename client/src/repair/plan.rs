@@ -8,7 +8,12 @@
 //! - a shard on a node that is down, gone from the map or decommissioned moves to a healthy
 //!   node chosen by placement (the stripe's rendezvous order and rack rule, as a degraded
 //!   save would choose), and so does a shard doubled up on a node that holds another shard
-//!   of the stripe when there are enough nodes in service for every shard to have its own;
+//!   of the stripe when there are enough nodes in service for every shard to have its own,
+//!   and a shard whose rack holds more of the stripe than the rack rule allows (a save made
+//!   while racks were down) once the racks in service allow the rule again;
+//! - a shard the survey could not judge (its node answered, but with an error such as
+//!   `Busy`) is left where it is and not read: the stripe is reported not fully checked, so a
+//!   busy node never has its shards moved off it;
 //! - with fewer than `k` healthy shards the stripe is unrecoverable (reported, not touched);
 //! - sources: only the shards being moved when all of them are healthy (a copy), otherwise
 //!   `k` healthy shards, picked by the driver to spread reads over nodes.
@@ -29,6 +34,8 @@ pub enum ShardState {
     Corrupt,
     /// The node did not answer.
     Unreachable,
+    /// The node answered with an error (busy, say): nothing is known about the shard.
+    Unknown,
 }
 
 /// Why a shard is rewritten.
@@ -44,6 +51,8 @@ pub enum FixReason {
     Decommissioned,
     /// Its node held another shard of the stripe.
     DoubledUp,
+    /// Its rack held more shards of the stripe than the rack rule allows.
+    RackCrowded,
 }
 
 /// One shard to write.
@@ -73,11 +82,20 @@ pub enum StripePlan {
         sources: Vec<ShardIndex>,
         /// Whether `sources` are exactly the shards to write (no decoding needed).
         copy: bool,
+        /// Shards that needed a new node but found none (the stripe stays short of full
+        /// redundancy and is reported).
+        unplaced: usize,
     },
     /// Some shards need a new node but no node in service can take them.
     NoRoom {
         /// Shards that could not be placed.
         shards: usize,
+    },
+    /// Fewer than `k` shards known healthy, but some could not be judged: nothing is done
+    /// until a later survey can tell.
+    Unsurveyed {
+        /// Shards that could not be judged.
+        unknown: usize,
     },
     /// Fewer than `k` healthy shards: nothing can rebuild it.
     Unrecoverable {
@@ -115,12 +133,21 @@ pub fn plan_stripe(
     let healthy: Vec<bool> = states.iter().map(|s| *s == ShardState::Healthy).collect();
     let got = healthy.iter().filter(|&&h| h).count();
     let enough_nodes = map.nodes.iter().filter(|n| usable(n.id)).count() >= code.total();
-    let reasons: Vec<Option<FixReason>> =
-        (0..nodes.len()).map(|i| reason(i, &nodes, states, enough_nodes, &usable)).collect();
+    let retired = |n: NodeId| map.node(n).is_none_or(|x| x.decommissioned);
+    let mut reasons: Vec<Option<FixReason>> = (0..nodes.len())
+        .map(|i| reason(i, &nodes, states, enough_nodes, &usable, &retired))
+        .collect();
+    if enough_nodes {
+        mark_rack_crowding(map, code, &nodes, states, &mut reasons, &|n| !usable(n));
+    }
     if reasons.iter().all(Option::is_none) {
         return StripePlan::Healthy;
     }
     if got < usize::from(code.k) {
+        let unknown = states.iter().filter(|s| **s == ShardState::Unknown).count();
+        if unknown > 0 {
+            return StripePlan::Unsurveyed { unknown };
+        }
         return StripePlan::Unrecoverable { need: code.k.into(), got };
     }
     let targets = choose_targets(map, id, code, &nodes, &reasons, enough_nodes, is_down);
@@ -132,8 +159,9 @@ pub fn plan_stripe(
             Some(ShardFix { index: ShardIndex(i as u8), from: nodes[i], to, reason: (*r)? })
         })
         .collect();
+    let unplaced = reasons.iter().flatten().count() - fixes.len();
     if fixes.is_empty() {
-        return StripePlan::NoRoom { shards: reasons.iter().flatten().count() };
+        return StripePlan::NoRoom { shards: unplaced };
     }
     let copy = fixes.iter().all(|f| healthy[usize::from(f.index.0)]);
     let sources = if copy {
@@ -141,7 +169,35 @@ pub fn plan_stripe(
     } else {
         (0..nodes.len()).filter(|&i| healthy[i]).map(|i| ShardIndex(i as u8)).collect()
     };
-    StripePlan::Fix { fixes, sources, copy }
+    StripePlan::Fix { fixes, sources, copy, unplaced }
+}
+
+/// Marks the shards that put their rack over the stripe's rack cap (in index order, the
+/// ones past the cap) as [`FixReason::RackCrowded`], unless they move for another reason.
+/// Shards left where they are count toward their rack; shards moving anyway do not.
+fn mark_rack_crowding(
+    map: &ClusterMap,
+    code: CodeParams,
+    nodes: &[NodeId],
+    states: &[ShardState],
+    reasons: &mut [Option<FixReason>],
+    unusable: &dyn Fn(NodeId) -> bool,
+) {
+    let Some(cap) = placement::stripe_rack_cap(map, code, unusable) else { return };
+    let mut load: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (i, &node) in nodes.iter().enumerate() {
+        let stays = matches!(reasons[i], None | Some(FixReason::Missing | FixReason::Corrupt));
+        let Some(rack) = map.node(node).map(|n| n.rack.as_str()) else { continue };
+        if !stays || states[i] == ShardState::Unknown {
+            continue;
+        }
+        let held = load.entry(rack).or_insert(0);
+        if *held < cap {
+            *held += 1;
+        } else {
+            reasons[i] = Some(FixReason::RackCrowded);
+        }
+    }
 }
 
 /// Why shard `i` needs a rewrite, if it does.
@@ -151,9 +207,13 @@ fn reason(
     states: &[ShardState],
     enough_nodes: bool,
     usable: &dyn Fn(NodeId) -> bool,
+    retired: &dyn Fn(NodeId) -> bool,
 ) -> Option<FixReason> {
     let doubled = enough_nodes && nodes[..i].contains(&nodes[i]);
     match states[i] {
+        // Not judged: it stays, unless its node is leaving the cluster (then it is rebuilt).
+        ShardState::Unknown if retired(nodes[i]) => Some(FixReason::Decommissioned),
+        ShardState::Unknown => None,
         ShardState::Unreachable => Some(FixReason::Unreachable),
         ShardState::Missing | ShardState::Corrupt if doubled || !usable(nodes[i]) => {
             Some(if doubled { FixReason::DoubledUp } else { FixReason::Decommissioned })
@@ -294,7 +354,7 @@ mod tests {
         let mut states = [ShardState::Healthy; 6];
         states[0] = ShardState::Missing;
         states[4] = ShardState::Corrupt;
-        let StripePlan::Fix { fixes, sources, copy } =
+        let StripePlan::Fix { fixes, sources, copy, .. } =
             plan_stripe(&m, &stripe(1), m.code, &e, &states, UP)
         else {
             panic!("expected a fix")
@@ -336,7 +396,7 @@ mod tests {
         let retired = e.shards[5].node;
         m.nodes.iter_mut().find(|n| n.id == retired).expect("in the map").decommissioned = true;
         let plan = plan_stripe(&m, &stripe(3), m.code, &e, &[ShardState::Healthy; 6], UP);
-        let StripePlan::Fix { fixes, sources, copy } = plan else { panic!("expected a fix") };
+        let StripePlan::Fix { fixes, sources, copy, .. } = plan else { panic!("expected a fix") };
         assert!(copy);
         assert_eq!(sources, [ShardIndex(5)]);
         assert_eq!(fixes[0].reason, FixReason::Decommissioned);
@@ -383,6 +443,64 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_the_survey_could_not_judge_stays_put_and_is_not_read() {
+        let m = map(8, 4);
+        let e = entry(&m, &stripe(7));
+        let mut states = [ShardState::Healthy; 6];
+        states[1] = ShardState::Unknown;
+        assert_eq!(plan_stripe(&m, &stripe(7), m.code, &e, &states, UP), StripePlan::Healthy);
+        states[4] = ShardState::Missing;
+        let StripePlan::Fix { fixes, sources, .. } =
+            plan_stripe(&m, &stripe(7), m.code, &e, &states, UP)
+        else {
+            panic!("expected a fix")
+        };
+        assert_eq!(fixes.iter().map(|f| f.index).collect::<Vec<_>>(), [ShardIndex(4)]);
+        assert!(!sources.contains(&ShardIndex(1)), "an unjudged shard is not a source");
+        let mut few = [ShardState::Missing; 6];
+        few[0] = ShardState::Healthy;
+        few[2] = ShardState::Unknown;
+        assert_eq!(
+            plan_stripe(&m, &stripe(7), m.code, &e, &few, UP),
+            StripePlan::Unsurveyed { unknown: 1 },
+            "not unrecoverable: the unjudged shard may be fine"
+        );
+    }
+
+    #[test]
+    fn a_rack_over_the_rule_gives_up_its_extra_shards_once_the_racks_allow() {
+        let m = map(9, 3);
+        let id = stripe(8);
+        let mut e = entry(&m, &id);
+        // Put shards 0, 1 and 2 in one rack (as a save made while other racks were down
+        // might have): three nodes of rack-0 are 3, 6 and 9.
+        for (i, node) in [3, 6, 9].into_iter().enumerate() {
+            if let Some(j) = e.shards.iter().position(|s| s.node == NodeId(node)) {
+                e.shards.swap(i, j);
+            }
+            e.shards[i].node = NodeId(node);
+        }
+        let plan = plan_stripe(&m, &id, m.code, &e, &[ShardState::Healthy; 6], UP);
+        let StripePlan::Fix { fixes, copy, unplaced, .. } = plan else { panic!("expected a fix") };
+        assert!(copy && unplaced == 0);
+        assert!(fixes.iter().all(|f| f.reason == FixReason::RackCrowded), "{fixes:?}");
+        let mut after: Vec<NodeId> = e.shards.iter().map(|s| s.node).collect();
+        for f in &fixes {
+            after[usize::from(f.index.0)] = f.to;
+        }
+        assert!(racks_within(&m, &after, 2), "{after:?}");
+    }
+
+    /// Whether no rack holds more than `cap` of `nodes`.
+    fn racks_within(m: &ClusterMap, nodes: &[NodeId], cap: usize) -> bool {
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in nodes {
+            *load.entry(m.node(*n).map(|x| x.rack.as_str()).unwrap_or("")).or_insert(0) += 1;
+        }
+        load.values().all(|&l| l <= cap)
+    }
+
+    #[test]
     fn fewer_than_k_healthy_shards_is_unrecoverable() {
         let m = map(8, 4);
         let e = entry(&m, &stripe(6));
@@ -416,6 +534,7 @@ mod tests {
             1 => Just(ShardState::Missing),
             1 => Just(ShardState::Corrupt),
             1 => Just(ShardState::Unreachable),
+            1 => Just(ShardState::Unknown),
         ]
     }
 
@@ -443,16 +562,28 @@ mod tests {
                 .filter(|(_, s)| **s == ShardState::Unreachable).map(|(s, _)| s.node).collect();
             let is_down = |x: NodeId| unreachable.contains(&x);
             let healthy = states.iter().filter(|s| **s == ShardState::Healthy).count();
+            let unknown = states.iter().filter(|s| **s == ShardState::Unknown).count();
             match plan_stripe(&m, &id, m.code, &e, &states, &is_down) {
-                StripePlan::Unrecoverable { got, .. } => prop_assert!(got < 4 && got == healthy),
-                StripePlan::Healthy => prop_assert!(states.iter().all(|s| *s == ShardState::Healthy)),
+                StripePlan::Unrecoverable { got, .. } => prop_assert!(got < 4 && got == healthy && unknown == 0),
+                StripePlan::Unsurveyed { unknown: u } => prop_assert!(healthy < 4 && u == unknown && u > 0),
+                StripePlan::Healthy => prop_assert!(states.iter().all(|s| matches!(s, ShardState::Healthy | ShardState::Unknown))),
                 StripePlan::NoRoom { shards } => prop_assert!(shards > 0),
-                StripePlan::Fix { fixes, sources, copy } => {
+                StripePlan::Fix { fixes, sources, copy, unplaced } => {
                     prop_assert!(healthy >= 4);
                     let mut after: Vec<NodeId> = e.shards.iter().map(|s| s.node).collect();
                     for f in &fixes {
                         prop_assert!(in_service(&m, f.to, &is_down), "{f:?}");
+                        let judged = states[usize::from(f.index.0)] != ShardState::Unknown;
+                        prop_assert!(judged || f.reason == FixReason::Decommissioned, "{f:?}");
+                        prop_assert!(!sources.contains(&f.index) || states[usize::from(f.index.0)] == ShardState::Healthy);
                         after[usize::from(f.index.0)] = f.to;
+                    }
+                    prop_assert!(sources.iter().all(|i| states[usize::from(i.0)] == ShardState::Healthy));
+                    // The rack rule holds afterwards, for the shards whose place is known,
+                    // whenever the racks in service allow it and every fix found a node.
+                    let unusable = |x: NodeId| !in_service(&m, x, &is_down);
+                    if let (Some(cap), 0, 0) = (placement::stripe_rack_cap(&m, m.code, &unusable), unplaced, unknown) {
+                        prop_assert!(racks_within(&m, &after, cap), "{:?} over cap {}", after, cap);
                     }
                     let in_service_nodes = m.nodes.iter().filter(|x| in_service(&m, x.id, &is_down)).count();
                     if in_service_nodes >= 6 {

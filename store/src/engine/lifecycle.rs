@@ -157,6 +157,26 @@ impl Engine {
         Ok(true)
     }
 
+    /// Deletes one shard if its stored hash is `expect` (another version stays: `Conflict`);
+    /// returns whether there was one. Durable on return.
+    pub fn delete_shard(&self, key: &ShardKey, expect: Digest) -> Result<bool, EngineError> {
+        let k = key.encode();
+        let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _key = self.lock_key(&k);
+        let Some(stored) = self.read_record(&k)? else { return Ok(false) };
+        if stored.hash != expect {
+            let reason = format!("holds shard {}, not {expect}", stored.hash);
+            return Err(EngineError::Conflict { reason });
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.index_cf(), &k);
+        batch.delete_cf(self.data_cf(), &k);
+        self.write(batch)?;
+        self.counters.shards.fetch_sub(1, Ordering::SeqCst);
+        self.counters.shard_bytes.fetch_sub(u64::from(stored.len), Ordering::SeqCst);
+        Ok(true)
+    }
+
     /// Up to `limit` (capped at `MAX_LIST_ENTRIES`) summaries of the parts of `job` that
     /// have shards here, in (step, rank) order, starting after part `after`. Reads only
     /// the index (keys and small records).

@@ -1,5 +1,5 @@
 //! Handling of the lifecycle requests (issue 10): `VerifyShard`, `DeleteManifest`,
-//! `ReplaceManifest`, `ListParts`, `DeleteOrphanShards`.
+//! `ReplaceManifest`, `ListParts`, `DeleteOrphanShards`, `DeleteShard`.
 
 use bytes::Bytes;
 use rackpoint_proto::{Digest, JobName, ManifestKey, Rank, Response, ShardKey, Step};
@@ -26,6 +26,20 @@ impl Handler {
         let engine = self.engine.clone();
         let existed = blocking(move || engine.delete_manifest(&key, hash)).await?;
         Ok(Reply::bare(Response::ManifestDeleted { existed }))
+    }
+
+    pub(super) async fn delete_shard(
+        &self,
+        key: ShardKey,
+        hash: Digest,
+    ) -> Result<Reply, RequestError> {
+        let (engine, k) = (self.engine.clone(), key.clone());
+        let existed = blocking(move || engine.delete_shard(&k, hash)).await?;
+        if existed {
+            self.counters.forget_corrupt_where(|c| *c == key);
+            tracing::debug!(shard = ?key, "shard deleted (moved elsewhere by a repair)");
+        }
+        Ok(Reply::bare(Response::ShardDeleted { existed }))
     }
 
     pub(super) async fn replace_manifest(

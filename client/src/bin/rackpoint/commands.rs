@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use rackpoint_client::error::PassedOver;
+use rackpoint_client::repair::RepairOptions;
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::{Client, ClientError};
@@ -70,6 +71,10 @@ pub struct GetArgs {
     /// and nothing is written).
     #[arg(long)]
     force: bool,
+    /// Heal on read: if some shards were missing or corrupt, rewrite them (under the repair
+    /// read limit) after the files are in place, before exiting.
+    #[arg(long)]
+    heal: bool,
 }
 
 /// `rackpoint ls`.
@@ -249,6 +254,9 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
     let made = MadeDirs::create(&args.out)?;
     let bar = progress_bar(&client, None);
     let which = Which::Step(step);
+    if args.heal {
+        client.set_heal_on_read(Some(RepairOptions::default()));
+    }
     let r = client.restore_to_dir(&args.job, which, Rank(args.rank), &args.out, args.force).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -259,7 +267,8 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     made.keep();
-    let doc = json::GetDoc::new(&args.out, &r, json::passed_over(&passed_over));
+    let heals = client.wait_for_heals().await;
+    let doc = json::GetDoc::new(&args.out, &r, json::passed_over(&passed_over), &heals);
     emit(global, &doc, || {
         for o in &r.manifest.objects {
             println!("{}\t{}", o.len, args.out.join(o.name.as_str()).display());
@@ -273,6 +282,17 @@ pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
             r.degraded_stripes,
             r.elapsed.as_secs_f64()
         );
+        for h in &heals {
+            match &h.result {
+                Ok(p) => eprintln!(
+                    "healed {} damaged stripes: {} shards rewritten{}",
+                    h.stripes,
+                    p.rewritten_in_place + p.moved,
+                    if p.is_complete() { "" } else { " (some stripes left short; run repair)" }
+                ),
+                Err(e) => eprintln!("heal on read failed: {e} (run repair)"),
+            }
+        }
     });
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use rackpoint_client::catalog::{BadShard, CheckpointSummary, VerifyReport};
 use rackpoint_client::error::{PassOverReason, PassedOver};
+use rackpoint_client::heal::HealReport;
 use rackpoint_client::planner::ShardFailure;
 use rackpoint_client::restore::RestoreReport;
 use rackpoint_client::save::SaveReport;
@@ -121,10 +122,45 @@ pub struct GetDoc {
     pub bytes: u64,
     /// Stripes rebuilt from parity.
     pub degraded_stripes: u64,
+    /// Stripes with a shard a node reported missing or corrupt.
+    pub damaged_stripes: u64,
+    /// With `--heal`: what healing the damaged stripes did (absent when nothing was healed).
+    pub heal: Option<HealDoc>,
     pub elapsed_s: f64,
     pub objects: Vec<ObjectDoc>,
     /// With the latest checkpoint: the newer ones passed over, newest first.
     pub passed_over: Vec<PassedOverDoc>,
+}
+
+/// What `get --heal` did.
+#[derive(Debug, Serialize)]
+pub struct HealDoc {
+    /// Shards rewritten.
+    pub shards_written: u64,
+    /// Whether every damaged stripe is back to full redundancy.
+    pub complete: bool,
+    /// Why not, if not.
+    pub problems: Vec<String>,
+}
+
+impl HealDoc {
+    fn new(heals: &[HealReport]) -> Option<Self> {
+        let mut doc = HealDoc { shards_written: 0, complete: true, problems: Vec::new() };
+        for h in heals {
+            match &h.result {
+                Ok(p) => {
+                    doc.shards_written += p.rewritten_in_place + p.moved;
+                    doc.complete &= p.is_complete();
+                    doc.problems.extend(p.problems.iter().map(|x| x.problem.clone()));
+                }
+                Err(e) => {
+                    doc.complete = false;
+                    doc.problems.push(e.clone());
+                }
+            }
+        }
+        (!heals.is_empty()).then_some(doc)
+    }
 }
 
 /// One restored file.
@@ -138,7 +174,12 @@ pub struct ObjectDoc {
 }
 
 impl GetDoc {
-    pub fn new(out: &Path, r: &RestoreReport, passed_over: Vec<PassedOverDoc>) -> Self {
+    pub fn new(
+        out: &Path,
+        r: &RestoreReport,
+        passed_over: Vec<PassedOverDoc>,
+        heals: &[HealReport],
+    ) -> Self {
         let m = &r.manifest;
         GetDoc {
             command: "get",
@@ -149,6 +190,8 @@ impl GetDoc {
             out: out.display().to_string(),
             bytes: r.bytes,
             degraded_stripes: r.degraded_stripes,
+            damaged_stripes: r.damaged_stripes.len() as u64,
+            heal: HealDoc::new(heals),
             elapsed_s: r.elapsed.as_secs_f64(),
             objects: m
                 .objects

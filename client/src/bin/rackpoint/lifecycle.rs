@@ -60,8 +60,7 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
     };
     let limit = (args.read_limit_mib > 0).then_some(args.read_limit_mib << 20);
     let started = std::time::Instant::now();
-    let report =
-        client.repair(&args.job, scope, RepairOptions { read_bytes_per_sec: limit }).await?;
+    let report = client.repair(&args.job, scope, RepairOptions::limited_to(limit)).await?;
     let secs = started.elapsed().as_secs_f64();
     for p in &report.parts {
         println!(

@@ -39,21 +39,28 @@ pub(super) fn nibble_avx2(
     for (g, group) in outputs.chunks_mut(MAX_GROUP).enumerate() {
         let outs: Vec<*mut u8> = group.iter_mut().map(|b| b.as_mut_ptr()).collect();
         let tables = &tables[g * MAX_GROUP..];
-        // SAFETY: AVX2 was detected above. `check_shapes` proved every input and output holds
-        // `len` bytes and that table `c * stride + r` exists for every input `c` and output
-        // `r < stride` (`tables` is re-based by `g * MAX_GROUP`, the group's first output, and
-        // `g * MAX_GROUP + outs.len() <= outputs.len() <= stride`). Outputs are distinct `&mut`
-        // borrows, so they alias neither each other nor the inputs.
+        // Two vectors a step for up to 4 outputs (2 * 4 accumulators fit the 16 registers).
+        let wide = len >= 64;
+        // SAFETY: AVX2 was detected above; two vectors a step only when `len >= 64`, one
+        // otherwise (the loop's `len < 32 || len >= 32 * U`). `check_shapes` proved every input
+        // and output holds `len` bytes and that table `c * stride + r` exists for every input
+        // `c` and output `r < stride` (`tables` is re-based by `g * MAX_GROUP`, the group's
+        // first output, and `g * MAX_GROUP + outs.len() <= outputs.len() <= stride`). Outputs
+        // are distinct `&mut` borrows, so they alias neither each other nor the inputs.
         unsafe {
             match outs.len() {
-                1 => nibble_avx2_n::<1>(tables, stride, &ins, &outs, len),
-                2 => nibble_avx2_n::<2>(tables, stride, &ins, &outs, len),
-                3 => nibble_avx2_n::<3>(tables, stride, &ins, &outs, len),
-                4 => nibble_avx2_n::<4>(tables, stride, &ins, &outs, len),
-                5 => nibble_avx2_n::<5>(tables, stride, &ins, &outs, len),
-                6 => nibble_avx2_n::<6>(tables, stride, &ins, &outs, len),
-                7 => nibble_avx2_n::<7>(tables, stride, &ins, &outs, len),
-                _ => nibble_avx2_n::<8>(tables, stride, &ins, &outs, len),
+                1 if wide => nibble_avx2_n::<1, 2>(tables, stride, &ins, &outs, len),
+                2 if wide => nibble_avx2_n::<2, 2>(tables, stride, &ins, &outs, len),
+                3 if wide => nibble_avx2_n::<3, 2>(tables, stride, &ins, &outs, len),
+                4 if wide => nibble_avx2_n::<4, 2>(tables, stride, &ins, &outs, len),
+                1 => nibble_avx2_n::<1, 1>(tables, stride, &ins, &outs, len),
+                2 => nibble_avx2_n::<2, 1>(tables, stride, &ins, &outs, len),
+                3 => nibble_avx2_n::<3, 1>(tables, stride, &ins, &outs, len),
+                4 => nibble_avx2_n::<4, 1>(tables, stride, &ins, &outs, len),
+                5 => nibble_avx2_n::<5, 1>(tables, stride, &ins, &outs, len),
+                6 => nibble_avx2_n::<6, 1>(tables, stride, &ins, &outs, len),
+                7 => nibble_avx2_n::<7, 1>(tables, stride, &ins, &outs, len),
+                _ => nibble_avx2_n::<8, 1>(tables, stride, &ins, &outs, len),
             }
         }
     }
@@ -141,19 +148,20 @@ fn check_shapes(tables: usize, stride: usize, inputs: &[&[u8]], outputs: &[&mut 
     len
 }
 
-/// The AVX2 loop for `N` outputs: 32 bytes at a time, each input loaded once and split into
-/// nibbles, each output's lookups accumulated in a register. The last partial vector is
-/// recomputed over the final 32 bytes (the outputs depend only on the inputs at the same
-/// offsets, so the overlap rewrites identical bytes); buffers shorter than 32 bytes take the
-/// scalar lookups.
+/// The AVX2 loop for `N` outputs: `U` 32-byte vectors at a time, each input loaded once and
+/// split into nibbles, each output's lookups accumulated in registers (two vectors a step
+/// halve the table loads when the accumulators leave registers for it). The last partial step
+/// is recomputed over the final `32 * U` bytes (the outputs depend only on the inputs at the
+/// same offsets, so the overlap rewrites identical bytes); buffers shorter than one vector
+/// take the scalar lookups.
 ///
 /// # Safety
 ///
-/// The CPU has AVX2; every `ins[c]` and `outs[r]` points to `len` valid bytes, outputs
-/// writable and aliasing nothing else read or written here; `tables[c * stride + r]` exists
-/// for every `c < ins.len()` and `r < N`.
+/// The CPU has AVX2; `len < 32` or `len >= 32 * U`; every `ins[c]` and `outs[r]` points to
+/// `len` valid bytes, outputs writable and aliasing nothing else read or written here;
+/// `tables[c * stride + r]` exists for every `c < ins.len()` and `r < N`.
 #[target_feature(enable = "avx2")]
-unsafe fn nibble_avx2_n<const N: usize>(
+unsafe fn nibble_avx2_n<const N: usize, const U: usize>(
     tables: &[NibbleTable],
     stride: usize,
     ins: &[*const u8],
@@ -174,31 +182,42 @@ unsafe fn nibble_avx2_n<const N: usize>(
         }
         return;
     }
+    let step = 32 * U;
     let mask = _mm256_set1_epi8(0x0f);
     let mut at = 0;
     loop {
-        let mut acc = [_mm256_setzero_si256(); N];
+        let mut acc = [[_mm256_setzero_si256(); U]; N];
         for (c, &input) in ins.iter().enumerate() {
-            let x = _mm256_loadu_si256(input.add(at).cast());
-            let lo = _mm256_and_si256(x, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi64::<4>(x), mask);
+            let mut lo = [mask; U];
+            let mut hi = [mask; U];
+            for u in 0..U {
+                let x = _mm256_loadu_si256(input.add(at + 32 * u).cast());
+                lo[u] = _mm256_and_si256(x, mask);
+                hi[u] = _mm256_and_si256(_mm256_srli_epi64::<4>(x), mask);
+            }
             let row = tables.as_ptr().add(c * stride);
             for (r, a) in acc.iter_mut().enumerate() {
                 let t = &*row.add(r);
                 let tlo = _mm256_load_si256(t.lo.as_ptr().cast());
                 let thi = _mm256_load_si256(t.hi.as_ptr().cast());
-                let prod =
-                    _mm256_xor_si256(_mm256_shuffle_epi8(tlo, lo), _mm256_shuffle_epi8(thi, hi));
-                *a = _mm256_xor_si256(*a, prod);
+                for u in 0..U {
+                    let prod = _mm256_xor_si256(
+                        _mm256_shuffle_epi8(tlo, lo[u]),
+                        _mm256_shuffle_epi8(thi, hi[u]),
+                    );
+                    a[u] = _mm256_xor_si256(a[u], prod);
+                }
             }
         }
         for (r, a) in acc.iter().enumerate() {
-            _mm256_storeu_si256(outs.get_unchecked(r).add(at).cast(), *a);
+            for (u, v) in a.iter().enumerate() {
+                _mm256_storeu_si256(outs.get_unchecked(r).add(at + 32 * u).cast(), *v);
+            }
         }
-        if at + 32 == len {
+        if at + step == len {
             return;
         }
-        at = (at + 32).min(len - 32);
+        at = (at + step).min(len - step);
     }
 }
 

@@ -6,7 +6,8 @@
 
 use std::sync::OnceLock;
 
-use reed_solomon_erasure::galois_8::{self, ReedSolomon};
+use rackpoint_proto::limits::MAX_TOTAL_SHARDS;
+use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::simd::{self, NibbleTable};
 
@@ -62,45 +63,95 @@ pub(super) fn parity_rows(rs: &ReedSolomon) -> Vec<Vec<u8>> {
     parity
 }
 
-/// The rows that rebuild data shards `missing` from the shards `used` (`k` distinct shard
-/// indexes): row `j` of the inverse of the `used` rows of the full encoding matrix, whose top
-/// `k` rows are the identity and the rest `parity`.
-pub(super) fn decode_rows(parity: &[Vec<u8>], used: &[usize], missing: &[usize]) -> Vec<Vec<u8>> {
-    let k = used.len();
-    let row = |i: usize| -> Vec<u8> {
-        if i < k {
-            (0..k).map(|c| u8::from(c == i)).collect()
-        } else {
-            parity[i - k].clone()
-        }
-    };
-    let inverse = invert(used.iter().map(|&i| row(i)).collect());
-    missing.iter().map(|&j| inverse[j].clone()).collect()
+/// `x * 2` in the field (poly 0x11d): the shift, reduced by `x^8 = x^4 + x^3 + x^2 + 1`.
+const fn xtime(x: u8) -> u8 {
+    (x << 1) ^ if x & 0x80 != 0 { 0x1d } else { 0 }
 }
 
-/// The inverse of a square matrix over GF(2^8) (Gauss-Jordan). Any `k` rows of an MDS code's
-/// matrix are invertible, which is the only use.
-fn invert(mut a: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    let n = a.len();
-    let mut inv: Vec<Vec<u8>> =
-        (0..n).map(|r| (0..n).map(|c| u8::from(r == c)).collect()).collect();
+/// `EXP[i] = 2^i` for `i` in `0..510` (twice round the group, so `EXP[log a + log b]` needs no
+/// reduction) and `LOG[2^i] = i`: 768 bytes, L1-resident, for the decode matrix arithmetic.
+const EXP_LOG: ([u8; 510], [u8; 256]) = {
+    let (mut exp, mut log) = ([0u8; 510], [0u8; 256]);
+    let (mut i, mut x) = (0, 1u8);
+    while i < 510 {
+        exp[i] = x;
+        if i < 255 {
+            log[x as usize] = i as u8;
+        }
+        x = xtime(x);
+        i += 1;
+    }
+    (exp, log)
+};
+
+/// `a * b` in the field, by logarithms.
+fn mul(a: u8, b: u8) -> u8 {
+    if a == 0 || b == 0 {
+        return 0;
+    }
+    EXP_LOG.0[usize::from(EXP_LOG.1[usize::from(a)]) + usize::from(EXP_LOG.1[usize::from(b)])]
+}
+
+/// `1 / a` in the field (`a != 0`).
+fn inverse(a: u8) -> u8 {
+    EXP_LOG.0[255 - usize::from(EXP_LOG.1[usize::from(a)])]
+}
+
+/// `g * 2^j` for `j` in `0..8`: the images of the bits, from which any product by `g` is an XOR.
+fn bit_images(g: u8) -> [u8; 8] {
+    let mut images = [g; 8];
+    for j in 1..8 {
+        images[j] = xtime(images[j - 1]);
+    }
+    images
+}
+
+/// A square matrix of up to `MAX_TOTAL_SHARDS` rows, on the stack.
+type Square = [[u8; MAX_TOTAL_SHARDS]; MAX_TOTAL_SHARDS];
+
+/// The rows that rebuild data shards `missing` from the shards `used` (`k` distinct shard
+/// indexes, `k <= MAX_TOTAL_SHARDS`): row `j` of the inverse of the `used` rows of the full
+/// encoding matrix, whose top `k` rows are the identity and the rest `parity`. Input `c` of the
+/// result is shard `used[c]`.
+pub(super) fn decode_rows(parity: &[Vec<u8>], used: &[usize], missing: &[usize]) -> Vec<Vec<u8>> {
+    let k = used.len();
+    let mut a: Square = [[0; MAX_TOTAL_SHARDS]; MAX_TOTAL_SHARDS];
+    for (r, &i) in used.iter().enumerate() {
+        if i < k {
+            a[r][i] = 1;
+        } else {
+            a[r][..k].copy_from_slice(&parity[i - k]);
+        }
+    }
+    let inverse = invert(&mut a, k);
+    missing.iter().map(|&j| inverse[j][..k].to_vec()).collect()
+}
+
+/// The inverse of the top-left `n x n` block of `a` over GF(2^8) (Gauss-Jordan; `a` is used
+/// up). Any `k` rows of an MDS code's matrix are invertible, which is the only use.
+fn invert(a: &mut Square, n: usize) -> Square {
+    let mut inv: Square = [[0; MAX_TOTAL_SHARDS]; MAX_TOTAL_SHARDS];
+    for (i, row) in inv.iter_mut().enumerate().take(n) {
+        row[i] = 1;
+    }
     for col in 0..n {
         let pivot = (col..n).find(|&r| a[r][col] != 0).expect("any k rows of an MDS code invert");
         a.swap(col, pivot);
         inv.swap(col, pivot);
-        let scale = galois_8::div(1, a[col][col]);
+        let scale = inverse(a[col][col]);
         for c in 0..n {
-            a[col][c] = galois_8::mul(a[col][c], scale);
-            inv[col][c] = galois_8::mul(inv[col][c], scale);
+            a[col][c] = mul(a[col][c], scale);
+            inv[col][c] = mul(inv[col][c], scale);
         }
+        let (pivot_a, pivot_inv) = (a[col], inv[col]);
         for r in (0..n).filter(|&r| r != col) {
             let f = a[r][col];
             if f == 0 {
                 continue;
             }
             for c in 0..n {
-                a[r][c] ^= galois_8::mul(f, a[col][c]);
-                inv[r][c] ^= galois_8::mul(f, inv[col][c]);
+                a[r][c] ^= mul(f, pivot_a[c]);
+                inv[r][c] ^= mul(f, pivot_inv[c]);
             }
         }
     }
@@ -109,12 +160,15 @@ fn invert(mut a: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 
 /// The split-nibble lookup tables of multiplying by `g`.
 pub(super) fn nibble_table(g: u8) -> NibbleTable {
+    let images = bit_images(g);
     let mut t = NibbleTable { lo: [0; 32], hi: [0; 32] };
-    for x in 0..16u8 {
-        let (lo, hi) = (galois_8::mul(g, x), galois_8::mul(g, x << 4));
+    for x in 0..16 {
+        let (lo, hi) = (0..4)
+            .filter(|j| x >> j & 1 != 0)
+            .fold((0, 0), |(lo, hi), j| (lo ^ images[j], hi ^ images[j + 4]));
         for lane in [0, 16] {
-            t.lo[lane + usize::from(x)] = lo;
-            t.hi[lane + usize::from(x)] = hi;
+            t.lo[lane + x] = lo;
+            t.hi[lane + x] = hi;
         }
     }
     t
@@ -123,11 +177,12 @@ pub(super) fn nibble_table(g: u8) -> NibbleTable {
 /// The `gf2p8affineqb` bit matrix of multiplying by `g`. The instruction computes result bit
 /// `i` as the parity of `x AND byte (7 - i)` of the matrix; multiplying by `g` is linear over
 /// GF(2), with result bit `i` the XOR of bit `j` of `x` over the `j` where bit `i` of `g * 2^j`
-/// is set. Works for any reducing polynomial (the field's products come from its tables).
+/// is set.
 pub(super) fn affine_matrix(g: u8) -> u64 {
+    let images = bit_images(g);
     let mut matrix = 0u64;
     for i in 0..8 {
-        let row = (0..8).fold(0u8, |row, j| row | (((galois_8::mul(g, 1 << j) >> i) & 1) << j));
+        let row = (0..8).fold(0u8, |row, j| row | ((images[j] >> i) & 1) << j);
         matrix |= u64::from(row) << (8 * (7 - i));
     }
     matrix
@@ -177,6 +232,7 @@ impl Tables {
 /// Whether `engine`'s kernel computes the same products as the field's scalar multiply, over
 /// every coefficient and byte value, at lengths around the vector widths.
 fn self_check(engine: Engine) -> bool {
+    use reed_solomon_erasure::galois_8;
     let k = 16;
     let matrix: Vec<Vec<u8>> =
         (0..16).map(|r| (0..k).map(|c| (r * 16 + c) as u8).collect()).collect();
@@ -199,6 +255,19 @@ fn self_check(engine: Engine) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reed_solomon_erasure::galois_8;
+
+    #[test]
+    fn the_log_tables_multiply_and_invert_as_reed_solomon_erasures_field() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                assert_eq!(mul(a, b), galois_8::mul(a, b), "{a} * {b}");
+            }
+            if a != 0 {
+                assert_eq!(mul(a, inverse(a)), 1, "1 / {a}");
+            }
+        }
+    }
 
     /// `gf2p8affineqb` of one byte, as the instruction set reference defines it.
     fn affine_model(matrix: u64, x: u8) -> u8 {

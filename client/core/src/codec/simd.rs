@@ -8,6 +8,8 @@
 
 use std::arch::x86_64::*;
 
+use rackpoint_proto::limits::MAX_TOTAL_SHARDS;
+
 /// The most outputs one pass accumulates in registers (16 ymm / 32 zmm registers).
 pub(super) const MAX_GROUP: usize = 8;
 
@@ -35,9 +37,17 @@ pub(super) fn nibble_avx2(
         return false;
     }
     let len = check_shapes(tables.len(), stride, inputs, outputs);
-    let ins: Vec<*const u8> = inputs.iter().map(|b| b.as_ptr()).collect();
+    let mut in_ptrs = [std::ptr::null(); MAX_TOTAL_SHARDS];
+    for (p, b) in in_ptrs.iter_mut().zip(inputs) {
+        *p = b.as_ptr();
+    }
+    let ins = &in_ptrs[..inputs.len()];
     for (g, group) in outputs.chunks_mut(MAX_GROUP).enumerate() {
-        let outs: Vec<*mut u8> = group.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let mut out_ptrs = [std::ptr::null_mut(); MAX_GROUP];
+        for (p, b) in out_ptrs.iter_mut().zip(group.iter_mut()) {
+            *p = b.as_mut_ptr();
+        }
+        let outs = &out_ptrs[..group.len()];
         let tables = &tables[g * MAX_GROUP..];
         // Two vectors a step for up to 4 outputs (2 * 4 accumulators fit the 16 registers).
         let wide = len >= 64;
@@ -49,18 +59,18 @@ pub(super) fn nibble_avx2(
         // are distinct `&mut` borrows, so they alias neither each other nor the inputs.
         unsafe {
             match outs.len() {
-                1 if wide => nibble_avx2_n::<1, 2>(tables, stride, &ins, &outs, len),
-                2 if wide => nibble_avx2_n::<2, 2>(tables, stride, &ins, &outs, len),
-                3 if wide => nibble_avx2_n::<3, 2>(tables, stride, &ins, &outs, len),
-                4 if wide => nibble_avx2_n::<4, 2>(tables, stride, &ins, &outs, len),
-                1 => nibble_avx2_n::<1, 1>(tables, stride, &ins, &outs, len),
-                2 => nibble_avx2_n::<2, 1>(tables, stride, &ins, &outs, len),
-                3 => nibble_avx2_n::<3, 1>(tables, stride, &ins, &outs, len),
-                4 => nibble_avx2_n::<4, 1>(tables, stride, &ins, &outs, len),
-                5 => nibble_avx2_n::<5, 1>(tables, stride, &ins, &outs, len),
-                6 => nibble_avx2_n::<6, 1>(tables, stride, &ins, &outs, len),
-                7 => nibble_avx2_n::<7, 1>(tables, stride, &ins, &outs, len),
-                _ => nibble_avx2_n::<8, 1>(tables, stride, &ins, &outs, len),
+                1 if wide => nibble_avx2_n::<1, 2>(tables, stride, ins, outs, len),
+                2 if wide => nibble_avx2_n::<2, 2>(tables, stride, ins, outs, len),
+                3 if wide => nibble_avx2_n::<3, 2>(tables, stride, ins, outs, len),
+                4 if wide => nibble_avx2_n::<4, 2>(tables, stride, ins, outs, len),
+                1 => nibble_avx2_n::<1, 1>(tables, stride, ins, outs, len),
+                2 => nibble_avx2_n::<2, 1>(tables, stride, ins, outs, len),
+                3 => nibble_avx2_n::<3, 1>(tables, stride, ins, outs, len),
+                4 => nibble_avx2_n::<4, 1>(tables, stride, ins, outs, len),
+                5 => nibble_avx2_n::<5, 1>(tables, stride, ins, outs, len),
+                6 => nibble_avx2_n::<6, 1>(tables, stride, ins, outs, len),
+                7 => nibble_avx2_n::<7, 1>(tables, stride, ins, outs, len),
+                _ => nibble_avx2_n::<8, 1>(tables, stride, ins, outs, len),
             }
         }
     }
@@ -97,23 +107,31 @@ pub(super) fn affine_avx512(
         }
         return true;
     }
-    let ins: Vec<*const u8> = inputs.iter().map(|b| b.as_ptr()).collect();
+    let mut in_ptrs = [std::ptr::null(); MAX_TOTAL_SHARDS];
+    for (p, b) in in_ptrs.iter_mut().zip(inputs) {
+        *p = b.as_ptr();
+    }
+    let ins = &in_ptrs[..inputs.len()];
     for (g, group) in outputs.chunks_mut(MAX_GROUP).enumerate() {
-        let outs: Vec<*mut u8> = group.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let mut out_ptrs = [std::ptr::null_mut(); MAX_GROUP];
+        for (p, b) in out_ptrs.iter_mut().zip(group.iter_mut()) {
+            *p = b.as_mut_ptr();
+        }
+        let outs = &out_ptrs[..group.len()];
         let matrices = &matrices[g * MAX_GROUP..];
         // SAFETY: AVX-512F, AVX-512BW and GFNI were detected above; `len >= 64`. The shapes are
         // as in `nibble_avx2` (checked by `check_shapes`, `matrices` re-based by the group's
         // first output).
         unsafe {
             match outs.len() {
-                1 => affine_avx512_n::<1>(matrices, stride, &ins, &outs, len),
-                2 => affine_avx512_n::<2>(matrices, stride, &ins, &outs, len),
-                3 => affine_avx512_n::<3>(matrices, stride, &ins, &outs, len),
-                4 => affine_avx512_n::<4>(matrices, stride, &ins, &outs, len),
-                5 => affine_avx512_n::<5>(matrices, stride, &ins, &outs, len),
-                6 => affine_avx512_n::<6>(matrices, stride, &ins, &outs, len),
-                7 => affine_avx512_n::<7>(matrices, stride, &ins, &outs, len),
-                _ => affine_avx512_n::<8>(matrices, stride, &ins, &outs, len),
+                1 => affine_avx512_n::<1>(matrices, stride, ins, outs, len),
+                2 => affine_avx512_n::<2>(matrices, stride, ins, outs, len),
+                3 => affine_avx512_n::<3>(matrices, stride, ins, outs, len),
+                4 => affine_avx512_n::<4>(matrices, stride, ins, outs, len),
+                5 => affine_avx512_n::<5>(matrices, stride, ins, outs, len),
+                6 => affine_avx512_n::<6>(matrices, stride, ins, outs, len),
+                7 => affine_avx512_n::<7>(matrices, stride, ins, outs, len),
+                _ => affine_avx512_n::<8>(matrices, stride, ins, outs, len),
             }
         }
     }
@@ -135,6 +153,7 @@ pub(super) fn avx2_detected() -> bool {
 /// Checks that the buffers and tables agree; returns the common buffer length.
 fn check_shapes(tables: usize, stride: usize, inputs: &[&[u8]], outputs: &[&mut [u8]]) -> usize {
     assert!(outputs.len() <= stride, "{} outputs for a table stride of {stride}", outputs.len());
+    assert!(inputs.len() <= MAX_TOTAL_SHARDS, "{} inputs", inputs.len());
     assert!(
         inputs.len().checked_mul(stride).is_some_and(|need| tables >= need),
         "{tables} tables for {} inputs of stride {stride}",

@@ -1,32 +1,37 @@
-//! Codec benchmarks at the codes and shard sizes of a checkpoint. Two layers:
-//! - `rs/*`: Reed-Solomon alone (reed-solomon-erasure, as the client builds it): parity of one
-//!   stripe, and rebuilding 1 or `m` lost data shards in place;
-//! - `codec/*`: rackpoint's `Codec`, what the save and restore pipelines pay per stripe: the
-//!   copies into shards, Reed-Solomon and blake3 of every shard (encode), or the hash checks,
-//!   Reed-Solomon and the copy out into a reused buffer (decode, healthy or with 1 or `m` data
-//!   shards lost).
+//! Codec benchmarks at the codes and shard sizes of a checkpoint. Two layers, each group one
+//! operation on one case (`k+m/shard size`) with the implementations side by side, so each
+//! pair is measured back to back on the same machine state:
+//! - Reed-Solomon alone: `encode/<case>` (parity of one stripe), `reconstruct_1/<case>` and
+//!   `reconstruct_m/<case>` (rebuilding 1 or `m` lost data shards into reused buffers), each
+//!   with `rs` (reed-solomon-erasure, as the client built it before its own kernel),
+//!   `kernel` (the codec's multi-output kernel on the fastest engine this CPU runs, through
+//!   `Codec::encode_parity` / `Codec::rebuild_data`) and, with `--features isal`, `isal`;
+//! - `codec_*/<case>`: rackpoint's `Codec`, what the save and restore pipelines pay per
+//!   stripe: the copies into shards, Reed-Solomon and blake3 of every shard (encode), or the
+//!   hash checks, Reed-Solomon and the copy out into a reused buffer (decode, healthy or with 1
+//!   or `m` data shards lost), with the `rse` engine and the `kernel` one.
 //!
 //! Throughput is in bytes of object data (`k * shard size` per stripe). Sample counts and
-//! times are small so the whole run stays under about three minutes.
+//! times are small so the whole run stays under about six minutes.
 //!
 //! Features: the default `simd-accel` uses reed-solomon-erasure's C kernels (compiled with
 //! `-march=$RUST_REED_SOLOMON_ERASURE_ARCH`, pinned in `.cargo/config.toml`);
-//! `--no-default-features` measures its pure Rust code. `--features isal` adds `isal/*`, the
+//! `--no-default-features` measures its pure Rust code. `--features isal` adds `isal`, the
 //! same Reed-Solomon work through Intel ISA-L (the system `libisal`, Debian `libisal-dev`) as
 //! a baseline.
 
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
-use rackpoint_client::codec::{Codec, ObjectLayout};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use rackpoint_client::codec::{Codec, Engine, ObjectLayout};
 use rackpoint_proto::{CodeParams, StripeIndex};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 /// `(k, m)` codes measured.
-const CODES: [(u8, u8); 4] = [(4, 2), (8, 2), (8, 4), (10, 4)];
+const CODES: [(u8, u8); 5] = [(4, 2), (8, 2), (8, 3), (8, 4), (10, 4)];
 /// Shard sizes measured, with their labels.
 const SHARD_SIZES: [(u32, &str); 3] = [(64 << 10, "64KiB"), (1 << 20, "1MiB"), (4 << 20, "4MiB")];
 
@@ -70,18 +75,15 @@ impl Case {
     }
 }
 
-fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    for (shard_size, size_label) in SHARD_SIZES {
-        for (k, m) in CODES {
-            out.push(Case::new(k, m, shard_size, size_label));
-        }
-    }
-    out
+/// Every case, built one at a time (the 4 MiB ones hold a few hundred MiB).
+fn cases() -> impl Iterator<Item = Case> {
+    SHARD_SIZES.into_iter().flat_map(|(shard_size, size_label)| {
+        CODES.into_iter().map(move |(k, m)| Case::new(k, m, shard_size, size_label))
+    })
 }
 
-fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
-    let mut g = c.benchmark_group(name);
+fn group<'a, M: Measurement>(c: &'a mut Criterion<M>, name: &str) -> BenchmarkGroup<'a, M> {
+    let mut g = c.benchmark_group(format!("{}{name}", clock_prefix()));
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(700))
@@ -89,67 +91,115 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     g
 }
 
-fn rs_encode(c: &mut Criterion, cases: &[Case]) {
-    let mut g = group(c, "rs/encode");
-    for case in cases {
-        let rs = case.rs();
-        let (data, parity) = case.shards.split_at(case.k());
-        let mut parity = parity.to_vec();
-        g.throughput(case.bytes());
-        g.bench_function(BenchmarkId::from_parameter(&case.label), |b| {
-            b.iter(|| rs.encode_sep(data, &mut parity).expect("k data and m parity shards"))
-        });
-    }
+/// The kernel engine measured as `kernel`: the fastest this CPU runs.
+fn kernel_codec(case: &Case) -> Codec {
+    let codec = Codec::new(case.params).expect("valid code");
+    assert_ne!(codec.engine(), Engine::ReedSolomonErasure, "this CPU runs a kernel engine");
+    codec
+}
+
+fn encode<M: Measurement>(c: &mut Criterion<M>, case: &Case) {
+    let mut g = group(c, &format!("encode/{}", case.label));
+    g.throughput(case.bytes());
+    let (data, parity) = case.shards.split_at(case.k());
+    let rs = case.rs();
+    let mut rs_parity = parity.to_vec();
+    g.bench_function("rs", |b| {
+        b.iter(|| rs.encode_sep(data, &mut rs_parity).expect("k data and m parity shards"))
+    });
+    let codec = kernel_codec(case);
+    let inputs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut bufs = vec![vec![0; data[0].len()]; case.m()];
+    let mut outputs: Vec<&mut [u8]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
+    codec.encode_parity(&inputs, &mut outputs).expect("k data and m parity shards");
+    assert!(outputs.iter().zip(parity).all(|(o, p)| **o == p[..]), "the kernel's parity differs");
+    g.bench_function("kernel", |b| {
+        b.iter(|| codec.encode_parity(&inputs, &mut outputs).expect("k data and m parity shards"))
+    });
+    #[cfg(feature = "isal")]
+    isal::encode(&mut g, case);
     g.finish();
 }
 
 /// Rebuilds data shards `0..lost` in place (their buffers are reused, as flagged missing).
-fn rs_reconstruct(c: &mut Criterion, cases: &[Case], name: &str, lost: fn(&Case) -> usize) {
-    let mut g = group(c, name);
-    for case in cases {
-        let rs = case.rs();
-        let lost = lost(case);
-        let mut slots: Vec<(Vec<u8>, bool)> =
-            case.shards.iter().enumerate().map(|(i, s)| (s.clone(), i >= lost)).collect();
-        g.throughput(case.bytes());
-        g.bench_function(BenchmarkId::from_parameter(&case.label), |b| {
-            b.iter(|| rs.reconstruct_data(&mut slots).expect("at least k shards"))
-        });
-        assert!(slots[..lost].iter().zip(&case.shards).all(|(s, want)| &s.0 == want));
-    }
+fn reconstruct<M: Measurement>(
+    c: &mut Criterion<M>,
+    case: &Case,
+    name: &str,
+    lost: fn(&Case) -> usize,
+) {
+    let mut g = group(c, &format!("{name}/{}", case.label));
+    g.throughput(case.bytes());
+    let lost = lost(case);
+    let rs = case.rs();
+    let mut slots: Vec<(Vec<u8>, bool)> =
+        case.shards.iter().enumerate().map(|(i, s)| (s.clone(), i >= lost)).collect();
+    g.bench_function("rs", |b| {
+        b.iter(|| rs.reconstruct_data(&mut slots).expect("at least k shards"))
+    });
+    assert!(slots[..lost].iter().zip(&case.shards).all(|(s, want)| &s.0 == want));
+    let codec = kernel_codec(case);
+    let mut bufs: Vec<Vec<u8>> = case
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i < lost { vec![0; s.len()] } else { s.clone() })
+        .collect();
+    let mut slots: Vec<(&mut [u8], bool)> =
+        bufs.iter_mut().enumerate().map(|(i, s)| (s.as_mut_slice(), i >= lost)).collect();
+    codec.rebuild_data(&mut slots).expect("at least k shards");
+    assert!(slots[..lost].iter().zip(&case.shards).all(|(s, want)| *s.0 == want[..]));
+    g.bench_function("kernel", |b| {
+        b.iter(|| codec.rebuild_data(&mut slots).expect("at least k shards"))
+    });
+    #[cfg(feature = "isal")]
+    isal::reconstruct(&mut g, case, lost);
     g.finish();
 }
 
-fn codec_encode(c: &mut Criterion, cases: &[Case]) {
-    let mut g = group(c, "codec/encode");
-    for case in cases {
-        let codec = Codec::new(case.params).expect("valid code");
-        g.throughput(case.bytes());
-        g.bench_function(BenchmarkId::from_parameter(&case.label), |b| {
+/// The codec on reed-solomon-erasure (`rse`) and on the kernel (`kernel`).
+fn codecs(case: &Case) -> [(&'static str, Codec); 2] {
+    let rse = Codec::with_engine(case.params, Engine::ReedSolomonErasure).expect("always runs");
+    [("rse", rse), ("kernel", kernel_codec(case))]
+}
+
+fn codec_encode<M: Measurement>(c: &mut Criterion<M>, case: &Case) {
+    let mut g = group(c, &format!("codec_encode/{}", case.label));
+    g.throughput(case.bytes());
+    for (name, codec) in codecs(case) {
+        g.bench_function(name, |b| {
             b.iter(|| codec.encode_stripe(&case.data).expect("a full stripe"))
         });
     }
     g.finish();
 }
 
-/// Decodes the stripe with data shards `0..lost` missing (0: the healthy copy path) into a
-/// reused output buffer, as a restore writing into its destination does.
-fn codec_decode(c: &mut Criterion, cases: &[Case], name: &str, lost: fn(&Case) -> usize) {
-    let mut g = group(c, name);
-    for case in cases {
-        let codec = Codec::new(case.params).expect("valid code");
+/// Decodes the stripe with data shards `0..lost` missing (0: the healthy copy path, the same
+/// on every engine, so measured once) into a reused output buffer, as a restore writing into
+/// its destination does.
+fn codec_decode<M: Measurement>(
+    c: &mut Criterion<M>,
+    case: &Case,
+    name: &str,
+    lost: fn(&Case) -> usize,
+) {
+    let mut g = group(c, &format!("{name}/{}", case.label));
+    g.throughput(case.bytes());
+    let lost = lost(case);
+    let [rse, kernel] = codecs(case);
+    let engines = if lost == 0 { vec![kernel] } else { vec![rse, kernel] };
+    for (engine, codec) in engines {
         let hashes = codec.encode_stripe(&case.data).expect("a full stripe").hashes;
         let layout = ObjectLayout::new(case.params, case.data.len() as u64);
-        let mut shards = case.with_lost_data(lost(case));
+        let mut shards = case.with_lost_data(lost);
         let mut out = vec![0; case.data.len()];
-        g.throughput(case.bytes());
-        g.bench_function(BenchmarkId::from_parameter(&case.label), |b| {
-            b.iter(|| {
-                codec
-                    .decode_stripe_into(&layout, StripeIndex(0), &mut shards, &hashes, &mut out)
-                    .expect("decodable")
-            })
-        });
+        let mut decode = || {
+            codec
+                .decode_stripe_into(&layout, StripeIndex(0), &mut shards, &hashes, &mut out)
+                .expect("decodable")
+        };
+        decode();
+        g.bench_function(engine, |b| b.iter(&mut decode));
         assert!(out == case.data, "decoded bytes differ");
     }
     g.finish();
@@ -257,61 +307,108 @@ mod isal {
         (data, parity)
     }
 
-    pub fn encode(c: &mut Criterion, cases: &[Case]) {
-        let mut g = group(c, "isal/encode");
-        for case in cases {
-            let mut tables = Tables::encode(case.k(), case.m());
-            let (data, mut parity) = shards(case);
-            let inputs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-            let mut outputs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
-            g.throughput(case.bytes());
-            g.bench_function(BenchmarkId::from_parameter(&case.label), |b| {
-                b.iter(|| tables.apply(&inputs, &mut outputs))
-            });
-        }
-        g.finish();
+    pub fn encode<M: Measurement>(g: &mut BenchmarkGroup<'_, M>, case: &Case) {
+        let mut tables = Tables::encode(case.k(), case.m());
+        let (data, mut parity) = shards(case);
+        let inputs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let mut outputs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        g.bench_function("isal", |b| b.iter(|| tables.apply(&inputs, &mut outputs)));
     }
 
     /// Rebuilds data shards `0..lost` from the other data shards and the first parity ones.
-    pub fn reconstruct(c: &mut Criterion, cases: &[Case], name: &str, lost: fn(&Case) -> usize) {
-        let mut g = group(c, name);
-        for case in cases {
-            let lost = lost(case);
-            let mut tables = Tables::decode(case.k(), case.m(), lost);
-            let (data, parity) = shards(case);
-            let inputs: Vec<&[u8]> =
-                data[lost..].iter().chain(&parity[..lost]).map(Vec::as_slice).collect();
-            let mut rebuilt = vec![vec![0; data[0].len()]; lost];
-            let mut outputs: Vec<&mut [u8]> = rebuilt.iter_mut().map(Vec::as_mut_slice).collect();
-            g.throughput(case.bytes());
-            g.bench_function(BenchmarkId::from_parameter(&case.label), |b| {
-                b.iter(|| tables.apply(&inputs, &mut outputs))
-            });
-            assert!(rebuilt == data[..lost], "ISA-L rebuilt other bytes");
-        }
-        g.finish();
+    pub fn reconstruct<M: Measurement>(g: &mut BenchmarkGroup<'_, M>, case: &Case, lost: usize) {
+        let mut tables = Tables::decode(case.k(), case.m(), lost);
+        let (data, parity) = shards(case);
+        let inputs: Vec<&[u8]> =
+            data[lost..].iter().chain(&parity[..lost]).map(Vec::as_slice).collect();
+        let mut rebuilt = vec![vec![0; data[0].len()]; lost];
+        let mut outputs: Vec<&mut [u8]> = rebuilt.iter_mut().map(Vec::as_mut_slice).collect();
+        tables.apply(&inputs, &mut outputs);
+        assert!(outputs.iter().zip(&data).all(|(o, d)| **o == d[..]), "ISA-L rebuilt other bytes");
+        g.bench_function("isal", |b| b.iter(|| tables.apply(&inputs, &mut outputs)));
     }
 }
 
-fn benches(c: &mut Criterion) {
-    let cases = cases();
-    rs_encode(c, &cases);
-    rs_reconstruct(c, &cases, "rs/reconstruct_1", |_| 1);
-    rs_reconstruct(c, &cases, "rs/reconstruct_m", Case::m);
-    codec_encode(c, &cases);
-    codec_decode(c, &cases, "codec/decode_healthy", |_| 0);
-    codec_decode(c, &cases, "codec/decode_1", |_| 1);
-    codec_decode(c, &cases, "codec/decode_m", Case::m);
-    #[cfg(feature = "isal")]
-    {
-        isal::encode(c, &cases);
-        isal::reconstruct(c, &cases, "isal/reconstruct_1", |_| 1);
-        isal::reconstruct(c, &cases, "isal/reconstruct_m", Case::m);
+fn benches<M: Measurement>(c: &mut Criterion<M>) {
+    for case in cases() {
+        encode(c, &case);
+        reconstruct(c, &case, "reconstruct_1", |_| 1);
+        reconstruct(c, &case, "reconstruct_m", Case::m);
+        codec_encode(c, &case);
+        codec_decode(c, &case, "codec_decode_healthy", |_| 0);
+        codec_decode(c, &case, "codec_decode_1", |_| 1);
+        codec_decode(c, &case, "codec_decode_m", Case::m);
+    }
+}
+
+/// `CODEC_BENCH_CLOCK=cpu` measures the thread's CPU time ([`ThreadCpuTime`]) instead of the
+/// wall clock, in groups named `cpu/...`.
+fn cpu_clock() -> bool {
+    std::env::var("CODEC_BENCH_CLOCK").is_ok_and(|v| v == "cpu")
+}
+
+fn clock_prefix() -> &'static str {
+    if cpu_clock() {
+        "cpu/"
+    } else {
+        ""
+    }
+}
+
+/// The benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, the kernel's per-thread run
+/// time, nanosecond-precise): unlike the wall clock it does not count the time the thread
+/// waited for a core, so it stays meaningful on a machine shared with other work. The kernels
+/// measured are single-threaded, so the CPU time per byte is their core-seconds per byte.
+struct ThreadCpuTime;
+
+#[allow(unsafe_code)]
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is readable");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Nanoseconds, as the wall clock's values: its formatter prints them.
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
     }
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    benches(&mut c);
-    c.final_summary();
+    if cpu_clock() {
+        let mut c = Criterion::default().with_measurement(ThreadCpuTime).configure_from_args();
+        benches(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        benches(&mut c);
+        c.final_summary();
+    }
 }

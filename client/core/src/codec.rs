@@ -15,6 +15,12 @@ use rackpoint_proto::cluster::ConfigError;
 use rackpoint_proto::{CodeParams, Digest, ShardIndex, StripeIndex};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
+mod kernel;
+#[allow(unsafe_code)]
+mod simd;
+
+pub use kernel::Engine;
+
 /// The code's self-description, recorded in every manifest: the library (whose matrix and
 /// field define the parity bytes), the field, and the matrix construction.
 pub const CODEC_ID: &str = "reed-solomon-erasure-6/gf(2^8)/vandermonde-systematic";
@@ -111,6 +117,20 @@ pub enum CodecError {
         stripe: StripeIndex,
         /// The rebuilt shard that did not match.
         shard: ShardIndex,
+    },
+    /// The engine asked for does not run on this CPU.
+    #[error("the codec engine {0:?} does not run on this CPU")]
+    EngineUnavailable(Engine),
+    /// Shard buffers given to encode or rebuild are not all one non-zero length.
+    #[error("shard buffers of different or zero lengths")]
+    ShardLengths,
+    /// Fewer than `k` present shards were given to rebuild from.
+    #[error("{got} present shards of the {need} needed")]
+    TooFewShards {
+        /// `k`.
+        need: usize,
+        /// Present shards given.
+        got: usize,
     },
 }
 
@@ -225,26 +245,120 @@ pub struct DecodeReport {
     pub corrupt: Vec<ShardIndex>,
 }
 
-/// A Reed-Solomon codec for one code. Holds the encoding matrix and a cache of decode
-/// matrices; `Send + Sync`, share it behind an `Arc`.
+/// A Reed-Solomon codec for one code. Holds the encoding matrix (reed-solomon-erasure's), the
+/// engine doing the byte work and its encoding tables; `Send + Sync`, share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Codec {
     params: CodeParams,
     rs: ReedSolomon,
+    engine: Engine,
+    /// The `m x k` parity rows of the encoding matrix (the top `k` rows are the identity).
+    parity_rows: Vec<Vec<u8>>,
+    /// The kernel's tables of `parity_rows` (none for `Engine::ReedSolomonErasure`).
+    encode_tables: Option<kernel::Tables>,
 }
 
 impl Codec {
-    /// A codec for `params` (1 <= k, 1 <= m, k + m <= `MAX_TOTAL_SHARDS`).
+    /// A codec for `params` (1 <= k, 1 <= m, k + m <= `MAX_TOTAL_SHARDS`) on the fastest
+    /// engine this CPU runs ([`Engine::best`]).
     pub fn new(params: CodeParams) -> Result<Self, CodecError> {
+        Self::with_engine(params, Engine::best())
+    }
+
+    /// A codec for `params` whose byte work is done by `engine` (every engine gives the same
+    /// bytes); `EngineUnavailable` if this CPU does not run it.
+    pub fn with_engine(params: CodeParams, engine: Engine) -> Result<Self, CodecError> {
         params.validate()?;
+        if !engine.is_available() {
+            return Err(CodecError::EngineUnavailable(engine));
+        }
         let rs = ReedSolomon::new(params.k.into(), params.m.into())
             .expect("validated params have k >= 1, m >= 1 and k + m <= 32 <= 256");
-        Ok(Self { params, rs })
+        let parity_rows = kernel::parity_rows(&rs);
+        let encode_tables = (engine != Engine::ReedSolomonErasure)
+            .then(|| kernel::Tables::new(engine, params.k.into(), &parity_rows));
+        Ok(Self { params, rs, engine, parity_rows, encode_tables })
     }
 
     /// The code.
     pub fn params(&self) -> CodeParams {
         self.params
+    }
+
+    /// The engine doing the codec's byte work.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Computes the `m` parity shards of the `k` data shards into `parity`, overwriting it. All
+    /// buffers must have one non-zero length.
+    pub fn encode_parity(
+        &self,
+        data: &[&[u8]],
+        parity: &mut [&mut [u8]],
+    ) -> Result<(), CodecError> {
+        let (k, m) = (self.k(), usize::from(self.params.m));
+        if data.len() != k || parity.len() != m {
+            return Err(CodecError::WrongShardCount {
+                got: data.len() + parity.len(),
+                want: k + m,
+            });
+        }
+        let len = data[0].len();
+        if len == 0 || data.iter().any(|d| d.len() != len) || parity.iter().any(|p| p.len() != len)
+        {
+            return Err(CodecError::ShardLengths);
+        }
+        match &self.encode_tables {
+            Some(tables) => tables.apply(data, parity),
+            None => self.rs.encode_sep(data, parity).expect("shapes checked above"),
+        }
+        Ok(())
+    }
+
+    /// Rebuilds, in place, every data shard flagged absent in `shards` (`k + m` slots, `true`
+    /// for a present shard) from `k` present ones. The present shards and the absent data
+    /// shards must all have one non-zero length (absent parity slots are not touched and may
+    /// be empty). Present shards are trusted: check their hashes first.
+    pub fn rebuild_data(&self, shards: &mut [(&mut [u8], bool)]) -> Result<(), CodecError> {
+        let (k, total) = (self.k(), self.params.total());
+        if shards.len() != total {
+            return Err(CodecError::WrongShardCount { got: shards.len(), want: total });
+        }
+        let got = shards.iter().filter(|s| s.1).count();
+        if got < k {
+            return Err(CodecError::TooFewShards { need: k, got });
+        }
+        let len = shards.iter().find(|s| s.1).map_or(0, |s| s.0.len());
+        let needs_len = |(i, s): (usize, &(&mut [u8], bool))| s.1 || i < k;
+        if len == 0
+            || shards.iter().enumerate().filter(|&x| needs_len(x)).any(|(_, s)| s.0.len() != len)
+        {
+            return Err(CodecError::ShardLengths);
+        }
+        if self.engine == Engine::ReedSolomonErasure {
+            self.rs.reconstruct_data(shards).expect("shapes checked above");
+            return Ok(());
+        }
+        let mut used = Vec::with_capacity(k);
+        let mut missing = Vec::new();
+        let mut inputs: Vec<&[u8]> = Vec::with_capacity(k);
+        let mut outputs: Vec<&mut [u8]> = Vec::new();
+        for (i, (bytes, present)) in shards.iter_mut().enumerate() {
+            if *present && used.len() < k {
+                used.push(i);
+                inputs.push(&**bytes);
+            } else if !*present && i < k {
+                missing.push(i);
+                outputs.push(&mut **bytes);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rows = kernel::decode_rows(&self.parity_rows, &used, &missing);
+        kernel::Tables::new(self.engine, k, &rows).apply(&inputs, &mut outputs);
+        Ok(())
     }
 
     /// Encodes one stripe's object bytes (1 to `k * S` of them) into `k + m` shards of
@@ -264,7 +378,10 @@ impl Codec {
             shards.push(shard);
         }
         shards.resize_with(self.params.total(), || vec![0; shard_len]);
-        self.rs.encode(&mut shards).expect("k + m shards of one non-zero length");
+        let (data, parity) = shards.split_at_mut(self.k());
+        let data: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let mut parity: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        self.encode_parity(&data, &mut parity).expect("k + m shards of one non-zero length");
         let hashes = shards.iter().map(|s| Digest::of(s)).collect();
         Ok(EncodedStripe { shards, hashes })
     }
@@ -356,8 +473,7 @@ impl Codec {
                 _ => (&mut [][..], false),
             });
         }
-        self.rs
-            .reconstruct_data(&mut slots)
+        self.rebuild_data(&mut slots)
             .expect("k + m slots, at least k good shards, all of one non-zero length");
         for (j, chunk) in work.chunks(shard_len).enumerate().filter(|&(j, _)| !good[j]) {
             if Digest::of(chunk) != expected[j] {
@@ -931,21 +1047,130 @@ mod tests {
     #[test]
     fn parity_matches_an_independent_implementation_of_the_documented_code() {
         let mut rng = StdRng::seed_from_u64(7);
-        for (k, m) in CODES {
+        for (k, m) in CODES.into_iter().chain([(8, 3)]) {
             let (k, m) = (usize::from(k), usize::from(m));
             let g = reference::matrix(k, m);
             for (r, row) in g.iter().take(k).enumerate() {
                 assert!(row.iter().enumerate().all(|(c, &x)| x == u8::from(r == c)), "systematic");
             }
-            let object = random_bytes(&mut rng, (k * 64) as u64);
-            let enc = codec(params(k as u8, m as u8, 64)).encode_stripe(&object).expect("stripe");
-            for (r, shard) in enc.shards.iter().enumerate() {
-                let want: Vec<u8> = (0..64)
-                    .map(|b| {
-                        (0..k).fold(0, |acc, c| acc ^ reference::mul(g[r][c], enc.shards[c][b]))
-                    })
+            // 200 bytes a shard: whole 32- and 64-byte vectors and a tail.
+            let object = random_bytes(&mut rng, (k * 200) as u64);
+            for engine in engines() {
+                let c = Codec::with_engine(params(k as u8, m as u8, 200), engine).expect("engine");
+                let enc = c.encode_stripe(&object).expect("stripe");
+                for (r, shard) in enc.shards.iter().enumerate() {
+                    let want: Vec<u8> = (0..200)
+                        .map(|b| {
+                            (0..k).fold(0, |acc, c| acc ^ reference::mul(g[r][c], enc.shards[c][b]))
+                        })
+                        .collect();
+                    assert_eq!(shard, &want, "shard {r} of k={k} m={m} on {engine:?}");
+                }
+            }
+        }
+    }
+
+    /// The engines this CPU runs (each is forced in the tests that loop over them).
+    fn engines() -> Vec<Engine> {
+        Engine::ALL.into_iter().filter(|e| e.is_available()).collect()
+    }
+
+    #[test]
+    fn the_kernels_this_build_targets_are_available_and_chosen() {
+        if cfg!(target_feature = "avx2") {
+            assert!(Engine::Avx2.is_available(), "an x86-64-v3 build runs on AVX2 CPUs only");
+            assert_ne!(Engine::best(), Engine::ReedSolomonErasure);
+        }
+        assert_eq!(codec(params(4, 2, 64)).engine(), Engine::best());
+        for e in Engine::ALL.into_iter().filter(|e| !e.is_available()) {
+            assert!(matches!(
+                Codec::with_engine(params(4, 2, 64), e),
+                Err(CodecError::EngineUnavailable(x)) if x == e
+            ));
+        }
+    }
+
+    #[test]
+    fn raw_encode_and_rebuild_refuse_bad_shapes() {
+        let c = codec(params(2, 1, 64));
+        let (a, b, mut p) = ([1u8; 8], [2u8; 8], [0u8; 8]);
+        let mut short = [0u8; 7];
+        assert!(matches!(
+            c.encode_parity(&[&a], &mut [&mut p[..]]),
+            Err(CodecError::WrongShardCount { got: 2, want: 3 })
+        ));
+        assert_eq!(
+            c.encode_parity(&[&a, &b], &mut [&mut short[..]]),
+            Err(CodecError::ShardLengths)
+        );
+        assert_eq!(c.encode_parity(&[&[], &[]], &mut [&mut [][..]]), Err(CodecError::ShardLengths));
+        c.encode_parity(&[&a, &b], &mut [&mut p[..]]).expect("good shapes");
+        let (mut a2, mut b2) = (a, [0u8; 8]);
+        assert_eq!(
+            c.rebuild_data(&mut [(&mut a2[..], true), (&mut b2[..], false), (&mut [][..], false)]),
+            Err(CodecError::TooFewShards { need: 2, got: 1 })
+        );
+        assert_eq!(
+            c.rebuild_data(&mut [(&mut a2[..], true), (&mut short[..], false), (&mut p[..], true)]),
+            Err(CodecError::ShardLengths)
+        );
+        c.rebuild_data(&mut [(&mut a2[..], true), (&mut b2[..], false), (&mut p[..], true)])
+            .expect("good shapes");
+        assert_eq!(b2, b);
+    }
+
+    /// `(k, m)`: the named codes, or any code of up to `MAX_TOTAL_SHARDS` shards.
+    fn any_code() -> impl Strategy<Value = (usize, usize)> {
+        const NAMED: [(usize, usize); 6] = [(1, 1), (4, 2), (8, 3), (10, 4), (16, 16), (8, 4)];
+        prop_oneof![
+            (0..NAMED.len()).prop_map(|i| NAMED[i]),
+            (1usize..=31).prop_flat_map(|k| (Just(k), 1..=32 - k)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_engine_gives_reed_solomon_erasures_parity_and_rebuilt_shards(
+            (k, m) in any_code(),
+            len in prop_oneof![1usize..=130, 1usize..=3000],
+            seed in any::<u64>(),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let rs = ReedSolomon::new(k, m).expect("valid code");
+            let data: Vec<Vec<u8>> = (0..k).map(|_| random_bytes(&mut rng, len as u64)).collect();
+            let mut want = vec![vec![0; len]; m];
+            rs.encode_sep(&data, &mut want).expect("k + m shards");
+            let lost = rng.gen_range(1..=m);
+            let mut absent = rand::seq::index::sample(&mut rng, k + m, lost).into_vec();
+            absent.sort_unstable();
+            for engine in engines() {
+                let c = Codec::with_engine(params(k as u8, m as u8, 4096), engine).expect("engine");
+                let ins: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                let mut parity = vec![vec![0x5a; len]; m];
+                let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+                c.encode_parity(&ins, &mut outs).expect("shapes");
+                prop_assert!(parity == want, "parity of k={} m={} len={} on {:?}", k, m, len, engine);
+
+                let mut shards: Vec<Vec<u8>> = data.iter().chain(&parity).cloned().collect();
+                for &i in &absent {
+                    // Garbage in the absent data slots (overwritten), nothing in absent parity.
+                    shards[i] = if i < k { vec![0xa5; len] } else { Vec::new() };
+                }
+                let mut rse_shards = shards.clone();
+                let mut slots: Vec<(&mut [u8], bool)> = shards
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, s)| (s.as_mut_slice(), !absent.contains(&i)))
                     .collect();
-                assert_eq!(shard, &want, "shard {r} of k={k} m={m}");
+                c.rebuild_data(&mut slots).expect("at most m absent");
+                let mut rse_slots: Vec<(&mut [u8], bool)> = rse_shards
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, s)| (s.as_mut_slice(), !absent.contains(&i)))
+                    .collect();
+                rs.reconstruct_data(&mut rse_slots).expect("at most m absent");
+                prop_assert!(shards[..k] == rse_shards[..k], "rebuilt like reed-solomon-erasure");
+                prop_assert!(shards[..k] == data[..], "rebuilt the data, k={} m={} len={} lost={:?} on {:?}", k, m, len, absent, engine);
             }
         }
     }

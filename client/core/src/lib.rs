@@ -3,6 +3,7 @@
 //! drives the very same code.
 //!
 //! - `codec` — object → stripes geometry, Reed-Solomon encode/decode of one stripe, hashes.
+//! - `parity` — parity of a stripe from borrowed data shards into reused buffers (no padding).
 //! - `placement` — rendezvous hashing of stripes and manifests over failure domains.
 //! - `manifest` — the per-part record, its canonical bytes, validation and chain.
 //! - `planner` — the restore planner: which shard to fetch next for one stripe.
@@ -20,6 +21,7 @@ pub mod health_view;
 pub mod hedge;
 pub mod listing;
 pub mod manifest;
+pub mod parity;
 pub mod placement;
 pub mod planner;
 pub mod stripe_write;

@@ -6,22 +6,21 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use rackpoint_proto::limits::CLIENT_MAX_ASYNC_SAVES;
 use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Step};
 use tokio::sync::Semaphore;
 
 use crate::catalog::{self, CheckpointSummary, DeleteReport, ResumePoint, VerifyReport};
 use crate::cluster_dir;
-pub use crate::ctx::Progress;
 use crate::ctx::{self, Ctx};
+pub use crate::ctx::{ClientOptions, Progress};
 use crate::error::{ClientError, Result};
 use crate::gc::{self, GcOptions, GcReport};
 use crate::heal::{HealReport, Heals};
 use crate::manifest::Manifest;
 use crate::repair::{self, RepairOptions, RepairReport, RepairScope};
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
-use crate::save::{self, ObjectData, ObjectSource, SaveReport, SaveRequest};
+use crate::save::{self, SaveReport, SaveRequest};
 use crate::tls::ClientTls;
 
 /// A node as `status` shows it.
@@ -56,13 +55,27 @@ impl Client {
     /// Connects with a `cluster.toml` (its TLS paths are relative to its folder). Connections
     /// open lazily, on first use of each node. Must be called inside a tokio runtime.
     pub fn connect(cluster_file: &Path) -> Result<Self> {
+        Self::connect_with_options(cluster_file, ClientOptions::default())
+    }
+
+    /// [`Client::connect`] with options other than the defaults.
+    pub fn connect_with_options(cluster_file: &Path, options: ClientOptions) -> Result<Self> {
         let loaded = cluster_dir::load(cluster_file)?;
-        Self::with_map(loaded.map, &loaded.tls)
+        Self::with_map_options(loaded.map, &loaded.tls, options)
     }
 
     /// Connects with a cluster map and TLS material already in hand.
     pub fn with_map(map: ClusterMap, tls: &ClientTls) -> Result<Self> {
-        let ctx = Arc::new(Ctx::new(map, tls)?);
+        Self::with_map_options(map, tls, ClientOptions::default())
+    }
+
+    /// [`Client::with_map`] with options other than the defaults.
+    pub fn with_map_options(
+        map: ClusterMap,
+        tls: &ClientTls,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let ctx = Arc::new(Ctx::new(map, tls, &options)?);
         let heartbeat = tokio::spawn(ctx::heartbeat_loop(Arc::downgrade(&ctx)));
         Ok(Self {
             ctx,
@@ -142,12 +155,17 @@ impl Client {
         gc::gc(&self.ctx, job, options).await
     }
 
-    /// Copies `objects` into staging memory and returns at once; the upload goes on in the
-    /// background and the caller may reuse its buffers immediately. Waits only while
-    /// `CLIENT_MAX_ASYNC_SAVES` saves are already in flight.
+    /// Copies `objects` into staging memory and returns; the upload goes on in the
+    /// background and the caller may reuse its buffers at once. The staging memory is a
+    /// pool of stripe-sized buffers reused from save to save ([`ClientOptions::staging_bytes`],
+    /// default `CLIENT_DEFAULT_STAGING_BYTES`; [`Client::prefault_staging`] warms it up front).
+    /// The call waits while `CLIENT_MAX_ASYNC_SAVES` saves are already in flight, and, when
+    /// the objects do not fit the staging left, while earlier stripes are being stored:
+    /// then the upload starts at once and the copy goes on as buffers come back (memory never
+    /// grows past the pool). `req.objects` are saved first, then `objects`.
     pub async fn save_async(
         &self,
-        mut req: SaveRequest,
+        req: SaveRequest,
         objects: &[(rackpoint_proto::ObjectName, &[u8])],
     ) -> Result<SaveHandle> {
         let permit = self
@@ -156,19 +174,56 @@ impl Client {
             .acquire_owned()
             .await
             .map_err(|e| ClientError::Task(e.to_string()))?;
-        req.objects.extend(objects.iter().map(|(name, bytes)| ObjectData {
-            name: name.clone(),
-            source: ObjectSource::Memory(Bytes::copy_from_slice(bytes)),
-        }));
+        let mut staged = Vec::with_capacity(objects.len());
+        let mut senders = Vec::with_capacity(objects.len());
+        for (name, bytes) in objects {
+            let (tx, stripes) = tokio::sync::mpsc::unbounded_channel();
+            staged.push(save::StagedObject {
+                name: name.clone(),
+                len: bytes.len() as u64,
+                stripes,
+            });
+            senders.push(tx);
+        }
+        // The upload waits until the copy is done, or cannot go on without it (staging
+        // exhausted): it would only slow the copy down by sharing the cores with it.
+        let (go, started) = tokio::sync::oneshot::channel::<()>();
         let (ctx, keep_last) = (self.ctx.clone(), self.keep_last.clone());
         let task = tokio::spawn(async move {
             let _permit = permit;
+            let _ = started.await; // a dropped sender also means go
             let (job, rank) = (req.job.clone(), req.rank);
-            let report = save::save(&ctx, req).await?;
+            let report = save::save_staged(&ctx, req, staged).await?;
             gc::after_save(&ctx, &job, rank, keep_last.load(Ordering::Relaxed)).await;
             Ok(report)
         });
+        let mut go = Some(go);
+        let stripe = self.ctx.map.code.stripe_bytes();
+        let stripe = usize::try_from(stripe).map_err(|e| ClientError::Task(e.to_string()))?;
+        let slices: Vec<&[u8]> = objects.iter().map(|(_, b)| *b).collect();
+        save::stage(&self.ctx.staging, &slices, &senders, stripe, &mut go).await?;
+        drop((go, senders));
         Ok(SaveHandle { task })
+    }
+
+    /// Allocates `save_async`'s whole staging pool now, every page touched, so that even the
+    /// first `save_async` copies into warm memory. Returns the bytes allocated by this call.
+    pub async fn prefault_staging(&self) -> Result<u64> {
+        let pool = self.ctx.staging.clone();
+        let made = tokio::task::spawn_blocking(move || pool.prefault()).await?;
+        Ok(made as u64 * self.ctx.staging.buf_bytes() as u64)
+    }
+
+    /// The UDP receive buffer the kernel gave this client's socket, in bytes as `SO_RCVBUF`
+    /// reads back (see [`crate::tls::client_endpoint_sized`]).
+    pub fn udp_recv_buffer_bytes(&self) -> usize {
+        self.ctx.udp_recv_buffer_bytes()
+    }
+
+    /// `save_async`'s staging pool: (bytes per buffer, most buffers, buffers allocated).
+    pub fn staging_pool(&self) -> (usize, usize, usize) {
+        let pool = &self.ctx.staging;
+        (pool.buf_bytes(), pool.max(), pool.allocated())
     }
 
     /// Restores one part into memory.

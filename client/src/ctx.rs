@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rackpoint_proto::limits::{
-    CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE, CLIENT_MAX_STRIPES_IN_FLIGHT,
-    CLIENT_REQUEST_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES,
+    CLIENT_DEFAULT_STAGING_BYTES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE,
+    CLIENT_MAX_STRIPES_IN_FLIGHT, CLIENT_REQUEST_TIMEOUT_MS, CLIENT_STAGING_BUFFER_BYTES,
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES,
 };
 use rackpoint_proto::wire::Message;
 use rackpoint_proto::{
@@ -30,6 +31,7 @@ use tokio::sync::Semaphore;
 use crate::health::Health;
 use crate::hedge::HedgePolicy;
 use crate::planner::ShardFailure;
+use crate::pool::BufferPool;
 use crate::tls::ClientTls;
 use crate::transport::{Reply, Transport, TransportError};
 
@@ -50,12 +52,50 @@ pub(crate) struct Ctx {
     node_slots: HashMap<NodeId, Semaphore>,
     /// Told of object bytes saved or restored, stripe by stripe (for progress bars).
     progress: RwLock<Option<Progress>>,
+    /// Parity shards of full stripes being saved (one shard each), reused.
+    pub(crate) parity_bufs: BufferPool,
+    /// Stripes read from files by a save (one stripe each), reused.
+    pub(crate) read_bufs: BufferPool,
+    /// `save_async`'s staging (one stripe each), bounded by `ClientOptions::staging_bytes`.
+    pub(crate) staging: BufferPool,
+}
+
+/// The staging pool's (buffer bytes, buffers) for `staging_bytes` of stripes of `stripe`
+/// bytes: buffers of `CLIENT_STAGING_BUFFER_BYTES` (or the whole pool, if smaller) in whole
+/// stripes, at least one stripe and one buffer.
+pub(crate) fn staging_shape(stripe: u64, staging_bytes: u64) -> (usize, usize) {
+    let stripe = stripe.max(1);
+    let stripes = |bytes: u64| (bytes / stripe).max(1);
+    let buf = stripes(CLIENT_STAGING_BUFFER_BYTES.min(staging_bytes)) * stripe;
+    let count = (stripes(staging_bytes) * stripe / buf).max(1);
+    (usize::try_from(buf).unwrap_or(usize::MAX), usize::try_from(count).unwrap_or(1))
+}
+
+/// Settings of one client (and its clones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Staging memory of `save_async` (see `CLIENT_DEFAULT_STAGING_BYTES`): buffers of
+    /// `CLIENT_STAGING_BUFFER_BYTES` in whole stripes, as many as fit (at least one).
+    pub staging_bytes: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { staging_bytes: CLIENT_DEFAULT_STAGING_BYTES }
+    }
 }
 
 impl Ctx {
     /// A context for `map`; connections open lazily. Must be called inside a tokio runtime.
-    pub(crate) fn new(map: ClusterMap, tls: &ClientTls) -> Result<Self, TransportError> {
+    pub(crate) fn new(
+        map: ClusterMap,
+        tls: &ClientTls,
+        options: &ClientOptions,
+    ) -> Result<Self, TransportError> {
         let transport = Transport::new(&map, tls)?;
+        let (stripe, shard) = (map.code.stripe_bytes(), map.code.shard_size_bytes as usize);
+        let stripe_buf = usize::try_from(stripe).unwrap_or(usize::MAX);
+        let (staging_buf, staging_bufs) = staging_shape(stripe, options.staging_bytes);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let node_slots = map
             .nodes
@@ -70,7 +110,20 @@ impl Ctx {
             hedge: Mutex::default(),
             node_slots,
             progress: RwLock::new(None),
-        })
+            parity_bufs: BufferPool::caching(shard, 0),
+            read_bufs: BufferPool::caching(stripe_buf, 0),
+            staging: BufferPool::bounded(staging_buf, staging_bufs),
+        }
+        .with_cache_bounds())
+    }
+
+    /// Caching pools keep as many free buffers as the stripes in flight use.
+    fn with_cache_bounds(mut self) -> Self {
+        let stripes = self.stripes_in_flight();
+        let (shard, stripe) = (self.parity_bufs.buf_bytes(), self.read_bufs.buf_bytes());
+        self.parity_bufs = BufferPool::caching(shard, stripes * usize::from(self.map.code.m));
+        self.read_bufs = BufferPool::caching(stripe, stripes);
+        self
     }
 
     /// Stripes a save or restore keeps in flight: the byte budget over the bytes one stripe
@@ -79,6 +132,16 @@ impl Ctx {
         let c = self.map.code;
         let per_stripe = (2 * u64::from(c.k) + u64::from(c.m)) * u64::from(c.shard_size_bytes);
         ((CLIENT_MAX_INFLIGHT_BYTES / per_stripe) as usize).clamp(1, CLIENT_MAX_STRIPES_IN_FLIGHT)
+    }
+
+    /// The UDP receive buffer the kernel gave the client's socket.
+    pub(crate) fn udp_recv_buffer_bytes(&self) -> usize {
+        self.transport.udp_recv_buffer_bytes()
+    }
+
+    /// Hands received shard buffers back to the transport for later replies.
+    pub(crate) fn recycle(&self, bufs: impl IntoIterator<Item = Vec<u8>>) {
+        self.transport.recycle(bufs);
     }
 
     /// The hedging threshold now (see [`crate::hedge`]).

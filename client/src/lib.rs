@@ -4,7 +4,8 @@
 //! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`, `listing`,
 //! `hedge`, `health_view`.
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
-//! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `ctx` (the
+//! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
+//! bounded staging), `ctx` (the
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
 //! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `heal`
 //! (heal on read: a restore's damaged stripes repaired in the background), `gc`
@@ -23,6 +24,7 @@ pub mod heal;
 pub mod health;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;
+mod pool;
 pub mod repair;
 pub mod restore;
 mod rollback;
@@ -31,8 +33,8 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    codec, health_view, hedge, listing, manifest, placement, planner, stripe_write,
+    codec, health_view, hedge, listing, manifest, parity, placement, planner, stripe_write,
 };
 
-pub use client::{BlockingClient, Client, NodeStatus, Progress, SaveHandle};
+pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};
 pub use error::ClientError;

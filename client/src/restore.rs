@@ -3,6 +3,12 @@
 //! is missing, corrupt, on a down node, or late past the hedging threshold; decoding only when
 //! a data shard is absent. Stripes are written in order to the sink and every object's blake3
 //! is checked end to end before anything is handed back (files appear only once all are good).
+//!
+//! Memory per byte: a healthy stripe's data shards are checked (one blake3 each) and written
+//! from the received buffers straight into the caller's buffer, the result or the file (one
+//! copy, none into a file: `write` from the shard buffers); only a stripe that needs parity is
+//! decoded into a stripe buffer first. Received shard buffers are reused (`Transport`'s
+//! receive cache) once written.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -11,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rackpoint_proto::{Digest, NodeId, ObjectName, ShardIndex, StripeId, StripeIndex};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use crate::codec::{Codec, CodecError, DecodePath, ObjectLayout};
@@ -139,12 +144,32 @@ pub(crate) async fn restore_part(
 
 /// Where [`restore_object`] writes an object's stripes, in order.
 trait StripeOut {
-    async fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Writes one stripe's bytes; hands back the buffers they were in, for reuse.
+    async fn write(&mut self, stripe: StripeBytes) -> Result<Vec<Vec<u8>>>;
 }
 
 impl StripeOut for ObjectOut {
-    async fn write(&mut self, data: &[u8]) -> Result<()> {
-        ObjectOut::write(self, data).await
+    async fn write(&mut self, stripe: StripeBytes) -> Result<Vec<Vec<u8>>> {
+        ObjectOut::write(self, stripe).await
+    }
+}
+
+/// One stripe's object bytes: `pieces` one after another, cut to `len` (a healthy stripe's
+/// data shards, the last one padded; or one decoded buffer).
+struct StripeBytes {
+    pieces: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl StripeBytes {
+    /// The object bytes, piece by piece.
+    fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        let mut left = self.len;
+        self.pieces.iter().map(move |p| {
+            let take = p.len().min(left);
+            left -= take;
+            &p[..take]
+        })
     }
 }
 
@@ -156,15 +181,17 @@ struct SliceOut<'a> {
 }
 
 impl StripeOut for SliceOut<'_> {
-    async fn write(&mut self, data: &[u8]) -> Result<()> {
-        let end = self.at + data.len();
-        let dst = self.buf.get_mut(self.at..end).ok_or_else(|| {
-            ClientError::Task(format!("stripe ends at byte {end}, past the object's length"))
-        })?;
-        dst.copy_from_slice(data);
-        self.hasher.update(data);
-        self.at = end;
-        Ok(())
+    async fn write(&mut self, stripe: StripeBytes) -> Result<Vec<Vec<u8>>> {
+        for data in stripe.slices() {
+            let end = self.at + data.len();
+            let dst = self.buf.get_mut(self.at..end).ok_or_else(|| {
+                ClientError::Task(format!("stripe ends at byte {end}, past the object's length"))
+            })?;
+            dst.copy_from_slice(data);
+            self.hasher.update(data);
+            self.at = end;
+        }
+        Ok(stripe.pieces)
     }
 }
 
@@ -207,10 +234,11 @@ enum ObjectOut {
         hasher: blake3::Hasher,
     },
     /// A uniquely named temporary file in the output folder, removed when dropped unless
-    /// persisted under the object's name.
+    /// persisted under the object's name. Written with plain `write` calls on the worker
+    /// pool, straight from the stripe's buffers (`None` only while a write runs).
     File {
         tmp: tempfile::TempPath,
-        file: tokio::fs::File,
+        file: Option<std::fs::File>,
         hasher: blake3::Hasher,
     },
 }
@@ -234,26 +262,38 @@ impl ObjectOut {
                     .tempfile_in(dir)
                     .map_err(|error| ClientError::Io { path: dir.clone(), error })?
                     .into_parts();
-                let file = tokio::fs::File::from_std(file);
-                Ok(ObjectOut::File { tmp, file, hasher: blake3::Hasher::new() })
+                Ok(ObjectOut::File { tmp, file: Some(file), hasher: blake3::Hasher::new() })
             }
         }
     }
 
-    async fn write(&mut self, data: &[u8]) -> Result<()> {
+    async fn write(&mut self, stripe: StripeBytes) -> Result<Vec<Vec<u8>>> {
         match self {
             ObjectOut::Memory { bytes, hasher } => {
-                hasher.update(data);
-                bytes.extend_from_slice(data);
+                for data in stripe.slices() {
+                    hasher.update(data);
+                    bytes.extend_from_slice(data);
+                }
+                Ok(stripe.pieces)
             }
             ObjectOut::File { tmp, file, hasher } => {
-                hasher.update(data);
-                file.write_all(data)
-                    .await
-                    .map_err(|error| ClientError::Io { path: tmp.to_path_buf(), error })?;
+                for data in stripe.slices() {
+                    hasher.update(data);
+                }
+                let io = |error| ClientError::Io { path: tmp.to_path_buf(), error };
+                let mut f = file.take().ok_or_else(|| io(std::io::Error::other("closed")))?;
+                let (f, pieces) = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let written: std::io::Result<()> =
+                        stripe.slices().try_for_each(|data| f.write_all(data));
+                    written.map(|()| (f, stripe.pieces))
+                })
+                .await?
+                .map_err(io)?;
+                *file = Some(f);
+                Ok(pieces)
             }
         }
-        Ok(())
     }
 
     async fn finish(self, sink: &mut Sink, obj: &ObjectEntry) -> Result<()> {
@@ -266,11 +306,10 @@ impl ObjectOut {
                 out.push(RestoredObject { name: obj.name.clone(), bytes });
                 Ok(())
             }
-            (ObjectOut::File { tmp, mut file, hasher }, Sink::Dir { dir, ready, .. }) => {
+            (ObjectOut::File { tmp, file, hasher }, Sink::Dir { dir, ready, .. }) => {
                 let io = |error| ClientError::Io { path: tmp.to_path_buf(), error };
-                file.flush().await.map_err(io)?;
-                file.sync_all().await.map_err(io)?;
-                drop(file);
+                let file = file.ok_or_else(|| io(std::io::Error::other("closed")))?;
+                tokio::task::spawn_blocking(move || file.sync_all()).await?.map_err(io)?;
                 if mismatch(&hasher) {
                     // Dropping `tmp` removes the temporary file.
                     return Err(ClientError::ObjectHashMismatch { object: obj.name.clone() });
@@ -326,8 +365,9 @@ async fn write_stripe(
     done: FetchedStripe,
     found: &mut ObjectRestore,
 ) -> Result<()> {
-    out.write(&done.bytes).await?;
-    ctx.report_progress(done.bytes.len() as u64);
+    let len = done.bytes.len as u64;
+    ctx.recycle(out.write(done.bytes).await?);
+    ctx.report_progress(len);
     found.decoded += u64::from(done.decoded);
     if done.damaged {
         found.damaged.push(done.stripe);
@@ -339,7 +379,7 @@ async fn write_stripe(
 /// of its shards missing or corrupt.
 struct FetchedStripe {
     stripe: StripeIndex,
-    bytes: Vec<u8>,
+    bytes: StripeBytes,
     decoded: bool,
     damaged: bool,
 }
@@ -468,8 +508,16 @@ async fn decode(
     hashes: &[Digest],
 ) -> Result<Decoded> {
     let range = layout.stripe_range(s);
-    let mut out = vec![0u8; (range.end - range.start) as usize];
+    let len = (range.end - range.start) as usize;
     let k = usize::from(layout.params().k);
+    if healthy(&shards[..k], layout.shard_len(s), hashes) {
+        // Every data shard is here and good: its bytes are the stripe's, no copy needed.
+        let pieces = shards.drain(..k).flatten().collect();
+        ctx.recycle(shards.into_iter().flatten());
+        let bytes = StripeBytes { pieces, len };
+        return Ok(Decoded::Done(FetchedStripe { stripe: s, bytes, decoded: false, damaged: false }));
+    }
+    let mut out = vec![0u8; len];
     let (result, shards, out) = if shards[..k].iter().any(Option::is_none) {
         let _slot =
             ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
@@ -487,13 +535,24 @@ async fn decode(
         Ok(report) => {
             let decoded = report.path == DecodePath::Reconstructed;
             let damaged = !report.corrupt.is_empty();
-            Ok(Decoded::Done(FetchedStripe { stripe: s, bytes: out, decoded, damaged }))
+            ctx.recycle(shards.into_iter().flatten());
+            let bytes = StripeBytes { pieces: vec![out], len };
+            Ok(Decoded::Done(FetchedStripe { stripe: s, bytes, decoded, damaged }))
         }
         Err(CodecError::NotEnoughShards { corrupt, .. }) if !corrupt.is_empty() => {
             Ok(Decoded::Corrupt(shards, corrupt))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether every data shard is present with the stripe's shard length and its recorded
+/// blake3 (each hashed once, here), so that the stripe needs no decoding.
+fn healthy(data: &[Option<Vec<u8>>], shard_len: usize, hashes: &[Digest]) -> bool {
+    data.len() <= hashes.len()
+        && data.iter().zip(hashes).all(|(shard, hash)| {
+            shard.as_ref().is_some_and(|b| b.len() == shard_len && Digest::of(b) == *hash)
+        })
 }
 
 /// Checks that `dir` exists and is a folder before anything is fetched.

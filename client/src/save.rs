@@ -3,6 +3,14 @@
 //! order when its node fails: a degraded write), and commit the manifest last, on m + 1 nodes
 //! in distinct racks. Stripes overlap: up to `Ctx::stripes_in_flight` are being encoded or sent
 //! at once, which bounds memory whatever the checkpoint's size.
+//!
+//! Memory per byte: a full stripe's data shards are sent as slices of the object's bytes
+//! (no copy, no padding); only its `m` parity shards are new, in reused buffers
+//! (`Ctx::parity_bufs`), as are file reads (`Ctx::read_bufs`, read with `pread` straight into
+//! them). Each byte is hashed twice, once into the object's blake3 and once into its
+//! shard's: the two cannot share a pass, since blake3 mixes a chunk's position into its
+//! compression (a shard hashed alone starts at position 0, the same bytes inside the object
+//! do not). Only a short last stripe is padded, through `Codec::encode_stripe`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -15,15 +23,16 @@ use rackpoint_proto::limits::{CLIENT_MAX_ATTEMPTS, MAX_WRITER_BYTES};
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::catalog;
-use crate::codec::{Codec, EncodedStripe, ObjectLayout};
+use crate::codec::{Codec, ObjectLayout};
 use crate::ctx::Ctx;
 use crate::error::{ClientError, NodeErrors, Result};
 use crate::manifest::{CodeSpec, Manifest, ObjectEntry, StripeEntry};
 use crate::placement;
+use crate::pool::{BufferPool, PooledBuf};
 use crate::rollback;
 use crate::stripe_write::{Action, Put, PutResult, StripeWrite, WriteFailure};
 use crate::transport::TransportError;
@@ -80,18 +89,117 @@ pub struct SaveReport {
     pub elapsed: Duration,
 }
 
+/// An object `save_async` copied into staging buffers: its stripes' bytes, in order, one
+/// stripe per message, as the copy goes (each a slice of a pooled staging buffer).
+pub(crate) struct StagedObject {
+    /// Its name.
+    pub(crate) name: ObjectName,
+    /// Its length.
+    pub(crate) len: u64,
+    /// Its stripes, in order.
+    pub(crate) stripes: mpsc::UnboundedReceiver<Bytes>,
+}
+
+/// A staging buffer being filled: the buffer, bytes used, and the stripes in it so far
+/// (object index, byte range in the buffer).
+type Filling = (PooledBuf, usize, Vec<(usize, std::ops::Range<usize>)>);
+
+/// Copies `objects` into buffers of the staging `pool` and sends each object's stripes
+/// (`stripe` bytes, the last one shorter) in order to its channel in `to`. Stripes are packed
+/// one after another, so small objects share a buffer, and each object's run of stripes
+/// that fits a buffer is one copy. A buffer's stripes are sent once it is full (or the copy
+/// is done). When no buffer is free, `go` is fired (the upload must start to free some) and
+/// the copy waits: never more than the pool is allocated. Stops early, without error, if a
+/// channel is closed (the save ended; its handle says why).
+pub(crate) async fn stage(
+    pool: &BufferPool,
+    objects: &[&[u8]],
+    to: &[mpsc::UnboundedSender<Bytes>],
+    stripe: usize,
+    go: &mut Option<oneshot::Sender<()>>,
+) -> Result<()> {
+    let stripe = stripe.clamp(1, pool.buf_bytes().max(1));
+    let mut filling: Option<Filling> = None;
+    for (i, bytes) in objects.iter().enumerate() {
+        let mut at = 0;
+        while at < bytes.len() {
+            let need = stripe.min(bytes.len() - at);
+            if filling.as_ref().is_none_or(|(b, used, _)| b.as_ref().len() - used < need) {
+                if let Some(full) = filling.take() {
+                    if !send_staged(full, to) {
+                        return Ok(());
+                    }
+                }
+                filling = Some((take_staging(pool, go).await?, 0, Vec::new()));
+            }
+            let Some((buf, used, stripes)) = filling.as_mut() else {
+                return Err(ClientError::Task("no staging buffer".into()));
+            };
+            let room = (buf.as_ref().len() - *used) / stripe * stripe;
+            let n = room.min(bytes.len() - at).max(need);
+            buf.as_mut()[*used..*used + n].copy_from_slice(&bytes[at..at + n]);
+            for start in (0..n).step_by(stripe) {
+                stripes.push((i, *used + start..*used + (start + stripe).min(n)));
+            }
+            (*used, at) = (*used + n, at + n);
+        }
+    }
+    if let Some(last) = filling {
+        send_staged(last, to);
+    }
+    Ok(())
+}
+
+/// A staging buffer: a free one, or (firing `go` first) the next one to come back.
+async fn take_staging(
+    pool: &BufferPool,
+    go: &mut Option<oneshot::Sender<()>>,
+) -> Result<PooledBuf> {
+    if let Some(buf) = pool.try_take() {
+        return Ok(buf);
+    }
+    if let Some(go) = go.take() {
+        let _ = go.send(()); // a save that already ended needs no signal
+    }
+    pool.take().await.map_err(|e| ClientError::Task(e.to_string()))
+}
+
+/// Sends a filled staging buffer's stripes to their objects' channels; false if one is closed.
+fn send_staged((buf, used, stripes): Filling, to: &[mpsc::UnboundedSender<Bytes>]) -> bool {
+    let frozen = buf.freeze(used);
+    stripes.into_iter().all(|(i, range)| to[i].send(frozen.slice(range)).is_ok())
+}
+
 /// Saves one part; returns once its manifest is committed.
 pub(crate) async fn save(ctx: &Arc<Ctx>, req: SaveRequest) -> Result<SaveReport> {
+    save_staged(ctx, req, Vec::new()).await
+}
+
+/// [`save`] of `req`'s objects followed by `staged` ones.
+pub(crate) async fn save_staged(
+    ctx: &Arc<Ctx>,
+    req: SaveRequest,
+    staged: Vec<StagedObject>,
+) -> Result<SaveReport> {
     let started = Instant::now();
     // The manifest's own rules, checked before any shard is sent (objects still empty).
-    let placeholders = req.objects.iter().map(|o| ObjectEntry::empty(o.name.clone())).collect();
+    let names = req.objects.iter().map(|o| &o.name).chain(staged.iter().map(|o| &o.name));
+    let placeholders = names.map(|name| ObjectEntry::empty(name.clone())).collect();
     part_manifest(ctx, &req, placeholders, None).validate()?;
     let codec = Arc::new(Codec::new(ctx.map.code)?);
     let prev = catalog::previous_manifest_id(ctx, &req.job, req.step, req.rank).await?;
-    let mut objects = Vec::with_capacity(req.objects.len());
+    let mut objects = Vec::with_capacity(req.objects.len() + staged.len());
     let (mut shards, mut moved_shards) = (0u64, 0u64);
     for obj in &req.objects {
-        let saved = save_object(ctx, &codec, &req, obj).await?;
+        let reader = StripeReader::open(&obj.source).await?;
+        let saved = save_object(ctx, &codec, &req, &obj.name, reader).await?;
+        shards += saved.shards;
+        moved_shards += saved.moved;
+        objects.push(saved.entry);
+    }
+    for obj in staged {
+        let reader = StripeReader { len: obj.len, source: ReaderSource::Staged(obj.stripes) };
+        let saved = save_object(ctx, &codec, &req, &obj.name, reader).await?;
         shards += saved.shards;
         moved_shards += saved.moved;
         objects.push(saved.entry);
@@ -155,9 +263,9 @@ async fn save_object(
     ctx: &Arc<Ctx>,
     codec: &Arc<Codec>,
     req: &SaveRequest,
-    obj: &ObjectData,
+    name: &ObjectName,
+    mut reader: StripeReader,
 ) -> Result<SavedObject> {
-    let mut reader = StripeReader::open(&obj.source).await?;
     let layout = ObjectLayout::new(ctx.map.code, reader.len);
     let mut hasher = blake3::Hasher::new();
     let mut running: VecDeque<JoinHandle<Result<SavedStripe>>> = VecDeque::new();
@@ -170,13 +278,13 @@ async fn save_object(
     };
     for s in 0..layout.stripe_count() {
         let stripe = StripeIndex(s);
-        let data = reader.read(layout.stripe_range(stripe)).await?;
+        let data = reader.read(ctx, layout.stripe_range(stripe)).await?;
         hasher.update(&data);
         let at = StripeId {
             job: req.job.clone(),
             step: req.step,
             rank: req.rank,
-            object: obj.name.clone(),
+            object: name.clone(),
             stripe,
         };
         running.push_back(tokio::spawn(save_stripe(ctx.clone(), codec.clone(), at, data)));
@@ -189,7 +297,7 @@ async fn save_object(
     }
     let shards = (stripes.len() * ctx.map.code.total()) as u64;
     let entry = ObjectEntry {
-        name: obj.name.clone(),
+        name: name.clone(),
         len: reader.len,
         hash: Digest(*hasher.finalize().as_bytes()),
         stripes,
@@ -197,7 +305,8 @@ async fn save_object(
     Ok(SavedObject { entry, shards, moved })
 }
 
-/// Reads an object's stripes in order, from memory (no copy) or from a file.
+/// Reads an object's stripes in order, from memory (no copy), from a file (into reused
+/// buffers) or from `save_async`'s staging.
 struct StripeReader {
     len: u64,
     source: ReaderSource,
@@ -205,7 +314,8 @@ struct StripeReader {
 
 enum ReaderSource {
     Memory(Bytes),
-    File { path: PathBuf, file: tokio::fs::File },
+    File { path: PathBuf, file: Arc<std::fs::File> },
+    Staged(mpsc::UnboundedReceiver<Bytes>),
 }
 
 impl StripeReader {
@@ -218,21 +328,36 @@ impl StripeReader {
                 let io = |error| ClientError::Io { path: path.clone(), error };
                 let file = tokio::fs::File::open(path).await.map_err(io)?;
                 let len = file.metadata().await.map_err(io)?.len();
+                let file = Arc::new(file.into_std().await);
                 Ok(Self { len, source: ReaderSource::File { path: path.clone(), file } })
             }
         }
     }
 
-    async fn read(&mut self, range: std::ops::Range<u64>) -> Result<Bytes> {
+    async fn read(&mut self, ctx: &Ctx, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let len = (range.end - range.start) as usize;
         match &mut self.source {
             ReaderSource::Memory(b) => Ok(b.slice(range.start as usize..range.end as usize)),
             ReaderSource::File { path, file } => {
                 let io = |error| ClientError::Io { path: path.clone(), error };
-                let mut buf = vec![0u8; (range.end - range.start) as usize];
-                file.seek(std::io::SeekFrom::Start(range.start)).await.map_err(io)?;
-                file.read_exact(&mut buf).await.map_err(io)?;
-                Ok(Bytes::from(buf))
+                let (file, mut buf) = (file.clone(), ctx.read_bufs.take_cached());
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let into = buf.as_mut().get_mut(..len).ok_or_else(|| {
+                        std::io::Error::other("a stripe is larger than a read buffer")
+                    })?;
+                    file.read_exact_at(into, range.start).map(|()| buf)
+                });
+                Ok(read.await?.map_err(io)?.freeze(len))
             }
+            ReaderSource::Staged(stripes) => match stripes.recv().await {
+                Some(b) if b.len() == len => Ok(b),
+                Some(b) => Err(ClientError::Task(format!(
+                    "staged stripe of {} bytes where {len} were due",
+                    b.len()
+                ))),
+                None => Err(ClientError::Task("the staging copy ended early".into())),
+            },
         }
     }
 }
@@ -246,11 +371,9 @@ async fn save_stripe(
     data: Bytes,
 ) -> Result<SavedStripe> {
     let bytes = data.len() as u64;
-    let encoded = encode(&ctx, codec, data).await?;
+    let (shards, hashes) = encode(&ctx, codec, data).await?;
     let is_down = |n: NodeId| ctx.health.is_down(n);
-    let hashes = encoded.hashes.clone();
-    let mut write = StripeWrite::new(&ctx.map, at, ctx.map.code, encoded.hashes, &is_down)?;
-    let shards: Vec<Bytes> = encoded.shards.into_iter().map(Bytes::from).collect();
+    let mut write = StripeWrite::new(&ctx.map, at, ctx.map.code, hashes.clone(), &is_down)?;
     let mut inflight = FuturesUnordered::new();
     loop {
         match write.poll(&ctx.map, Instant::now(), &is_down) {
@@ -278,10 +401,33 @@ async fn save_stripe(
     Ok(SavedStripe { entry, moved: write.moved(), bytes })
 }
 
-/// Encodes parity on the worker pool (bounded by cores).
-async fn encode(ctx: &Ctx, codec: Arc<Codec>, data: Bytes) -> Result<EncodedStripe> {
+/// Encodes parity and hashes every shard on the worker pool (bounded by cores): the `k + m`
+/// shards and their blake3s. A full stripe's data shards are slices of `data` and its parity
+/// goes into reused buffers; a short last stripe is padded by `Codec::encode_stripe`.
+async fn encode(
+    ctx: &Ctx,
+    codec: Arc<Codec>,
+    data: Bytes,
+) -> Result<(Vec<Bytes>, Vec<Digest>)> {
     let _slot = ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
-    Ok(tokio::task::spawn_blocking(move || codec.encode_stripe(&data)).await??)
+    let code = ctx.map.code;
+    if data.len() as u64 != code.stripe_bytes() {
+        let encoded = tokio::task::spawn_blocking(move || codec.encode_stripe(&data)).await??;
+        return Ok((encoded.shards.into_iter().map(Bytes::from).collect(), encoded.hashes));
+    }
+    let len = code.shard_size_bytes as usize;
+    let mut bufs: Vec<PooledBuf> = (0..code.m).map(|_| ctx.parity_bufs.take_cached()).collect();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut shards: Vec<Bytes> =
+            (0..usize::from(code.k)).map(|j| data.slice(j * len..(j + 1) * len)).collect();
+        let data_shards: Vec<&[u8]> = shards.iter().map(|s| &s[..]).collect();
+        let mut parity: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b.as_mut()[..len]).collect();
+        codec.encode_parity(&data_shards, &mut parity)?;
+        shards.extend(bufs.into_iter().map(|b| b.freeze(len)));
+        let hashes = shards.iter().map(|s| Digest::of(s)).collect();
+        Ok::<_, crate::codec::CodecError>((shards, hashes))
+    });
+    Ok(encoded.await??)
 }
 
 fn log_move(id: &StripeId, put: &Put) {
@@ -368,6 +514,70 @@ mod tests {
     use rackpoint_proto::CodeParams;
 
     use super::*;
+
+    /// Runs `stage` of `objects` (stripes of 4 bytes) into `pool` while a consumer drains the
+    /// channels (dropping each stripe, as a stored stripe is); returns what each object got
+    /// and whether `go` fired.
+    async fn staged(pool: &BufferPool, objects: &[Vec<u8>]) -> (Vec<Vec<Bytes>>, bool) {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            objects.iter().map(|_| mpsc::unbounded_channel::<Bytes>()).unzip();
+        let (go, fired) = oneshot::channel();
+        let consumer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for mut rx in receivers {
+                let mut stripes = Vec::new();
+                while let Some(b) = rx.recv().await {
+                    stripes.push(Bytes::copy_from_slice(&b)); // the staging slice is dropped
+                }
+                got.push(stripes);
+            }
+            got
+        });
+        let slices: Vec<&[u8]> = objects.iter().map(Vec::as_slice).collect();
+        let mut go = Some(go);
+        stage(pool, &slices, &senders, 4, &mut go).await.expect("staged");
+        drop((senders, go));
+        (consumer.await.expect("joined"), fired.await.is_ok())
+    }
+
+    fn object(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    #[tokio::test]
+    async fn staging_packs_objects_into_stripes_that_match_the_layout() {
+        let pool = BufferPool::bounded(12, 2);
+        let objects = vec![object(10, 1), object(3, 2), Vec::new(), object(5, 3)];
+        let (got, fired) = staged(&pool, &objects).await;
+        for (obj, stripes) in objects.iter().zip(&got) {
+            let lens: Vec<usize> = stripes.iter().map(Bytes::len).collect();
+            let want: Vec<usize> = obj.chunks(4).map(<[u8]>::len).collect();
+            assert_eq!(lens, want, "one message per stripe of the layout");
+            assert_eq!(stripes.concat(), *obj);
+        }
+        assert!(!fired, "everything fit: the upload is not started early");
+        assert_eq!(pool.allocated(), 2, "the 3-byte object did not fit the first buffer's 2");
+    }
+
+    #[tokio::test]
+    async fn an_object_larger_than_the_staging_pool_streams_through_it() {
+        let pool = BufferPool::bounded(8, 1);
+        let objects = vec![object(41, 7)];
+        let (got, fired) = staged(&pool, &objects).await;
+        assert_eq!(got[0].concat(), objects[0]);
+        assert!(fired, "the upload was started when the pool ran out");
+        assert_eq!(pool.allocated(), 1, "it waited for the one buffer, never allocated more");
+    }
+
+    #[tokio::test]
+    async fn staging_stops_when_the_save_is_gone() {
+        let pool = BufferPool::bounded(8, 1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(rx);
+        let big = object(1000, 1);
+        stage(&pool, &[&big], &[tx], 4, &mut None).await.expect("stops without error");
+        assert_eq!(pool.allocated(), 1);
+    }
 
     #[test]
     fn a_long_host_name_still_gives_a_valid_manifest() {

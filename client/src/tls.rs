@@ -17,8 +17,8 @@ use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rackpoint_proto::cluster::ClientTlsPaths;
 use rackpoint_proto::limits::{
-    ALPN, MAX_PEM_FILE_BYTES, QUIC_CONNECTION_WINDOW_BYTES, QUIC_IDLE_TIMEOUT_MS,
-    QUIC_KEEP_ALIVE_MS, QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES,
+    ALPN, CLIENT_UDP_RECV_BUFFER_BYTES, MAX_PEM_FILE_BYTES, QUIC_CONNECTION_WINDOW_BYTES,
+    QUIC_IDLE_TIMEOUT_MS, QUIC_KEEP_ALIVE_MS, QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES,
     UDP_SOCKET_BUFFER_BYTES,
 };
 use rustls::pki_types::pem::PemObject;
@@ -180,9 +180,19 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
 }
 
 /// A client QUIC endpoint on an OS-chosen port with `UDP_SOCKET_BUFFER_BYTES` send and
-/// receive buffers. `ipv6` binds a dual-stack `[::]` socket (reaches IPv4 and IPv6 nodes);
-/// otherwise `0.0.0.0`. Must be called inside a tokio runtime.
+/// receive buffers (the receive buffer grown towards `CLIENT_UDP_RECV_BUFFER_BYTES` where
+/// the kernel allows, see [`client_endpoint_sized`]). `ipv6` binds a dual-stack `[::]` socket
+/// (reaches IPv4 and IPv6 nodes); otherwise `0.0.0.0`. Must be called inside a tokio runtime.
 pub fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, TlsError> {
+    client_endpoint_sized(ipv6).map(|(endpoint, _)| endpoint)
+}
+
+/// [`client_endpoint`], and the receive buffer the kernel gave its socket (bytes, as
+/// `SO_RCVBUF` reads back: Linux reports twice what it was asked, half being bookkeeping).
+/// Replies of every node land on this one socket at once, so it asks for
+/// `CLIENT_UDP_RECV_BUFFER_BYTES`: `SO_RCVBUF` is capped at `net.core.rmem_max`, and past it
+/// `SO_RCVBUFFORCE` works only with CAP_NET_ADMIN; without it the capped size stays.
+pub fn client_endpoint_sized(ipv6: bool) -> Result<(quinn::Endpoint, usize), TlsError> {
     use socket2::{Domain, Protocol, Socket, Type};
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(TlsError::NoRuntime);
@@ -196,10 +206,34 @@ pub fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, TlsError> {
     }
     socket.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES).map_err(TlsError::Socket)?;
     socket.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES).map_err(TlsError::Socket)?;
+    let recv_buffer = grow_recv_buffer(&socket);
     socket.set_nonblocking(true).map_err(TlsError::Socket)?;
     socket.bind(&bind.into()).map_err(TlsError::Socket)?;
-    quinn::Endpoint::new(endpoint_config(), None, socket.into(), Arc::new(quinn::TokioRuntime))
-        .map_err(TlsError::Socket)
+    let endpoint =
+        quinn::Endpoint::new(endpoint_config(), None, socket.into(), Arc::new(quinn::TokioRuntime))
+            .map_err(TlsError::Socket)?;
+    Ok((endpoint, recv_buffer))
+}
+
+/// Asks for a `CLIENT_UDP_RECV_BUFFER_BYTES` receive buffer (the kernel doubles what it is
+/// asked, so half is asked), forcing past `rmem_max` when allowed; returns what it got.
+/// Failures keep the buffer already set: a smaller buffer costs drops, not correctness.
+fn grow_recv_buffer(socket: &socket2::Socket) -> usize {
+    let ask = CLIENT_UDP_RECV_BUFFER_BYTES / 2;
+    let got = |s: &socket2::Socket| s.recv_buffer_size().unwrap_or(0);
+    if got(socket) < CLIENT_UDP_RECV_BUFFER_BYTES {
+        let _ = socket.set_recv_buffer_size(ask); // capped at rmem_max
+    }
+    if got(socket) < CLIENT_UDP_RECV_BUFFER_BYTES {
+        let forced =
+            nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &ask);
+        if let Err(e) = forced {
+            tracing::debug!(error = %e, "SO_RCVBUFFORCE refused; keeping the capped buffer");
+        }
+    }
+    let bytes = got(socket);
+    tracing::debug!(bytes, "client UDP receive buffer");
+    bytes
 }
 
 fn certificates(

@@ -3,7 +3,9 @@
 //! closed), one bidirectional stream per request.
 //!
 //! A call writes `prefix + header + payload`, finishes the stream, and reads the reply frame,
-//! allocating only what the validated prefix and header allow. There are no retries here:
+//! allocating only what the validated prefix and header allow (a reply payload goes into a
+//! buffer from the receive cache when one was handed back, [`Transport::recycle`], so a
+//! restore does not fault in and zero fresh memory for every shard). There are no retries here:
 //! the save and restore pipelines own the retry policy and use
 //! [`TransportError::is_node_failure`] to tell a dead node from a refused request.
 
@@ -15,12 +17,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt, WriteError};
 use rackpoint_proto::cluster::node_server_name;
-use rackpoint_proto::limits::{CLIENT_CONNECT_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS};
+use rackpoint_proto::limits::{
+    CLIENT_CONNECT_TIMEOUT_MS, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_REQUEST_TIMEOUT_MS,
+};
 use rackpoint_proto::wire::{decode_header, encode_frame, PREFIX_BYTES};
 use rackpoint_proto::{ClusterMap, ErrorCode, FramePrefix, NodeId, Request, Response, WireError};
 use tokio::sync::OnceCell;
 
-use crate::tls::{client_endpoint, ClientTls, TlsError};
+use crate::tls::{client_endpoint_sized, ClientTls, TlsError};
 
 /// Application error code the client uses when it abandons a stream (a timed-out call).
 const ABANDONED_STREAM: VarInt = VarInt::from_u32(1);
@@ -176,6 +180,50 @@ pub struct Transport {
     config: quinn::ClientConfig,
     map: ClusterMap,
     slots: HashMap<NodeId, NodeSlot>,
+    recv_cache: RecvCache,
+    recv_buffer_bytes: usize,
+}
+
+/// Reply buffers handed back for reuse, at most `CLIENT_MAX_INFLIGHT_BYTES` of them.
+#[derive(Default)]
+struct RecvCache {
+    free: Mutex<(Vec<Vec<u8>>, usize)>,
+}
+
+impl RecvCache {
+    /// A buffer of exactly `len` bytes: a kept one (its old bytes are to be overwritten; only
+    /// a tail past its old length is zeroed) or a new one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        if len == 0 {
+            return Vec::new();
+        }
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            let buf = free.0.pop();
+            if let Some(b) = &buf {
+                free.1 -= b.capacity();
+            }
+            buf
+        };
+        let mut buf = reused.unwrap_or_default();
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    fn give(&self, bufs: impl IntoIterator<Item = Vec<u8>>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        for buf in bufs {
+            let cap = buf.capacity() as u64;
+            if cap > 0 && free.1 as u64 + cap <= CLIENT_MAX_INFLIGHT_BYTES {
+                free.1 += buf.capacity();
+                free.0.push(buf);
+            }
+        }
+    }
 }
 
 impl Transport {
@@ -185,7 +233,7 @@ impl Transport {
         let setup = |e| TransportError::Setup(Arc::new(e));
         let config = tls.quinn_client_config().map_err(setup)?;
         let ipv6 = map.nodes.iter().any(|n| n.addr.is_ipv6());
-        let endpoint = client_endpoint(ipv6).map_err(setup)?;
+        let (endpoint, recv_buffer_bytes) = client_endpoint_sized(ipv6).map_err(setup)?;
         let slots = map
             .nodes
             .iter()
@@ -198,7 +246,18 @@ impl Transport {
                 (n.id, slot)
             })
             .collect();
-        Ok(Self { endpoint, config, map: map.clone(), slots })
+        let recv_cache = RecvCache::default();
+        Ok(Self { endpoint, config, map: map.clone(), slots, recv_cache, recv_buffer_bytes })
+    }
+
+    /// The UDP receive buffer the kernel gave this endpoint's socket (as `SO_RCVBUF` reads).
+    pub fn udp_recv_buffer_bytes(&self) -> usize {
+        self.recv_buffer_bytes
+    }
+
+    /// Hands reply payload buffers back for later replies to reuse.
+    pub fn recycle(&self, bufs: impl IntoIterator<Item = Vec<u8>>) {
+        self.recv_cache.give(bufs);
     }
 
     /// The cluster map this transport serves.
@@ -233,7 +292,8 @@ impl Transport {
         let frame = encode_frame(req, payload_len)
             .map_err(|error| TransportError::InvalidRequest { node, error })?;
         let conn = self.connection(node).await?;
-        match tokio::time::timeout(timeout, exchange(node, &conn, frame, payload)).await {
+        let exchange = exchange(node, &conn, frame, payload, &self.recv_cache);
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout { node, after_ms: millis(timeout) }),
         }
@@ -307,11 +367,12 @@ async fn exchange(
     conn: &Connection,
     frame: Vec<u8>,
     payload: Bytes,
+    cache: &RecvCache,
 ) -> Result<Reply, TransportError> {
     let (send, mut recv) = conn.open_bi().await.map_err(|e| lost(node, &e))?;
     let mut send = AbandonGuard { stream: send, finished: false };
     let write = write_request(&mut send, frame, payload);
-    let read = read_reply(node, &mut recv);
+    let read = read_reply(node, &mut recv, cache);
     tokio::pin!(write, read);
     tokio::select! {
         reply = &mut read => reply,
@@ -342,7 +403,11 @@ async fn write_request(
 }
 
 /// Reads one reply frame, then requires the end of the stream.
-async fn read_reply(node: NodeId, recv: &mut RecvStream) -> Result<Reply, TransportError> {
+async fn read_reply(
+    node: NodeId,
+    recv: &mut RecvStream,
+    cache: &RecvCache,
+) -> Result<Reply, TransportError> {
     let protocol = |reason: String| TransportError::Protocol { node, reason };
     let mut prefix = [0u8; PREFIX_BYTES];
     read_exact(node, recv, &mut prefix, "reply prefix").await?;
@@ -351,7 +416,7 @@ async fn read_reply(node: NodeId, recv: &mut RecvStream) -> Result<Reply, Transp
     read_exact(node, recv, &mut header, "reply header").await?;
     let response: Response = decode_header(&header, prefix.payload_len)
         .map_err(|e| protocol(format!("reply header: {e}")))?;
-    let mut payload = vec![0u8; prefix.payload_len as usize];
+    let mut payload = cache.take(prefix.payload_len as usize);
     read_exact(node, recv, &mut payload, "reply payload").await?;
     match recv.read(&mut [0u8; 1]).await {
         Ok(None) => {}

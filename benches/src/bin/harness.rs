@@ -6,7 +6,9 @@
 //!   in flight) against writing the same bytes to a local file with fsync;
 //! - `save-restore`: save, healthy restore and restore with 2 of 6 nodes killed against a
 //!   local file write + fsync and a cold read;
-//! - `save-async-stall`: how long `Client::save_async` blocks the caller against a memcpy;
+//! - `save-async-stall`: how long `Client::save_async` blocks the caller against a memcpy into
+//!   a fresh Vec and a warm memcpy (into memory faulted in before), both in the same run; the
+//!   first save fills the staging pool, the later ones (the medians) reuse it;
 //! - `repair`: repair of one wiped node's shards (time to full redundancy, throughput, client
 //!   CPU), and a restore's throughput beside a repair with and without the read limit.
 //!
@@ -393,6 +395,7 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
     let mut peaks = Vec::new();
     let mut node_peaks_kib = Vec::new();
     let mut idle_node_s = Vec::new();
+    let mut recv_buffers = Vec::new();
     for run in 0..env.runs {
         let dir = env.fresh_dir()?;
         let (write, read) = local_write_read(dir.path(), &objects, &mut cache_notes)?;
@@ -406,6 +409,7 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
         ensure!(nodes.len() == 6, "found {} node processes, 6 started", nodes.len());
         let _guard = env.rt.enter();
         let client = Client::connect(&cluster.cluster_file())?;
+        recv_buffers.push(client.udp_recv_buffer_bytes());
         let request = save_request(&job, &objects);
         let before = peak_reset_and_read(&mut cache_notes)?;
         let meter = Meter::start(&nodes);
@@ -478,6 +482,10 @@ fn save_restore(env: &Env) -> anyhow::Result<()> {
         IDLE_PHASE,
         if env.scrub_off { ", off here" } else { " at 64 MiB/s per node" },
         median(&idle_node_s).unwrap_or(f64::NAN)
+    );
+    println!(
+        "client UDP receive buffer (SO_RCVBUF as read back, per run): {:?} KiB",
+        recv_buffers.iter().map(|b| b / 1024).collect::<Vec<_>>()
     );
     print_cache_notes(&cache_notes);
     Ok(())
@@ -805,6 +813,7 @@ fn print_cache_notes(notes: &[String]) {
 // save-async-stall
 
 fn save_async_stall(env: &Env) -> anyhow::Result<()> {
+    ensure!(env.runs >= 2, "save-async-stall needs --runs 2 or more (the first fills the pool)");
     let buffer = seeded_bytes(SEED, env.size);
     let bytes = env.size as u64;
     let dir = env.fresh_dir()?;
@@ -814,15 +823,26 @@ fn save_async_stall(env: &Env) -> anyhow::Result<()> {
     let job = JobName::new("harness-save-async")?;
     let name = ObjectName::new("buffer.bin")?;
     let mut memcpy = Series::new("memcpy into a fresh Vec (alloc + copy_from_slice)", bytes);
+    let mut warm = Series::new("memcpy into warm memory (faulted in before)", bytes);
     let mut stall = Series::new("Client::save_async returns (staging copy)", bytes);
     let mut upload = Series::new("save_async call to committed (handle.wait)", bytes);
+    let mut warm_target = vec![1u8; buffer.len()];
+    let mut first_stall = Duration::ZERO;
     for run in 0..env.runs {
         let started = Instant::now();
         let mut copy = vec![0u8; buffer.len()];
         copy.copy_from_slice(&buffer);
         std::hint::black_box(&copy);
-        memcpy.times.push(started.elapsed());
+        let fresh = started.elapsed();
         drop(copy);
+        let started = Instant::now();
+        warm_target.copy_from_slice(&buffer);
+        std::hint::black_box(&warm_target);
+        let warm_took = started.elapsed();
+        if run > 0 {
+            memcpy.times.push(fresh);
+            warm.times.push(warm_took);
+        }
 
         let step = Step(run as u64 + 1);
         let request = SaveRequest {
@@ -835,25 +855,43 @@ fn save_async_stall(env: &Env) -> anyhow::Result<()> {
         };
         let started = Instant::now();
         let handle = env.rt.block_on(client.save_async(request, &[(name.clone(), &buffer)]))?;
-        stall.times.push(started.elapsed());
+        let took = started.elapsed();
         env.rt.block_on(handle.wait()).context("the background save")?;
-        upload.times.push(started.elapsed());
+        if run == 0 {
+            first_stall = took;
+        } else {
+            stall.times.push(took);
+            upload.times.push(started.elapsed());
+        }
         env.rt.block_on(client.delete(&job, step)).context("deleting the checkpoint")?;
         eprintln!("run {} of {} done", run + 1, env.runs);
     }
-    let stall_over_memcpy: Vec<f64> = stall
-        .times
-        .iter()
-        .zip(&memcpy.times)
-        .map(|(s, m)| s.as_secs_f64() / m.as_secs_f64())
-        .collect();
-    let mut table = Table::new(&columns(&["stall time / memcpy time"]));
-    table.row(row(&memcpy, &[String::new()]));
-    table.row(row(&stall, &[ratio(median(&stall_over_memcpy).unwrap_or(f64::NAN))]));
-    table.row(row(&upload, &[String::new()]));
+    let over = |base: &Series| {
+        let r: Vec<f64> = stall
+            .times
+            .iter()
+            .zip(&base.times)
+            .map(|(s, m)| s.as_secs_f64() / m.as_secs_f64())
+            .collect();
+        ratio(median(&r).unwrap_or(f64::NAN))
+    };
+    let mut table =
+        Table::new(&columns(&["stall / fresh-Vec memcpy (time)", "stall / warm memcpy (time)"]));
+    table.row(row(&memcpy, &[String::new(), String::new()]));
+    table.row(row(&warm, &[String::new(), String::new()]));
+    table.row(row(&stall, &[over(&memcpy), over(&warm)]));
+    table.row(row(&upload, &[String::new(), String::new()]));
+    let (buf_bytes, max_bufs, allocated) = client.staging_pool();
     println!(
-        "\nsave-async-stall: one {} MiB buffer, 6-node 3-rack cluster (4+2, 1 MiB shards)",
-        env.size / MIB
+        "\nsave-async-stall: one {} MiB buffer, 6-node 3-rack cluster (4+2, 1 MiB shards); \
+         medians of saves 2 to {} (staging pool warm: {} buffers of {} MiB, {} allocated); the \
+         first save, which filled the pool, stalled {:.3} s",
+        env.size / MIB,
+        env.runs,
+        max_bufs,
+        buf_bytes / MIB,
+        allocated,
+        first_stall.as_secs_f64()
     );
     print!("{}", table.render());
     Ok(())

@@ -515,7 +515,12 @@ async fn decode(
         let pieces = shards.drain(..k).flatten().collect();
         ctx.recycle(shards.into_iter().flatten());
         let bytes = StripeBytes { pieces, len };
-        return Ok(Decoded::Done(FetchedStripe { stripe: s, bytes, decoded: false, damaged: false }));
+        return Ok(Decoded::Done(FetchedStripe {
+            stripe: s,
+            bytes,
+            decoded: false,
+            damaged: false,
+        }));
     }
     let mut out = vec![0u8; len];
     let (result, shards, out) = if shards[..k].iter().any(Option::is_none) {

@@ -404,11 +404,7 @@ async fn save_stripe(
 /// Encodes parity and hashes every shard on the worker pool (bounded by cores): the `k + m`
 /// shards and their blake3s. A full stripe's data shards are slices of `data` and its parity
 /// goes into reused buffers; a short last stripe is padded by `Codec::encode_stripe`.
-async fn encode(
-    ctx: &Ctx,
-    codec: Arc<Codec>,
-    data: Bytes,
-) -> Result<(Vec<Bytes>, Vec<Digest>)> {
+async fn encode(ctx: &Ctx, codec: Arc<Codec>, data: Bytes) -> Result<(Vec<Bytes>, Vec<Digest>)> {
     let _slot = ctx.encode_slots.acquire().await.map_err(|e| ClientError::Task(e.to_string()))?;
     let code = ctx.map.code;
     if data.len() as u64 != code.stripe_bytes() {

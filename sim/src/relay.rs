@@ -4,7 +4,7 @@
 //!
 //! The client's cluster map names the relay's address; TLS still checks the node's identity,
 //! since the server name comes from the node id (`node_server_name`), not the address. Each
-//! client address gets its own upstream socket (at most `RELAY_MAX_PEERS`), so the node sees
+//! client address gets its own upstream socket (at most `SIM_RELAY_MAX_PEERS`), so the node sees
 //! one peer per client. Delayed datagrams wait in a bounded delay line; when it is full they
 //! are dropped, as a router with a full queue would.
 
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::limits::{RELAY_MAX_DATAGRAM_BYTES, RELAY_MAX_PEERS, RELAY_MAX_QUEUED_DATAGRAMS};
+use rackpoint_proto::limits::{SIM_RELAY_MAX_DATAGRAM_BYTES, SIM_RELAY_MAX_PEERS, SIM_RELAY_MAX_QUEUED_DATAGRAMS};
 
 /// What the relay does to traffic; shared between the controller and the forwarding tasks.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl Relay {
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         });
-        let (delay_tx, delay_rx) = mpsc::channel(RELAY_MAX_QUEUED_DATAGRAMS);
+        let (delay_tx, delay_rx) = mpsc::channel(SIM_RELAY_MAX_QUEUED_DATAGRAMS);
         let tasks = Arc::new(Mutex::new(Vec::new()));
         let line = tokio::spawn(delay_line(delay_rx));
         let from_clients =
@@ -195,12 +195,12 @@ async fn from_clients(
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
     let mut peers: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    let mut buf = vec![0u8; RELAY_MAX_DATAGRAM_BYTES];
+    let mut buf = vec![0u8; SIM_RELAY_MAX_DATAGRAM_BYTES];
     loop {
         let Ok((len, client)) = down.recv_from(&mut buf).await else { continue };
         let up = match peers.get(&client) {
             Some(up) => up.clone(),
-            None if peers.len() < RELAY_MAX_PEERS => {
+            None if peers.len() < SIM_RELAY_MAX_PEERS => {
                 let Ok(up) = upstream(node).await else { continue };
                 let up = Arc::new(up);
                 peers.insert(client, up.clone());
@@ -237,7 +237,7 @@ async fn from_node(
     controls: Arc<Controls>,
     delay_tx: mpsc::Sender<Outgoing>,
 ) {
-    let mut buf = vec![0u8; RELAY_MAX_DATAGRAM_BYTES];
+    let mut buf = vec![0u8; SIM_RELAY_MAX_DATAGRAM_BYTES];
     loop {
         // While the node is down its port refuses datagrams (ECONNREFUSED on a connected
         // socket); keep listening, it comes back on the same port.

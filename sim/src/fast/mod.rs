@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::limits::FAST_MAX_EVENTS_PER_TRIAL;
+use rackpoint_proto::limits::SIM_FAST_MAX_EVENTS_PER_TRIAL;
 use crate::oracle::{self, Damage, StripeNodes};
 use crate::report::{CellHead, CellReport, HealOutcome, Outcome, TrialResult};
 use crate::scenario::{
@@ -160,7 +160,7 @@ impl<'a> Sim<'a> {
     /// The next event that is not a fault (faults fire on the way), advancing the clock.
     fn next_event(&mut self) -> Option<Ev> {
         loop {
-            if self.queue.popped() > FAST_MAX_EVENTS_PER_TRIAL {
+            if self.queue.popped() > SIM_FAST_MAX_EVENTS_PER_TRIAL {
                 self.stuck = true;
                 return None;
             }
@@ -207,7 +207,7 @@ impl<'a> Sim<'a> {
         for &id in &a.nodes {
             let Some(n) = self.world.nodes.get_mut(&id) else { continue };
             match f.kind {
-                FaultKind::Kill | FaultKind::KillRack => {
+                FaultKind::Kill | FaultKind::KillRack | FaultKind::Wipe => {
                     self.world.set_state(id, NodeState::Dead, now)
                 }
                 FaultKind::Restart => self.world.set_state(id, NodeState::Up, now),
@@ -460,7 +460,11 @@ pub fn run_trial(
     for a in actions.iter().filter(|a| a.fault.phase == Phase::DuringRestore) {
         if matches!(
             a.fault.kind,
-            FaultKind::Kill | FaultKind::KillRack | FaultKind::Freeze | FaultKind::Partition
+            FaultKind::Kill
+                | FaultKind::KillRack
+                | FaultKind::Wipe
+                | FaultKind::Freeze
+                | FaultKind::Partition
         ) {
             damage.unavailable.extend(&a.nodes);
         }
@@ -505,7 +509,8 @@ fn finish(mut sim: Sim<'_>, mut result: TrialResult) -> TrialResult {
 }
 
 /// The heal phase: every node back up and thawed, links clean; then the checkpoint must
-/// restore exactly again, and `verify` counts the shards a repair would have to rebuild.
+/// restore exactly again, and `verify` counts the shards a repair would have to rebuild
+/// (fast mode does not model repair: real mode runs the client's).
 fn heal(sim: &mut Sim<'_>, saved: &Saved, originals: &[Vec<u8>], verify: bool) -> HealOutcome {
     let now = sim.now;
     let ids: Vec<NodeId> = sim.world.nodes.keys().copied().collect();
@@ -520,7 +525,9 @@ fn heal(sim: &mut Sim<'_>, saved: &Saved, originals: &[Vec<u8>], verify: bool) -
     sim.world.health = world::Health::default();
     let mut out = HealOutcome {
         cluster_back: true,
+        verified_step: Some(saved.step),
         restores_after_heal: false,
+        repair: None,
         full_redundancy: false,
         bad_shards: 0,
         note: String::new(),
@@ -533,7 +540,7 @@ fn heal(sim: &mut Sim<'_>, saved: &Saved, originals: &[Vec<u8>], verify: bool) -
     out.bad_shards = sim.damage(saved).corrupt.len() as u64;
     out.full_redundancy = out.bad_shards == 0;
     if !out.full_redundancy {
-        out.note = format!("{} shard(s) need repair (repair is not on main yet)", out.bad_shards);
+        out.note = format!("{} shard(s) need repair (not modelled in fast mode)", out.bad_shards);
     }
     out
 }

@@ -13,29 +13,30 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rackpoint_client::cluster_dir::{self, InitOptions, NODE_DATA_DIR, NODE_FILE};
 use rackpoint_client::codec::{Codec, ObjectLayout};
+use rackpoint_client::gc::GcOptions;
 use rackpoint_client::local_cluster::{seeded_bytes, LocalCluster, LocalClusterError};
 use rackpoint_client::manifest::Manifest;
 use rackpoint_client::placement;
+use rackpoint_client::repair::{RepairOptions, RepairScope};
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::tls::ClientTls;
-use rackpoint_client::gc::GcOptions;
-use rackpoint_client::repair::{RepairOptions, RepairScope};
 use rackpoint_client::{Client, ClientError};
 use rackpoint_proto::cluster::NodeConfig;
 use rackpoint_proto::{ClusterMap, JobName, NodeId, ObjectName, Rank, Step, StripeIndex};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use rackpoint_proto::limits::{
-    SIM_DETECT_POLL_MS, SIM_DETECT_TIMEOUT_MS, SIM_REAL_RESTORE_TIMEOUT_MS, SIM_REAL_SAVE_TIMEOUT_MS,
-};
 use crate::oracle::{self, Damage, Expectation, StripeNodes};
 use crate::relay::Relay;
 use crate::report::{CellHead, CellReport, HealOutcome, Outcome, RepairOutcome, TrialResult};
 use crate::scenario::{CheckpointSpec, ClusterShape, FaultKind, Phase, Scenario, Scheme};
 use crate::schedule::{resolve, Action};
 use crate::trial_seed;
+use rackpoint_proto::limits::{
+    SIM_DETECT_POLL_MS, SIM_DETECT_TIMEOUT_MS, SIM_REAL_RESTORE_TIMEOUT_MS,
+    SIM_REAL_SAVE_TIMEOUT_MS,
+};
 
 /// Why a real-mode cell could not be set up (a trial's own failures are outcomes).
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +126,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One scheme's cluster, behind relays, for the trials of one scenario.
 struct Cell {
-    _dir: tempfile::TempDir,
     dir: PathBuf,
     cluster: Arc<Mutex<LocalCluster>>,
     relays: BTreeMap<NodeId, Relay>,
@@ -136,6 +136,8 @@ struct Cell {
     shape: ClusterShape,
     /// The scheme's parity shards.
     m: usize,
+    /// Last, so that the folder is removed only after the nodes (in `cluster`) are killed.
+    _dir: tempfile::TempDir,
 }
 
 impl Cell {
@@ -585,7 +587,9 @@ fn classify(
     expect_by_step: &dyn Fn(u64) -> Option<Vec<(ObjectName, Vec<u8>)>>,
 ) -> (Outcome, u64) {
     match result {
-        Err(_) => (Outcome::Error(format!("restore hung past {SIM_REAL_RESTORE_TIMEOUT_MS} ms")), 0),
+        Err(_) => {
+            (Outcome::Error(format!("restore hung past {SIM_REAL_RESTORE_TIMEOUT_MS} ms")), 0)
+        }
         Ok(Err(e @ ClientError::NotEnoughShards { .. })) => {
             (Outcome::NotEnoughShards(e.to_string()), 0)
         }

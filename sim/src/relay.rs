@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use rackpoint_proto::limits::{SIM_RELAY_MAX_DATAGRAM_BYTES, SIM_RELAY_MAX_PEERS, SIM_RELAY_MAX_QUEUED_DATAGRAMS};
+use rackpoint_proto::limits::{
+    SIM_RELAY_MAX_DATAGRAM_BYTES, SIM_RELAY_MAX_PEERS, SIM_RELAY_MAX_QUEUED_DATAGRAMS,
+};
 
 /// What the relay does to traffic; shared between the controller and the forwarding tasks.
 #[derive(Debug)]

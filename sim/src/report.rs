@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::cost::CostReport;
 use crate::durability::{DurabilityParams, MonteCarlo};
-use rackpoint_proto::limits::SIM_MAX_REPORTED_FAILURES;
 use crate::oracle::Expectation;
+use rackpoint_proto::limits::SIM_MAX_REPORTED_FAILURES;
 
 /// How one trial's restore ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

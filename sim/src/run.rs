@@ -66,7 +66,9 @@ pub enum RunError {
     Runtime(std::io::Error),
     /// SIGINT or SIGTERM arrived during a real-mode run; the running clusters' node
     /// processes were stopped.
-    #[error("interrupted by {signal}; stopped {stopped} node process(es) of the running cluster(s)")]
+    #[error(
+        "interrupted by {signal}; stopped {stopped} node process(es) of the running cluster(s)"
+    )]
     Interrupted {
         /// `SIGINT` or `SIGTERM`.
         signal: &'static str,
@@ -225,7 +227,7 @@ fn durability_rows(s: &Scenario, opts: &RunOptions) -> Vec<DurabilityRow> {
                 nodes: s.cluster_of(scheme).nodes,
                 stripes: spec.stripes,
                 node_mtbf_hours: spec.node_mtbf_hours,
-                repair_hours: spec.repair_hours,
+                repair_hours: spec.repair_hours(),
             };
             let mut check = params;
             // Halve the node MTBF until a year loses the checkpoint often enough to count.

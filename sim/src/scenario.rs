@@ -9,8 +9,8 @@ use rackpoint_proto::CodeParams;
 use serde::{Deserialize, Serialize};
 
 use rackpoint_proto::limits::{
-    SIM_MAX_CHECKPOINT_BYTES, SIM_MAX_FAULTS, SIM_MAX_FAULT_TIME_MS, SIM_MAX_OBJECTS, SIM_MAX_SCENARIO_FILE_BYTES,
-    SIM_MAX_SCHEMES, SIM_MAX_TRIALS,
+    SIM_MAX_CHECKPOINT_BYTES, SIM_MAX_FAULTS, SIM_MAX_FAULT_TIME_MS, SIM_MAX_OBJECTS,
+    SIM_MAX_SCENARIO_FILE_BYTES, SIM_MAX_SCHEMES, SIM_MAX_TRIALS,
 };
 
 /// Why a scenario was refused.
@@ -545,19 +545,47 @@ impl Default for HealSpec {
     }
 }
 
-/// Inputs of the durability model.
+/// Inputs of the durability model. The repair time is either given (`repair_hours`) or,
+/// better, derived from a measured repair throughput: a failed node's `node_data_bytes`
+/// rebuilt at `repair_mib_s` (MiB of lost shard bytes rebuilt per second, as the harness's
+/// `repair` measurement reports time to full redundancy after a node is wiped), plus
+/// `repair_start_hours` before the repair begins (detection, an operator).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DurabilitySpec {
     /// Mean time between failures of one storage node, in hours.
     pub node_mtbf_hours: f64,
-    /// Hours to rebuild a failed node's shards elsewhere.
-    pub repair_hours: f64,
+    /// Hours to rebuild a failed node's shards elsewhere (instead of the throughput pair).
+    #[serde(default)]
+    pub repair_hours: Option<f64>,
+    /// Measured repair throughput: MiB of a lost node's shard bytes rebuilt per second.
+    #[serde(default)]
+    pub repair_mib_s: Option<f64>,
+    /// Shard bytes one node holds (what a repair must rebuild when it fails).
+    #[serde(default)]
+    pub node_data_bytes: Option<u64>,
+    /// Hours from a node's failure until its repair starts (with the throughput pair).
+    #[serde(default)]
+    pub repair_start_hours: f64,
     /// Stripes of the checkpoint (each on its own placement group).
     pub stripes: u64,
     /// Years simulated per Monte-Carlo run.
     #[serde(default = "default_years")]
     pub monte_carlo_years: f64,
+}
+
+impl DurabilitySpec {
+    /// Hours to bring a failed node's shards back: `repair_hours` as given, or
+    /// `repair_start_hours + node_data_bytes / (repair_mib_s MiB/s)`.
+    pub fn repair_hours(&self) -> f64 {
+        match (self.repair_hours, self.repair_mib_s, self.node_data_bytes) {
+            (Some(h), _, _) => h,
+            (None, Some(rate), Some(bytes)) => {
+                self.repair_start_hours + bytes as f64 / (rate * 1024.0 * 1024.0) / 3600.0
+            }
+            _ => f64::NAN, // refused by `validate`
+        }
+    }
 }
 
 fn default_years() -> f64 {
@@ -578,7 +606,11 @@ impl Scenario {
         let io = |error| ScenarioError::Io { path: name.clone(), error };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > SIM_MAX_SCENARIO_FILE_BYTES {
-            return Err(ScenarioError::TooLarge { path: name, len, max: SIM_MAX_SCENARIO_FILE_BYTES });
+            return Err(ScenarioError::TooLarge {
+                path: name,
+                len,
+                max: SIM_MAX_SCENARIO_FILE_BYTES,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         Self::from_toml(&text)
@@ -613,8 +645,22 @@ impl Scenario {
         }
         if let Some(d) = &self.durability {
             let ok = |v: f64| v.is_finite() && v > 0.0;
-            if !ok(d.node_mtbf_hours) || !ok(d.repair_hours) || !ok(d.monte_carlo_years) {
+            match (d.repair_hours, d.repair_mib_s, d.node_data_bytes) {
+                (Some(_), None, None) => {}
+                (None, Some(rate), Some(bytes)) if ok(rate) && bytes > 0 => {}
+                _ => {
+                    return Err(invalid(
+                        "durability.repair_hours",
+                        "give repair_hours, or repair_mib_s (> 0) with node_data_bytes (> 0)",
+                    ))
+                }
+            }
+            let start_ok = d.repair_start_hours.is_finite() && d.repair_start_hours >= 0.0;
+            if !ok(d.node_mtbf_hours) || !ok(d.repair_hours()) || !ok(d.monte_carlo_years) {
                 return Err(invalid("durability", "hours and years must be finite and > 0"));
+            }
+            if !start_ok {
+                return Err(invalid("durability.repair_start_hours", "must be finite and >= 0"));
             }
             if d.stripes == 0 {
                 return Err(invalid("durability.stripes", "must be at least 1"));
@@ -799,6 +845,23 @@ count = 2
         assert!(e.contains("cannot parse"), "{e}");
         let e = refused(&format!("{MINIMAL}\nsurprise = 1\n"));
         assert!(e.contains("cannot parse"), "{e}");
+    }
+
+    #[test]
+    fn durability_repair_time_comes_from_the_measured_throughput() {
+        let with = |d: &str| {
+            format!("{MINIMAL}\n[durability]\nnode_mtbf_hours = 43800.0\nstripes = 10\n{d}\n")
+        };
+        let s = Scenario::from_toml(&with("repair_mib_s = 128.0\nnode_data_bytes = 483183820800"))
+            .expect("valid");
+        let d = s.durability.expect("present");
+        assert!((d.repair_hours() - 1.0).abs() < 1e-9, "450 GiB at 128 MiB/s is an hour");
+        let s = Scenario::from_toml(&with("repair_hours = 2.5")).expect("valid");
+        assert_eq!(s.durability.map(|d| d.repair_hours()), Some(2.5));
+        let e = refused(&with("repair_mib_s = 128.0"));
+        assert!(e.contains("durability.repair_hours") && e.contains("node_data_bytes"), "{e}");
+        let e = refused(&with("repair_hours = 1.0\nrepair_mib_s = 1.0\nnode_data_bytes = 1"));
+        assert!(e.contains("durability.repair_hours"), "{e}");
     }
 
     #[test]

@@ -47,7 +47,11 @@ fn two_nodes_killed_restore_exactly_or_refuse_cleanly() {
     for cell in &report.cells {
         for t in &cell.trials_detail {
             let heal = t.heal.as_ref().expect("heal ran");
-            assert!(heal.is_whole(), "{}: heal must restore full redundancy: {heal:?}", cell.scheme);
+            assert!(
+                heal.is_whole(),
+                "{}: heal must restore full redundancy: {heal:?}",
+                cell.scheme
+            );
             assert_eq!(heal.verified_step, Some(1), "{heal:?}");
             let repair = heal.repair.as_ref().expect("the heal phase ran repair");
             assert!(repair.complete && repair.error.is_none(), "{repair:?}");

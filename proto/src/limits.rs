@@ -235,3 +235,70 @@ const _: () = assert!(
     HEARTBEAT_TIMEOUT_MS <= HEARTBEAT_INTERVAL_MS,
     "a heartbeat answers (or fails) before the next one is sent"
 );
+
+// ---- Simulator (rackpoint-sim, issue 9) ----
+// What a scenario file may ask for, what the relays buffer, and how long a real-mode trial
+// waits. The simulator uses every bound above as it is; these are its own.
+
+/// Largest scenario file read.
+pub const SIM_MAX_SCENARIO_FILE_BYTES: u64 = 1024 * 1024;
+/// Most trials per scheme in one run.
+pub const SIM_MAX_TRIALS: u32 = 1_000_000;
+/// Most schemes one scenario compares.
+pub const SIM_MAX_SCHEMES: usize = 16;
+/// Most scheduled faults in one scenario.
+pub const SIM_MAX_FAULTS: usize = 64;
+/// Largest part a trial saves (real mode holds it in memory twice: original and restored).
+pub const SIM_MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Most objects in one part a scenario may ask for.
+pub const SIM_MAX_OBJECTS: u32 = 4096;
+/// Latest time a fault may be scheduled into its phase, and the longest relay delay.
+pub const SIM_MAX_FAULT_TIME_MS: u64 = 600_000;
+/// Largest datagram the relay forwards (QUIC's largest UDP payload is far below it).
+pub const SIM_RELAY_MAX_DATAGRAM_BYTES: usize = 65_535;
+/// Datagrams a relay holds in its delay line; past it, datagrams are dropped (as a router
+/// with a full queue would).
+pub const SIM_RELAY_MAX_QUEUED_DATAGRAMS: usize = 8192;
+/// Distinct client addresses one relay forwards for (each gets its own upstream socket).
+pub const SIM_RELAY_MAX_PEERS: usize = 64;
+/// Longest wait for a fault to be noticed by the client's health view before "not
+/// detected" is recorded.
+pub const SIM_DETECT_TIMEOUT_MS: u64 = 15_000;
+/// How often the health view is looked at while measuring detection.
+pub const SIM_DETECT_POLL_MS: u64 = 20;
+/// Longest a real-mode restore (and each step of the heal phase: list, repair, verify) may
+/// take before the trial counts it as hung.
+pub const SIM_REAL_RESTORE_TIMEOUT_MS: u64 = 300_000;
+/// Longest a real-mode save may take before the trial counts it as hung.
+pub const SIM_REAL_SAVE_TIMEOUT_MS: u64 = 300_000;
+/// After SIGINT or SIGTERM, how long the simulator waits for its runtime's blocking work
+/// once the clusters' nodes are killed.
+pub const SIM_SHUTDOWN_GRACE_MS: u64 = 1_000;
+/// Failing trial seeds a report lists per scheme (the count is always exact).
+pub const SIM_MAX_REPORTED_FAILURES: usize = 32;
+/// Most simulated events one fast-mode trial may process before it is declared stuck.
+pub const SIM_FAST_MAX_EVENTS_PER_TRIAL: u64 = 10_000_000;
+/// Most Monte-Carlo runs of the durability check.
+pub const SIM_MAX_MONTE_CARLO_RUNS: u64 = 10_000_000;
+
+const _: () = assert!(
+    SIM_RELAY_MAX_DATAGRAM_BYTES >= QUIC_MAX_UDP_PAYLOAD_BYTES as usize,
+    "the relay forwards every datagram QUIC may send"
+);
+const _: () = assert!(
+    SIM_RELAY_MAX_PEERS >= 2,
+    "a relay serves the trial's watcher and restorer clients at once"
+);
+const _: () = assert!(
+    SIM_DETECT_POLL_MS < SIM_DETECT_TIMEOUT_MS && SIM_DETECT_TIMEOUT_MS >= HEARTBEAT_INTERVAL_MS,
+    "detection is polled several times and waits at least one heartbeat"
+);
+const _: () = assert!(
+    SIM_MAX_OBJECTS as usize <= MAX_OBJECTS_PER_PART,
+    "a scenario's part is one the client can save"
+);
+const _: () = assert!(
+    SIM_REAL_RESTORE_TIMEOUT_MS > CLIENT_REQUEST_TIMEOUT_MS
+        && SIM_REAL_SAVE_TIMEOUT_MS > CLIENT_REQUEST_TIMEOUT_MS,
+    "a trial's save or restore bound outlasts any one request's timeout"
+);

@@ -169,7 +169,7 @@ fn one_run(p: &DurabilityParams, hours: f64, rng: &mut StdRng) -> bool {
 
 /// `runs` seeded Monte-Carlo runs of `hours` each (a fresh placement per run).
 pub fn monte_carlo(p: &DurabilityParams, hours: f64, runs: u64, seed: u64) -> MonteCarlo {
-    let runs = runs.clamp(1, crate::limits::MAX_MONTE_CARLO_RUNS);
+    let runs = runs.clamp(1, rackpoint_proto::limits::SIM_MAX_MONTE_CARLO_RUNS);
     let mut rng = StdRng::seed_from_u64(seed);
     let losses = (0..runs).filter(|_| one_run(p, hours, &mut rng)).count() as u64;
     let probability = losses as f64 / runs as f64;

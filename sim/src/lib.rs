@@ -8,7 +8,6 @@
 pub mod cost;
 pub mod durability;
 pub mod fast;
-pub mod limits;
 pub mod oracle;
 pub mod plot;
 pub mod real;

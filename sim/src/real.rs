@@ -7,15 +7,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rackpoint_client::cluster_dir::{self, InitOptions, NODE_FILE};
+use rackpoint_client::cluster_dir::{self, InitOptions, NODE_DATA_DIR, NODE_FILE};
 use rackpoint_client::codec::{Codec, ObjectLayout};
+use rackpoint_client::gc::GcOptions;
 use rackpoint_client::local_cluster::{seeded_bytes, LocalCluster, LocalClusterError};
 use rackpoint_client::manifest::Manifest;
 use rackpoint_client::placement;
+use rackpoint_client::repair::{RepairOptions, RepairScope};
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::tls::ClientTls;
@@ -25,15 +27,16 @@ use rackpoint_proto::{ClusterMap, JobName, NodeId, ObjectName, Rank, Step, Strip
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::limits::{
-    DETECT_POLL_MS, DETECT_TIMEOUT_MS, REAL_RESTORE_TIMEOUT_MS, REAL_SAVE_TIMEOUT_MS,
-};
 use crate::oracle::{self, Damage, Expectation, StripeNodes};
 use crate::relay::Relay;
-use crate::report::{CellHead, CellReport, HealOutcome, Outcome, TrialResult};
+use crate::report::{CellHead, CellReport, HealOutcome, Outcome, RepairOutcome, TrialResult};
 use crate::scenario::{CheckpointSpec, ClusterShape, FaultKind, Phase, Scenario, Scheme};
 use crate::schedule::{resolve, Action};
 use crate::trial_seed;
+use rackpoint_proto::limits::{
+    SIM_DETECT_POLL_MS, SIM_DETECT_TIMEOUT_MS, SIM_REAL_RESTORE_TIMEOUT_MS,
+    SIM_REAL_SAVE_TIMEOUT_MS,
+};
 
 /// Why a real-mode cell could not be set up (a trial's own failures are outcomes).
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +126,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One scheme's cluster, behind relays, for the trials of one scenario.
 struct Cell {
-    _dir: tempfile::TempDir,
     dir: PathBuf,
     cluster: Arc<Mutex<LocalCluster>>,
     relays: BTreeMap<NodeId, Relay>,
@@ -134,6 +136,8 @@ struct Cell {
     shape: ClusterShape,
     /// The scheme's parity shards.
     m: usize,
+    /// Last, so that the folder is removed only after the nodes (in `cluster`) are killed.
+    _dir: tempfile::TempDir,
 }
 
 impl Cell {
@@ -143,6 +147,7 @@ impl Cell {
         spec: &CheckpointSpec,
         opts: &RealOptions,
         seed: u64,
+        label: &str,
     ) -> Result<Self, RealError> {
         let tmp = tempfile::Builder::new()
             .prefix("rackpoint-sim-")
@@ -171,10 +176,13 @@ impl Cell {
         let relay_cluster_file = dir.join("cluster-relayed.toml");
         std::fs::write(&relay_cluster_file, map.to_toml())
             .map_err(|error| RealError::Io { path: relay_cluster_file.clone(), error })?;
+        let cluster = Arc::new(Mutex::new(cluster));
+        register(&cluster);
+        eprintln!("rackpoint-sim: {label}: {} nodes up in {}", shape.nodes, dir.display());
         Ok(Self {
             _dir: tmp,
             dir,
-            cluster: Arc::new(Mutex::new(cluster)),
+            cluster,
             relays,
             map,
             relay_cluster_file,
@@ -193,10 +201,41 @@ impl Cell {
     }
 }
 
+/// Every cluster real mode has started and not yet dropped, so that a signal can stop
+/// their nodes (see [`stop_all_clusters`]).
+static LIVE: Mutex<Vec<Weak<Mutex<LocalCluster>>>> = Mutex::new(Vec::new());
+
+fn register(cluster: &Arc<Mutex<LocalCluster>>) {
+    let mut live = lock(&LIVE);
+    live.retain(|w| w.strong_count() > 0);
+    live.push(Arc::downgrade(cluster));
+}
+
+/// SIGKILLs and reaps every node process of every live real-mode cluster (a cluster that is
+/// dropped kills its own nodes; this is for the ones a signal interrupted). Returns how many
+/// node processes were stopped.
+pub fn stop_all_clusters() -> usize {
+    let live: Vec<Arc<Mutex<LocalCluster>>> =
+        std::mem::take(&mut *lock(&LIVE)).iter().filter_map(Weak::upgrade).collect();
+    let mut stopped = 0;
+    for cluster in live {
+        let mut c = lock(&cluster);
+        let ids: Vec<NodeId> = c.map().nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            if c.is_running(id) && c.kill(id).is_ok() {
+                stopped += 1;
+            }
+        }
+    }
+    stopped
+}
+
 /// What the faults have done so far in a trial, for the oracle and the heal phase.
 #[derive(Default)]
 struct FaultState {
     killed: BTreeSet<NodeId>,
+    /// Killed nodes whose data folder was deleted (they restart empty).
+    wiped: BTreeSet<NodeId>,
     frozen: BTreeSet<NodeId>,
     partitioned: BTreeSet<NodeId>,
     restarted: BTreeSet<NodeId>,
@@ -290,6 +329,29 @@ async fn fire(ctx: &Ctx<'_>, a: &Action) {
                         lock(ctx.state).killed.insert(id);
                     }
                     Err(e) => note(format!("kill {id}: {e}")),
+                }
+            }
+        }
+        FaultKind::Wipe => {
+            for &id in &a.nodes {
+                let c = cluster.clone();
+                let r = blocking(move || {
+                    let mut c = lock(&c);
+                    match c.kill(id) {
+                        Ok(_) | Err(LocalClusterError::NotRunning(_)) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                    let data = c.node_dir(id).join(NODE_DATA_DIR);
+                    std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))
+                })
+                .await;
+                match r {
+                    Ok(()) => {
+                        let mut s = lock(ctx.state);
+                        s.killed.insert(id);
+                        s.wiped.insert(id);
+                    }
+                    Err(e) => note(format!("wipe {id}: {e}")),
                 }
             }
         }
@@ -482,7 +544,7 @@ async fn detect(client: &Client, want: &BTreeSet<NodeId>, since: Instant) -> Opt
     if want.is_empty() {
         return None;
     }
-    let deadline = since + Duration::from_millis(DETECT_TIMEOUT_MS);
+    let deadline = since + Duration::from_millis(SIM_DETECT_TIMEOUT_MS);
     loop {
         let down: BTreeSet<NodeId> = client.down_nodes().into_iter().collect();
         if want.is_subset(&down) {
@@ -491,7 +553,7 @@ async fn detect(client: &Client, want: &BTreeSet<NodeId>, since: Instant) -> Opt
         if Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(DETECT_POLL_MS)).await;
+        tokio::time::sleep(Duration::from_millis(SIM_DETECT_POLL_MS)).await;
     }
 }
 
@@ -525,7 +587,9 @@ fn classify(
     expect_by_step: &dyn Fn(u64) -> Option<Vec<(ObjectName, Vec<u8>)>>,
 ) -> (Outcome, u64) {
     match result {
-        Err(_) => (Outcome::Error(format!("restore hung past {REAL_RESTORE_TIMEOUT_MS} ms")), 0),
+        Err(_) => {
+            (Outcome::Error(format!("restore hung past {SIM_REAL_RESTORE_TIMEOUT_MS} ms")), 0)
+        }
         Ok(Err(e @ ClientError::NotEnoughShards { .. })) => {
             (Outcome::NotEnoughShards(e.to_string()), 0)
         }
@@ -561,7 +625,11 @@ fn classify(
 }
 
 /// Runs one scenario on one scheme: `trials` trials from `seed` (or the one trial `replay`
-/// names), calling `tick` after each.
+/// names), calling `tick` after each. The trials share one cluster, each with its own job:
+/// the heal phase brings full redundancy back and deletes the trial's checkpoints, so the
+/// next trial starts from a healthy cluster. A trial whose heal did not make the cluster
+/// whole (a node that did not restart, a repair short of full redundancy) is followed by a
+/// fresh cluster, so one failed heal cannot poison the trials after it.
 pub async fn run_cell(
     scenario: &Scenario,
     scheme: &Scheme,
@@ -572,13 +640,23 @@ pub async fn run_cell(
     tick: &(dyn Fn() + Sync),
 ) -> Result<CellReport, RealError> {
     let shape = scenario.cluster_of(scheme);
-    let cell = Cell::start(scheme, shape, &scenario.checkpoint, opts, seed).await?;
+    let label = format!("{}/{}", scenario.name, scheme.name);
+    let mut cell = Cell::start(scheme, shape, &scenario.checkpoint, opts, seed, &label).await?;
     let (k, m) = scheme.km();
     let mut results = Vec::with_capacity(trials as usize);
+    let mut clusters = 1;
     for t in 0..trials {
         let tseed = replay.unwrap_or_else(|| trial_seed(seed, t));
-        results.push(run_trial(scenario, &cell, opts, t, tseed, usize::from(k)).await);
+        let result = run_trial(scenario, &cell, opts, t, tseed, usize::from(k)).await;
+        let whole = result.heal.as_ref().is_some_and(HealOutcome::is_whole);
+        results.push(result);
         tick();
+        if !whole && t + 1 < trials {
+            drop(cell);
+            clusters += 1;
+            let fresh = seed ^ u64::from(t + 1).wrapping_mul(0xA24B_AED4_963E_E407);
+            cell = Cell::start(scheme, shape, &scenario.checkpoint, opts, fresh, &label).await?;
+        }
     }
     let head = CellHead {
         scenario: scenario.name.clone(),
@@ -589,7 +667,9 @@ pub async fn run_cell(
         nodes: shape.nodes,
         mode: "real".into(),
     };
-    Ok(CellReport::from_trials(head, results, None))
+    let mut report = CellReport::from_trials(head, results, None);
+    report.clusters = clusters;
+    Ok(report)
 }
 
 async fn run_trial(
@@ -662,7 +742,7 @@ async fn run_trial(
             }
             Ok::<_, ClientError>(replicas)
         };
-        let bounded = tokio::time::timeout(Duration::from_millis(REAL_SAVE_TIMEOUT_MS), save);
+        let bounded = tokio::time::timeout(Duration::from_millis(SIM_REAL_SAVE_TIMEOUT_MS), save);
         let saved_ok = with_faults(&ctx, &actions, Phase::DuringSave, bounded).await;
         result.save_ms = started.elapsed().as_secs_f64() * 1e3;
         match saved_ok {
@@ -670,7 +750,7 @@ async fn run_trial(
             Ok(Err(e)) => result.outcome = Outcome::SaveFailed(e.to_string()),
             Err(_) => {
                 result.outcome =
-                    Outcome::SaveFailed(format!("save hung past {REAL_SAVE_TIMEOUT_MS} ms"))
+                    Outcome::SaveFailed(format!("save hung past {SIM_REAL_SAVE_TIMEOUT_MS} ms"))
             }
         }
     }
@@ -695,7 +775,7 @@ async fn run_trial(
         };
         restore_phase(&trial, step, kill_client.is_some(), &mut result).await;
     }
-    result.heal = Some(heal(scenario, cell, &job, &saved, &state, &result).await);
+    result.heal = Some(heal(scenario, cell, &job, &saved, &state).await);
     let s = lock(&state);
     if !s.errors.is_empty() && result.outcome == Outcome::Restored && !result.expected.recoverable {
         result.outcome = Outcome::Error(format!("fault injection failed: {}", s.errors.join("; ")));
@@ -777,7 +857,11 @@ async fn restore_phase(t: &TrialCtx<'_>, step: u64, latest: bool, result: &mut T
     for a in actions.iter().filter(|a| a.fault.phase == Phase::DuringRestore) {
         if matches!(
             a.fault.kind,
-            FaultKind::Kill | FaultKind::KillRack | FaultKind::Freeze | FaultKind::Partition
+            FaultKind::Kill
+                | FaultKind::KillRack
+                | FaultKind::Wipe
+                | FaultKind::Freeze
+                | FaultKind::Partition
         ) {
             damage.unavailable.extend(&a.nodes);
         }
@@ -808,7 +892,7 @@ async fn restore_phase(t: &TrialCtx<'_>, step: u64, latest: bool, result: &mut T
     let which = if latest { Which::Latest } else { Which::Step(Step(step)) };
     let started = Instant::now();
     let bounded = tokio::time::timeout(
-        Duration::from_millis(REAL_RESTORE_TIMEOUT_MS),
+        Duration::from_millis(SIM_REAL_RESTORE_TIMEOUT_MS),
         restorer.restore(job, which, Rank(0)),
     );
     let restored = with_faults(&ctx, actions, Phase::DuringRestore, bounded).await;
@@ -874,74 +958,123 @@ async fn heal_network_and_processes(cell: &Cell, state: &Mutex<FaultState>) {
     }
 }
 
-/// The heal phase: everything back, the checkpoint restores exactly, `verify` counts what a
-/// repair would have to rebuild; then the trial's checkpoints are deleted.
+/// The heal phase: everything back (restarts, thaws, relays cleared, disks given back),
+/// then the client's repair over the trial's job, then the newest committed step must
+/// restore exactly and `verify` must find full redundancy; last, the trial's checkpoints
+/// (and the orphans of an interrupted save) are deleted so the cell's cluster can serve the
+/// next trial.
 async fn heal(
     scenario: &Scenario,
     cell: &Cell,
     job: &JobName,
     saved: &BTreeMap<u64, Vec<(ObjectName, Vec<u8>)>>,
     state: &Mutex<FaultState>,
-    result: &TrialResult,
 ) -> HealOutcome {
     heal_network_and_processes(cell, state).await;
     let mut out = HealOutcome {
         cluster_back: false,
+        verified_step: None,
         restores_after_heal: false,
+        repair: None,
         full_redundancy: false,
         bad_shards: 0,
         note: String::new(),
     };
     let still_down = lock(state).killed.clone();
     out.cluster_back = still_down.is_empty();
+    let mut notes = Vec::new();
     if !out.cluster_back {
-        out.note = format!("nodes {still_down:?} did not restart");
+        notes.push(format!("nodes {still_down:?} did not restart"));
     }
+    // A fresh client: the trial's clients still hold the faults' down marks.
     let Ok(client) = cell.client() else {
         out.note = "no client".into();
         return out;
     };
-    if scenario.heal.verify
-        && matches!(
-            result.outcome,
-            Outcome::Restored | Outcome::NotEnoughShards(_) | Outcome::NotFound(_)
-        )
-    {
-        if let Some((&step, want)) = saved.iter().next_back() {
-            let got = client.restore(job, Which::Latest, Rank(0)).await;
-            out.restores_after_heal = match &got {
-                Ok((r, objs)) => {
-                    let expect = if r.manifest.step.0 == step {
-                        Some(want)
-                    } else {
-                        saved.get(&r.manifest.step.0)
-                    };
-                    expect.is_some_and(|w| {
-                        w.len() == objs.len()
-                            && w.iter().zip(objs).all(|((n, b), o)| *n == o.name && *b == o.bytes)
-                    })
+    // The newest committed step: the interrupted save of a killed client is not one.
+    let committed: Vec<u64> = match bounded(client.list(job)).await {
+        Ok(list) => list.into_iter().filter(|c| c.complete).map(|c| c.step.0).collect(),
+        Err(e) => {
+            notes.push(format!("list: {e}"));
+            Vec::new()
+        }
+    };
+    let newest = committed.iter().copied().filter(|s| saved.contains_key(s)).max();
+    out.verified_step = newest;
+    if newest.is_none() && !saved.is_empty() {
+        notes.push("no committed step to heal".into());
+    }
+    if let (true, Some(_)) = (scenario.heal.repair, newest) {
+        let options = RepairOptions { read_bytes_per_sec: None };
+        let started = Instant::now();
+        let repaired = bounded(client.repair(job, RepairScope::All, options)).await;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        out.repair = Some(match repaired {
+            Ok(r) => {
+                for p in r.parts.iter().flat_map(|p| &p.problems) {
+                    notes.push(format!("repair: {}", p.problem));
                 }
-                Err(_) => false,
-            };
-            if let Ok(Ok(report)) = tokio::time::timeout(
-                Duration::from_millis(REAL_RESTORE_TIMEOUT_MS),
-                client.verify(job, Step(step)),
-            )
-            .await
-            {
+                RepairOutcome {
+                    ms,
+                    complete: r.is_complete(),
+                    shards_written: r.shards_written(),
+                    moved: r.parts.iter().map(|p| p.moved).sum(),
+                    bytes_written: r.parts.iter().map(|p| p.bytes_written).sum(),
+                    bytes_read: r.bytes_read(),
+                    manifest_copies_added: r.parts.iter().map(|p| p.manifest_copies_added).sum(),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                notes.push(format!("repair: {e}"));
+                RepairOutcome { ms, error: Some(e.to_string()), ..RepairOutcome::default() }
+            }
+        });
+    }
+    if let (true, Some(step)) = (scenario.heal.verify, newest) {
+        let got = bounded(client.restore(job, Which::Step(Step(step)), Rank(0))).await;
+        out.restores_after_heal = match &got {
+            Ok((_, objs)) => saved.get(&step).is_some_and(|w| {
+                w.len() == objs.len()
+                    && w.iter().zip(objs).all(|((n, b), o)| *n == o.name && *b == o.bytes)
+            }),
+            Err(e) => {
+                notes.push(format!("restore after heal: {e}"));
+                false
+            }
+        };
+        match bounded(client.verify(job, Step(step))).await {
+            Ok(report) => {
                 out.bad_shards = report.bad_shards.len() as u64;
                 out.full_redundancy = report.is_healthy();
                 if !out.full_redundancy {
-                    out.note = format!(
-                        "{} shard(s) need repair (repair is not on main yet)",
-                        out.bad_shards
-                    );
+                    notes.push(format!(
+                        "verify: {} bad shard(s), {} chain problem(s)",
+                        out.bad_shards,
+                        report.chain_problems.len()
+                    ));
                 }
             }
+            Err(e) => notes.push(format!("verify: {e}")),
         }
     }
     for &step in saved.keys() {
-        let _ = client.delete(job, Step(step)).await;
+        let _ = bounded(client.delete(job, Step(step))).await;
     }
+    if saved.keys().any(|s| !committed.contains(s)) {
+        // Shards of the interrupted save have no manifest: sweep them now, with no grace.
+        let _ = bounded(client.gc(job, GcOptions { keep: 0, orphan_grace_ms: 0 })).await;
+    }
+    out.note = notes.join("; ");
     out
+}
+
+/// `work`, bounded by the real-mode restore bound (a hung heal step is an error, not a hang).
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_millis(SIM_REAL_RESTORE_TIMEOUT_MS), work).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("hung past {SIM_REAL_RESTORE_TIMEOUT_MS} ms")),
+    }
 }

@@ -4,8 +4,8 @@
 //!
 //! The client's cluster map names the relay's address; TLS still checks the node's identity,
 //! since the server name comes from the node id (`node_server_name`), not the address. Each
-//! client address gets its own upstream socket (at most `RELAY_MAX_PEERS`), so the node sees
-//! one peer per client. Delayed datagrams wait in a bounded delay line; when it is full they
+//! client address gets its own upstream socket (at most `SIM_RELAY_MAX_PEERS`), so the node sees
+//! one peer per client; past that, the least recently heard client is evicted. Delayed datagrams wait in a bounded delay line; when it is full they
 //! are dropped, as a router with a full queue would.
 
 use std::collections::HashMap;
@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::limits::{RELAY_MAX_DATAGRAM_BYTES, RELAY_MAX_PEERS, RELAY_MAX_QUEUED_DATAGRAMS};
+use rackpoint_proto::limits::{
+    SIM_RELAY_MAX_DATAGRAM_BYTES, SIM_RELAY_MAX_PEERS, SIM_RELAY_MAX_QUEUED_DATAGRAMS,
+};
 
 /// What the relay does to traffic; shared between the controller and the forwarding tasks.
 #[derive(Debug)]
@@ -40,7 +42,7 @@ struct Controls {
 pub struct RelayCounters {
     /// Datagrams passed on.
     pub forwarded: u64,
-    /// Datagrams dropped (partition, loss, full delay line, too many peers).
+    /// Datagrams dropped (partition, loss, full delay line).
     pub dropped: u64,
 }
 
@@ -73,7 +75,7 @@ impl Relay {
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         });
-        let (delay_tx, delay_rx) = mpsc::channel(RELAY_MAX_QUEUED_DATAGRAMS);
+        let (delay_tx, delay_rx) = mpsc::channel(SIM_RELAY_MAX_QUEUED_DATAGRAMS);
         let tasks = Arc::new(Mutex::new(Vec::new()));
         let line = tokio::spawn(delay_line(delay_rx));
         let from_clients =
@@ -185,8 +187,20 @@ async fn delay_line(mut rx: mpsc::Receiver<Outgoing>) {
     }
 }
 
+/// One client address the relay forwards for.
+struct Peer {
+    up: Arc<UdpSocket>,
+    /// Its reply task, to stop when the peer is evicted.
+    back: tokio::task::AbortHandle,
+    /// When it last sent, in datagrams received by the relay (for eviction).
+    last: u64,
+}
+
 /// Reads datagrams from clients and forwards each through its client's upstream socket,
-/// making one (and its reply task) for a new client.
+/// making one (and its reply task) for a new client. With `SIM_RELAY_MAX_PEERS` peers
+/// already, the one that sent least recently is evicted: clients come and go (every trial
+/// of a cell makes new ones against the same relays), and a client long gone must not keep
+/// a new one out.
 async fn from_clients(
     down: Arc<UdpSocket>,
     node: SocketAddr,
@@ -194,16 +208,26 @@ async fn from_clients(
     delay_tx: mpsc::Sender<Outgoing>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
-    let mut peers: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    let mut buf = vec![0u8; RELAY_MAX_DATAGRAM_BYTES];
+    let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+    let mut buf = vec![0u8; SIM_RELAY_MAX_DATAGRAM_BYTES];
+    let mut clock = 0u64;
     loop {
         let Ok((len, client)) = down.recv_from(&mut buf).await else { continue };
-        let up = match peers.get(&client) {
-            Some(up) => up.clone(),
-            None if peers.len() < RELAY_MAX_PEERS => {
+        clock += 1;
+        let up = match peers.get_mut(&client) {
+            Some(peer) => {
+                peer.last = clock;
+                peer.up.clone()
+            }
+            None => {
+                if peers.len() >= SIM_RELAY_MAX_PEERS {
+                    let oldest = peers.iter().min_by_key(|(_, p)| p.last).map(|(a, _)| *a);
+                    if let Some(gone) = oldest.and_then(|a| peers.remove(&a)) {
+                        gone.back.abort();
+                    }
+                }
                 let Ok(up) = upstream(node).await else { continue };
                 let up = Arc::new(up);
-                peers.insert(client, up.clone());
                 let back = tokio::spawn(from_node(
                     up.clone(),
                     down.clone(),
@@ -211,12 +235,14 @@ async fn from_clients(
                     controls.clone(),
                     delay_tx.clone(),
                 ));
-                lock(&tasks).push(back);
+                let abort = back.abort_handle();
+                {
+                    let mut tasks = lock(&tasks);
+                    tasks.retain(|t| !t.is_finished());
+                    tasks.push(back);
+                }
+                peers.insert(client, Peer { up: up.clone(), back: abort, last: clock });
                 up
-            }
-            None => {
-                controls.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
         };
         forward(&controls, &delay_tx, &up, None, &buf[..len]).await;
@@ -237,7 +263,7 @@ async fn from_node(
     controls: Arc<Controls>,
     delay_tx: mpsc::Sender<Outgoing>,
 ) {
-    let mut buf = vec![0u8; RELAY_MAX_DATAGRAM_BYTES];
+    let mut buf = vec![0u8; SIM_RELAY_MAX_DATAGRAM_BYTES];
     loop {
         // While the node is down its port refuses datagrams (ECONNREFUSED on a connected
         // socket); keep listening, it comes back on the same port.
@@ -272,6 +298,18 @@ mod tests {
         match tokio::time::timeout(wait, client.recv_from(&mut buf)).await {
             Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
             _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn more_clients_than_the_peer_bound_all_get_through() {
+        let (node, _echo) = echo().await;
+        let relay = Relay::start(node, 2).await.expect("relay");
+        for i in 0..SIM_RELAY_MAX_PEERS + 8 {
+            let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let msg = format!("client {i}");
+            let got = ask(&client, relay.addr(), msg.as_bytes()).await;
+            assert_eq!(got.as_deref(), Some(msg.as_bytes()), "a new client past the bound");
         }
     }
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::cost::CostReport;
 use crate::durability::{DurabilityParams, MonteCarlo};
-use crate::limits::MAX_REPORTED_FAILURES;
 use crate::oracle::Expectation;
+use rackpoint_proto::limits::SIM_MAX_REPORTED_FAILURES;
 
 /// How one trial's restore ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,19 +36,51 @@ impl Outcome {
     }
 }
 
+/// What the heal phase's repair did.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct RepairOutcome {
+    /// Milliseconds the repair took.
+    pub ms: f64,
+    /// The repair reported every part back to full redundancy.
+    pub complete: bool,
+    /// Shards written (rewritten in place or moved).
+    pub shards_written: u64,
+    /// Of them, shards moved to another node.
+    pub moved: u64,
+    /// Shard bytes written.
+    pub bytes_written: u64,
+    /// Shard bytes read to rebuild.
+    pub bytes_read: u64,
+    /// Manifest copies written back.
+    pub manifest_copies_added: usize,
+    /// Why the repair call failed, if it did.
+    pub error: Option<String>,
+}
+
 /// How the heal phase ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealOutcome {
     /// Every node answered again after restarts, thaws and cleared relays.
     pub cluster_back: bool,
-    /// The checkpoint restored with the exact bytes after healing.
+    /// The step healed and verified: the newest committed one (`None`: nothing committed).
+    pub verified_step: Option<u64>,
+    /// That step restored with the exact bytes after healing.
     pub restores_after_heal: bool,
-    /// `verify` found every shard good (full redundancy) without repair.
+    /// The repair, when it ran.
+    pub repair: Option<RepairOutcome>,
+    /// `verify` after the repair found every part, every shard good and clean chains.
     pub full_redundancy: bool,
-    /// Shards `verify` found missing or corrupt (what a repair must rebuild).
+    /// Shards `verify` still found missing or corrupt after the repair.
     pub bad_shards: u64,
     /// What did not come back, if anything.
     pub note: String,
+}
+
+impl HealOutcome {
+    /// Whether the cluster is back to a healthy state the next trial may start from.
+    pub fn is_whole(&self) -> bool {
+        self.cluster_back && self.full_redundancy && self.restores_after_heal
+    }
 }
 
 /// One trial.
@@ -156,6 +188,19 @@ pub struct CellReport {
     pub healed_full: u32,
     /// Trials whose heal phase ran.
     pub healed: u32,
+    /// Trials whose heal phase ran the repair.
+    pub repairs_run: u32,
+    /// Trials whose repair rebuilt something (shards or manifest copies).
+    pub repairs_rebuilt: u32,
+    /// Shards the repairs wrote, over all trials.
+    pub repair_shards: u64,
+    /// Shard bytes the repairs wrote, over all trials.
+    pub repair_bytes: u64,
+    /// Repair time, ms (trials whose repair ran).
+    pub repair_ms: Percentiles,
+    /// Clusters the cell started (real mode: one, plus one after each heal that did not
+    /// make the cluster whole; fast mode: 0).
+    pub clusters: u32,
     /// Seeds of the trials that disagree with the oracle (first few).
     pub failing_seeds: Vec<u64>,
     /// The failure cost for the scenario's job model with this cell's times.
@@ -175,7 +220,7 @@ impl CellReport {
             .iter()
             .filter(|t| !t.agrees())
             .map(|t| t.seed)
-            .take(MAX_REPORTED_FAILURES)
+            .take(SIM_MAX_REPORTED_FAILURES)
             .collect();
         let bytes: u64 = trials.iter().map(|t| t.bytes_read).sum();
         Self {
@@ -199,11 +244,23 @@ impl CellReport {
             mean_bytes_read: if n == 0 { 0.0 } else { bytes as f64 / f64::from(n) },
             healed_full: count(&|t| t.heal.as_ref().is_some_and(|h| h.full_redundancy)),
             healed: count(&|t| t.heal.is_some()),
+            repairs_run: count(&|t| repair_of(t).is_some()),
+            repairs_rebuilt: count(&|t| {
+                repair_of(t).is_some_and(|r| r.shards_written > 0 || r.manifest_copies_added > 0)
+            }),
+            repair_shards: trials.iter().filter_map(repair_of).map(|r| r.shards_written).sum(),
+            repair_bytes: trials.iter().filter_map(repair_of).map(|r| r.bytes_written).sum(),
+            repair_ms: percentiles(trials.iter().filter_map(repair_of).map(|r| r.ms)),
+            clusters: 0,
             failing_seeds,
             cost,
             trials_detail: trials,
         }
     }
+}
+
+fn repair_of(t: &TrialResult) -> Option<&RepairOutcome> {
+    t.heal.as_ref().and_then(|h| h.repair.as_ref())
 }
 
 /// The identifying part of a cell.
@@ -291,9 +348,10 @@ pub fn table(report: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:<8} {:>5} {:>4} {:>6} {:>9} {:>8} {:>6} {:>5} {:>15} {:>15} {:>10} {:>9} {:>11} {:>6}",
+        "{:<22} {:<8} {:>5} {:>4} {:>6} {:>9} {:>8} {:>6} {:>5} {:>15} {:>15} {:>10} {:>9} {:>9} {:>15} {:>11} {:>6}",
         "scenario", "scheme", "nodes", "ovh", "trials", "recovered", "expected", "clean", "wrong",
-        "restore p50/99", "detect p50/99", "MiB read", "healed", "GPU-h/fail", "eff"
+        "restore p50/99", "detect p50/99", "MiB read", "healed", "rebuilt", "repair p50/99",
+        "GPU-h/fail", "eff"
     );
     for c in &report.cells {
         let (gpu_h, eff) = c.cost.map_or(("-".into(), "-".into()), |k| {
@@ -301,7 +359,7 @@ pub fn table(report: &RunReport) -> String {
         });
         let _ = writeln!(
             out,
-            "{:<22} {:<8} {:>5} {:>4.2} {:>6} {:>8.1}% {:>7.1}% {:>6} {:>5} {:>15} {:>15} {:>10.1} {:>9} {:>11} {:>6}",
+            "{:<22} {:<8} {:>5} {:>4.2} {:>6} {:>8.1}% {:>7.1}% {:>6} {:>5} {:>15} {:>15} {:>10.1} {:>9} {:>9} {:>15} {:>11} {:>6}",
             truncate(&c.scenario, 22),
             c.scheme,
             c.nodes,
@@ -315,6 +373,8 @@ pub fn table(report: &RunReport) -> String {
             ms(&c.detect_ms),
             c.mean_bytes_read / (1024.0 * 1024.0),
             format!("{}/{}", c.healed_full, c.healed),
+            format!("{}/{}", c.repairs_rebuilt, c.repairs_run),
+            ms(&c.repair_ms),
             gpu_h,
             eff,
         );

@@ -1,6 +1,8 @@
 //! A whole run: every scenario on every scheme in the chosen mode, then the costs and the
 //! durability figures, gathered into one [`RunReport`].
 
+use rackpoint_proto::limits::SIM_SHUTDOWN_GRACE_MS;
+
 use crate::cost;
 use crate::durability::{self, DurabilityParams};
 use crate::real::{self, RealError, RealOptions};
@@ -59,9 +61,53 @@ pub enum RunError {
     /// Real mode was asked for without its binaries.
     #[error("real mode needs the rackpoint-store binary and a save-worker binary")]
     NoRealOptions,
-    /// The async runtime could not start.
+    /// The async runtime could not start, or its signal handlers could not be installed.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// SIGINT or SIGTERM arrived during a real-mode run; the running clusters' node
+    /// processes were stopped.
+    #[error(
+        "interrupted by {signal}; stopped {stopped} node process(es) of the running cluster(s)"
+    )]
+    Interrupted {
+        /// `SIGINT` or `SIGTERM`.
+        signal: &'static str,
+        /// Node processes killed by the handler (a dropped cluster kills its own too).
+        stopped: usize,
+    },
+}
+
+impl RunError {
+    /// The exit status a shell gives a process killed by the signal (128 + its number), for
+    /// an interrupted run; `None` otherwise.
+    pub fn signal_exit_status(&self) -> Option<u8> {
+        match self {
+            RunError::Interrupted { signal: "SIGINT", .. } => Some(130),
+            RunError::Interrupted { .. } => Some(143),
+            _ => None,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, listened for during a real-mode run (installed inside the runtime).
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new(rt: &tokio::runtime::Runtime) -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in = rt.enter();
+        Ok(Self { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
 }
 
 /// Trials each cell of `scenarios` will run under `opts` (for a progress bar).
@@ -82,13 +128,15 @@ pub fn run(
     tick: &(dyn Fn() + Sync),
 ) -> Result<RunReport, RunError> {
     let mut cells = Vec::new();
-    let runtime = match opts.mode {
-        Mode::Real => Some(
-            tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = match opts.mode {
+        Mode::Real => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .map_err(RunError::Runtime)?,
-        ),
+                .map_err(RunError::Runtime)?;
+            let interrupts = Interrupts::new(&rt).map_err(RunError::Runtime)?;
+            Some((rt, interrupts))
+        }
         Mode::Fast => None,
     };
     for scenario in scenarios {
@@ -96,19 +144,38 @@ pub fn run(
         let seed = opts.seed.unwrap_or(scenario.seed);
         let job = scenario.job.resolve().expect("validated when loaded");
         for scheme in &scenario.schemes {
-            let mut cell = match (&runtime, opts.mode) {
-                (Some(rt), Mode::Real) => {
+            let mut cell = match (&mut runtime, opts.mode) {
+                (Some((rt, interrupts)), Mode::Real) => {
                     let real_opts = opts.real.as_ref().ok_or(RunError::NoRealOptions)?;
                     let trials = if opts.replay.is_some() { 1 } else { trials };
                     let seed_for = opts.replay;
-                    rt.block_on(real::run_cell(
-                        scenario, scheme, trials, seed, seed_for, real_opts, tick,
-                    ))
-                    .map_err(|error| RunError::Real {
-                        scenario: scenario.name.clone(),
-                        scheme: scheme.name.clone(),
-                        error: Box::new(error),
-                    })?
+                    let ran = rt.block_on(async {
+                        tokio::select! {
+                            r = real::run_cell(
+                                scenario, scheme, trials, seed, seed_for, real_opts, tick,
+                            ) => Ok(r),
+                            signal = interrupts.recv() => Err(signal),
+                        }
+                    });
+                    match ran {
+                        Ok(r) => r.map_err(|error| RunError::Real {
+                            scenario: scenario.name.clone(),
+                            scheme: scheme.name.clone(),
+                            error: Box::new(error),
+                        })?,
+                        Err(signal) => {
+                            // The cell's future is dropped (its cluster with it); nodes still
+                            // held by a task are stopped here, then the runtime is let go of
+                            // without waiting for blocking work.
+                            let stopped = real::stop_all_clusters();
+                            if let Some((rt, _)) = runtime.take() {
+                                rt.shutdown_timeout(std::time::Duration::from_millis(
+                                    SIM_SHUTDOWN_GRACE_MS,
+                                ));
+                            }
+                            return Err(RunError::Interrupted { signal, stopped });
+                        }
+                    }
                 }
                 _ => crate::fast::run_cell(scenario, scheme, trials, seed, opts.replay, tick),
             };
@@ -160,7 +227,7 @@ fn durability_rows(s: &Scenario, opts: &RunOptions) -> Vec<DurabilityRow> {
                 nodes: s.cluster_of(scheme).nodes,
                 stripes: spec.stripes,
                 node_mtbf_hours: spec.node_mtbf_hours,
-                repair_hours: spec.repair_hours,
+                repair_hours: spec.repair_hours(),
             };
             let mut check = params;
             // Halve the node MTBF until a year loses the checkpoint often enough to count.

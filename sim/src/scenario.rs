@@ -8,9 +8,9 @@ use rackpoint_proto::limits::{MAX_NODES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_
 use rackpoint_proto::CodeParams;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{
-    MAX_CHECKPOINT_BYTES, MAX_FAULTS, MAX_FAULT_TIME_MS, MAX_OBJECTS, MAX_SCENARIO_FILE_BYTES,
-    MAX_SCHEMES, MAX_TRIALS,
+use rackpoint_proto::limits::{
+    SIM_MAX_CHECKPOINT_BYTES, SIM_MAX_FAULTS, SIM_MAX_FAULT_TIME_MS, SIM_MAX_OBJECTS,
+    SIM_MAX_SCENARIO_FILE_BYTES, SIM_MAX_SCHEMES, SIM_MAX_TRIALS,
 };
 
 /// Why a scenario was refused.
@@ -392,6 +392,9 @@ pub enum FaultKind {
     Kill,
     /// SIGKILL every node of one rack (`rack`, or drawn from the seed).
     KillRack,
+    /// SIGKILL `count` nodes and delete their data folders: a lost disk. The heal phase
+    /// starts them empty, and repair must rebuild every shard they held.
+    Wipe,
     /// Start killed nodes again (the ones named, or every killed one).
     Restart,
     /// SIGSTOP: sockets stay open, nothing is answered.
@@ -526,6 +529,10 @@ pub struct HealSpec {
     /// Check the restarted cluster answers and the checkpoint still restores.
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Run the client's repair over the trial's job before verifying, and require full
+    /// redundancy (`verify` healthy) after it.
+    #[serde(default = "yes")]
+    pub repair: bool,
 }
 
 fn yes() -> bool {
@@ -534,23 +541,51 @@ fn yes() -> bool {
 
 impl Default for HealSpec {
     fn default() -> Self {
-        Self { restart: true, verify: true }
+        Self { restart: true, verify: true, repair: true }
     }
 }
 
-/// Inputs of the durability model.
+/// Inputs of the durability model. The repair time is either given (`repair_hours`) or,
+/// better, derived from a measured repair throughput: a failed node's `node_data_bytes`
+/// rebuilt at `repair_mib_s` (MiB of lost shard bytes rebuilt per second, as the harness's
+/// `repair` measurement reports time to full redundancy after a node is wiped), plus
+/// `repair_start_hours` before the repair begins (detection, an operator).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DurabilitySpec {
     /// Mean time between failures of one storage node, in hours.
     pub node_mtbf_hours: f64,
-    /// Hours to rebuild a failed node's shards elsewhere.
-    pub repair_hours: f64,
+    /// Hours to rebuild a failed node's shards elsewhere (instead of the throughput pair).
+    #[serde(default)]
+    pub repair_hours: Option<f64>,
+    /// Measured repair throughput: MiB of a lost node's shard bytes rebuilt per second.
+    #[serde(default)]
+    pub repair_mib_s: Option<f64>,
+    /// Shard bytes one node holds (what a repair must rebuild when it fails).
+    #[serde(default)]
+    pub node_data_bytes: Option<u64>,
+    /// Hours from a node's failure until its repair starts (with the throughput pair).
+    #[serde(default)]
+    pub repair_start_hours: f64,
     /// Stripes of the checkpoint (each on its own placement group).
     pub stripes: u64,
     /// Years simulated per Monte-Carlo run.
     #[serde(default = "default_years")]
     pub monte_carlo_years: f64,
+}
+
+impl DurabilitySpec {
+    /// Hours to bring a failed node's shards back: `repair_hours` as given, or
+    /// `repair_start_hours + node_data_bytes / (repair_mib_s MiB/s)`.
+    pub fn repair_hours(&self) -> f64 {
+        match (self.repair_hours, self.repair_mib_s, self.node_data_bytes) {
+            (Some(h), _, _) => h,
+            (None, Some(rate), Some(bytes)) => {
+                self.repair_start_hours + bytes as f64 / (rate * 1024.0 * 1024.0) / 3600.0
+            }
+            _ => f64::NAN, // refused by `validate`
+        }
+    }
 }
 
 fn default_years() -> f64 {
@@ -570,8 +605,12 @@ impl Scenario {
         let name = path.display().to_string();
         let io = |error| ScenarioError::Io { path: name.clone(), error };
         let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > MAX_SCENARIO_FILE_BYTES {
-            return Err(ScenarioError::TooLarge { path: name, len, max: MAX_SCENARIO_FILE_BYTES });
+        if len > SIM_MAX_SCENARIO_FILE_BYTES {
+            return Err(ScenarioError::TooLarge {
+                path: name,
+                len,
+                max: SIM_MAX_SCENARIO_FILE_BYTES,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         Self::from_toml(&text)
@@ -587,27 +626,41 @@ impl Scenario {
         if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(safe_byte) {
             return Err(invalid("name", "1 to 64 of [A-Za-z0-9._+-]"));
         }
-        if self.trials == 0 || self.trials > MAX_TRIALS {
-            return Err(invalid("trials", format!("{} not in 1..={MAX_TRIALS}", self.trials)));
+        if self.trials == 0 || self.trials > SIM_MAX_TRIALS {
+            return Err(invalid("trials", format!("{} not in 1..={SIM_MAX_TRIALS}", self.trials)));
         }
-        if self.schemes.is_empty() || self.schemes.len() > MAX_SCHEMES {
-            return Err(invalid("schemes", format!("need 1 to {MAX_SCHEMES} schemes")));
+        if self.schemes.is_empty() || self.schemes.len() > SIM_MAX_SCHEMES {
+            return Err(invalid("schemes", format!("need 1 to {SIM_MAX_SCHEMES} schemes")));
         }
         for s in &self.schemes {
             self.validate_scheme(s)?;
         }
         self.validate_checkpoint()?;
         self.job.resolve()?;
-        if self.faults.len() > MAX_FAULTS {
-            return Err(invalid("fault", format!("at most {MAX_FAULTS} faults")));
+        if self.faults.len() > SIM_MAX_FAULTS {
+            return Err(invalid("fault", format!("at most {SIM_MAX_FAULTS} faults")));
         }
         for (i, f) in self.faults.iter().enumerate() {
             self.validate_fault(i, f)?;
         }
         if let Some(d) = &self.durability {
             let ok = |v: f64| v.is_finite() && v > 0.0;
-            if !ok(d.node_mtbf_hours) || !ok(d.repair_hours) || !ok(d.monte_carlo_years) {
+            match (d.repair_hours, d.repair_mib_s, d.node_data_bytes) {
+                (Some(_), None, None) => {}
+                (None, Some(rate), Some(bytes)) if ok(rate) && bytes > 0 => {}
+                _ => {
+                    return Err(invalid(
+                        "durability.repair_hours",
+                        "give repair_hours, or repair_mib_s (> 0) with node_data_bytes (> 0)",
+                    ))
+                }
+            }
+            let start_ok = d.repair_start_hours.is_finite() && d.repair_start_hours >= 0.0;
+            if !ok(d.node_mtbf_hours) || !ok(d.repair_hours()) || !ok(d.monte_carlo_years) {
                 return Err(invalid("durability", "hours and years must be finite and > 0"));
+            }
+            if !start_ok {
+                return Err(invalid("durability.repair_start_hours", "must be finite and >= 0"));
             }
             if d.stripes == 0 {
                 return Err(invalid("durability.stripes", "must be at least 1"));
@@ -652,16 +705,16 @@ impl Scenario {
 
     fn validate_checkpoint(&self) -> Result<(), ScenarioError> {
         let c = &self.checkpoint;
-        if c.bytes == 0 || c.bytes > MAX_CHECKPOINT_BYTES {
+        if c.bytes == 0 || c.bytes > SIM_MAX_CHECKPOINT_BYTES {
             return Err(invalid(
                 "checkpoint.bytes",
-                format!("{} not in 1..={MAX_CHECKPOINT_BYTES}", c.bytes),
+                format!("{} not in 1..={SIM_MAX_CHECKPOINT_BYTES}", c.bytes),
             ));
         }
-        if c.objects == 0 || c.objects > MAX_OBJECTS || u64::from(c.objects) > c.bytes {
+        if c.objects == 0 || c.objects > SIM_MAX_OBJECTS || u64::from(c.objects) > c.bytes {
             return Err(invalid(
                 "checkpoint.objects",
-                format!("{} not in 1..={MAX_OBJECTS} (and at most one per byte)", c.objects),
+                format!("{} not in 1..={SIM_MAX_OBJECTS} (and at most one per byte)", c.objects),
             ));
         }
         if c.world_size == 0 {
@@ -682,12 +735,12 @@ impl Scenario {
         if !timed && (f.at_ms != 0 || f.at_ms_max.is_some()) {
             return Err(invalid(field("at_ms"), "only during_save and during_restore are timed"));
         }
-        if f.at_ms > MAX_FAULT_TIME_MS
-            || f.at_ms_max.is_some_and(|t| t < f.at_ms || t > MAX_FAULT_TIME_MS)
+        if f.at_ms > SIM_MAX_FAULT_TIME_MS
+            || f.at_ms_max.is_some_and(|t| t < f.at_ms || t > SIM_MAX_FAULT_TIME_MS)
         {
             return Err(invalid(
                 field("at_ms"),
-                format!("need at_ms <= at_ms_max <= {MAX_FAULT_TIME_MS}"),
+                format!("need at_ms <= at_ms_max <= {SIM_MAX_FAULT_TIME_MS}"),
             ));
         }
         let smallest = self.schemes.iter().map(|s| self.cluster_of(s).nodes).min().unwrap_or(0);
@@ -704,8 +757,8 @@ impl Scenario {
             FaultKind::Drop if !(0.0..=1.0).contains(&f.drop_probability) => {
                 Err(invalid(field("drop_probability"), "must be in 0..=1"))
             }
-            FaultKind::Delay if f.delay_ms == 0 || f.delay_ms > MAX_FAULT_TIME_MS => {
-                Err(invalid(field("delay_ms"), format!("1 to {MAX_FAULT_TIME_MS}")))
+            FaultKind::Delay if f.delay_ms == 0 || f.delay_ms > SIM_MAX_FAULT_TIME_MS => {
+                Err(invalid(field("delay_ms"), format!("1 to {SIM_MAX_FAULT_TIME_MS}")))
             }
             FaultKind::Slow if f.run_ms == 0 || f.stop_ms == 0 => {
                 Err(invalid(field("run_ms"), "run_ms and stop_ms must be > 0"))
@@ -792,6 +845,23 @@ count = 2
         assert!(e.contains("cannot parse"), "{e}");
         let e = refused(&format!("{MINIMAL}\nsurprise = 1\n"));
         assert!(e.contains("cannot parse"), "{e}");
+    }
+
+    #[test]
+    fn durability_repair_time_comes_from_the_measured_throughput() {
+        let with = |d: &str| {
+            format!("{MINIMAL}\n[durability]\nnode_mtbf_hours = 43800.0\nstripes = 10\n{d}\n")
+        };
+        let s = Scenario::from_toml(&with("repair_mib_s = 128.0\nnode_data_bytes = 483183820800"))
+            .expect("valid");
+        let d = s.durability.expect("present");
+        assert!((d.repair_hours() - 1.0).abs() < 1e-9, "450 GiB at 128 MiB/s is an hour");
+        let s = Scenario::from_toml(&with("repair_hours = 2.5")).expect("valid");
+        assert_eq!(s.durability.map(|d| d.repair_hours()), Some(2.5));
+        let e = refused(&with("repair_mib_s = 128.0"));
+        assert!(e.contains("durability.repair_hours") && e.contains("node_data_bytes"), "{e}");
+        let e = refused(&with("repair_hours = 1.0\nrepair_mib_s = 1.0\nnode_data_bytes = 1"));
+        assert!(e.contains("durability.repair_hours"), "{e}");
     }
 
     #[test]

@@ -110,3 +110,22 @@ fn scheduled_faults_at_six_nodes_match_the_oracle() {
         }
     }
 }
+
+#[test]
+fn restores_find_their_checkpoint_through_the_listing_quorum() {
+    // A killed client leaves step 1, or step 2 if its manifest got out: the restore asks for
+    // the latest, so the listing decides. Frozen nodes never answer the listing: the quorum
+    // leaves them out after its grace, and the restore still agrees with the oracle.
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for name in ["client-killed-mid-save", "frozen-2"] {
+        let s = Scenario::load(&dir.join(format!("{name}.toml"))).expect("shipped scenario");
+        let report = run::run(&[s], &fast(Some(50), None), &|| {}).expect("runs");
+        for c in &report.cells {
+            assert_eq!(c.wrong_bytes, 0, "{name} {}", c.scheme);
+            assert_eq!(c.disagreements, 0, "{name} {}: {:x?}", c.scheme, c.failing_seeds);
+            if c.m >= 2 {
+                assert_eq!(c.restored, c.trials, "{name} {}", c.scheme);
+            }
+        }
+    }
+}

@@ -26,6 +26,7 @@ fn every_shipped_scenario_parses() {
         "node-down-1",
         "node-down-2",
         "node-down-3",
+        "node-wiped-2",
         "partition-2",
         "frozen-2",
         "rack-down",

@@ -1,6 +1,8 @@
 //! `rackpoint-sim`: runs fault scenarios in real or fast mode and prints the recovery table,
 //! the cost of failures and the durability figures; `--out DIR` also writes `report.json`
-//! and SVG plots. Exits 1 if any trial disagrees with the oracle (the seeds are printed).
+//! and SVG plots. Exits 1 if any trial disagrees with the oracle (the seeds are printed), 2
+//! on an error; SIGINT or SIGTERM during a real-mode run stops every node process the run
+//! started and exits 130 or 143.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -97,7 +99,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rackpoint-sim: {e:#}");
-            ExitCode::from(2)
+            // SIGINT/SIGTERM during a real-mode run: the nodes are stopped; exit as the
+            // signal would have (130, 143).
+            let signal =
+                e.downcast_ref::<run::RunError>().and_then(run::RunError::signal_exit_status);
+            ExitCode::from(signal.unwrap_or(2))
         }
     }
 }

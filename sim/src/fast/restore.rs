@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use rackpoint_client::codec::{Codec, CodecError};
+use rackpoint_client::listing::{Listing, ListingQuorum, QuorumState};
 use rackpoint_client::planner::{Outcome as Plan, ShardFailure, StripePlanner};
-use rackpoint_proto::{NodeId, ShardIndex};
+use rackpoint_proto::{ManifestEntry, NodeId, Rank, ShardIndex, Step};
 
-use super::save::Saved;
+use super::save::{Saved, MANIFEST_LEN};
 use super::world::{instant, origin, Micros, Rot};
 use super::{Ev, Sim};
 use crate::report::Outcome;
@@ -40,17 +41,161 @@ pub fn micros_of(i: std::time::Instant) -> Micros {
     u64::try_from(i.saturating_duration_since(origin()).as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Which checkpoint a restore asks for (the client's `Which`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// The newest complete checkpoint whose stripes the down nodes leave recoverable.
+    Latest,
+    /// This step.
+    Step(u64),
+}
+
+/// Bytes of a listing reply per entry (a `ManifestEntry` on the wire, roughly).
+const LIST_ENTRY_BYTES: usize = 96;
+
 impl Sim<'_> {
-    /// Restores `saved` (whose objects were `originals`), starting now.
-    pub fn restore(&mut self, saved: &Saved, originals: &[Vec<u8>]) -> Restored {
+    /// Restores as the client does: lists the job's manifests from every node through the
+    /// client's own listing quorum, picks the checkpoint (`want`) among the trial's saves
+    /// `candidates` (each with its original objects), fetches its manifest from the
+    /// replicas the listing named, then restores its stripes. Returns what happened and
+    /// which candidate was restored.
+    pub fn restore(
+        &mut self,
+        candidates: &[(&Saved, &[Vec<u8>])],
+        want: Want,
+    ) -> (Restored, Option<usize>) {
         let start = self.now;
         let mut out =
             Restored { outcome: Outcome::Restored, elapsed_us: 0, bytes_read: 0, degraded: 0 };
-        if let Err(o) = self.fetch_manifest(saved) {
-            out.outcome = o;
-            out.elapsed_us = self.now - start;
-            return out;
+        let picked = self.list().and_then(|listing| self.pick(&listing, candidates, want));
+        let pick = match picked {
+            Ok(i) => i,
+            Err(o) => {
+                out.outcome = o;
+                out.elapsed_us = self.now - start;
+                return (out, None);
+            }
+        };
+        let (saved, originals) = candidates[pick];
+        let restored = self.restore_stripes(saved, originals, start);
+        (restored, Some(pick))
+    }
+
+    /// Lists every node's manifests of the job, driving the client's `ListingQuorum`: once
+    /// all but m nodes answered, the silent ones get one hedging threshold, then are left
+    /// out and suspected (marked down), as the client's catalog does.
+    fn list(&mut self) -> Result<Listing, Outcome> {
+        let ids: Vec<NodeId> = self.map.nodes.iter().map(|n| n.id).collect();
+        let mut quorum = ListingQuorum::new(ids.clone(), usize::from(self.code.m));
+        for &node in &ids {
+            let (at, epoch) = self.world.send(node, self.now, LIST_ENTRY_BYTES, false);
+            let sent = self.now;
+            self.queue.push(at, Ev::List { node, epoch, sent });
         }
+        let mut grace_set = false;
+        loop {
+            match quorum.poll(instant(self.now)) {
+                QuorumState::Done => break,
+                QuorumState::Waiting(Some(until)) if !grace_set => {
+                    grace_set = true;
+                    self.queue.push(micros_of(until).max(self.now), Ev::ListGrace);
+                }
+                QuorumState::Waiting(_) => {}
+            }
+            let Some(ev) = self.next_event() else { break };
+            match ev {
+                Ev::List { node, epoch, sent } => {
+                    if self.world.arrive(node, epoch) {
+                        self.world.health.end(node, self.now, true);
+                        let entries = self.world.nodes[&node]
+                            .manifests
+                            .iter()
+                            .map(|(&step, &hash)| ManifestEntry {
+                                step: Step(step),
+                                rank: Rank(0),
+                                world_size: 1,
+                                len: MANIFEST_LEN,
+                                hash,
+                                revision: 0,
+                                base: hash,
+                            })
+                            .collect();
+                        let grace = self.hedge.threshold();
+                        // Every copy of a part has one id here: no conflict can arise.
+                        let _ = quorum.on_answer(node, entries, instant(self.now), grace);
+                        continue;
+                    }
+                    let fail_at = self.world.failure_time(node, sent, self.now);
+                    if fail_at > self.now {
+                        self.queue.push(fail_at, Ev::List { node, epoch: u64::MAX, sent });
+                    } else {
+                        self.world.health.end(node, self.now, false);
+                        quorum.on_error(node);
+                    }
+                }
+                Ev::ListGrace => {}
+                other => self.handle_other(other),
+            }
+        }
+        for n in quorum.silent() {
+            self.world.health.mark_down(n, self.now);
+        }
+        if quorum.answered().is_empty() {
+            return Err(Outcome::Error("no node answered the listing".into()));
+        }
+        Ok(quorum.into_listing())
+    }
+
+    /// Picks the checkpoint from the listing as the client's catalog does (for `Latest`:
+    /// newest first, passing over one whose manifest cannot be fetched or one with a
+    /// stripe that lost more than m shards to nodes known down) and fetches its manifest.
+    fn pick(
+        &mut self,
+        listing: &Listing,
+        candidates: &[(&Saved, &[Vec<u8>])],
+        want: Want,
+    ) -> Result<usize, Outcome> {
+        let m = usize::from(self.code.m);
+        let steps: Vec<u64> = match want {
+            Want::Step(s) => vec![s],
+            Want::Latest => listing.keys().rev().map(|(s, _)| s.0).collect(),
+        };
+        let mut passed = Vec::new();
+        for step in steps {
+            let Some(part) = listing.get(&(Step(step), Rank(0))) else {
+                return Err(Outcome::NotFound(format!("step {step} is not listed")));
+            };
+            let Some(i) = candidates.iter().position(|(s, _)| s.step == step) else {
+                return Err(Outcome::Error(format!("step {step} is listed but was never saved")));
+            };
+            if let Err(o) = self.fetch_manifest(candidates[i].0, &part.nodes) {
+                match want {
+                    Want::Step(_) => return Err(o),
+                    Want::Latest => {
+                        passed.push(format!("step {step}: manifest unreadable"));
+                        continue;
+                    }
+                }
+            }
+            let health = &self.world.health;
+            let lost = candidates[i]
+                .0
+                .stripes
+                .iter()
+                .any(|s| s.nodes.iter().filter(|n| health.is_down(**n)).count() > m);
+            if lost && want == Want::Latest {
+                passed.push(format!("step {step}: a stripe lost more than m shards"));
+                continue;
+            }
+            return Ok(i);
+        }
+        Err(Outcome::NotFound(format!("no checkpoint to restore ({})", passed.join("; "))))
+    }
+
+    /// Restores the stripes of `saved` (whose objects were `originals`), from `start`.
+    fn restore_stripes(&mut self, saved: &Saved, originals: &[Vec<u8>], start: Micros) -> Restored {
+        let mut out =
+            Restored { outcome: Outcome::Restored, elapsed_us: 0, bytes_read: 0, degraded: 0 };
         let hedge = self.hedge.threshold();
         let k = usize::from(self.code.k);
         let mut runs: Vec<StripeRun> = saved
@@ -119,14 +264,12 @@ impl Sim<'_> {
         out
     }
 
-    /// Asks every manifest replica at once and waits for the first good answer.
-    fn fetch_manifest(&mut self, saved: &Saved) -> Result<(), Outcome> {
-        if !saved.committed {
-            return Err(Outcome::NotFound(format!("step {} was never committed", saved.step)));
-        }
+    /// Asks every manifest replica the listing named at once and waits for the first good
+    /// answer.
+    fn fetch_manifest(&mut self, saved: &Saved, replicas: &[NodeId]) -> Result<(), Outcome> {
         let mut waiting = 0;
-        for &node in &saved.manifest_nodes {
-            let (at, epoch) = self.world.send(node, self.now, 4096, false);
+        for &node in replicas {
+            let (at, epoch) = self.world.send(node, self.now, MANIFEST_LEN as usize, false);
             let sent = self.now;
             self.queue.push(at, Ev::Manifest { node, epoch, sent });
             waiting += 1;

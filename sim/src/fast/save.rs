@@ -12,7 +12,7 @@ use super::world::{instant, Micros, NodeState};
 use super::{Ev, Sim};
 
 /// Bytes of a simulated manifest copy.
-const MANIFEST_BYTES: usize = 4096;
+pub const MANIFEST_LEN: u32 = 4096;
 
 /// One stripe as saved.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct Saved {
     pub manifest_nodes: Vec<NodeId>,
     /// Whether the manifest reached `m + 1` nodes.
     pub committed: bool,
+    /// The simulated manifest's id (what nodes list for it).
+    pub manifest_id: Digest,
     /// When the save ended (committed, failed or killed).
     pub ended_at: Micros,
     /// Shards that moved off their first node.
@@ -120,11 +122,17 @@ impl Sim<'_> {
                 });
             }
         }
+        let mut id = blake3::Hasher::new();
+        id.update(&step.to_le_bytes());
+        for h in stripes.iter().flat_map(|s| &s.hashes) {
+            id.update(&h.0);
+        }
         let mut saved = Saved {
             step,
             stripes,
             manifest_nodes: Vec::new(),
             committed: false,
+            manifest_id: Digest(*id.finalize().as_bytes()),
             ended_at: self.now,
             moved_shards: 0,
         };
@@ -313,14 +321,22 @@ impl Sim<'_> {
                         in_flight += 1;
                         continue;
                     }
-                    None => return Some(SaveFailure::CommitFailed { stored: stored.len(), need }),
+                    None => {
+                        self.rollback(saved.step, &stored);
+                        return Some(SaveFailure::CommitFailed { stored: stored.len(), need });
+                    }
                 }
             }
             let Some(ev) = self.next_event() else {
+                self.rollback(saved.step, &stored);
                 return Some(SaveFailure::CommitFailed { stored: stored.len(), need });
             };
             match ev {
-                Ev::KillClient => return Some(SaveFailure::ClientKilled),
+                Ev::KillClient => {
+                    // The copies already stored stay (and are listed): no rollback ran.
+                    saved.manifest_nodes = stored;
+                    return Some(SaveFailure::ClientKilled);
+                }
                 Ev::Manifest { node, epoch, sent } => {
                     if !self.world.arrive(node, epoch) {
                         let fail_at = self.world.failure_time(node, sent, self.now);
@@ -339,6 +355,9 @@ impl Sim<'_> {
                     self.world.health.end(node, self.now, true);
                     in_flight -= 1;
                     stored.push(node);
+                    if let Some(n) = self.world.nodes.get_mut(&node) {
+                        n.manifests.insert(saved.step, saved.manifest_id);
+                    }
                 }
                 other => self.handle_other(other),
             }
@@ -348,8 +367,18 @@ impl Sim<'_> {
         None
     }
 
+    /// A commit short of `m + 1` copies deletes the copies it stored (the client's
+    /// `rollback`), so no part is visible.
+    fn rollback(&mut self, step: u64, stored: &[NodeId]) {
+        for node in stored {
+            if let Some(n) = self.world.nodes.get_mut(node) {
+                n.manifests.remove(&step);
+            }
+        }
+    }
+
     fn send_manifest(&mut self, node: NodeId) {
-        let (at, epoch) = self.world.send(node, self.now, MANIFEST_BYTES, true);
+        let (at, epoch) = self.world.send(node, self.now, MANIFEST_LEN as usize, true);
         let sent = self.now;
         self.queue.push(at, Ev::Manifest { node, epoch, sent });
     }

@@ -19,7 +19,7 @@ use rackpoint_proto::limits::{
     CLIENT_CONNECT_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TIMEOUT_MS,
 };
-use rackpoint_proto::NodeId;
+use rackpoint_proto::{Digest, NodeId};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -101,6 +101,8 @@ pub struct Node {
     pub shards: BTreeSet<ShardPlace>,
     /// Shards whose bytes are bad.
     pub rotten: BTreeMap<ShardPlace, Rot>,
+    /// Manifest copies it holds: step to manifest id (what it answers a listing with).
+    pub manifests: BTreeMap<u64, Digest>,
 }
 
 /// How a simulated request ended.
@@ -179,6 +181,8 @@ pub struct World {
     /// Simulated bytes per stored byte (fast mode encodes shrunken shards; see
     /// `fast::FAST_SHARD_BYTES`).
     pub byte_scale: u64,
+    /// Nodes not up (so heartbeats look at these, not at a thousand up nodes per event).
+    unavailable: BTreeSet<NodeId>,
 }
 
 impl World {
@@ -199,12 +203,20 @@ impl World {
                     busy_until: 0,
                     shards: BTreeSet::new(),
                     rotten: BTreeMap::new(),
+                    manifests: BTreeMap::new(),
                 };
                 (id, node)
             })
             .collect();
         let heartbeat_phase_us = rng.gen_range(0..HEARTBEAT_INTERVAL_MS * 1000);
-        Self { nodes, health: Health::default(), heartbeat_phase_us, rng, byte_scale: 1 }
+        Self {
+            nodes,
+            health: Health::default(),
+            heartbeat_phase_us,
+            rng,
+            byte_scale: 1,
+            unavailable: BTreeSet::new(),
+        }
     }
 
     /// Changes `id`'s state at `now`.
@@ -214,6 +226,11 @@ impl World {
                 n.state = state;
                 n.epoch += 1;
                 n.unavailable_since = (state != NodeState::Up).then_some(now);
+                if state == NodeState::Up {
+                    self.unavailable.remove(&id);
+                } else {
+                    self.unavailable.insert(id);
+                }
             }
         }
     }
@@ -233,8 +250,9 @@ impl World {
     /// Marks down every unavailable node whose heartbeat has failed by `now`.
     pub fn run_heartbeats(&mut self, now: Micros) {
         let detected: Vec<(NodeId, Micros)> = self
-            .nodes
-            .values()
+            .unavailable
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
             .filter_map(|n| n.unavailable_since.map(|s| (n.id, self.heartbeat_detects_at(s))))
             .filter(|(_, at)| *at <= now)
             .collect();

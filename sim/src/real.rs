@@ -1005,7 +1005,7 @@ async fn heal(
         notes.push("no committed step to heal".into());
     }
     if let (true, Some(_)) = (scenario.heal.repair, newest) {
-        let options = RepairOptions { read_bytes_per_sec: None };
+        let options = RepairOptions::limited_to(None);
         let started = Instant::now();
         let repaired = bounded(client.repair(job, RepairScope::All, options)).await;
         let ms = started.elapsed().as_secs_f64() * 1e3;

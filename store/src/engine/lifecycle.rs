@@ -141,40 +141,45 @@ impl Engine {
         key: &ManifestKey,
         expect: Option<Digest>,
     ) -> Result<bool, EngineError> {
-        let k = key.encode();
-        let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
-        let _key = self.lock_key(&k);
-        let Some(stored) = self.read_record(&k)? else { return Ok(false) };
-        if let Some(want) = expect.filter(|h| *h != stored.hash) {
-            let reason = format!("holds manifest {}, not {want}", stored.hash);
-            return Err(EngineError::Conflict { reason });
+        let deleted = self.delete_key_if(&key.encode(), "manifest", expect)?;
+        if deleted.is_some() {
+            self.counters.manifests.fetch_sub(1, Ordering::SeqCst);
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.index_cf(), &k);
-        batch.delete_cf(self.data_cf(), &k);
-        self.write(batch)?;
-        self.counters.manifests.fetch_sub(1, Ordering::SeqCst);
-        Ok(true)
+        Ok(deleted.is_some())
     }
 
     /// Deletes one shard if its stored hash is `expect` (another version stays: `Conflict`);
     /// returns whether there was one. Durable on return.
     pub fn delete_shard(&self, key: &ShardKey, expect: Digest) -> Result<bool, EngineError> {
-        let k = key.encode();
-        let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
-        let _key = self.lock_key(&k);
-        let Some(stored) = self.read_record(&k)? else { return Ok(false) };
-        if stored.hash != expect {
-            let reason = format!("holds shard {}, not {expect}", stored.hash);
-            return Err(EngineError::Conflict { reason });
-        }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.index_cf(), &k);
-        batch.delete_cf(self.data_cf(), &k);
-        self.write(batch)?;
+        let Some(stored) = self.delete_key_if(&key.encode(), "shard", Some(expect))? else {
+            return Ok(false);
+        };
         self.counters.shards.fetch_sub(1, Ordering::SeqCst);
         self.counters.shard_bytes.fetch_sub(u64::from(stored.len), Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// Deletes key `k` (index record and bytes, one synced batch) if it is stored, and only
+    /// if its hash is `expect` when given (another version stays: `Conflict`, naming `what`).
+    /// Returns the record deleted; the caller adjusts the counters.
+    fn delete_key_if(
+        &self,
+        k: &[u8],
+        what: &str,
+        expect: Option<Digest>,
+    ) -> Result<Option<IndexRecord>, EngineError> {
+        let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
+        let _key = self.lock_key(k);
+        let Some(stored) = self.read_record(k)? else { return Ok(None) };
+        if let Some(want) = expect.filter(|h| *h != stored.hash) {
+            let reason = format!("holds {what} {}, not {want}", stored.hash);
+            return Err(EngineError::Conflict { reason });
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.index_cf(), k);
+        batch.delete_cf(self.data_cf(), k);
+        self.write(batch)?;
+        Ok(Some(stored))
     }
 
     /// Up to `limit` (capped at `MAX_LIST_ENTRIES`) summaries of the parts of `job` that

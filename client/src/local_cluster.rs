@@ -216,6 +216,23 @@ impl LocalCluster {
         node_dir(&self.dir, id)
     }
 
+    /// Rewrites node `id`'s `node.toml` through `edit` (for its next start: stop and restart
+    /// it to apply).
+    pub fn edit_node_config(
+        &self,
+        id: NodeId,
+        edit: impl FnOnce(&mut rackpoint_proto::cluster::NodeConfig),
+    ) -> Result<(), LocalClusterError> {
+        let path = self.node_dir(id).join(NODE_FILE);
+        let io = |error| ClusterDirError::Io { path: path.clone(), error };
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        let mut config = rackpoint_proto::cluster::NodeConfig::from_toml(&text)
+            .map_err(|error| ClusterDirError::Parse { path: path.clone(), error })?;
+        edit(&mut config);
+        std::fs::write(&path, config.to_toml()).map_err(io)?;
+        Ok(())
+    }
+
     /// Kills node `id` with SIGKILL and reaps it.
     pub fn kill(&mut self, id: NodeId) -> Result<ExitStatus, LocalClusterError> {
         let mut child = self.take_child(id)?;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{client, data, job, request, six_nodes, TestCluster};
-use rackpoint_client::cluster_dir::{InitOptions, NODE_DATA_DIR, NODE_FILE};
+use rackpoint_client::cluster_dir::{InitOptions, NODE_DATA_DIR};
 use rackpoint_client::codec::ObjectLayout;
 use rackpoint_client::gc::GcOptions;
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
@@ -52,18 +52,6 @@ async fn assert_restores(
         assert_eq!(r.name.as_str(), name);
         assert!(r.bytes == *bytes, "object {name} of step {step} differs after restore");
     }
-}
-
-/// Sets `option = value` in node `id`'s `node.toml`, for its next start.
-fn set_node_option(cluster: &LocalCluster, id: NodeId, option: &str, value: &str) {
-    let path = cluster.node_dir(id).join(NODE_FILE);
-    let text = std::fs::read_to_string(&path).expect("node.toml");
-    let line = format!("{option} = {value}");
-    let mut lines: Vec<&str> =
-        text.lines().filter(|l| !l.starts_with(&format!("{option} "))).collect();
-    let at = lines.iter().position(|l| l.starts_with('[')).unwrap_or(lines.len());
-    lines.insert(at, &line);
-    std::fs::write(&path, lines.join("\n")).expect("write node.toml");
 }
 
 /// Bytes of every file under `dir`.
@@ -237,7 +225,7 @@ async fn rot_found_by_the_scrubber_is_fixed_by_repair() {
     let range = layout.data_shard_range(stripe, index);
     let middle = (range.start + range.end) as usize / 2;
     let needle = &objs[object].1[middle..middle + 64];
-    set_node_option(&tc.cluster, node, "scrub_start_jitter_ms", "0");
+    tc.cluster.edit_node_config(node, |c| c.scrub_start_jitter_ms = 0).expect("node.toml");
     tc.cluster.corrupt_on_disk(node, &[needle]).expect("the shard's bytes are on disk");
 
     let key = StripeId {

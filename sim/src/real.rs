@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rackpoint_client::cluster_dir::{self, InitOptions, NODE_DATA_DIR, NODE_FILE};
+use rackpoint_client::cluster_dir::{InitOptions, NODE_DATA_DIR};
 use rackpoint_client::codec::{Codec, ObjectLayout};
 use rackpoint_client::gc::GcOptions;
 use rackpoint_client::local_cluster::{seeded_bytes, LocalCluster, LocalClusterError};
@@ -22,7 +22,6 @@ use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::tls::ClientTls;
 use rackpoint_client::{Client, ClientError};
-use rackpoint_proto::cluster::NodeConfig;
 use rackpoint_proto::{ClusterMap, JobName, NodeId, ObjectName, Rank, Step, StripeIndex};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -126,7 +125,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One scheme's cluster, behind relays, for the trials of one scenario.
 struct Cell {
-    dir: PathBuf,
     cluster: Arc<Mutex<LocalCluster>>,
     relays: BTreeMap<NodeId, Relay>,
     /// The map with relay addresses.
@@ -181,7 +179,6 @@ impl Cell {
         eprintln!("rackpoint-sim: {label}: {} nodes up in {}", shape.nodes, dir.display());
         Ok(Self {
             _dir: tmp,
-            dir,
             cluster,
             relays,
             map,
@@ -194,10 +191,6 @@ impl Cell {
 
     fn client(&self) -> Result<Client, ClientError> {
         Client::with_map(self.map.clone(), &self.tls)
-    }
-
-    fn node_config_path(&self, id: NodeId) -> PathBuf {
-        cluster_dir::node_dir(&self.dir, id).join(NODE_FILE)
     }
 }
 
@@ -493,14 +486,10 @@ async fn fill_disk(cell: &Cell, id: NodeId, free_bytes: u64) -> Result<(), Strin
 }
 
 async fn set_capacity(cell: &Cell, id: NodeId, capacity_bytes: u64) -> Result<(), String> {
-    let path = cell.node_config_path(id);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut config = NodeConfig::from_toml(&text).map_err(|e| e.to_string())?;
-    config.capacity_bytes = capacity_bytes;
-    std::fs::write(&path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
     let c = cell.cluster.clone();
     blocking(move || {
         let mut c = lock(&c);
+        c.edit_node_config(id, |config| config.capacity_bytes = capacity_bytes)?;
         c.terminate(id)?;
         c.restart(id)
     })

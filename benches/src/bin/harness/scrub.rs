@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use rackpoint_benches::proc_stats::{children_named, own_pid};
 use rackpoint_benches::{median, Table};
-use rackpoint_client::cluster_dir::NODE_FILE;
 use rackpoint_client::local_cluster::LocalCluster;
 use rackpoint_client::Client;
 use rackpoint_proto::{JobName, NodeId, NodeStats};
@@ -26,24 +25,6 @@ const WINDOW: Duration = Duration::from_secs(8);
 /// Node size for the "full pass" column: a 4 TiB node.
 const NODE_BYTES: f64 = 4.0 * (1u64 << 40) as f64;
 
-/// Sets `option = value` in node `id`'s `node.toml` (replacing an earlier line of it), for
-/// its next start.
-pub fn set_node_option(
-    cluster: &LocalCluster,
-    id: NodeId,
-    option: &str,
-    value: &str,
-) -> anyhow::Result<()> {
-    let file = cluster.node_dir(id).join(NODE_FILE);
-    let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
-    let mut lines: Vec<String> =
-        text.lines().filter(|l| !l.starts_with(&format!("{option} "))).map(str::to_owned).collect();
-    // Top-level keys go before the first table.
-    let at = lines.iter().position(|l| l.starts_with('[')).unwrap_or(lines.len());
-    lines.insert(at, format!("{option} = {value}"));
-    std::fs::write(&file, lines.join("\n") + "\n").with_context(|| format!("{}", file.display()))
-}
-
 /// Restarts every node of `cluster` with the scrubber at `bytes_per_sec` (0: off).
 pub fn restart_with_scrub_rate(
     cluster: &mut LocalCluster,
@@ -52,8 +33,10 @@ pub fn restart_with_scrub_rate(
     let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
     for id in ids {
         cluster.terminate(id)?;
-        set_node_option(cluster, id, "scrub_bytes_per_sec", &bytes_per_sec.to_string())?;
-        set_node_option(cluster, id, "scrub_start_jitter_ms", "0")?;
+        cluster.edit_node_config(id, |c| {
+            c.scrub_bytes_per_sec = bytes_per_sec;
+            c.scrub_start_jitter_ms = 0;
+        })?;
         cluster.restart(id)?;
     }
     Ok(())

@@ -1,5 +1,7 @@
-//! Measures how the engine should keep 1 MiB shard payloads: plain RocksDB values (synced
-//! WAL, memtable, SST files) or BlobDB (values in blob files, references in the LSM tree).
+//! Measures how the engine should keep 1 MiB shard payloads: per-checkpoint segment files
+//! (appended once, fdatasynced by group commit, the index in RocksDB), plain RocksDB values
+//! (synced WAL, memtable, SST files) or BlobDB (values in blob files, references in the LSM
+//! tree). The process's CPU seconds per GiB written and read are printed too.
 //!
 //! Write: `--writers` threads each put their share of `--total-mib` shards through
 //! `Engine::put_shard` (blake3 check + synced write; concurrent writers share WAL fsyncs by
@@ -8,6 +10,7 @@
 //! the engine reopened, and `--readers` threads read every shard back (hash re-checked).
 //!
 //! ```text
+//! cargo run --release -p rackpoint-store --example engine_values -- --values segments
 //! cargo run --release -p rackpoint-store --example engine_values -- --values inline
 //! cargo run --release -p rackpoint-store --example engine_values -- --values blob
 //! ```
@@ -21,6 +24,7 @@ use rackpoint_store::{Engine, EngineOptions, ValueStorage};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Values {
+    Segments,
     Inline,
     Blob,
 }
@@ -120,6 +124,16 @@ fn disk_bytes_written() -> Option<u64> {
     line["write_bytes:".len()..].trim().parse().ok()
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (clock ticks
+/// of 1/100 s).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn drop_page_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
@@ -127,6 +141,7 @@ fn drop_page_cache() -> bool {
 fn main() {
     let args = Args::parse();
     let values = match args.values {
+        Values::Segments => ValueStorage::Segments,
         Values::Inline => ValueStorage::Inline,
         Values::Blob => ValueStorage::BlobFiles,
     };
@@ -139,25 +154,32 @@ fn main() {
 
     let engine = Engine::open(dir.path(), options).expect("open");
     let written_before = disk_bytes_written();
+    let cpu_before = cpu_secs();
     let write_secs = write_all(&engine, shards, len, args.writers);
     drop(engine);
+    let write_cpu = cpu_secs() - cpu_before;
     let amplification = written_before
         .zip(disk_bytes_written())
         .map(|(before, after)| format!("{:.2}", (after - before) as f64 / bytes as f64))
         .unwrap_or_else(|| "?".into());
     let cold = drop_page_cache();
     let engine = Engine::open(dir.path(), options).expect("reopen");
+    let cpu_before = cpu_secs();
     let read_secs = read_all(&engine, shards, args.readers);
+    let read_cpu = cpu_secs() - cpu_before;
+    let gib = bytes as f64 / f64::from(1u32 << 30);
     println!(
-        "values={:?} shards={shards} x {} KiB writers={} readers={} | write {:.0} MB/s ({:.2} s, disk bytes written per payload byte {amplification}) | read{} {:.0} MB/s ({:.2} s)",
+        "values={:?} shards={shards} x {} KiB writers={} readers={} | write {:.0} MB/s ({:.2} s, {:.2} core-s/GiB, disk bytes written per payload byte {amplification}) | read{} {:.0} MB/s ({:.2} s, {:.2} core-s/GiB)",
         args.values,
         args.shard_kib,
         args.writers,
         args.readers,
         mb_per_sec(bytes, write_secs),
         write_secs,
+        write_cpu / gib,
         if cold { " (cold cache)" } else { " (warm cache)" },
         mb_per_sec(bytes, read_secs),
         read_secs,
+        read_cpu / gib,
     );
 }

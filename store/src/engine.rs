@@ -1,19 +1,34 @@
-//! The node's storage engine on RocksDB: shards and manifests, their hashes, and the node's
-//! counters. This is the only module that knows RocksDB; its API is synchronous (callers on
-//! the async runtime use `tokio::task::spawn_blocking`).
+//! The node's storage engine: shards and manifests, their hashes, and the node's counters, in
+//! RocksDB and (shard payloads) in per-checkpoint segment files. This is the only module that
+//! knows RocksDB or the segment files; its API is synchronous (callers on the async runtime
+//! use `tokio::task::spawn_blocking`).
 //!
 //! Layout: two column families keyed by the proto key encodings ([`ShardKey::encode`] and
 //! [`ManifestKey::encode`], whose tag bytes keep shards and manifests apart):
-//! - `index`: key -> a small record (length, blake3, and for manifests the world size);
-//! - `data`: key -> the raw bytes.
+//! - `index`: key -> a small record (length, blake3, for manifests the world size, and for a
+//!   shard in a segment file its offset there);
+//! - `data`: key -> the raw bytes of manifests (and of shards written before segment files,
+//!   or by the `Inline` and `BlobFiles` modes that the engine benchmark compares).
 //!
-//! Both are written in one `WriteBatch`, so they agree after any crash. Reads take a snapshot
-//! so that the two lookups see the same version.
+//! Shard payloads go to the checkpoint's segment file (`ValueStorage::Segments`, the default;
+//! see `segments.rs`): appended and fdatasynced (group commit), then the index record is
+//! written with a synced WAL. So each payload byte is written to the disk once, where RocksDB
+//! wrote it twice (its WAL, then a blob file at flush) and copied it into a memtable between.
+//! Measured with `examples/engine_values.rs` (16 writers of 1 MiB synced puts, then 4
+//! readers on a cold page cache, 1 GiB; same run, medians of 3): see the figures at
+//! [`ValueStorage::Segments`].
 //!
-//! Payloads are kept by BlobDB (`ValueStorage::BlobFiles`): values of 64 KiB or more go to
-//! blob files when a memtable flushes, and the LSM tree keeps only references, so compaction
-//! never rewrites shard bytes. Measured with `examples/engine_values.rs` (16 writers of 1 MiB
-//! synced puts, then 4 readers on a cold page cache; a noisy shared 2-core VM, medians):
+//! Index and bytes of a value in the `data` family are written in one `WriteBatch`, so they
+//! agree after any crash; reads take a snapshot so that the two lookups see the same version.
+//! A shard's record is written only after its segment append is durable, and a reader that
+//! finds bytes not matching the record it read (an overwrite or delete raced it) looks again
+//! before it reports corruption.
+//!
+//! Before segment files, payloads were kept by BlobDB (`ValueStorage::BlobFiles`): values of
+//! 64 KiB or more go to blob files when a memtable flushes, and the LSM tree keeps only
+//! references, so compaction never rewrites shard bytes. Measured with
+//! `examples/engine_values.rs` (16 writers of 1 MiB synced puts, then 4 readers on a cold
+//! page cache; a noisy shared 2-core VM, medians):
 //! - write MB/s: plain values 318 at 2 GiB, 218 at 6 GiB; blob files 286 and 260;
 //! - read MB/s: plain values 1302 (2 GiB) and 1475 (6 GiB); blob files 764 and 870;
 //! - disk bytes written per payload byte (exact, immune to noise): plain values 3.9 at
@@ -30,7 +45,7 @@
 //! same time go to the same file) is freed when that checkpoint is deleted too.
 //!
 //! Durability: every mutation is written with `WriteOptions::set_sync(true)` and returns only
-//! after its WAL fsync. Concurrent writers are batched by RocksDB into a write group whose
+//! after its WAL fsync (a shard's payload is fdatasynced in its segment file before that). Concurrent writers are batched by RocksDB into a write group whose
 //! leader appends and fsyncs the WAL once for the whole group (group commit), so many
 //! concurrent puts share one fsync instead of paying one each. Measured with
 //! `engine_values --shard-kib 16`: one writer 74 MB/s (4,500 synced puts/s), 16 writers
@@ -44,9 +59,10 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use rackpoint_proto::limits::{MAX_LIST_ENTRIES, MAX_SHARD_BYTES};
 use rackpoint_proto::wire::ManifestEntry;
@@ -57,15 +73,19 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, ErrorKind, IteratorMode,
     Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
+use segments::{Segment, Segments};
 
 mod lifecycle;
+mod segments;
 
 pub use lifecycle::{OrphanSweep, PartsPage};
 
 const INDEX_CF: &str = "index";
 const DATA_CF: &str = "data";
-/// Format byte that starts every index record written now.
+/// Format byte of an index record whose value is in the `data` family.
 const RECORD_VERSION: u8 = 2;
+/// Format byte of an index record whose shard is in its checkpoint's segment file.
+const RECORD_IN_SEGMENT: u8 = 3;
 /// Stripes of the per-key put lock (a power of two; collisions only serialize two puts).
 const KEY_LOCK_STRIPES: usize = 64;
 
@@ -81,10 +101,15 @@ const MIN_BLOB_BYTES: u64 = 64 * 1024;
 const BLOB_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// RocksDB tuning: background flush and compaction threads.
 const BACKGROUND_JOBS: i32 = 4;
+/// Reads of one shard before giving up when each finds it rewritten meanwhile.
+const SHARD_READ_ATTEMPTS: usize = 3;
 
-/// Where the engine keeps payload bytes.
+/// Where the engine keeps shard payload bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueStorage {
+    /// Per-checkpoint segment files (the default): each payload is written once, fdatasynced
+    /// by group commit, and located by its index record. See `segments.rs`.
+    Segments,
     /// Plain RocksDB values: in the WAL, the memtable, then SST files.
     Inline,
     /// RocksDB BlobDB: values of `MIN_BLOB_BYTES` or more are written to blob files at
@@ -97,14 +122,14 @@ pub enum ValueStorage {
 pub struct EngineOptions {
     /// Shard payload bytes the engine will hold; 0 means no limit beyond the disk.
     pub capacity_bytes: u64,
-    /// Where payloads go (default `BlobFiles`, chosen by measurement: see the module docs
+    /// Where payloads go (default `Segments`, chosen by measurement: see the module docs
     /// and `examples/engine_values.rs`).
     pub values: ValueStorage,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { capacity_bytes: 0, values: ValueStorage::BlobFiles }
+        Self { capacity_bytes: 0, values: ValueStorage::Segments }
     }
 }
 
@@ -174,6 +199,9 @@ pub enum EngineError {
     /// Any other RocksDB failure.
     #[error("rocksdb: {0}")]
     Db(rocksdb::Error),
+    /// A segment file could not be written or read.
+    #[error("segment file: {0}")]
+    Io(io::Error),
 }
 
 impl EngineError {
@@ -186,9 +214,10 @@ impl EngineError {
             EngineError::Corrupt { .. } => ErrorCode::Corrupt,
             EngineError::CapacityFull { .. } | EngineError::NoSpace(_) => ErrorCode::DiskFull,
             EngineError::Conflict { .. } => ErrorCode::Conflict,
-            EngineError::Locked { .. } | EngineError::CreateDir { .. } | EngineError::Db(_) => {
-                ErrorCode::Internal
-            }
+            EngineError::Locked { .. }
+            | EngineError::CreateDir { .. }
+            | EngineError::Db(_)
+            | EngineError::Io(_) => ErrorCode::Internal,
         }
     }
 }
@@ -202,6 +231,15 @@ fn db_error(e: rocksdb::Error) -> EngineError {
         EngineError::NoSpace(text.to_owned())
     } else {
         EngineError::Db(e)
+    }
+}
+
+/// Maps a segment file error: ENOSPC is a full disk.
+fn io_error(e: io::Error) -> EngineError {
+    if e.kind() == io::ErrorKind::StorageFull {
+        EngineError::NoSpace(e.to_string())
+    } else {
+        EngineError::Io(e)
     }
 }
 
@@ -275,8 +313,9 @@ pub struct EngineCounts {
 /// The index record of one shard or manifest:
 /// `[version 2][len u32][world_size u32][hash][written_at_ms u64][revision u32][base]`
 /// (`world_size`, `revision` and `base` are 0 for shards; a manifest's `base` is the id of
-/// its part's revision 0). Version 1 records (without the last three fields) are still
-/// read, as written at the Unix epoch, revision 0, base = hash.
+/// its part's revision 0), its value in the `data` family; version 3, a shard in its
+/// checkpoint's segment file, adds `[offset u64]` there. Version 1 records (without the
+/// last three fields) are still read, as written at the Unix epoch, revision 0, base = hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct IndexRecord {
     len: u32,
@@ -288,10 +327,13 @@ struct IndexRecord {
     revision: u32,
     /// A manifest's chain id: the id of its part's revision 0.
     base: Digest,
+    /// Where a shard's bytes start in its checkpoint's segment file (`None`: in `data`).
+    segment_offset: Option<u64>,
 }
 
 const RECORD_V1_BYTES: usize = 1 + 4 + 4 + 32;
 const RECORD_BYTES: usize = RECORD_V1_BYTES + 8 + 4 + 32;
+const RECORD_V3_BYTES: usize = RECORD_BYTES + 8;
 
 /// Milliseconds since the Unix epoch by the node's clock (0 if the clock is before it).
 fn unix_now_ms() -> u64 {
@@ -300,34 +342,39 @@ fn unix_now_ms() -> u64 {
 }
 
 impl IndexRecord {
-    /// The record of a shard written now.
-    fn shard(len: u32, hash: Digest) -> Self {
+    /// The record of a shard written now (at `segment_offset` of its segment file, if any).
+    fn shard(len: u32, hash: Digest, segment_offset: Option<u64>) -> Self {
         let (written_at_ms, revision, base) = (unix_now_ms(), 0, Digest::default());
-        Self { len, world_size: 0, hash, written_at_ms, revision, base }
+        Self { len, world_size: 0, hash, written_at_ms, revision, base, segment_offset }
     }
 
     /// The record of a manifest written now.
     fn manifest(len: u32, world_size: u32, hash: Digest, revision: u32, base: Digest) -> Self {
-        Self { len, world_size, hash, written_at_ms: unix_now_ms(), revision, base }
+        let written_at_ms = unix_now_ms();
+        Self { len, world_size, hash, written_at_ms, revision, base, segment_offset: None }
     }
 
-    fn encode(&self) -> [u8; RECORD_BYTES] {
-        let mut out = [0u8; RECORD_BYTES];
-        out[0] = RECORD_VERSION;
-        out[1..5].copy_from_slice(&self.len.to_be_bytes());
-        out[5..9].copy_from_slice(&self.world_size.to_be_bytes());
-        out[9..RECORD_V1_BYTES].copy_from_slice(&self.hash.0);
-        let (at, rev) = (RECORD_V1_BYTES, RECORD_V1_BYTES + 8);
-        out[at..rev].copy_from_slice(&self.written_at_ms.to_be_bytes());
-        out[rev..rev + 4].copy_from_slice(&self.revision.to_be_bytes());
-        out[rev + 4..].copy_from_slice(&self.base.0);
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECORD_V3_BYTES);
+        out.push(if self.segment_offset.is_some() { RECORD_IN_SEGMENT } else { RECORD_VERSION });
+        out.extend_from_slice(&self.len.to_be_bytes());
+        out.extend_from_slice(&self.world_size.to_be_bytes());
+        out.extend_from_slice(&self.hash.0);
+        out.extend_from_slice(&self.written_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.revision.to_be_bytes());
+        out.extend_from_slice(&self.base.0);
+        if let Some(offset) = self.segment_offset {
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
         out
     }
 
     fn decode(b: &[u8]) -> Result<Self, EngineError> {
         let corrupt = || EngineError::Corrupt { reason: format!("bad index record: {b:02x?}") };
         match (b.first(), b.len()) {
-            (Some(1), RECORD_V1_BYTES) | (Some(&RECORD_VERSION), RECORD_BYTES) => {}
+            (Some(1), RECORD_V1_BYTES)
+            | (Some(&RECORD_VERSION), RECORD_BYTES)
+            | (Some(&RECORD_IN_SEGMENT), RECORD_V3_BYTES) => {}
             _ => return Err(corrupt()),
         }
         let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -339,13 +386,26 @@ impl IndexRecord {
         let hash = digest(9);
         let (len, world_size) = (word(1), word(5));
         if b.len() == RECORD_V1_BYTES {
-            return Ok(Self { len, world_size, hash, written_at_ms: 0, revision: 0, base: hash });
+            let (written_at_ms, revision, base, segment_offset) = (0, 0, hash, None);
+            return Ok(Self {
+                len,
+                world_size,
+                hash,
+                written_at_ms,
+                revision,
+                base,
+                segment_offset,
+            });
         }
-        let mut at = [0u8; 8];
-        at.copy_from_slice(&b[RECORD_V1_BYTES..RECORD_V1_BYTES + 8]);
-        let written_at_ms = u64::from_be_bytes(at);
+        let long = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(v)
+        };
+        let written_at_ms = long(RECORD_V1_BYTES);
         let (revision, base) = (word(RECORD_V1_BYTES + 8), digest(RECORD_V1_BYTES + 12));
-        Ok(Self { len, world_size, hash, written_at_ms, revision, base })
+        let segment_offset = (b.len() == RECORD_V3_BYTES).then(|| long(RECORD_BYTES));
+        Ok(Self { len, world_size, hash, written_at_ms, revision, base, segment_offset })
     }
 }
 
@@ -409,6 +469,8 @@ impl Drop for Reservation<'_> {
 /// The storage engine. Share it behind an `Arc`; every method takes `&self`.
 pub struct Engine {
     db: DB,
+    /// Where shard payloads go; `None` keeps them in the `data` family.
+    segments: Option<Segments>,
     capacity_bytes: u64,
     counters: Counters,
     key_locks: Vec<Mutex<()>>,
@@ -472,8 +534,16 @@ impl Engine {
             .map_err(|e| open_error(dir, e))?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(true);
+        let segments = match options.values {
+            ValueStorage::Segments => Some(
+                Segments::open(dir)
+                    .map_err(|error| EngineError::CreateDir { dir: dir.to_owned(), error })?,
+            ),
+            ValueStorage::Inline | ValueStorage::BlobFiles => None,
+        };
         let engine = Self {
             db,
+            segments,
             capacity_bytes: options.capacity_bytes,
             counters: Counters::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -481,7 +551,54 @@ impl Engine {
             sync_write,
         };
         engine.count_stored()?;
+        engine.remove_unreferenced_segments()?;
         Ok(engine)
+    }
+
+    /// Deletes the segment files of checkpoints without a shard in the index: what a crash
+    /// left between a checkpoint's index delete and its file's removal, or between a first
+    /// append and its index record.
+    fn remove_unreferenced_segments(&self) -> Result<(), EngineError> {
+        let Some(segments) = &self.segments else { return Ok(()) };
+        for (job, step) in segments.checkpoints().map_err(io_error)? {
+            self.remove_segment_if_empty(&job, step)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes checkpoint `(job, step)`'s segment file if the index lists none of its shards.
+    /// Holds the delete lock, so no put is appending to it meanwhile.
+    fn remove_segment_if_empty(&self, job: &JobName, step: Step) -> Result<(), EngineError> {
+        let Some(segments) = &self.segments else { return Ok(()) };
+        let _exclusive = self.delete_lock.write().unwrap_or_else(|p| p.into_inner());
+        let range = ShardKey::checkpoint_range(job, step);
+        if self.index_iter(&range.start, &range.end).next().is_none() {
+            tracing::debug!(job = job.as_str(), step = step.0, "removing an unused segment file");
+            segments.remove(job, step).map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// The segment file a shard record points into, if it has one (`create`: make the file).
+    fn segment_of(
+        &self,
+        key: &ShardKey,
+        create: bool,
+    ) -> Result<Option<Arc<Segment>>, EngineError> {
+        match &self.segments {
+            Some(segments) => segments.get(&key.job, key.step, create).map_err(io_error),
+            None => Ok(None),
+        }
+    }
+
+    /// Frees the segment bytes of a shard record that the index no longer points to.
+    fn free_segment_bytes(&self, key: &ShardKey, record: &IndexRecord) {
+        let Some(offset) = record.segment_offset else { return };
+        match self.segment_of(key, false) {
+            Ok(Some(segment)) => segment.punch(offset, record.len),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot free the old bytes of {key:?}: {e}"),
+        }
     }
 
     /// The configured capacity in shard payload bytes (0: unbounded).
@@ -574,14 +691,32 @@ impl Engine {
         let k = key.encode();
         let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
         let _key = self.lock_key(&k);
-        let previous = self.read_record(&k)?.map(|r| u64::from(r.len));
+        let previous = self.read_record(&k)?;
+        let previous_len = previous.map_or(0, |r| u64::from(r.len));
         let len = bytes.len() as u64;
-        let reservation = self.reserve(len.saturating_sub(previous.unwrap_or(0)))?;
-        let record = IndexRecord::shard(bytes.len() as u32, hash);
-        self.write(self.put_batch(&k, &record, bytes))?;
+        let reservation = self.reserve(len.saturating_sub(previous_len))?;
+        match self.segment_of(key, true)? {
+            Some(segment) => {
+                let offset = segment.append(bytes).map_err(io_error)?;
+                let record = IndexRecord::shard(bytes.len() as u32, hash, Some(offset));
+                let mut batch = WriteBatch::default();
+                batch.put_cf(self.index_cf(), &k, record.encode());
+                if previous.is_some_and(|r| r.segment_offset.is_none()) {
+                    batch.delete_cf(self.data_cf(), &k);
+                }
+                self.write(batch)?;
+            }
+            None => {
+                let record = IndexRecord::shard(bytes.len() as u32, hash, None);
+                self.write(self.put_batch(&k, &record, bytes))?;
+            }
+        }
+        if let Some(previous) = &previous {
+            self.free_segment_bytes(key, previous);
+        }
         // Add before subtracting: the counter may briefly over-count, never under-count.
         self.counters.shard_bytes.fetch_add(len, Ordering::SeqCst);
-        self.counters.shard_bytes.fetch_sub(previous.unwrap_or(0), Ordering::SeqCst);
+        self.counters.shard_bytes.fetch_sub(previous_len, Ordering::SeqCst);
         if previous.is_none() {
             self.counters.shards.fetch_add(1, Ordering::SeqCst);
         }
@@ -597,15 +732,52 @@ impl Engine {
     /// Reads a shard and checks its bytes against the stored blake3; a mismatch is
     /// `Corrupt` and the bytes are not returned.
     pub fn get_shard(&self, key: &ShardKey) -> Result<StoredShard, EngineError> {
-        let (record, bytes) = self.read_verified(&key.encode(), true)?;
+        let (record, bytes) = self.read_shard(key, true)?;
         Ok(StoredShard { hash: record.hash, bytes })
     }
 
     /// Re-reads a shard and checks its hash, without filling the block cache (for the
     /// scrubber and `VerifyShard`). Returns the hash and length checked.
     pub fn verify_shard(&self, key: &ShardKey) -> Result<VerifiedShard, EngineError> {
-        let (record, _bytes) = self.read_verified(&key.encode(), false)?;
+        let (record, _bytes) = self.read_shard(key, false)?;
         Ok(VerifiedShard { hash: record.hash, len: record.len })
+    }
+
+    /// Reads a shard from wherever its record says and checks it. Bytes that do not match
+    /// the record are corruption only if the record is still the same when looked up again:
+    /// an overwrite or delete between the two reads frees the old bytes (they read as
+    /// zeros), so the read then follows the new record, or reports `NotFound`.
+    fn read_shard(
+        &self,
+        key: &ShardKey,
+        fill_cache: bool,
+    ) -> Result<(IndexRecord, Vec<u8>), EngineError> {
+        let k = key.encode();
+        let mut record = self.read_record(&k)?.ok_or(EngineError::NotFound)?;
+        for _ in 0..SHARD_READ_ATTEMPTS {
+            let Some(offset) = record.segment_offset else {
+                return self.read_verified(&k, fill_cache);
+            };
+            let segment = self.segment_of(key, false)?.ok_or_else(|| EngineError::Corrupt {
+                reason: "the index lists it but its segment file is missing".into(),
+            })?;
+            let checked = match segment.read(offset, record.len, fill_cache) {
+                Ok(bytes) => check_stored(&record, &bytes).map(|()| bytes),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(EngineError::Corrupt {
+                    reason: format!("its segment file ends before its {} bytes", record.len),
+                }),
+                Err(e) => Err(io_error(e)),
+            };
+            match (checked, self.read_record(&k)?) {
+                (Ok(bytes), _) => return Ok((record, bytes)),
+                (Err(_), None) => return Err(EngineError::NotFound),
+                (Err(_), Some(now)) if now != record => record = now,
+                (Err(e), Some(_)) => return Err(e),
+            }
+        }
+        Err(EngineError::Conflict {
+            reason: format!("rewritten {SHARD_READ_ATTEMPTS} times while being read; try again"),
+        })
     }
 
     fn read_verified(
@@ -657,7 +829,7 @@ impl Engine {
     pub fn delete_checkpoint(&self, job: &JobName, step: Step) -> Result<Deleted, EngineError> {
         let ranges =
             [ShardKey::checkpoint_range(job, step), ManifestKey::checkpoint_range(job, step)];
-        let deleted = self.delete_ranges(&ranges)?;
+        let deleted = self.delete_ranges(&ranges, (job, step))?;
         if deleted != Deleted::default() {
             // Drop the deleted entries now rather than at some later compaction, so that
             // blob files holding only deleted payloads are removed and the disk space
@@ -671,9 +843,14 @@ impl Engine {
         Ok(deleted)
     }
 
-    /// Counts and deletes `[shards, manifests]` key ranges in one synced batch, holding the
-    /// delete lock so that no put lands in them uncounted.
-    fn delete_ranges(&self, ranges: &[CheckpointRange; 2]) -> Result<Deleted, EngineError> {
+    /// Counts and deletes checkpoint `(job, step)`'s `[shards, manifests]` key ranges in one
+    /// synced batch, then its segment file, holding the delete lock so that no put lands in
+    /// them uncounted (or appends to the file being removed).
+    fn delete_ranges(
+        &self,
+        ranges: &[CheckpointRange; 2],
+        (job, step): (&JobName, Step),
+    ) -> Result<Deleted, EngineError> {
         let _exclusive = self.delete_lock.write().unwrap_or_else(|p| p.into_inner());
         let [shard_range, manifest_range] = ranges;
         let (shards, shard_bytes) = self.sum_range(shard_range)?;
@@ -690,6 +867,17 @@ impl Engine {
         self.counters.shards.fetch_sub(shards, Ordering::SeqCst);
         self.counters.shard_bytes.fetch_sub(shard_bytes, Ordering::SeqCst);
         self.counters.manifests.fetch_sub(manifests, Ordering::SeqCst);
+        if let Some(segments) = &self.segments {
+            // The index no longer points into the file; a failure leaves it for the next
+            // open's sweep of unreferenced files.
+            if let Err(e) = segments.remove(job, step) {
+                tracing::warn!(
+                    job = job.as_str(),
+                    step = step.0,
+                    "cannot remove a segment file: {e}"
+                );
+            }
+        }
         Ok(Deleted { shards, manifests })
     }
 
@@ -767,10 +955,18 @@ impl Engine {
     }
 
     /// Test hook: replaces the stored bytes of a key without touching its index record, as
-    /// a failing disk would.
+    /// a failing disk would (in a segment file, bytes shorter than the record cut the file).
     #[cfg(test)]
     pub(crate) fn overwrite_bytes_for_test(&self, key: &[u8], bytes: &[u8]) {
-        self.db.put_cf(self.data_cf(), key, bytes).expect("test write");
+        let record = self.read_record(key).expect("read").expect("stored");
+        let shard = ShardKey::decode(key);
+        match (record.segment_offset, shard) {
+            (Some(offset), Some(shard)) => {
+                let segment = self.segment_of(&shard, false).expect("open").expect("has a file");
+                segment.damage_for_test(offset, record.len, bytes);
+            }
+            _ => self.db.put_cf(self.data_cf(), key, bytes).expect("test write"),
+        }
     }
 }
 
@@ -903,9 +1099,20 @@ mod tests {
         assert_eq!(counts, EngineCounts { shards: 2, shard_bytes: 20, manifests: 2 });
     }
 
+    /// Disk space allocated under `dir` (holes in files not counted).
     fn disk_bytes(dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         let entries = std::fs::read_dir(dir).expect("read dir");
-        entries.map(|e| e.expect("entry").metadata().expect("metadata").len()).sum()
+        let sizes = entries.map(|e| {
+            let e = e.expect("entry");
+            let meta = e.metadata().expect("metadata");
+            if meta.is_dir() {
+                disk_bytes(&e.path())
+            } else {
+                meta.blocks() * 512
+            }
+        });
+        sizes.sum()
     }
 
     #[test]
@@ -923,6 +1130,98 @@ mod tests {
         e.delete_checkpoint(&job("job"), Step(1)).expect("delete");
         let after = disk_bytes(dir.path());
         assert!(after < empty + (2 << 20), "{after} bytes left on disk (empty: {empty})");
+    }
+
+    fn segment_files(dir: &Path) -> Vec<String> {
+        let entries = std::fs::read_dir(dir.join("segments")).expect("read dir");
+        let mut names: Vec<String> =
+            entries.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn shards_go_to_one_segment_file_per_checkpoint_and_leave_with_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = open(dir.path(), 0);
+        for (j, step, stripe) in [("job", 1, 0), ("job", 1, 1), ("job", 2, 0), ("..", 1, 0)] {
+            put(&e, &shard_key(j, step, stripe, 0), &bytes(stripe as u8, 100)).expect("put");
+        }
+        assert_eq!(segment_files(dir.path()), ["..@1.seg", "job@1.seg", "job@2.seg"]);
+        let m = b"manifest".to_vec();
+        e.put_manifest(&manifest_key("job", 3, 0), 1, blake3_digest(&m), &m).expect("put");
+        assert_eq!(segment_files(dir.path()).len(), 3, "manifests stay in RocksDB");
+        e.delete_checkpoint(&job("job"), Step(1)).expect("delete");
+        assert_eq!(segment_files(dir.path()), ["..@1.seg", "job@2.seg"]);
+        let last = shard_key("job", 2, 0, 0);
+        let hash = e.get_shard(&last).expect("get").hash;
+        assert!(e.delete_shard(&last, hash).expect("delete"));
+        assert_eq!(segment_files(dir.path()), ["..@1.seg"], "its last shard took the file");
+        assert_eq!(e.get_shard(&shard_key("..", 1, 0, 0)).expect("get").bytes, bytes(0, 100));
+    }
+
+    #[test]
+    fn overwritten_and_deleted_shards_give_their_space_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = open(dir.path(), 0);
+        let shard = bytes(1, 1 << 20);
+        for stripe in 0..8 {
+            put(&e, &shard_key("job", 1, stripe, 0), &shard).expect("put");
+        }
+        let full = disk_bytes(dir.path());
+        let other = bytes(2, 1 << 20);
+        for stripe in 0..8 {
+            put(&e, &shard_key("job", 1, stripe, 0), &other).expect("overwrite");
+        }
+        let rewritten = disk_bytes(dir.path());
+        assert!(rewritten < full + (1 << 20), "{rewritten} bytes after overwrites, {full} before");
+        for stripe in 0..4 {
+            let key = shard_key("job", 1, stripe, 0);
+            assert!(e.delete_shard(&key, blake3_digest(&other)).expect("delete"));
+        }
+        let half = disk_bytes(dir.path());
+        assert!(half < full - (3 << 20), "{half} bytes after deleting half of {full}");
+        for stripe in 4..8 {
+            assert_eq!(e.get_shard(&shard_key("job", 1, stripe, 0)).expect("get").bytes, other);
+        }
+    }
+
+    #[test]
+    fn a_segment_file_nothing_points_into_is_removed_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(open(dir.path(), 0));
+        std::fs::write(dir.path().join("segments").join("job@9.seg"), b"left by a crash")
+            .expect("write");
+        let e = open(dir.path(), 0);
+        assert!(segment_files(dir.path()).is_empty());
+        put(&e, &shard_key("job", 9, 0, 0), b"new").expect("put");
+        assert_eq!(e.get_shard(&shard_key("job", 9, 0, 0)).expect("get").bytes, b"new");
+    }
+
+    #[test]
+    fn shards_stored_in_rocksdb_stay_readable_and_move_to_a_segment_when_rewritten() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new) = (shard_key("job", 1, 0, 0), shard_key("job", 1, 1, 0));
+        {
+            let blob = EngineOptions { values: ValueStorage::BlobFiles, ..Default::default() };
+            let e = Engine::open(dir.path(), blob).expect("opens");
+            put(&e, &old, &bytes(1, 1 << 17)).expect("put");
+            put(&e, &new, &bytes(2, 1 << 17)).expect("put");
+            e.flush_for_test();
+        }
+        let e = open(dir.path(), 0);
+        assert_eq!(
+            e.get_shard(&old).expect("a shard from before segments").bytes,
+            bytes(1, 1 << 17)
+        );
+        put(&e, &new, &bytes(3, 100)).expect("rewrite");
+        assert_eq!(e.get_shard(&new).expect("get").bytes, bytes(3, 100));
+        assert!(e.db.get_cf(e.data_cf(), new.encode()).expect("get").is_none(), "old bytes gone");
+        assert_eq!(
+            e.counts(),
+            EngineCounts { shards: 2, shard_bytes: (1 << 17) + 100, manifests: 0 }
+        );
+        assert_eq!(e.verify_shard(&old).expect("verifies").len, 1 << 17);
     }
 
     #[test]

@@ -156,6 +156,8 @@ impl Engine {
         };
         self.counters.shards.fetch_sub(1, Ordering::SeqCst);
         self.counters.shard_bytes.fetch_sub(u64::from(stored.len), Ordering::SeqCst);
+        self.free_segment_bytes(key, &stored);
+        self.remove_segment_if_empty(&key.job, key.step)?;
         Ok(true)
     }
 
@@ -252,6 +254,7 @@ impl Engine {
         if sweep.shards > 0 {
             self.db.compact_range_cf(self.data_cf(), Some(&range.start), Some(&range.end));
             self.db.compact_range_cf(self.index_cf(), Some(&range.start), Some(&range.end));
+            self.remove_segment_if_empty(&part.job, part.step)?;
         }
         Ok(sweep)
     }
@@ -273,7 +276,7 @@ impl Engine {
         }
         let now_ms = unix_now_ms();
         let (mut sweep, mut batch, mut seen) = (OrphanSweep::default(), WriteBatch::default(), 0);
-        let mut next = None;
+        let (mut next, mut deleted) = (None, Vec::new());
         for item in self.index_iter(start, end) {
             let (key, value) = item.map_err(db_error)?;
             if seen == NODE_DELETE_BATCH_KEYS {
@@ -292,11 +295,17 @@ impl Engine {
             batch.delete_cf(self.data_cf(), &key);
             sweep.shards += 1;
             sweep.bytes += record.map_or(0, |r| u64::from(r.len));
+            if let (Some(shard), Some(record)) = (ShardKey::decode(&key), record) {
+                deleted.push((shard, record));
+            }
         }
         if sweep.shards > 0 {
             self.write(batch)?;
             self.counters.shards.fetch_sub(sweep.shards, Ordering::SeqCst);
             self.counters.shard_bytes.fetch_sub(sweep.bytes, Ordering::SeqCst);
+        }
+        for (shard, record) in &deleted {
+            self.free_segment_bytes(shard, record);
         }
         Ok((sweep, next))
     }

@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use rackpoint_proto::{Digest, JobName, ObjectName, Rank, ShardIndex, ShardKey, Step, StripeIndex};
-use rackpoint_store::engine::aligned_vec;
 use rackpoint_store::{Engine, EngineOptions, ValueStorage};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,22 +81,20 @@ fn mb_per_sec(bytes: u64, secs: f64) -> f64 {
 }
 
 fn write_all(engine: &Engine, shards: u32, len: usize, writers: u32) -> f64 {
-    // Block-aligned buffers, as the node's service receives shards into.
-    let payloads: Vec<(Vec<u8>, usize, Digest)> = (0..writers)
+    let payloads: Vec<(Vec<u8>, Digest)> = (0..writers)
         .map(|w| {
-            let (mut p, start) = aligned_vec(len);
-            p.extend_from_slice(&payload(w, len));
-            let hash = Digest(*blake3::hash(&p[start..]).as_bytes());
-            (p, start, hash)
+            let p = payload(w, len);
+            let hash = Digest(*blake3::hash(&p).as_bytes());
+            (p, hash)
         })
         .collect();
     let start = Instant::now();
     std::thread::scope(|s| {
         for w in 0..writers {
-            let (p, at, hash) = &payloads[w as usize];
+            let (p, hash) = &payloads[w as usize];
             s.spawn(move || {
                 for i in (w..shards).step_by(writers as usize) {
-                    engine.put_shard(&key(i), *hash, &p[*at..]).expect("put");
+                    engine.put_shard(&key(i), *hash, p).expect("put");
                 }
             });
         }

@@ -79,7 +79,6 @@ mod lifecycle;
 mod segments;
 
 pub use lifecycle::{OrphanSweep, PartsPage};
-pub use segments::{aligned_vec, SEGMENT_ALIGN};
 
 const INDEX_CF: &str = "index";
 const DATA_CF: &str = "data";

@@ -21,7 +21,6 @@ use rackpoint_proto::{ErrorCode, FramePrefix, Request, Response, WireError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::engine::aligned_vec;
 use crate::handler::{Handler, Reply, RequestError};
 use crate::stats::INVALID_KIND;
 
@@ -271,18 +270,21 @@ async fn read_exact(
     }
 }
 
-/// Reads a payload of `len` bytes into a block-aligned buffer, so that the engine can hand a
-/// shard to the disk without copying it again (see `engine::segments`).
 async fn read_payload(recv: &mut RecvStream, len: usize) -> Result<Bytes, ReadRequestError> {
-    let (mut payload, start) = aligned_vec(len);
-    while payload.len() - start < len {
-        let got = payload.len() - start;
-        match recv.read_chunk(len - got, true).await? {
+    let mut payload = Vec::with_capacity(len);
+    while payload.len() < len {
+        match recv.read_chunk(len - payload.len(), true).await? {
             Some(chunk) => payload.extend_from_slice(&chunk.bytes),
-            None => return Err(ReadRequestError::Short { part: "payload", got, declared: len }),
+            None => {
+                return Err(ReadRequestError::Short {
+                    part: "payload",
+                    got: payload.len(),
+                    declared: len,
+                })
+            }
         }
     }
-    Ok(Bytes::from(payload).slice(start..))
+    Ok(Bytes::from(payload))
 }
 
 struct StreamTask {

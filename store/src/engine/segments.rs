@@ -3,18 +3,6 @@
 //! and blake3 are in the record already), so a payload's bytes are written to the disk once,
 //! not twice (RocksDB's WAL, then a blob file at flush) as when RocksDB held them.
 //!
-//! Writes bypass the page cache (`O_DIRECT`) where the file system allows it: the disk reads
-//! the payload straight from the request's buffer, so the node's CPU does not copy each byte
-//! into the page cache (in a profile of a save, that kernel copy was 27% of the nodes' CPU).
-//! Appends start at multiples of [`SEGMENT_ALIGN`] and direct writes are whole multiples of
-//! it: a payload in an aligned buffer of a whole number of blocks (the service receives
-//! shards into such buffers) is written as it is, any other through an aligned, zero-padded
-//! copy. Reads go through the page cache as before. A file system that refuses `O_DIRECT`
-//! (tmpfs) gets buffered writes. Direct appends that grow a file take ext4's inode lock
-//! exclusively, one at a time, so the file is grown ahead in steps of
-//! [`SEGMENT_PREALLOC_BYTES`] (`fallocate`), and appends into the allocated blocks run side by
-//! side; closing the file gives back what was allocated past its last append.
-//!
 //! Durability: an append returns once its bytes are on the disk (`fdatasync`, which also
 //! commits the file's new length). Concurrent appends to one file share fsyncs (group
 //! commit): each append takes a ticket after its write, and one `fdatasync` covers every
@@ -34,25 +22,18 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::fcntl::{fallocate, posix_fadvise, FallocateFlags, OFlag, PosixFadviseAdvice};
+use nix::fcntl::{fallocate, posix_fadvise, FallocateFlags, PosixFadviseAdvice};
 use rackpoint_proto::{JobName, Step};
 
-/// Segment files kept open at most (beyond those in use by a request at the moment); each
-/// takes two descriptors (buffered and `O_DIRECT`), well inside the usual limit of 1024 beside
-/// RocksDB's files and the node's sockets.
-pub(super) const MAX_OPEN_SEGMENTS: usize = 128;
-/// Appends start at multiples of this many bytes, and direct writes are multiples of it (the
-/// largest logical block size of common disks).
-pub const SEGMENT_ALIGN: usize = 4096;
-/// How far ahead of its appends a segment file taking direct writes is allocated.
-pub(super) const SEGMENT_PREALLOC_BYTES: u64 = 16 * 1024 * 1024;
+/// Segment files kept open at most (beyond those in use by a request at the moment).
+pub(super) const MAX_OPEN_SEGMENTS: usize = 256;
 /// The folder of segment files inside the data dir.
 const SEGMENTS_DIR: &str = "segments";
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -61,45 +42,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `n` rounded up to a multiple of [`SEGMENT_ALIGN`].
-fn round_up(n: u64) -> u64 {
-    n.div_ceil(SEGMENT_ALIGN as u64) * SEGMENT_ALIGN as u64
-}
-
-/// Whether `bytes` can be written with `O_DIRECT` as they are: an aligned start and a whole
-/// number of blocks.
-fn direct_ready(bytes: &[u8]) -> bool {
-    bytes.as_ptr().align_offset(SEGMENT_ALIGN) == 0 && bytes.len().is_multiple_of(SEGMENT_ALIGN)
-}
-
-/// A buffer for `len` bytes that start on a [`SEGMENT_ALIGN`] boundary: it holds `start`
-/// padding bytes, and the next `len` bytes pushed (without growing it past its capacity, so
-/// it never moves) are the aligned ones. No unsafe code: the `Vec` is over-allocated and the
-/// padding pushed first.
-pub fn aligned_vec(len: usize) -> (Vec<u8>, usize) {
-    let mut buf: Vec<u8> = Vec::with_capacity(len + SEGMENT_ALIGN - 1);
-    let start = buf.as_ptr().align_offset(SEGMENT_ALIGN);
-    buf.resize(start, 0);
-    (buf, start)
-}
-
-/// The end of a segment file's appends and of its allocated blocks.
-#[derive(Debug)]
-struct Tail {
-    /// Where the next append starts (the file's length at open, rounded up, then growing).
-    end: u64,
-    /// The file's length: `end` or more, when allocated ahead.
-    allocated: u64,
-}
-
 /// One checkpoint's segment file.
 #[derive(Debug)]
 pub(super) struct Segment {
     file: File,
-    /// The same file opened with `O_DIRECT`, if the file system allows it.
-    direct: Option<File>,
-    /// Where the next append starts, and how far the file is allocated.
-    tail: Mutex<Tail>,
+    /// Where the next append starts (the file's length at open, then growing).
+    end: Mutex<u64>,
     /// Tickets taken: one per append whose bytes are written (not yet necessarily synced).
     written: AtomicU64,
     /// Tickets covered by the last completed `fdatasync`; held while one runs.
@@ -109,42 +57,20 @@ pub(super) struct Segment {
 impl Segment {
     fn open(path: &Path, create: bool) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
-        let direct = OpenOptions::new().write(true).custom_flags(OFlag::O_DIRECT.bits()).open(path);
-        let direct = direct
-            .inspect_err(|e| tracing::debug!("buffered writes to {}: {e}", path.display()))
-            .ok();
-        let len = file.metadata()?.len();
-        let tail = Mutex::new(Tail { end: round_up(len), allocated: len });
-        Ok(Self { file, direct, tail, written: AtomicU64::new(0), synced: Mutex::new(0) })
-    }
-
-    /// Writes `bytes` at the aligned `offset`: directly when the file and the buffer allow it
-    /// (through an aligned, zero-padded copy when the buffer does not), else buffered.
-    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let Some(direct) = &self.direct else { return self.file.write_all_at(bytes, offset) };
-        if direct_ready(bytes) {
-            return direct.write_all_at(bytes, offset);
-        }
-        let padded = round_up(bytes.len() as u64) as usize;
-        let (mut copy, start) = aligned_vec(padded);
-        copy.extend_from_slice(bytes);
-        copy.resize(start + padded, 0);
-        direct.write_all_at(&copy[start..], offset)
+        let end = file.metadata()?.len();
+        Ok(Self { file, end: Mutex::new(end), written: AtomicU64::new(0), synced: Mutex::new(0) })
     }
 
     /// Appends `bytes` and returns their offset once they are durable. A failed append
     /// leaves at most unreferenced bytes behind.
     pub(super) fn append(&self, bytes: &[u8]) -> io::Result<u64> {
         let offset = {
-            let mut tail = lock(&self.tail);
-            let offset = tail.end;
-            tail.end += round_up(bytes.len() as u64);
-            if self.direct.is_some() && tail.end > tail.allocated {
-                self.allocate_ahead(&mut tail);
-            }
+            let mut end = lock(&self.end);
+            let offset = *end;
+            *end += bytes.len() as u64;
             offset
         };
-        self.write_at(bytes, offset)?;
+        self.file.write_all_at(bytes, offset)?;
         let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
         let mut synced = lock(&self.synced);
         if *synced < ticket {
@@ -155,17 +81,6 @@ impl Segment {
             *synced = covered;
         }
         Ok(offset)
-    }
-
-    /// Grows the file to the next multiple of [`SEGMENT_PREALLOC_BYTES`] past `tail.end`. If
-    /// the file system cannot, the appends grow the file themselves.
-    fn allocate_ahead(&self, tail: &mut Tail) {
-        let to = tail.end.next_multiple_of(SEGMENT_PREALLOC_BYTES);
-        let (from, len) = (tail.allocated as i64, (to - tail.allocated) as i64);
-        match fallocate(self.file.as_raw_fd(), FallocateFlags::empty(), from, len) {
-            Ok(()) => tail.allocated = to,
-            Err(e) => tracing::debug!("cannot allocate a segment file ahead: {e}"),
-        }
     }
 
     /// Reads `len` bytes at `offset`; `UnexpectedEof` if the file ends first. With
@@ -199,19 +114,6 @@ impl Segment {
         self.file.write_all_at(bytes, offset).expect("test write");
         if bytes.len() < len as usize {
             self.file.set_len(offset + bytes.len() as u64).expect("test truncate");
-        }
-    }
-}
-
-impl Drop for Segment {
-    /// Gives back the blocks allocated past the last append (a crash leaves them, at most
-    /// [`SEGMENT_PREALLOC_BYTES`] a file, until the checkpoint's delete).
-    fn drop(&mut self) {
-        let tail = lock(&self.tail);
-        if tail.allocated > tail.end {
-            if let Err(e) = self.file.set_len(tail.end) {
-                tracing::warn!("cannot trim a segment file's allocation: {e}");
-            }
         }
     }
 }
@@ -315,40 +217,19 @@ mod tests {
         let s = segments.get(&job("j"), Step(1), true).expect("get").expect("created");
         let a = s.append(b"first").expect("append");
         let b = s.append(b"second").expect("append");
-        assert_eq!((a, b), (0, SEGMENT_ALIGN as u64), "appends start on block boundaries");
+        assert_eq!((a, b), (0, 5));
         assert_eq!(s.read(b, 6, true).expect("read"), b"second");
+        let err = s.read(b, 7, false).expect_err("past the end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         drop((s, segments));
         let segments = Segments::open(dir.path()).expect("reopens");
         let s = segments.get(&job("j"), Step(1), false).expect("get").expect("exists");
-        let err = s.read(b, SEGMENT_ALIGN as u32 + 1, false).expect_err("past the end");
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "closing gave back the allocation");
-        let c = s.append(b"third").expect("append");
-        assert_eq!(c, 2 * SEGMENT_ALIGN as u64, "appends continue at the end");
+        assert_eq!(s.append(b"third").expect("append"), 11, "appends continue at the end");
         assert_eq!(s.read(a, 5, true).expect("read"), b"first");
         assert_eq!(segments.checkpoints().expect("list"), [(job("j"), Step(1))]);
         segments.remove(&job("j"), Step(1)).expect("remove");
         segments.remove(&job("j"), Step(1)).expect("removing again is fine");
         assert!(segments.checkpoints().expect("list").is_empty());
-    }
-
-    #[test]
-    fn aligned_and_unaligned_payloads_read_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let segments = Segments::open(dir.path()).expect("opens");
-        let s = segments.get(&job("j"), Step(1), true).expect("get").expect("created");
-        assert!(s.direct.is_some(), "the test's file system takes O_DIRECT writes");
-        let block: Vec<u8> = (0..2 * SEGMENT_ALIGN).map(|i| (i % 251) as u8).collect();
-        let (mut buf, start) = aligned_vec(block.len());
-        let before = buf.as_ptr();
-        buf.extend_from_slice(&block);
-        assert_eq!(buf.as_ptr(), before, "filling it never moves it");
-        assert!(direct_ready(&buf[start..]));
-        let a = s.append(&buf[start..]).expect("an aligned append");
-        let odd = &block[1..1001];
-        assert!(!direct_ready(odd));
-        let b = s.append(odd).expect("an unaligned append");
-        assert_eq!(s.read(a, block.len() as u32, true).expect("read"), block);
-        assert_eq!(s.read(b, 1000, true).expect("read"), odd);
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! (`FALLOC_FL_PUNCH_HOLE`), so the disk space returns at once where the file system allows
 //! it (ext4, xfs, btrfs, tmpfs), and with the checkpoint's delete elsewhere.
 //!
+//! Writes are buffered: `O_DIRECT` appends were measured and reverted (see ARCHITECTURE.md,
+//! "Why buffered, not `O_DIRECT`").
+//!
 //! Open files are kept in a map so that appends to one file share one append offset and one
 //! fsync queue; past [`MAX_OPEN_SEGMENTS`] the files no request is using are closed.
 

@@ -744,9 +744,10 @@ impl Engine {
     }
 
     /// Reads a shard from wherever its record says and checks it. Bytes that do not match
-    /// the record are corruption only if the record is still the same when looked up again:
-    /// an overwrite or delete between the two reads frees the old bytes (they read as
-    /// zeros), so the read then follows the new record, or reports `NotFound`.
+    /// the record (or a segment file that is gone) are corruption only if the record is still
+    /// the same when looked up again: an overwrite or delete between the two reads frees the
+    /// old bytes (they read as zeros, or the file is removed), so the read then follows the
+    /// new record, or reports `NotFound`.
     fn read_shard(
         &self,
         key: &ShardKey,
@@ -758,21 +759,32 @@ impl Engine {
             let Some(offset) = record.segment_offset else {
                 return self.read_verified(&k, fill_cache);
             };
-            let segment = self.segment_of(key, false)?.ok_or_else(|| EngineError::Corrupt {
-                reason: "the index lists it but its segment file is missing".into(),
-            })?;
-            let checked = match segment.read(offset, record.len, fill_cache) {
-                Ok(bytes) => check_stored(&record, &bytes).map(|()| bytes),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(EngineError::Corrupt {
-                    reason: format!("its segment file ends before its {} bytes", record.len),
+            let checked = match self.segment_of(key, false)? {
+                None => Err(EngineError::Corrupt {
+                    reason: "the index lists it but its segment file is missing".into(),
                 }),
-                Err(e) => Err(io_error(e)),
+                Some(segment) => match segment.read(offset, record.len, fill_cache) {
+                    Ok(bytes) => check_stored(&record, &bytes).map(|()| bytes),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        Err(EngineError::Corrupt {
+                            reason: format!(
+                                "its segment file ends before its {} bytes",
+                                record.len
+                            ),
+                        })
+                    }
+                    Err(e) => Err(io_error(e)),
+                },
             };
-            match (checked, self.read_record(&k)?) {
-                (Ok(bytes), _) => return Ok((record, bytes)),
-                (Err(_), None) => return Err(EngineError::NotFound),
-                (Err(_), Some(now)) if now != record => record = now,
-                (Err(e), Some(_)) => return Err(e),
+            // Only a failed read looks the record up again: a good one costs one index read.
+            let error = match checked {
+                Ok(bytes) => return Ok((record, bytes)),
+                Err(e) => e,
+            };
+            match self.read_record(&k)? {
+                None => return Err(EngineError::NotFound),
+                Some(now) if now != record => record = now,
+                Some(_) => return Err(error),
             }
         }
         Err(EngineError::Conflict {

@@ -48,6 +48,10 @@ pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
                     tracing::warn!(node = %c.node, step = %c.step, rank = %c.rank, "node holds a different manifest for this part; ignoring its copy");
                 }
             }
+            // Every node refuses an identity alike: that is the answer, not an outage.
+            Err(e @ TransportError::Remote { code: ErrorCode::PermissionDenied, .. }) => {
+                return Err(e.into())
+            }
             Err(e) => {
                 quorum.on_error(node);
                 errors.push((node, e));
@@ -481,6 +485,10 @@ pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<Delet
                 report.manifests += manifests;
             }
             Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => {}
+            // Every node refuses an identity alike: that is the answer, not an outage.
+            Err(e @ TransportError::Remote { code: ErrorCode::PermissionDenied, .. }) => {
+                return Err(e.into())
+            }
             Err(e) => report.unreachable.push((node, e.to_string())),
         }
     }

@@ -3,8 +3,10 @@
 //! owner only.
 //!
 //! A node certificate names the node (`node-<id>.rackpoint`, see
-//! [`rackpoint_proto::cluster::node_server_name`]) and its listen IP, and serves both as a
-//! server and a client identity. A client certificate is a client identity only.
+//! [`rackpoint_proto::cluster::node_server_name`]) and its listen IP, and is a server
+//! identity only: nodes refuse it as a client. A client certificate is a client identity
+//! only and carries its access grant (`rackpoint_proto::access`): the jobs it reaches and its
+//! level, in a non-critical extension that nodes read on every request.
 
 use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
@@ -13,12 +15,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rackpoint_proto::access::{Grant, GRANT_EXTENSION_OID};
 use rackpoint_proto::cluster::node_server_name;
-use rackpoint_proto::limits::CERT_VALIDITY_YEARS;
+use rackpoint_proto::limits::{CERT_VALIDITY_YEARS, MAX_CLIENT_CERT_DAYS};
 use rackpoint_proto::NodeId;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
 /// Unix permissions of a private key file: read and write by the owner only.
@@ -49,6 +52,9 @@ pub enum CertError {
         /// rcgen's reason.
         error: rcgen::Error,
     },
+    /// A validity in days of 0 or over `MAX_CLIENT_CERT_DAYS`.
+    #[error("a certificate is valid for 1 to {MAX_CLIENT_CERT_DAYS} days, not {0}")]
+    Days(u32),
     /// A file could not be written.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -59,13 +65,18 @@ pub enum CertError {
     },
 }
 
-/// A certificate and its private key, both PEM.
+/// A certificate and its private key, both PEM, with the names a revocation list takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertifiedPem {
     /// The certificate (PEM).
     pub cert_pem: String,
     /// The private key (PKCS#8 PEM).
     pub key_pem: String,
+    /// The serial number, lower-case hex (as nodes log it and revocation lists name it).
+    pub serial: String,
+    /// `blake3:` and the hex blake3 of the certificate's DER (the other name a revocation
+    /// list takes).
+    pub fingerprint: String,
 }
 
 /// The cluster's certificate authority: every node and client certificate is signed by it,
@@ -114,7 +125,7 @@ impl ClusterCa {
     }
 
     /// Issues a node's certificate: DNS name `node_server_name(id)`, IP `ip`, usable as a
-    /// server and as a client.
+    /// server only (nodes refuse it as a client, so a storage host's key reaches no job).
     pub fn issue_node(&self, id: NodeId, ip: IpAddr) -> Result<CertifiedPem, CertError> {
         let name = node_server_name(id);
         let dns = name
@@ -122,26 +133,62 @@ impl ClusterCa {
             .try_into()
             .map_err(|error| CertError::BadName { name: name.clone(), error })?;
         let mut params = leaf_params(&name);
+        set_validity(&mut params);
         params.subject_alt_names = vec![SanType::DnsName(dns), SanType::IpAddress(ip)];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params, &format!("the certificate of node {id}"))
     }
 
-    /// Issues a client certificate with common name `name`, usable as a client only.
-    pub fn issue_client(&self, name: &str) -> Result<CertifiedPem, CertError> {
+    /// Issues a client certificate with common name `name` carrying `grant`, valid from a
+    /// day ago (clock skew) for `days` days, usable as a client only.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        grant: &Grant,
+        days: u32,
+    ) -> Result<CertifiedPem, CertError> {
+        if days == 0 || days > MAX_CLIENT_CERT_DAYS {
+            return Err(CertError::Days(days));
+        }
         let mut params = leaf_params(name);
+        let today = unix_days_now();
+        let (y, m, d) = ymd(today - 1);
+        params.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = ymd(today + i64::from(days));
+        params.not_after = rcgen::date_time_ymd(y, m, d);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.custom_extensions =
+            vec![CustomExtension::from_oid_content(GRANT_EXTENSION_OID, grant.to_der())];
         self.sign(params, &format!("the client certificate {name:?}"))
     }
 
-    fn sign(&self, params: CertificateParams, what: &str) -> Result<CertifiedPem, CertError> {
+    fn sign(&self, mut params: CertificateParams, what: &str) -> Result<CertifiedPem, CertError> {
         let key = KeyPair::generate().map_err(|error| generate_error(what, error))?;
+        let serial = fresh_serial(&key);
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
         let cert = params
             .signed_by(&key, &self.issuer, &self.key)
             .map_err(|error| generate_error(what, error))?;
-        Ok(CertifiedPem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            fingerprint: format!("blake3:{}", blake3::hash(cert.der()).to_hex()),
+        })
     }
+}
+
+/// A 16-byte serial, unique per key and moment: the blake3 of the new public key and the
+/// time. Its first byte is kept in 0x40..=0x7f so that DER stores all 16 bytes as they are
+/// (positive, no leading zero), and the hex nodes print is the hex issued here.
+fn fresh_serial(key: &KeyPair) -> [u8; 16] {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&key.public_key_der()).update(&nanos.to_le_bytes());
+    let mut serial = [0u8; 16];
+    serial.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    serial[0] = 0x40 | (serial[0] & 0x3f);
+    serial
 }
 
 fn generate_error(what: &str, error: rcgen::Error) -> CertError {
@@ -166,7 +213,6 @@ fn leaf_params(common_name: &str) -> CertificateParams {
     params.distinguished_name = distinguished_name(common_name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params);
     params
 }
 
@@ -182,6 +228,26 @@ fn set_validity(params: &mut CertificateParams) {
     let year = current_year();
     params.not_before = rcgen::date_time_ymd(year, 1, 1);
     params.not_after = rcgen::date_time_ymd(year + CERT_VALIDITY_YEARS, 1, 1);
+}
+
+/// Whole days since 1970-01-01 (UTC) now; a clock before 1970 counts as day 0.
+fn unix_days_now() -> i64 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    i64::try_from(secs / 86_400).unwrap_or(0)
+}
+
+/// Year, month and day of the day `days` after 1970-01-01 (Howard Hinnant's civil-from-days).
+fn ymd(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u8;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as i32, month, day)
 }
 
 /// The current calendar year (UTC). Counting whole days of the proleptic Gregorian
@@ -280,13 +346,13 @@ mod tests {
         verify_server(ca.cert_pem(), &node.cert_pem, "node-3.rackpoint").expect("own name");
         verify_server(ca.cert_pem(), &node.cert_pem, "127.0.0.1").expect("listen IP");
         assert!(verify_server(ca.cert_pem(), &node.cert_pem, "node-4.rackpoint").is_err());
-        verify_client(ca.cert_pem(), &node.cert_pem).expect("a node is also a client");
+        assert!(verify_client(ca.cert_pem(), &node.cert_pem).is_err(), "a node is never a client");
     }
 
     #[test]
     fn client_certificates_are_clients_only() {
         let ca = ClusterCa::generate().expect("CA");
-        let client = ca.issue_client("trainer").expect("client cert");
+        let client = ca.issue_client("trainer", &Grant::admin(), 1).expect("client cert");
         verify_client(ca.cert_pem(), &client.cert_pem).expect("client auth");
         assert!(verify_server(ca.cert_pem(), &client.cert_pem, "trainer").is_err());
     }
@@ -295,7 +361,7 @@ mod tests {
     fn another_ca_is_not_trusted() {
         let ca = ClusterCa::generate().expect("CA");
         let other = ClusterCa::generate().expect("CA");
-        let client = other.issue_client("intruder").expect("client cert");
+        let client = other.issue_client("intruder", &Grant::admin(), 1).expect("client cert");
         assert!(verify_client(ca.cert_pem(), &client.cert_pem).is_err());
         let node = other.issue_node(NodeId(1), [127, 0, 0, 1].into()).expect("node cert");
         assert!(verify_server(ca.cert_pem(), &node.cert_pem, "node-1.rackpoint").is_err());
@@ -332,6 +398,14 @@ mod tests {
         let meta = std::fs::metadata(&path).expect("stat");
         assert_eq!(meta.mode() & 0o777, KEY_FILE_MODE);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "new key");
+    }
+
+    #[test]
+    fn days_become_calendar_dates() {
+        assert_eq!(ymd(0), (1970, 1, 1));
+        assert_eq!(ymd(11_017), (2000, 3, 1));
+        assert_eq!(ymd(20_789), (2026, 12, 2));
+        assert_eq!(ymd(-1), (1969, 12, 31));
     }
 
     #[test]

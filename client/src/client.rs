@@ -11,7 +11,7 @@ use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Step};
 use tokio::sync::Semaphore;
 
 use crate::catalog::{self, CheckpointSummary, DeleteReport, ResumePoint, VerifyReport};
-use crate::cluster_dir;
+use crate::cluster_dir::{self, IdentityFiles};
 use crate::ctx::{self, Ctx};
 pub use crate::ctx::{ClientOptions, Progress};
 use crate::error::{ClientError, Result};
@@ -60,7 +60,17 @@ impl Client {
 
     /// [`Client::connect`] with options other than the defaults.
     pub fn connect_with_options(cluster_file: &Path, options: ClientOptions) -> Result<Self> {
-        let loaded = cluster_dir::load(cluster_file)?;
+        Self::connect_as(cluster_file, None, options)
+    }
+
+    /// [`Client::connect_with_options`], presenting `identity` (a certificate and key issued
+    /// by `rackpoint cluster cert`) instead of the certificate the cluster file names.
+    pub fn connect_as(
+        cluster_file: &Path,
+        identity: Option<&IdentityFiles>,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let loaded = cluster_dir::load_as(cluster_file, identity)?;
         Self::with_map_options(loaded.map, &loaded.tls, options)
     }
 

@@ -5,27 +5,41 @@
 //!
 //! ```text
 //! DIR/cluster.toml                 the cluster map (written last: its presence means "done")
-//! DIR/ca.pem  DIR/ca.key           the cluster CA; the key (0600) is kept so that more
-//!                                  node or client certificates can be issued later
-//! DIR/client.pem  DIR/client.key   the client identity
-//! DIR/node-<id>/node.toml          the node's config: listen address, rack, data dir `data`
-//! DIR/node-<id>/node.pem  node.key the node's identity (key 0600)
+//! DIR/ca.pem                       the cluster CA's certificate (the trust anchor)
+//! DIR/admin.pem  DIR/admin.key     the operator's identity: an admin grant over every job
+//! DIR/authority/ca.key             the CA's key (folder 0700, key 0600): issues identities
+//!                                  (`rackpoint cluster cert`); never handed to a node or job
+//! DIR/node-<id>/                   self-contained (0700), to copy to host <id> as it is:
+//!   node.toml                      listen address, rack, data dir `data`
+//!   node.pem  node.key  ca.pem     the node's server-only identity (key 0600), the anchor
 //! ```
+//!
+//! A job is handed `cluster.toml`, `ca.pem` and its own certificate (see [`issue_client`]),
+//! and names the certificate with `--cert`/`--key` (or `RACKPOINT_CERT`/`RACKPOINT_KEY`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
+use rackpoint_proto::access::Grant;
 use rackpoint_proto::cluster::{ClientTlsPaths, CodeParams, ConfigError, NodeConfig, NodeInfo};
 use rackpoint_proto::limits::{
-    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_CONFIG_FILE_BYTES, MAX_NODES,
+    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_CLIENT_CERT_DAYS,
+    MAX_CONFIG_FILE_BYTES, MAX_NODES, MAX_PEM_FILE_BYTES, NODE_DEFAULT_ORPHAN_GRACE_MS,
 };
 use rackpoint_proto::{ClusterMap, NodeId};
 
-use crate::certs::{write_key_file, write_public_file, CertError, ClusterCa};
+use crate::certs::{write_key_file, write_public_file, CertError, CertifiedPem, ClusterCa};
 use crate::tls::{read_file_bounded, ClientTls, TlsError};
 
 /// File name of the cluster map inside a cluster folder.
 pub const CLUSTER_FILE: &str = "cluster.toml";
+/// Folder of the CA's private key inside a cluster folder (kept apart from everything that
+/// is handed out).
+pub const AUTHORITY_DIR: &str = "authority";
+/// Name of the operator's admin identity that `init` issues (`admin.pem`, `admin.key`).
+pub const ADMIN_IDENTITY: &str = "admin";
+/// Longest name of an identity `issue_client` writes (it names its files).
+const MAX_IDENTITY_NAME_BYTES: usize = 64;
 /// File name of a node's config inside its folder.
 pub const NODE_FILE: &str = "node.toml";
 /// File name of a node's stderr log inside its folder (written by `local_cluster`).
@@ -85,6 +99,12 @@ pub enum ClusterDirError {
     /// A certificate could not be made or written.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// An identity name that cannot name a file.
+    #[error("{0:?} is not an identity name: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.'")]
+    BadIdentityName(String),
+    /// The cluster folder holds no CA key to issue with.
+    #[error("no CA key in {0} (looked for authority/ca.key and ca.key): certificates are issued where the cluster was made")]
+    NoCaKey(PathBuf),
     /// The client TLS material named by the cluster file could not be loaded.
     #[error("{path}: {error}")]
     Tls {
@@ -114,6 +134,8 @@ pub struct InitOptions {
     pub capacity_bytes: u64,
     /// Overwrite an existing cluster's configs and certificates (data folders are kept).
     pub force: bool,
+    /// Each node's `min_orphan_grace_ms` (test clusters sweep at once).
+    pub node_min_orphan_grace_ms: u64,
 }
 
 impl InitOptions {
@@ -129,6 +151,7 @@ impl InitOptions {
             shard_size_bytes: 1 << 20,
             capacity_bytes: 0,
             force: false,
+            node_min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS,
         }
     }
 }
@@ -158,12 +181,14 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<ClusterMap, ClusterDirErro
     create_dir(dir)?;
     let ca = ClusterCa::generate()?;
     write_public_file(&dir.join("ca.pem"), ca.cert_pem())?;
-    write_key_file(&dir.join("ca.key"), &ca.key_pem())?;
-    let client = ca.issue_client("rackpoint-client")?;
-    write_public_file(&dir.join(&map.tls.cert), &client.cert_pem)?;
-    write_key_file(&dir.join(&map.tls.key), &client.key_pem)?;
+    let authority = dir.join(AUTHORITY_DIR);
+    create_private_dir(&authority)?;
+    write_key_file(&authority.join("ca.key"), &ca.key_pem())?;
+    let admin = ca.issue_client(ADMIN_IDENTITY, &Grant::admin(), MAX_CLIENT_CERT_DAYS)?;
+    write_public_file(&dir.join(&map.tls.cert), &admin.cert_pem)?;
+    write_key_file(&dir.join(&map.tls.key), &admin.key_pem)?;
     for node in &map.nodes {
-        write_node(dir, &ca, node, opts.capacity_bytes)?;
+        write_node(dir, &ca, node, opts)?;
     }
     write_atomically(&cluster_file, &map.to_toml())?;
     Ok(map)
@@ -174,9 +199,69 @@ pub fn node_dir(dir: &Path, id: NodeId) -> PathBuf {
     dir.join(format!("node-{id}"))
 }
 
+/// A client identity's files: a certificate and its key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFiles {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// Issues a client certificate named `name` with `grant`, valid for `days`, from the CA of
+/// the cluster folder `dir`, and writes `out/NAME.pem` and `out/NAME.key` (0600).
+pub fn issue_client(
+    dir: &Path,
+    name: &str,
+    grant: &Grant,
+    days: u32,
+    out: &Path,
+) -> Result<(IdentityFiles, CertifiedPem), ClusterDirError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_IDENTITY_NAME_BYTES
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(ClusterDirError::BadIdentityName(name.to_owned()));
+    }
+    let ca = load_ca(dir)?;
+    let issued = ca.issue_client(name, grant, days)?;
+    create_dir(out)?;
+    let files = IdentityFiles {
+        cert: out.join(format!("{name}.pem")),
+        key: out.join(format!("{name}.key")),
+    };
+    write_public_file(&files.cert, &issued.cert_pem)?;
+    write_key_file(&files.key, &issued.key_pem)?;
+    Ok((files, issued))
+}
+
+/// The CA of a cluster folder: `ca.pem` with `authority/ca.key` (or, in folders made before
+/// the key moved there, `ca.key`).
+fn load_ca(dir: &Path) -> Result<ClusterCa, ClusterDirError> {
+    let key_path = [dir.join(AUTHORITY_DIR).join("ca.key"), dir.join("ca.key")]
+        .into_iter()
+        .find(|p| p.exists())
+        .ok_or_else(|| ClusterDirError::NoCaKey(dir.to_owned()))?;
+    let read = |path: &Path| {
+        read_file_bounded(path, MAX_PEM_FILE_BYTES)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|error| ClusterDirError::Io { path: path.to_owned(), error })
+    };
+    Ok(ClusterCa::load(&read(&dir.join("ca.pem"))?, &read(&key_path)?)?)
+}
+
 /// Reads a cluster file and the client TLS material it names (relative paths resolve
 /// against the file's folder). Errors name the file.
 pub fn load(cluster_file: &Path) -> Result<LoadedCluster, ClusterDirError> {
+    load_as(cluster_file, None)
+}
+
+/// [`load`], presenting `identity` instead of the certificate the file names.
+pub fn load_as(
+    cluster_file: &Path,
+    identity: Option<&IdentityFiles>,
+) -> Result<LoadedCluster, ClusterDirError> {
     let bytes = read_file_bounded(cluster_file, MAX_CONFIG_FILE_BYTES)
         .map_err(|error| ClusterDirError::Io { path: cluster_file.to_owned(), error })?;
     let parse_error = |error| ClusterDirError::Parse { path: cluster_file.to_owned(), error };
@@ -185,18 +270,22 @@ pub fn load(cluster_file: &Path) -> Result<LoadedCluster, ClusterDirError> {
     })?;
     let map = ClusterMap::from_toml(&text).map_err(parse_error)?;
     let dir = cluster_file.parent().map(Path::to_owned).unwrap_or_default();
-    let resolved = ClientTlsPaths {
-        ca: dir.join(&map.tls.ca),
-        cert: dir.join(&map.tls.cert),
-        key: dir.join(&map.tls.key),
+    let (cert, key) = match identity {
+        Some(id) => (id.cert.clone(), id.key.clone()),
+        None => (dir.join(&map.tls.cert), dir.join(&map.tls.key)),
     };
+    let resolved = ClientTlsPaths { ca: dir.join(&map.tls.ca), cert, key };
     let tls = ClientTls::from_pem_files(&resolved)
         .map_err(|error| ClusterDirError::Tls { path: cluster_file.to_owned(), error })?;
     Ok(LoadedCluster { map, tls, dir })
 }
 
 fn client_tls_paths() -> ClientTlsPaths {
-    ClientTlsPaths { ca: "ca.pem".into(), cert: "client.pem".into(), key: "client.key".into() }
+    ClientTlsPaths {
+        ca: "ca.pem".into(),
+        cert: format!("{ADMIN_IDENTITY}.pem").into(),
+        key: format!("{ADMIN_IDENTITY}.key").into(),
+    }
 }
 
 /// Ids, racks and addresses of the nodes `init` makes.
@@ -245,11 +334,12 @@ fn write_node(
     dir: &Path,
     ca: &ClusterCa,
     node: &NodeInfo,
-    capacity_bytes: u64,
+    opts: &InitOptions,
 ) -> Result<(), ClusterDirError> {
     let folder = node_dir(dir, node.id);
-    create_dir(&folder)?;
+    create_private_dir(&folder)?;
     let identity = ca.issue_node(node.id, node.addr.ip())?;
+    write_public_file(&folder.join("ca.pem"), ca.cert_pem())?;
     write_public_file(&folder.join("node.pem"), &identity.cert_pem)?;
     write_key_file(&folder.join("node.key"), &identity.key_pem)?;
     let config = NodeConfig {
@@ -257,14 +347,25 @@ fn write_node(
         listen: node.addr,
         rack: node.rack.clone(),
         data_dir: NODE_DATA_DIR.into(),
-        ca: "../ca.pem".into(),
+        ca: "ca.pem".into(),
         cert: "node.pem".into(),
         key: "node.key".into(),
-        capacity_bytes,
+        capacity_bytes: opts.capacity_bytes,
         scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
         scrub_start_jitter_ms: DEFAULT_SCRUB_START_JITTER_MS,
+        revoked: None,
+        quota: Vec::new(),
+        min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
     };
     write_atomically(&folder.join(NODE_FILE), &config.to_toml())
+}
+
+/// Makes `dir` readable by its owner only (0700), also when it existed.
+fn create_private_dir(dir: &Path) -> Result<(), ClusterDirError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io_error = |error| ClusterDirError::Io { path: dir.to_owned(), error };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error)
 }
 
 fn create_dir(dir: &Path) -> Result<(), ClusterDirError> {
@@ -329,13 +430,62 @@ mod tests {
     }
 
     #[test]
-    fn private_keys_are_0600() {
+    fn private_keys_are_0600_and_private_folders_0700() {
         let dir = tempfile::tempdir().expect("temp dir");
         init(dir.path(), &small(2)).expect("init");
-        for key in ["ca.key", "client.key", "node-1/node.key", "node-2/node.key"] {
+        for key in ["authority/ca.key", "admin.key", "node-1/node.key", "node-2/node.key"] {
             let mode = std::fs::metadata(dir.path().join(key)).expect("stat").mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
+        for folder in [AUTHORITY_DIR, "node-1", "node-2"] {
+            let mode = std::fs::metadata(dir.path().join(folder)).expect("stat").mode();
+            assert_eq!(mode & 0o777, 0o700, "{folder}");
+        }
+        assert!(!dir.path().join("ca.key").exists(), "the CA key lives apart");
+    }
+
+    #[test]
+    fn a_node_folder_copied_alone_is_complete() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        init(dir.path(), &small(1)).expect("init");
+        let host = tempfile::tempdir().expect("temp dir");
+        let copy = host.path().join("node-1");
+        std::fs::create_dir(&copy).expect("mkdir");
+        for entry in std::fs::read_dir(node_dir(dir.path(), NodeId(1))).expect("read dir") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+        }
+        let text = std::fs::read_to_string(copy.join(NODE_FILE)).expect("node.toml");
+        let config = NodeConfig::from_toml(&text).expect("valid");
+        for path in [&config.ca, &config.cert, &config.key] {
+            assert!(copy.join(path).exists(), "{} inside the node folder", path.display());
+        }
+    }
+
+    #[test]
+    fn issued_identities_chain_to_the_cluster_ca_and_load_in_place_of_the_admin() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        init(dir.path(), &small(1)).expect("init");
+        let grant = Grant::new(
+            rackpoint_proto::Access::Append,
+            Grant::parse_patterns("llm-*,eval").expect("patterns"),
+        )
+        .expect("grant");
+        let out = dir.path().join("jobs");
+        let (files, issued) =
+            issue_client(dir.path(), "trainer", &grant, 30, &out).expect("issued");
+        assert_eq!(files.cert, out.join("trainer.pem"));
+        assert_eq!(std::fs::metadata(&files.key).expect("stat").mode() & 0o777, 0o600);
+        assert_eq!(issued.serial.len(), 32);
+        let loaded = load_as(&dir.path().join(CLUSTER_FILE), Some(&files)).expect("loads");
+        loaded.tls.quinn_client_config().expect("usable identity");
+        for bad in ["", ".hidden", "a/b", "x".repeat(65).as_str()] {
+            let err = issue_client(dir.path(), bad, &grant, 30, &out).expect_err("bad name");
+            assert!(matches!(err, ClusterDirError::BadIdentityName(_)), "{err}");
+        }
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let err = issue_client(elsewhere.path(), "x", &grant, 30, &out).expect_err("no CA");
+        assert!(matches!(err, ClusterDirError::NoCaKey(_)), "{err}");
     }
 
     #[test]
@@ -387,9 +537,9 @@ mod tests {
                 && err.to_string().contains("cluster.toml")
         );
         init(dir.path(), &InitOptions { force: true, ..small(1) }).expect("init");
-        std::fs::remove_file(dir.path().join("client.key")).expect("rm");
+        std::fs::remove_file(dir.path().join("admin.key")).expect("rm");
         let err = load(&file).expect_err("no key");
         assert!(matches!(err, ClusterDirError::Tls { .. }), "{err}");
-        assert!(err.to_string().contains("cluster.toml") && err.to_string().contains("client.key"));
+        assert!(err.to_string().contains("cluster.toml") && err.to_string().contains("admin.key"));
     }
 }

@@ -110,7 +110,7 @@ pub enum ClientError {
     Tls(#[from] crate::tls::TlsError),
     /// A node request failed and no fallback remained.
     #[error(transparent)]
-    Transport(#[from] crate::transport::TransportError),
+    Transport(crate::transport::TransportError),
     /// Not enough nodes are up to place shards.
     #[error(transparent)]
     Placement(#[from] crate::placement::PlacementError),
@@ -236,6 +236,43 @@ pub enum ClientError {
     /// A background task ended abnormally.
     #[error("background task failed: {0}")]
     Task(String),
+    /// A node refused the request for this identity: its certificate does not reach the
+    /// job at the access needed, or is a node's, expired or revoked. Nothing was changed.
+    #[error("permission denied by node {node}: {message}")]
+    PermissionDenied {
+        /// The node that refused.
+        node: NodeId,
+        /// Its reason, naming the job, the access needed and the identity.
+        message: String,
+    },
+    /// A node refused a write that would take the job past its byte quota there; nothing
+    /// committed was touched.
+    #[error("job {job}: node {node} refused the write: its quota there is {limit} bytes and {used} are used")]
+    QuotaExceeded {
+        /// The job.
+        job: JobName,
+        /// The node that refused.
+        node: NodeId,
+        /// Bytes the job's quota rule holds on that node.
+        used: u64,
+        /// The rule's limit on that node.
+        limit: u64,
+    },
+}
+
+impl From<crate::transport::TransportError> for ClientError {
+    /// A refusal for the caller's identity is its own variant; every other transport
+    /// failure stays a transport error.
+    fn from(e: crate::transport::TransportError) -> Self {
+        use crate::transport::TransportError;
+        use rackpoint_proto::ErrorCode;
+        match e {
+            TransportError::Remote { node, code: ErrorCode::PermissionDenied, message } => {
+                ClientError::PermissionDenied { node, message }
+            }
+            e => ClientError::Transport(e),
+        }
+    }
 }
 
 /// A list of failed shards that prints as one line.

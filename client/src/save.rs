@@ -384,12 +384,19 @@ async fn save_stripe(
                     let key = write.id().shard(put.index);
                     let (ctx, hash, payload) = (&ctx, hashes[i], shards[i].clone());
                     inflight.push(async move {
-                        (put.index, put_result(ctx.put_shard(put.node, key, hash, payload).await))
+                        (put.index, ctx.put_shard(put.node, key, hash, payload).await)
                     });
                 }
             }
             Action::Wait => match inflight.next().await {
-                Some((i, result)) => write.on_result(i, result),
+                Some((i, result)) => {
+                    if let Some(refusal) =
+                        result.as_ref().err().and_then(|e| refused(&write.id().job, e))
+                    {
+                        return Err(refusal);
+                    }
+                    write.on_result(i, put_result(result))
+                }
                 None => return Err(ClientError::Task("stripe write waits on no put".into())),
             },
             Action::Sleep(until) => tokio::time::sleep_until(until.into()).await,
@@ -440,6 +447,25 @@ fn put_result(r: Result<(), TransportError>) -> PutResult {
         Ok(()) => PutResult::Stored,
         Err(e) if moves_shard(&e) => PutResult::Refused(e.to_string()),
         Err(e) => PutResult::Failed(e.to_string()),
+    }
+}
+
+/// A refusal for this identity or job (permission, quota), which no other node or retry
+/// would change: the save stops with it.
+fn refused(job: &JobName, e: &TransportError) -> Option<ClientError> {
+    match e {
+        TransportError::Remote { node, code: ErrorCode::QuotaExceeded { used, limit }, .. } => {
+            Some(ClientError::QuotaExceeded {
+                job: job.clone(),
+                node: *node,
+                used: *used,
+                limit: *limit,
+            })
+        }
+        TransportError::Remote { code: ErrorCode::PermissionDenied, .. } => {
+            Some(ClientError::from(e.clone()))
+        }
+        _ => None,
     }
 }
 

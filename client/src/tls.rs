@@ -278,7 +278,8 @@ mod tests {
 
     fn identity() -> (ClusterCa, ClientTls) {
         let ca = ClusterCa::generate().expect("CA");
-        let client = ca.issue_client("test").expect("client");
+        let client =
+            ca.issue_client("test", &rackpoint_proto::access::Grant::admin(), 1).expect("client");
         let tls = ClientTls::from_pem(ca.cert_pem(), &client.cert_pem, &client.key_pem)
             .expect("identity");
         (ca, tls)
@@ -294,8 +295,8 @@ mod tests {
     #[test]
     fn a_key_of_another_certificate_is_refused() {
         let ca = ClusterCa::generate().expect("CA");
-        let a = ca.issue_client("a").expect("a");
-        let b = ca.issue_client("b").expect("b");
+        let a = ca.issue_client("a", &rackpoint_proto::access::Grant::admin(), 1).expect("a");
+        let b = ca.issue_client("b", &rackpoint_proto::access::Grant::admin(), 1).expect("b");
         let tls = ClientTls::from_pem(ca.cert_pem(), &a.cert_pem, &b.key_pem).expect("parses");
         assert!(matches!(tls.quinn_client_config(), Err(TlsError::Rustls(_))));
     }
@@ -303,7 +304,7 @@ mod tests {
     #[test]
     fn missing_or_wrong_pem_sections_are_named() {
         let ca = ClusterCa::generate().expect("CA");
-        let c = ca.issue_client("c").expect("c");
+        let c = ca.issue_client("c", &rackpoint_proto::access::Grant::admin(), 1).expect("c");
         let err = ClientTls::from_pem("", &c.cert_pem, &c.key_pem).expect_err("no CA");
         assert!(matches!(err, TlsError::Pem { what: "CA certificate", .. }), "{err}");
         let err = ClientTls::from_pem(ca.cert_pem(), &c.key_pem, &c.key_pem).expect_err("no cert");

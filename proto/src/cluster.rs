@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 use crate::limits::{
-    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_NODES, MAX_RACK_NAME_BYTES,
-    MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_SHARD_BYTES,
+    DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_START_JITTER_MS, MAX_NODES, MAX_QUOTA_RULES,
+    MAX_RACK_NAME_BYTES, MAX_SHARD_BYTES, MAX_TOTAL_SHARDS, MIN_SHARD_BYTES,
+    NODE_DEFAULT_ORPHAN_GRACE_MS,
 };
 
 /// Why a cluster map, node config or code was refused.
@@ -236,6 +237,33 @@ pub struct NodeConfig {
     /// Longest random delay before the first scrub pass.
     #[serde(default = "default_scrub_start_jitter")]
     pub scrub_start_jitter_ms: u64,
+    /// A revocation list: a text file of certificate serials (hex, as `rackpoint cluster cert`
+    /// prints them) or fingerprints (`blake3:` and the hex blake3 of the certificate's DER),
+    /// one per line, `#` comments allowed. Re-read when it changes, without a restart; a
+    /// certificate on it is refused on its next request.
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
+    /// Youngest shard age, by this node's clock, that an orphan sweep may delete: a sweep
+    /// that asks for less gets this (the grace period is the node's own).
+    #[serde(default = "default_orphan_grace")]
+    pub min_orphan_grace_ms: u64,
+    /// Byte quotas: each job a rule's pattern matches (the first rule that matches) may hold
+    /// at most `bytes` of shard payload on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota: Vec<QuotaRule>,
+}
+
+/// One `[[quota]]` of a `node.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRule {
+    /// The jobs it applies to: a name, a prefix ending in `*`, or `*`.
+    pub jobs: String,
+    /// Shard payload bytes each of those jobs may hold on this node.
+    pub bytes: u64,
+}
+
+fn default_orphan_grace() -> u64 {
+    NODE_DEFAULT_ORPHAN_GRACE_MS
 }
 
 fn default_scrub_rate() -> u64 {
@@ -252,6 +280,16 @@ impl NodeConfig {
         let c: Self = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { what: "node config", message: e.to_string() })?;
         validate_rack(&c.rack)?;
+        if c.quota.len() > MAX_QUOTA_RULES {
+            let message = format!("{} quota rules, at most {MAX_QUOTA_RULES}", c.quota.len());
+            return Err(ConfigError::Parse { what: "node config", message });
+        }
+        for rule in &c.quota {
+            crate::access::JobPattern::parse(&rule.jobs).map_err(|e| ConfigError::Parse {
+                what: "node config quota",
+                message: e.to_string(),
+            })?;
+        }
         Ok(c)
     }
 

@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate does no I/O and knows no async runtime. Both the node
 //! (`rackpoint-store`) and the client (`rackpoint-client`) depend on it; nothing else is shared.
 
+pub mod access;
 pub mod cluster;
 pub mod ids;
 pub mod key;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod pacing;
 pub mod wire;
 
+pub use access::{Access, Grant, JobPattern};
 pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
 pub use ids::{
     Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,

@@ -115,6 +115,51 @@ pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 /// count but may count a shard twice.
 pub const MAX_TRACKED_CORRUPT_SHARDS: usize = 65_536;
 
+// ---- Trust: identities, fair share, quotas (issue 16) ----
+
+/// Longest access grant text a client certificate may carry (`access::Grant::to_text`).
+pub const MAX_GRANT_BYTES: usize = 4096;
+/// Most job patterns one grant may name.
+pub const MAX_GRANT_PATTERNS: usize = 64;
+/// Days a certificate made by `rackpoint cluster cert` stays valid unless `--days` says.
+pub const DEFAULT_CLIENT_CERT_DAYS: u32 = 365;
+/// Most days `rackpoint cluster cert --days` accepts.
+pub const MAX_CLIENT_CERT_DAYS: u32 = 3650;
+/// Largest revocation list (`node.toml`'s `revoked`) a node reads.
+pub const MAX_REVOCATION_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// How often a node looks at its revocation list's modification time (so an edit takes
+/// effect without a restart, on the next request after at most this long).
+pub const REVOCATION_RECHECK_MS: u64 = 1_000;
+/// Time after storing a manifest during which the same identity may delete exactly that
+/// manifest again with only `append` access (a commit short of m + 1 copies rolls back).
+pub const NODE_ROLLBACK_WINDOW_MS: u64 = 120_000;
+/// Manifest writes a node remembers for that rollback (oldest forgotten first).
+pub const NODE_MAX_RECENT_MANIFEST_WRITES: usize = 16_384;
+/// Slowest payload delivery a node waits for: a request that announced `len` payload bytes
+/// must deliver them within `NODE_REQUEST_IO_TIMEOUT_MS` plus `len` at this rate, or it loses
+/// its budget and its stream.
+pub const NODE_MIN_PAYLOAD_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+/// Longest a request waits for in-flight budget before the node answers `Busy` (the client
+/// retries with back-off): no request holds a stream open indefinitely waiting for memory.
+pub const NODE_BUDGET_WAIT_MS: u64 = 10_000;
+/// Time a request has to deliver its announced payload on top of the time its size takes
+/// at `NODE_MIN_PAYLOAD_BYTES_PER_SEC`.
+pub const NODE_PAYLOAD_GRACE_MS: u64 = 5_000;
+/// Request bytes (header and payload) one connection may hold in flight at once: a quarter
+/// of the node's budget.
+pub const NODE_CONNECTION_INFLIGHT_BYTES: u64 = NODE_MAX_INFLIGHT_BYTES / 4;
+/// Request bytes all connections of one identity may hold at once: half the node's budget,
+/// so one identity never starves the others.
+pub const NODE_IDENTITY_INFLIGHT_BYTES: u64 = NODE_MAX_INFLIGHT_BYTES / 2;
+/// Connections one identity may hold open at a node at once.
+pub const NODE_MAX_CONNECTIONS_PER_IDENTITY: usize = MAX_CONNECTIONS / 8;
+/// Shortest age, by the node's clock, of a shard that an orphan sweep may delete unless the
+/// node's config says longer: a save still writing a part is never swept, whatever the
+/// caller asks.
+pub const NODE_DEFAULT_ORPHAN_GRACE_MS: u64 = 60 * 60 * 1000;
+/// Most quota rules one `node.toml` may hold.
+pub const MAX_QUOTA_RULES: usize = 1024;
+
 // ---- Client: requests, retries, health and hedging ----
 
 /// Attempts a client makes for one request before giving up on it.
@@ -226,6 +271,10 @@ const _: () = assert!(
 const _: () = assert!(
     CLIENT_MAX_REQUESTS_PER_NODE <= MAX_STREAMS_PER_CONNECTION as usize,
     "a client's requests to one node must not wait for streams the node will not open"
+);
+const _: () = assert!(
+    NODE_CONNECTION_INFLIGHT_BYTES >= MAX_PAYLOAD_BYTES as u64 + MAX_HEADER_BYTES as u64,
+    "one connection's share must take at least one request of the largest kind"
 );
 const _: () = assert!(
     NODE_MAX_INFLIGHT_BYTES >= MAX_PAYLOAD_BYTES as u64,

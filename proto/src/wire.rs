@@ -111,6 +111,17 @@ pub enum ErrorCode {
     /// The request contradicts what the node holds (a manifest of another revision or
     /// hash, a part that has a manifest here); nothing was changed.
     Conflict,
+    /// The caller's certificate does not allow this request (another job, a lower access
+    /// level, a node identity, expired or revoked); the message names the job, the access
+    /// needed and the identity. Nothing was changed.
+    PermissionDenied,
+    /// The write would take the job past its byte quota on this node; nothing was stored.
+    QuotaExceeded {
+        /// Bytes the job's quota rule already holds on this node.
+        used: u64,
+        /// The rule's limit on this node.
+        limit: u64,
+    },
 }
 
 /// A manifest as a node lists it, without its bytes.

@@ -158,6 +158,8 @@ impl Cell {
         init.k = code.k;
         init.m = code.m;
         init.shard_size_bytes = code.shard_size_bytes;
+        // The heal phase sweeps an interrupted save's orphans at once.
+        init.node_min_orphan_grace_ms = 0;
         let cluster =
             tokio::task::block_in_place(|| LocalCluster::start(&dir, &init, &opts.store_bin))?;
         let tls = cluster.tls().clone();

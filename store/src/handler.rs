@@ -2,10 +2,16 @@
 //! payload in, a [`Reply`] (response, payload, and the memory budget the payload holds) out.
 //! The QUIC glue (`service`) calls [`Handler::handle`]; unit tests call it directly.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use rackpoint_proto::limits::NODE_MAX_INFLIGHT_BYTES;
+use rackpoint_proto::access::{Access, Grant, Need, Scope};
+use rackpoint_proto::limits::{
+    NODE_DEFAULT_ORPHAN_GRACE_MS, NODE_MAX_INFLIGHT_BYTES, NODE_MAX_RECENT_MANIFEST_WRITES,
+    NODE_ROLLBACK_WINDOW_MS,
+};
 use rackpoint_proto::wire::Message;
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, Rank, Request, Response, ShardKey, Step,
@@ -13,8 +19,14 @@ use rackpoint_proto::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{Engine, EngineError, StoredManifest, StoredShard};
+use crate::identity::{Caller, Revocations};
+use crate::quota::{QuotaCheckError, QuotaExceeded, Quotas};
 
 mod lifecycle;
+
+/// The tracing target of the audit lines: every refusal, and every destructive or repairing
+/// request with its outcome, naming the identity.
+pub const AUDIT_TARGET: &str = "rackpoint::audit";
 use crate::stats::{FoundBy, NodeCounters};
 
 /// Why a request failed.
@@ -29,6 +41,9 @@ pub enum RequestError {
     /// The in-flight budget was closed: the node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The write would take its job past its quota here.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 impl RequestError {
@@ -46,6 +61,7 @@ impl RequestError {
             RequestError::Engine(e) => e.code(),
             RequestError::Task(_) => ErrorCode::Internal,
             RequestError::ShuttingDown => ErrorCode::ShuttingDown,
+            RequestError::Quota(q) => ErrorCode::QuotaExceeded { used: q.used, limit: q.limit },
         }
     }
 }
@@ -111,6 +127,14 @@ impl Reply {
     }
 }
 
+/// The job a request touches, for log lines (empty for none).
+fn request_job(request: &Request) -> &str {
+    match request.needs().scope {
+        Scope::Job(job) => job.as_str(),
+        Scope::Any | Scope::Cluster => "",
+    }
+}
+
 /// Who this node is, as `Hello` and `Stats` report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeIdentity {
@@ -120,6 +144,51 @@ pub struct NodeIdentity {
     pub rack: String,
 }
 
+/// What the node enforces beyond the grants themselves, from its `node.toml`.
+#[derive(Debug)]
+pub struct NodePolicy {
+    /// Certificates refused whatever they grant.
+    pub revocations: Revocations,
+    /// Youngest shard an orphan sweep may delete, whatever the sweep asks.
+    pub min_orphan_grace_ms: u64,
+    /// Byte quotas of the jobs here.
+    pub quotas: Quotas,
+}
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        Self {
+            revocations: Revocations::none(),
+            min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS,
+            quotas: Quotas::default(),
+        }
+    }
+}
+
+/// Manifests stored a moment ago and who stored them, so that a commit short of m + 1
+/// copies can take its own copies back with only `append` access (at most
+/// `NODE_MAX_RECENT_MANIFEST_WRITES`, each for `NODE_ROLLBACK_WINDOW_MS`).
+#[derive(Debug, Default)]
+struct RecentManifestWrites(Mutex<VecDeque<(ManifestKey, Digest, String, Instant)>>);
+
+impl RecentManifestWrites {
+    fn record(&self, key: ManifestKey, hash: Digest, caller: &Caller) {
+        let mut recent = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() >= NODE_MAX_RECENT_MANIFEST_WRITES {
+            recent.pop_front();
+        }
+        recent.push_back((key, hash, caller.fingerprint.clone(), Instant::now()));
+    }
+
+    fn stored_by(&self, key: &ManifestKey, hash: &Digest, caller: &Caller) -> bool {
+        let window = Duration::from_millis(NODE_ROLLBACK_WINDOW_MS);
+        let recent = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        recent.iter().rev().any(|(k, h, who, at)| {
+            k == key && h == hash && *who == caller.fingerprint && at.elapsed() < window
+        })
+    }
+}
+
 /// Serves decoded requests over the engine.
 #[derive(Debug, Clone)]
 pub struct Handler {
@@ -127,6 +196,8 @@ pub struct Handler {
     counters: Arc<NodeCounters>,
     identity: NodeIdentity,
     budget: InflightBudget,
+    policy: Arc<NodePolicy>,
+    recent_manifests: Arc<RecentManifestWrites>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -143,7 +214,14 @@ impl Handler {
         identity: NodeIdentity,
         budget: InflightBudget,
     ) -> Self {
-        Self { engine, counters, identity, budget }
+        let policy = Arc::new(NodePolicy::default());
+        Self { engine, counters, identity, budget, policy, recent_manifests: Arc::default() }
+    }
+
+    /// The same handler enforcing `policy`.
+    pub fn with_policy(mut self, policy: NodePolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
     }
 
     /// The payload memory budget (the glue acquires from it before reading a payload).
@@ -156,32 +234,95 @@ impl Handler {
         &self.counters
     }
 
-    /// Serves one request whose payload has been read in full; counts it as served or
-    /// failed. Errors become error replies.
-    pub async fn handle(&self, request: Request, payload: Bytes) -> Reply {
+    /// Checks that `caller` may send `request` (its certificate unexpired and not revoked,
+    /// its grant reaching the request's job at the level the request needs), before its
+    /// payload is read. A refusal is a `PermissionDenied` reply naming the job, the access
+    /// needed and the identity, and an audit line.
+    pub fn admit(&self, caller: &Caller, request: &Request) -> Result<(), Reply> {
+        let Some(reason) = self.refusal(caller, request) else { return Ok(()) };
+        let job = request_job(request);
+        tracing::warn!(target: AUDIT_TARGET, identity = %caller.name, serial = %caller.serial,
+            kind = request.kind(), job, "refused: {reason}");
+        Err(Reply::error(ErrorCode::PermissionDenied, reason))
+    }
+
+    fn refusal(&self, caller: &Caller, request: &Request) -> Option<String> {
+        let need = request.needs();
         let kind = request.kind();
-        let reply = self.dispatch(request, payload).await;
+        if caller.expired_at(SystemTime::now()) {
+            return Some(format!("{kind} refused: the certificate of {caller} has expired"));
+        }
+        if self.policy.revocations.is_revoked(caller) {
+            return Some(format!("{kind} refused: the certificate of {caller} is revoked"));
+        }
+        let Some(grant) = &caller.grant else {
+            return Some(format!(
+                "{kind} needs {need}; {caller} is not a client identity (a node's certificate, \
+                 or one without an access grant)"
+            ));
+        };
+        if grant.permits(&need) || self.may_roll_back(caller, grant, request) {
+            return None;
+        }
+        Some(format!("{kind} needs {need}; {caller} has {grant}"))
+    }
+
+    /// An `append` identity may delete exactly the manifest it stored a moment ago (a commit
+    /// short of m + 1 copies rolls back), and nothing else.
+    fn may_roll_back(&self, caller: &Caller, grant: &Grant, request: &Request) -> bool {
+        let Request::DeleteManifest { key, hash: Some(hash) } = request else { return false };
+        let need = Need { access: Access::Append, scope: Scope::Job(&key.job) };
+        grant.permits(&need) && self.recent_manifests.stored_by(key, hash, caller)
+    }
+
+    /// Serves one request whose payload has been read in full, if `caller` may send it;
+    /// counts it as served or failed. Errors become error replies; destructive requests
+    /// leave an audit line with their outcome.
+    pub async fn handle(&self, caller: &Caller, request: Request, payload: Bytes) -> Reply {
+        let kind = request.kind();
+        if let Err(refused) = self.admit(caller, &request) {
+            self.counters.record_request(kind, false);
+            return refused;
+        }
+        let audit = request.is_destructive().then(|| format!("{request:?}"));
+        let reply = self.dispatch(caller, request, payload).await;
         let reply = reply.unwrap_or_else(|e| Reply::error(e.code(), e.to_string()));
         self.counters.record_request(kind, reply.is_ok());
+        if let Some(request) = audit {
+            let outcome = format!("{:?}", reply.response);
+            tracing::info!(target: AUDIT_TARGET, identity = %caller.name, serial = %caller.serial,
+                kind, outcome, "{request}");
+        }
         reply
     }
 
-    async fn dispatch(&self, request: Request, payload: Bytes) -> Result<Reply, RequestError> {
+    async fn dispatch(
+        &self,
+        caller: &Caller,
+        request: Request,
+        payload: Bytes,
+    ) -> Result<Reply, RequestError> {
         match request {
             Request::Hello => Ok(Reply::bare(self.hello())),
             Request::PutShard { key, hash } => self.put_shard(key, hash, payload).await,
             Request::GetShard { key } => self.get_shard(key).await,
             Request::DeleteCheckpoint { job, step } => self.delete_checkpoint(job, step).await,
             Request::PutManifest { key, world_size, hash } => {
-                self.put_manifest(key, world_size, hash, payload).await
+                let reply = self.put_manifest(key.clone(), world_size, hash, payload).await?;
+                self.recent_manifests.record(key, hash, caller);
+                Ok(reply)
             }
             Request::GetManifest { key } => self.get_manifest(key).await,
             Request::ListManifests { job, after, limit } => {
                 self.list_manifests(job, after, limit).await
             }
-            Request::Stats => Ok(Reply::bare(Response::Stats(Box::new(
-                self.counters.snapshot(self.identity.node_id, self.engine.counts()),
-            )))),
+            Request::Stats => {
+                let mut stats = self.counters.snapshot(self.identity.node_id, self.engine.counts());
+                // Corrupt keys name jobs: a caller sees only those of jobs it reaches.
+                let reaches = |job: &JobName| caller.grant.as_ref().is_some_and(|g| g.covers(job));
+                stats.corrupt_shards.retain(|key| reaches(&key.job));
+                Ok(Reply::bare(Response::Stats(Box::new(stats))))
+            }
             Request::VerifyShard { key } => self.verify_shard(key).await,
             Request::DeleteManifest { key, hash } => self.delete_manifest(key, hash).await,
             Request::ReplaceManifest { key, world_size, hash, revision, base } => {
@@ -189,6 +330,7 @@ impl Handler {
             }
             Request::ListParts { job, after, limit } => self.list_parts(job, after, limit).await,
             Request::DeleteOrphanShards { key, min_age_ms } => {
+                let min_age_ms = min_age_ms.max(self.policy.min_orphan_grace_ms);
                 self.delete_orphan_shards(key, min_age_ms).await
             }
             Request::DeleteShard { key, hash } => self.delete_shard(key, hash).await,
@@ -210,9 +352,22 @@ impl Handler {
         hash: Digest,
         payload: Bytes,
     ) -> Result<Reply, RequestError> {
-        let engine = self.engine.clone();
-        let k = key.clone();
-        blocking(move || engine.put_shard(&k, hash, &payload)).await?;
+        let (engine, policy, k) = (self.engine.clone(), self.policy.clone(), key.clone());
+        let stored = blocking(move || {
+            let previous = engine.shard_len(&k)?.map_or(0, u64::from);
+            let growth = (payload.len() as u64).saturating_sub(previous);
+            let reservation = match policy.quotas.reserve(&engine, &k.job, growth) {
+                Ok(reservation) => reservation,
+                Err(QuotaCheckError::Exceeded(refused)) => return Ok(Err(refused)),
+                Err(QuotaCheckError::Engine(e)) => return Err(e),
+            };
+            engine.put_shard(&k, hash, &payload)?;
+            if let Some(reservation) = reservation {
+                reservation.keep();
+            }
+            Ok(Ok(()))
+        });
+        stored.await??;
         self.counters.forget_corrupt(&key);
         Ok(Reply::bare(Response::ShardStored))
     }
@@ -257,6 +412,7 @@ impl Handler {
         let engine = self.engine.clone();
         let j = job.clone();
         let deleted = blocking(move || engine.delete_checkpoint(&j, step)).await?;
+        self.policy.quotas.forget(&job);
         self.counters.forget_corrupt_where(|k| k.job == job && k.step == step);
         Ok(Reply::bare(Response::CheckpointDeleted {
             shards: deleted.shards,
@@ -325,9 +481,15 @@ mod tests {
         let options = EngineOptions { capacity_bytes, ..EngineOptions::default() };
         let engine = Arc::new(Engine::open(dir.path(), options).expect("engine opens"));
         let identity = NodeIdentity { node_id: NodeId(7), rack: "rack-a".into() };
+        let policy = NodePolicy { min_orphan_grace_ms: 0, ..NodePolicy::default() };
         let handler =
-            Handler::new(engine.clone(), Arc::default(), identity, InflightBudget::default());
+            Handler::new(engine.clone(), Arc::default(), identity, InflightBudget::default())
+                .with_policy(policy);
         Fixture { _dir: dir, engine, handler }
+    }
+
+    fn admin() -> Caller {
+        Caller::in_process("test-admin", Grant::admin())
     }
 
     fn job() -> JobName {
@@ -358,7 +520,7 @@ mod tests {
 
     async fn put(h: &Handler, key: ShardKey, bytes: &'static [u8]) -> Reply {
         let request = Request::PutShard { key, hash: digest(bytes) };
-        h.handle(request, Bytes::from_static(bytes)).await
+        h.handle(&admin(), request, Bytes::from_static(bytes)).await
     }
 
     fn stats(reply: Reply) -> rackpoint_proto::NodeStats {
@@ -374,13 +536,14 @@ mod tests {
         let h = &f.handler;
         assert_eq!(put(h, shard_key(0), b"shard bytes").await.response, Response::ShardStored);
         let before = h.budget().available();
-        let reply = h.handle(Request::GetShard { key: shard_key(0) }, Bytes::new()).await;
+        let reply = h.handle(&admin(), Request::GetShard { key: shard_key(0) }, Bytes::new()).await;
         assert_eq!(reply.response, Response::Shard { hash: digest(b"shard bytes") });
         assert_eq!(&reply.payload[..], b"shard bytes");
         assert_eq!(h.budget().available(), before - 11);
         drop(reply);
         assert_eq!(h.budget().available(), before);
-        let missing = h.handle(Request::GetShard { key: shard_key(1) }, Bytes::new()).await;
+        let missing =
+            h.handle(&admin(), Request::GetShard { key: shard_key(1) }, Bytes::new()).await;
         assert_eq!(error_code(&missing), Some(ErrorCode::NotFound));
     }
 
@@ -388,9 +551,9 @@ mod tests {
     async fn a_wrong_hash_is_refused_and_counted_as_failed() {
         let f = fixture(0);
         let request = Request::PutShard { key: shard_key(0), hash: digest(b"other") };
-        let reply = f.handler.handle(request, Bytes::from_static(b"bytes")).await;
+        let reply = f.handler.handle(&admin(), request, Bytes::from_static(b"bytes")).await;
         assert_eq!(error_code(&reply), Some(ErrorCode::HashMismatch));
-        let s = stats(f.handler.handle(Request::Stats, Bytes::new()).await);
+        let s = stats(f.handler.handle(&admin(), Request::Stats, Bytes::new()).await);
         let put = s.requests.iter().find(|c| c.kind == "PutShard").expect("listed");
         assert_eq!((put.served, put.failed), (0, 1));
         assert_eq!(s.shards, 0);
@@ -402,12 +565,14 @@ mod tests {
         put(&f.handler, shard_key(0), b"good bytes").await;
         f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"bad bytes!");
         for _ in 0..2 {
-            let reply =
-                f.handler.handle(Request::GetShard { key: shard_key(0) }, Bytes::new()).await;
+            let reply = f
+                .handler
+                .handle(&admin(), Request::GetShard { key: shard_key(0) }, Bytes::new())
+                .await;
             assert_eq!(error_code(&reply), Some(ErrorCode::Corrupt));
             assert!(reply.payload.is_empty());
         }
-        let s = stats(f.handler.handle(Request::Stats, Bytes::new()).await);
+        let s = stats(f.handler.handle(&admin(), Request::Stats, Bytes::new()).await);
         assert_eq!(s.corrupt_shards_found, 1, "one shard, found twice, counts once");
         assert_eq!(f.handler.budget().available(), NODE_MAX_INFLIGHT_BYTES as usize);
     }
@@ -418,7 +583,7 @@ mod tests {
         assert!(put(&f.handler, shard_key(0), b"0123456789").await.is_ok());
         let full = put(&f.handler, shard_key(1), b"0123456789").await;
         assert_eq!(error_code(&full), Some(ErrorCode::DiskFull));
-        let hello = f.handler.handle(Request::Hello, Bytes::new()).await.response;
+        let hello = f.handler.handle(&admin(), Request::Hello, Bytes::new()).await.response;
         let expected = Response::Hello {
             node_id: NodeId(7),
             rack: "rack-a".into(),
@@ -436,23 +601,24 @@ mod tests {
         let m: &'static [u8] = b"manifest bytes";
         let request = Request::PutManifest { key: key.clone(), world_size: 2, hash: digest(m) };
         assert_eq!(
-            h.handle(request, Bytes::from_static(m)).await.response,
+            h.handle(&admin(), request, Bytes::from_static(m)).await.response,
             Response::ManifestStored
         );
-        let got = h.handle(Request::GetManifest { key: key.clone() }, Bytes::new()).await;
+        let got = h.handle(&admin(), Request::GetManifest { key: key.clone() }, Bytes::new()).await;
         assert_eq!(got.response, Response::Manifest { world_size: 2, hash: digest(m) });
         assert_eq!(&got.payload[..], m);
         let list = Request::ListManifests { job: job(), after: None, limit: 10 };
-        let Response::Manifests { entries, more } = h.handle(list, Bytes::new()).await.response
+        let Response::Manifests { entries, more } =
+            h.handle(&admin(), list, Bytes::new()).await.response
         else {
             panic!("expected a manifest page");
         };
         assert_eq!((entries.len(), entries[0].world_size, more), (1, 2, false));
         put(h, shard_key(0), b"x").await;
         let delete = Request::DeleteCheckpoint { job: job(), step: Step(5) };
-        let deleted = h.handle(delete, Bytes::new()).await.response;
+        let deleted = h.handle(&admin(), delete, Bytes::new()).await.response;
         assert_eq!(deleted, Response::CheckpointDeleted { shards: 1, manifests: 1 });
-        let gone = h.handle(Request::GetManifest { key }, Bytes::new()).await;
+        let gone = h.handle(&admin(), Request::GetManifest { key }, Bytes::new()).await;
         assert_eq!(error_code(&gone), Some(ErrorCode::NotFound));
     }
 
@@ -462,19 +628,22 @@ mod tests {
         let h = &f.handler;
         put(h, shard_key(0), b"good bytes").await;
         let verify = || Request::VerifyShard { key: shard_key(0) };
-        let reply = h.handle(verify(), Bytes::new()).await;
+        let reply = h.handle(&admin(), verify(), Bytes::new()).await;
         assert_eq!(
             reply.response,
             Response::ShardVerified { hash: digest(b"good bytes"), len: 10 }
         );
         assert!(reply.payload.is_empty(), "nothing but the digest travels");
         f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"bad bytes!");
-        assert_eq!(error_code(&h.handle(verify(), Bytes::new()).await), Some(ErrorCode::Corrupt));
-        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        assert_eq!(
+            error_code(&h.handle(&admin(), verify(), Bytes::new()).await),
+            Some(ErrorCode::Corrupt)
+        );
+        let s = stats(h.handle(&admin(), Request::Stats, Bytes::new()).await);
         assert_eq!((s.corrupt_shards_found, s.corrupt_shards), (1, vec![shard_key(0)]));
         let delete = Request::DeleteCheckpoint { job: job(), step: Step(5) };
-        h.handle(delete, Bytes::new()).await;
-        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        h.handle(&admin(), delete, Bytes::new()).await;
+        let s = stats(h.handle(&admin(), Request::Stats, Bytes::new()).await);
         assert!(s.corrupt_shards.is_empty(), "a deleted shard is no longer listed");
     }
 
@@ -484,15 +653,99 @@ mod tests {
         let h = &f.handler;
         put(h, shard_key(0), b"moved away").await;
         let delete = |hash| Request::DeleteShard { key: shard_key(0), hash };
-        let other = h.handle(delete(digest(b"another version")), Bytes::new()).await;
+        let other = h.handle(&admin(), delete(digest(b"another version")), Bytes::new()).await;
         assert_eq!(error_code(&other), Some(ErrorCode::Conflict));
-        assert_eq!(stats(h.handle(Request::Stats, Bytes::new()).await).shards, 1);
-        let gone = h.handle(delete(digest(b"moved away")), Bytes::new()).await.response;
+        assert_eq!(stats(h.handle(&admin(), Request::Stats, Bytes::new()).await).shards, 1);
+        let gone = h.handle(&admin(), delete(digest(b"moved away")), Bytes::new()).await.response;
         assert_eq!(gone, Response::ShardDeleted { existed: true });
-        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        let s = stats(h.handle(&admin(), Request::Stats, Bytes::new()).await);
         assert_eq!((s.shards, s.shard_bytes), (0, 0));
-        let again = h.handle(delete(digest(b"moved away")), Bytes::new()).await.response;
+        let again = h.handle(&admin(), delete(digest(b"moved away")), Bytes::new()).await.response;
         assert_eq!(again, Response::ShardDeleted { existed: false });
+    }
+
+    fn caller(access: Access, jobs: &str) -> Caller {
+        let grant = Grant::new(access, Grant::parse_patterns(jobs).expect("patterns"));
+        Caller::in_process(&format!("{access}-on-{jobs}"), grant.expect("grant"))
+    }
+
+    #[tokio::test]
+    async fn requests_are_refused_outside_the_callers_jobs_and_level() {
+        let f = fixture(0);
+        let h = &f.handler;
+        let stranger = caller(Access::Write, "other-*");
+        let request = Request::PutShard { key: shard_key(0), hash: digest(b"x") };
+        let refused = h.handle(&stranger, request, Bytes::from_static(b"x")).await;
+        assert_eq!(error_code(&refused), Some(ErrorCode::PermissionDenied));
+        let Response::Error { message, .. } = &refused.response else { unreachable!() };
+        assert!(message.contains("job job") && message.contains("other-*"), "{message}");
+        let reader = caller(Access::Read, "job");
+        let put = Request::PutShard { key: shard_key(0), hash: digest(b"x") };
+        assert_eq!(
+            error_code(&h.handle(&reader, put.clone(), Bytes::from_static(b"x")).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        let appender = caller(Access::Append, "job");
+        assert!(h.handle(&appender, put, Bytes::from_static(b"x")).await.is_ok());
+        let rm = Request::DeleteCheckpoint { job: job(), step: Step(5) };
+        assert_eq!(
+            error_code(&h.handle(&appender, rm.clone(), Bytes::new()).await),
+            Some(ErrorCode::PermissionDenied)
+        );
+        assert!(h.handle(&caller(Access::Write, "j*"), rm, Bytes::new()).await.is_ok());
+        let s = stats(h.handle(&admin(), Request::Stats, Bytes::new()).await);
+        let put = s.requests.iter().find(|c| c.kind == "PutShard").expect("listed");
+        assert_eq!((put.served, put.failed), (1, 2), "refusals count as failed");
+    }
+
+    #[tokio::test]
+    async fn an_appender_takes_back_only_the_manifest_it_stored() {
+        let f = fixture(0);
+        let h = &f.handler;
+        let (me, other) = (caller(Access::Append, "job"), caller(Access::Append, "j*"));
+        let key = ManifestKey { job: job(), step: Step(5), rank: Rank(1) };
+        let m: &'static [u8] = b"manifest bytes";
+        let put = Request::PutManifest { key: key.clone(), world_size: 1, hash: digest(m) };
+        assert!(h.handle(&me, put, Bytes::from_static(m)).await.is_ok());
+        let undo = |hash| Request::DeleteManifest { key: key.clone(), hash };
+        for (who, request) in [(&other, undo(Some(digest(m)))), (&me, undo(None))] {
+            let reply = h.handle(who, request, Bytes::new()).await;
+            assert_eq!(error_code(&reply), Some(ErrorCode::PermissionDenied));
+        }
+        let reply = h.handle(&me, undo(Some(digest(m))), Bytes::new()).await;
+        assert_eq!(reply.response, Response::ManifestDeleted { existed: true });
+    }
+
+    #[tokio::test]
+    async fn stats_show_only_the_corrupt_shards_of_the_callers_jobs() {
+        let f = fixture(0);
+        let h = &f.handler;
+        put(h, shard_key(0), b"good bytes").await;
+        f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"bad bytes!");
+        h.handle(&admin(), Request::VerifyShard { key: shard_key(0) }, Bytes::new()).await;
+        let own = stats(h.handle(&caller(Access::Read, "job"), Request::Stats, Bytes::new()).await);
+        assert_eq!(own.corrupt_shards, vec![shard_key(0)]);
+        let other = stats(h.handle(&caller(Access::Read, "x"), Request::Stats, Bytes::new()).await);
+        assert!(other.corrupt_shards.is_empty(), "another job's keys are not shown");
+        assert_eq!(other.corrupt_shards_found, 1, "counts are the node's");
+    }
+
+    #[tokio::test]
+    async fn expired_certificates_and_node_identities_are_refused() {
+        let f = fixture(0);
+        let h = &f.handler;
+        let mut expired = admin();
+        expired.not_after = 0;
+        let mut node = admin();
+        node.grant = None;
+        for (who, word) in [(&expired, "expired"), (&node, "not a client identity")] {
+            let reply = h.handle(who, Request::Hello, Bytes::new()).await;
+            let Response::Error { code, message } = &reply.response else {
+                panic!("served: {reply:?}")
+            };
+            assert_eq!(*code, ErrorCode::PermissionDenied);
+            assert!(message.contains(word), "{message}");
+        }
     }
 
     #[tokio::test]
@@ -501,12 +754,12 @@ mod tests {
         let h = &f.handler;
         put(h, shard_key(0), b"orphan").await;
         f.engine.overwrite_bytes_for_test(&shard_key(0).encode(), b"rotten");
-        h.handle(Request::VerifyShard { key: shard_key(0) }, Bytes::new()).await;
+        h.handle(&admin(), Request::VerifyShard { key: shard_key(0) }, Bytes::new()).await;
         let key = ManifestKey { job: job(), step: Step(5), rank: Rank(1) };
         let sweep = Request::DeleteOrphanShards { key, min_age_ms: 0 };
-        let reply = h.handle(sweep, Bytes::new()).await.response;
+        let reply = h.handle(&admin(), sweep, Bytes::new()).await.response;
         assert_eq!(reply, Response::OrphansDeleted { shards: 1, bytes: 6, kept_young: 0 });
-        let s = stats(h.handle(Request::Stats, Bytes::new()).await);
+        let s = stats(h.handle(&admin(), Request::Stats, Bytes::new()).await);
         assert_eq!((s.shards, s.corrupt_shards.len()), (0, 0));
     }
 }

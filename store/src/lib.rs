@@ -5,6 +5,8 @@
 //! - [`handler`]: request handling over the engine, without transport.
 //! - [`service`]: the QUIC glue: endpoint, connections, one request per stream.
 //! - [`tls`]: the node's certificate and required client authentication.
+//! - [`identity`]: the caller read out of its certificate (grant, expiry), revocations.
+//! - [`quota`]: per-job byte quotas of this node.
 //! - [`scrub`]: background re-hashing of stored shards at a bounded rate.
 //! - [`stats`]: request and corruption counters.
 //! - [`config`]: reading `node.toml`.
@@ -14,9 +16,12 @@
 //! once it serves, logs to stderr, and exits 0 after SIGTERM/SIGINT once drained.
 
 pub mod config;
+mod der;
 pub mod engine;
 pub mod handler;
+pub mod identity;
 pub mod node;
+pub mod quota;
 pub mod scrub;
 pub mod service;
 pub mod stats;

@@ -56,6 +56,8 @@ impl StopSignals {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Everything the node writes (RocksDB files, segment files) is its user's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = load_node_config(&args.config)?;
     let signals = StopSignals::install()?;
     let node = Node::start(&config).await?;

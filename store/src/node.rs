@@ -3,7 +3,7 @@
 //! requests within `NODE_DRAIN_TIMEOUT_MS`, close the endpoint, close the engine).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,9 @@ use rackpoint_proto::NodeConfig;
 use tokio::sync::watch;
 
 use crate::engine::{Engine, EngineError, EngineOptions};
-use crate::handler::{Handler, InflightBudget, NodeIdentity};
+use crate::handler::{Handler, InflightBudget, NodeIdentity, NodePolicy};
+use crate::identity::{RevocationError, Revocations};
+use crate::quota::Quotas;
 use crate::scrub::Scrubber;
 use crate::service::{self, DrainTracker};
 use crate::stats::NodeCounters;
@@ -31,6 +33,17 @@ pub enum StartError {
     /// The engine's opening task failed.
     #[error("engine open task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// The revocation list named in `node.toml` could not be read.
+    #[error(transparent)]
+    Revocations(#[from] RevocationError),
+    /// The data folder could not be made private (0700).
+    #[error("cannot make the data folder {path} private (0700): {error}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// The UDP address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -58,6 +71,16 @@ pub struct Node {
     tracker: DrainTracker,
 }
 
+/// Makes the data folder (if missing) readable by the node's user only: with k shards of a
+/// stripe the plaintext can be rebuilt, so no other local user may read them. Files inside
+/// are created 0600 by the process umask (`rackpoint-store` sets 077).
+fn private_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let error = |error| StartError::DataDir { path: dir.to_owned(), error };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(error)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(error)
+}
+
 async fn open_engine(config: &NodeConfig) -> Result<Engine, StartError> {
     let dir: PathBuf = config.data_dir.clone();
     let options =
@@ -72,6 +95,8 @@ impl Node {
         let files =
             TlsFiles { ca: config.ca.clone(), cert: config.cert.clone(), key: config.key.clone() };
         let crypto = tls::server_crypto(&files)?;
+        let revocations = Revocations::load(config.revoked.as_deref())?;
+        private_dir(&config.data_dir)?;
         let engine = Arc::new(open_engine(config).await?);
         let bind_error = |error| StartError::Bind { addr: config.listen, error };
         let endpoint = service::bind_endpoint(config.listen, service::server_config(crypto))
@@ -79,8 +104,14 @@ impl Node {
         let local_addr = endpoint.local_addr().map_err(bind_error)?;
         let counters = Arc::new(NodeCounters::default());
         let identity = NodeIdentity { node_id: config.id, rack: config.rack.clone() };
+        let policy = NodePolicy {
+            revocations,
+            min_orphan_grace_ms: config.min_orphan_grace_ms,
+            quotas: Quotas::new(&config.quota),
+        };
         let handler =
-            Handler::new(engine.clone(), counters.clone(), identity, InflightBudget::default());
+            Handler::new(engine.clone(), counters.clone(), identity, InflightBudget::default())
+                .with_policy(policy);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = DrainTracker::new();
         let guard = tracker.guard();

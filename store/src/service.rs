@@ -4,24 +4,28 @@
 //! the request to the [`Handler`], write the reply, finish the stream. A bad request gets an
 //! error reply and a warn line; the connection and the node go on serving.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, TransportConfig, VarInt};
 use rackpoint_proto::limits::{
-    MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, NODE_REQUEST_IO_TIMEOUT_MS,
-    QUIC_CONNECTION_WINDOW_BYTES, QUIC_IDLE_TIMEOUT_MS, QUIC_MAX_UDP_PAYLOAD_BYTES,
-    QUIC_STREAM_WINDOW_BYTES, UDP_SOCKET_BUFFER_BYTES,
+    MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, NODE_BUDGET_WAIT_MS,
+    NODE_CONNECTION_INFLIGHT_BYTES, NODE_IDENTITY_INFLIGHT_BYTES,
+    NODE_MAX_CONNECTIONS_PER_IDENTITY, NODE_MIN_PAYLOAD_BYTES_PER_SEC, NODE_PAYLOAD_GRACE_MS,
+    NODE_REQUEST_IO_TIMEOUT_MS, QUIC_CONNECTION_WINDOW_BYTES, QUIC_IDLE_TIMEOUT_MS,
+    QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES, UDP_SOCKET_BUFFER_BYTES,
 };
 use rackpoint_proto::wire::{decode_header, encode_frame, Message, PREFIX_BYTES};
 use rackpoint_proto::{ErrorCode, FramePrefix, Request, Response, WireError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::handler::{Handler, Reply, RequestError};
+use crate::handler::{Handler, Reply, RequestError, AUDIT_TARGET};
+use crate::identity::Caller;
 use crate::stats::INVALID_KIND;
 
 /// Transport settings for throughput: large flow-control windows (a 1 MiB+ shard never
@@ -133,6 +137,7 @@ pub async fn serve(
     drain: DrainGuard,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let identities = Identities::default();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
@@ -149,6 +154,7 @@ pub async fn serve(
         };
         let connection = ConnectionTask {
             handler: handler.clone(),
+            identities: identities.clone(),
             shutdown: shutdown.clone(),
             drain: drain.clone(),
             _slot: slot,
@@ -157,11 +163,104 @@ pub async fn serve(
     }
 }
 
+/// The connections and in-flight bytes of each identity connected now (by certificate
+/// fingerprint): an entry lives while the identity has a connection open.
+#[derive(Debug, Clone, Default)]
+struct Identities(Arc<Mutex<HashMap<String, IdentityShare>>>);
+
+#[derive(Debug)]
+struct IdentityShare {
+    connections: usize,
+    budget: Arc<Semaphore>,
+}
+
+/// One open connection of an identity; gives its place back when dropped.
+struct IdentitySlot {
+    identities: Identities,
+    fingerprint: String,
+    budget: Arc<Semaphore>,
+}
+
+impl Identities {
+    /// A place for one more connection of `caller`, unless it holds
+    /// `NODE_MAX_CONNECTIONS_PER_IDENTITY` already.
+    fn open(&self, caller: &Caller) -> Option<IdentitySlot> {
+        let mut map = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let share = map.entry(caller.fingerprint.clone()).or_insert_with(|| IdentityShare {
+            connections: 0,
+            budget: Arc::new(Semaphore::new(NODE_IDENTITY_INFLIGHT_BYTES as usize)),
+        });
+        if share.connections >= NODE_MAX_CONNECTIONS_PER_IDENTITY {
+            return None;
+        }
+        share.connections += 1;
+        Some(IdentitySlot {
+            identities: self.clone(),
+            fingerprint: caller.fingerprint.clone(),
+            budget: share.budget.clone(),
+        })
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut map = self.identities.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(share) = map.get_mut(&self.fingerprint) {
+            share.connections = share.connections.saturating_sub(1);
+            if share.connections == 0 {
+                map.remove(&self.fingerprint);
+            }
+        }
+    }
+}
+
+/// The budgets one request draws from, in order: its connection's, its identity's and the
+/// node's. Each wait is bounded by `NODE_BUDGET_WAIT_MS` (then the reply is `Busy`), so a
+/// peer that holds its share without sending only ever delays itself.
+#[derive(Clone)]
+struct Share {
+    connection: Arc<Semaphore>,
+    identity: Arc<Semaphore>,
+}
+
+/// Bytes held in all three budgets; released when dropped.
+struct SharePermit {
+    _held: Vec<OwnedSemaphorePermit>,
+}
+
+impl Share {
+    async fn acquire(&self, node: &Handler, bytes: u32) -> Result<SharePermit, ReadRequestError> {
+        let wait = Duration::from_millis(NODE_BUDGET_WAIT_MS);
+        let take = async {
+            let shutting = |_| ReadRequestError::Budget(RequestError::ShuttingDown);
+            let connection =
+                self.connection.clone().acquire_many_owned(bytes).await.map_err(shutting)?;
+            let identity =
+                self.identity.clone().acquire_many_owned(bytes).await.map_err(shutting)?;
+            let node = node.budget().acquire(bytes).await?;
+            Ok(SharePermit { _held: vec![connection, identity, node] })
+        };
+        tokio::time::timeout(wait, take).await.unwrap_or(Err(ReadRequestError::Busy))
+    }
+}
+
 struct ConnectionTask {
     handler: Handler,
+    identities: Identities,
     shutdown: watch::Receiver<bool>,
     drain: DrainGuard,
     _slot: OwnedSemaphorePermit,
+}
+
+/// The caller behind a connection, from the certificate the TLS layer verified.
+fn caller_of(connection: &quinn::Connection) -> Result<Caller, crate::identity::IdentityError> {
+    use rustls::pki_types::CertificateDer;
+    let certs = connection
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(crate::identity::IdentityError::NoCertificate)?;
+    let leaf = certs.first().ok_or(crate::identity::IdentityError::NoCertificate)?;
+    Caller::from_der(leaf)
 }
 
 impl ConnectionTask {
@@ -178,7 +277,25 @@ impl ConnectionTask {
                 return;
             }
         };
-        tracing::debug!(%peer, "connection open");
+        let caller = match caller_of(&connection) {
+            Ok(caller) => Arc::new(caller),
+            Err(e) => {
+                tracing::warn!(target: AUDIT_TARGET, %peer, "connection refused: {e}");
+                connection.close(VarInt::from_u32(1), b"unusable certificate");
+                return;
+            }
+        };
+        let Some(identity) = self.identities.open(&caller) else {
+            tracing::warn!(target: AUDIT_TARGET, %peer, identity = %caller.name, serial = %caller.serial,
+                "connection refused: {NODE_MAX_CONNECTIONS_PER_IDENTITY} connections of this identity are open");
+            connection.close(VarInt::from_u32(2), b"too many connections of this identity");
+            return;
+        };
+        let share = Share {
+            connection: Arc::new(Semaphore::new(NODE_CONNECTION_INFLIGHT_BYTES as usize)),
+            identity: identity.budget.clone(),
+        };
+        tracing::debug!(%peer, identity = %caller.name, "connection open");
         loop {
             let (send, recv) = tokio::select! {
                 stream = connection.accept_bi() => match stream {
@@ -190,8 +307,13 @@ impl ConnectionTask {
                 },
                 _ = self.shutdown.wait_for(|stop| *stop) => return,
             };
-            let stream =
-                StreamTask { handler: self.handler.clone(), peer, _drain: self.drain.clone() };
+            let stream = StreamTask {
+                handler: self.handler.clone(),
+                caller: caller.clone(),
+                share: share.clone(),
+                peer,
+                _drain: self.drain.clone(),
+            };
             tokio::spawn(stream.run(send, recv));
         }
     }
@@ -210,17 +332,25 @@ enum ReadRequestError {
     Budget(#[from] RequestError),
     #[error("request not complete after {NODE_REQUEST_IO_TIMEOUT_MS} ms")]
     TimedOut,
+    #[error("payload of {len} bytes not delivered within {ms} ms")]
+    PayloadTimedOut { len: u32, ms: u64 },
+    #[error("no in-flight budget free within {NODE_BUDGET_WAIT_MS} ms; retry later")]
+    Busy,
+    #[error("refused")]
+    Refused(Reply),
 }
 
 impl ReadRequestError {
     fn code(&self) -> ErrorCode {
         match self {
             ReadRequestError::Wire(e) => e.code(),
-            ReadRequestError::Short { .. } | ReadRequestError::TimedOut => {
-                ErrorCode::LengthMismatch
-            }
+            ReadRequestError::Short { .. }
+            | ReadRequestError::TimedOut
+            | ReadRequestError::PayloadTimedOut { .. } => ErrorCode::LengthMismatch,
             ReadRequestError::Stream(_) => ErrorCode::Internal,
             ReadRequestError::Budget(e) => e.code(),
+            ReadRequestError::Busy => ErrorCode::Busy,
+            ReadRequestError::Refused(_) => ErrorCode::PermissionDenied,
         }
     }
 }
@@ -229,7 +359,7 @@ impl ReadRequestError {
 struct ReadRequest {
     request: Request,
     payload: Bytes,
-    _permit: OwnedSemaphorePermit,
+    _permit: SharePermit,
 }
 
 /// A failed read, with the request kind if its header decoded.
@@ -289,8 +419,17 @@ async fn read_payload(recv: &mut RecvStream, len: usize) -> Result<Bytes, ReadRe
 
 struct StreamTask {
     handler: Handler,
+    caller: Arc<Caller>,
+    share: Share,
     peer: SocketAddr,
     _drain: DrainGuard,
+}
+
+/// Time a request has to deliver a payload of `len` bytes: `NODE_PAYLOAD_GRACE_MS` plus
+/// its length at `NODE_MIN_PAYLOAD_BYTES_PER_SEC`.
+fn payload_deadline(len: u32) -> Duration {
+    Duration::from_millis(NODE_PAYLOAD_GRACE_MS)
+        + Duration::from_secs_f64(f64::from(len) / NODE_MIN_PAYLOAD_BYTES_PER_SEC as f64)
 }
 
 fn io_timeout() -> Duration {
@@ -319,34 +458,44 @@ impl StreamTask {
         }
     }
 
-    /// Reads prefix, header and payload, acquiring budget for the header before reading it
-    /// and for the payload once the header says the request allows that length. Each of the
-    /// two reads must finish within `NODE_REQUEST_IO_TIMEOUT_MS`; waiting for budget is not
-    /// the peer's fault and is not timed.
+    /// Reads prefix and header (within `NODE_REQUEST_IO_TIMEOUT_MS`, holding the header's
+    /// bytes of the share), admits the request for the caller, then takes the payload's bytes
+    /// of the share and reads the payload within its deadline ([`payload_deadline`]). A
+    /// refused request never reads or holds its payload.
     async fn read_request(&self, recv: &mut RecvStream) -> Result<ReadRequest, ReadFailure> {
-        let budget = self.handler.budget();
-        let (request, prefix, mut permit) = timed(async {
+        let (request, prefix, header_permit) = timed(async {
             let mut prefix = [0u8; PREFIX_BYTES];
             read_exact(recv, "prefix", &mut prefix).await?;
             let prefix = FramePrefix::parse(prefix)?;
-            let permit = budget.acquire(prefix.header_len).await?;
+            let permit = self.share.acquire(&self.handler, prefix.header_len).await?;
             let mut header = vec![0u8; prefix.header_len as usize];
             read_exact(recv, "header", &mut header).await?;
             let request = decode_header::<Request>(&header, prefix.payload_len)?;
             Ok::<_, ReadRequestError>((request, prefix, permit))
         })
         .await?;
+        drop(header_permit);
         let kind = request.kind();
         let failure = |error: ReadRequestError| ReadFailure { kind, error };
-        permit.merge(budget.acquire(prefix.payload_len).await.map_err(|e| failure(e.into()))?);
-        let payload =
-            timed(read_payload(recv, prefix.payload_len as usize)).await.map_err(failure)?;
+        self.handler
+            .admit(&self.caller, &request)
+            .map_err(|reply| failure(ReadRequestError::Refused(reply)))?;
+        let len = prefix.payload_len;
+        let permit = self.share.acquire(&self.handler, len).await.map_err(failure)?;
+        let deadline = payload_deadline(len);
+        let payload = tokio::time::timeout(deadline, read_payload(recv, len as usize))
+            .await
+            .unwrap_or(Err(ReadRequestError::PayloadTimedOut {
+                len,
+                ms: deadline.as_millis() as u64,
+            }))
+            .map_err(failure)?;
         Ok(ReadRequest { request, payload, _permit: permit })
     }
 
     async fn handle(&self, read: ReadRequest) -> Reply {
         let kind = read.request.kind();
-        let reply = self.handler.handle(read.request, read.payload).await;
+        let reply = self.handler.handle(&self.caller, read.request, read.payload).await;
         if let Response::Error { code, message } = &reply.response {
             tracing::warn!(peer = %self.peer, kind, ?code, "request failed: {message}");
         }
@@ -356,6 +505,9 @@ impl StreamTask {
     fn refuse(&self, failure: ReadFailure) -> Reply {
         let ReadFailure { kind, error } = failure;
         self.handler.counters().record_request(kind, false);
+        if let ReadRequestError::Refused(reply) = error {
+            return reply;
+        }
         tracing::warn!(peer = %self.peer, kind, code = ?error.code(), "bad request: {error}");
         Reply::error(error.code(), error.to_string())
     }
@@ -463,7 +615,9 @@ mod tests {
             (got, conn.stats())
         });
 
-        let client = ca.issue_client("test").expect("client cert");
+        let client = ca
+            .issue_client("test", &rackpoint_proto::access::Grant::admin(), 1)
+            .expect("client cert");
         let tls = ClientTls::from_pem(ca.cert_pem(), &client.cert_pem, &client.key_pem)
             .expect("client TLS");
         let endpoint = client_endpoint(false).expect("client endpoint");

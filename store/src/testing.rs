@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use quinn::crypto::rustls::QuicClientConfig;
+use rackpoint_proto::access::{Grant, GRANT_EXTENSION_OID};
 use rackpoint_proto::cluster::node_server_name;
 use rackpoint_proto::limits::{ALPN, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES};
 use rackpoint_proto::wire::{decode_frame, encode_frame};
 use rackpoint_proto::{NodeConfig, NodeId, Request, Response};
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
+    BasicConstraints, Certificate, CertificateParams, CustomExtension, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -55,8 +56,21 @@ impl TestCa {
         self.issue(&node_server_name(id), ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A client certificate with an admin grant.
     pub fn client(&self) -> Issued {
-        self.issue("client.rackpoint", ExtendedKeyUsagePurpose::ClientAuth)
+        self.client_with("client.rackpoint", &Grant::admin())
+    }
+
+    /// A client certificate named `name` carrying `grant`.
+    pub fn client_with(&self, name: &str, grant: &Grant) -> Issued {
+        let key = KeyPair::generate().expect("key generation");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.custom_extensions =
+            vec![CustomExtension::from_oid_content(GRANT_EXTENSION_OID, grant.to_der())];
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("signing");
+        Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 }
 
@@ -78,6 +92,9 @@ pub fn node_config(dir: &Path, ca: &TestCa, id: NodeId) -> NodeConfig {
         capacity_bytes: 0,
         scrub_bytes_per_sec: 0,
         scrub_start_jitter_ms: 0,
+        revoked: None,
+        quota: Vec::new(),
+        min_orphan_grace_ms: 0,
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
 use rackpoint_client::catalog::{CheckpointSummary, VerifyReport};
+use rackpoint_client::cluster_dir::IdentityFiles;
 use rackpoint_client::manifest::Manifest;
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveReport, SaveRequest};
@@ -52,6 +53,8 @@ fn block_on<T: Send>(
 #[pyclass(frozen, name = "Client", module = "rackpoint._native")]
 pub(crate) struct PyClient {
     cluster_file: PathBuf,
+    /// The identity to present instead of the one the cluster file names.
+    identity: Option<IdentityFiles>,
     /// The Rust client and the process that made it.
     inner: Mutex<Option<(u32, Client)>>,
 }
@@ -75,7 +78,9 @@ impl PyClient {
             }
             let rt = runtime::get()?;
             let _in_runtime = rt.enter();
-            let client = Client::connect(&self.cluster_file).map_err(ConnectError::Client)?;
+            let client =
+                Client::connect_as(&self.cluster_file, self.identity.as_ref(), Default::default())
+                    .map_err(ConnectError::Client)?;
             *slot = Some((pid, client.clone()));
             Ok(client)
         })
@@ -127,9 +132,25 @@ fn save_request(
 
 #[pymethods]
 impl PyClient {
+    /// `Client(cluster_toml, cert=None, key=None)`: `cert` and `key` (or the
+    /// `RACKPOINT_CERT`/`RACKPOINT_KEY` variables) name the identity to present instead of the
+    /// one the cluster file names; both or neither.
     #[new]
-    fn new(cluster_toml: PathBuf) -> Self {
-        Self { cluster_file: cluster_toml, inner: Mutex::new(None) }
+    #[pyo3(signature = (cluster_toml, cert=None, key=None))]
+    fn new(cluster_toml: PathBuf, cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Self> {
+        let from_env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        let cert = cert.or_else(|| from_env("RACKPOINT_CERT"));
+        let key = key.or_else(|| from_env("RACKPOINT_KEY"));
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some(IdentityFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "cert and key go together: give both (or RACKPOINT_CERT and RACKPOINT_KEY) or neither",
+                ))
+            }
+        };
+        Ok(Self { cluster_file: cluster_toml, identity, inner: Mutex::new(None) })
     }
 
     /// The cluster file this client uses.

@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use rackpoint_client::cluster_dir::InitOptions;
+use rackpoint_client::cluster_dir::{self, InitOptions};
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster, LocalClusterError};
+use rackpoint_proto::access::{Access, Grant, GrantError};
 use rackpoint_proto::NodeId;
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -76,6 +77,30 @@ impl PyLocalCluster {
     #[getter]
     fn node_ids(&self) -> Vec<u32> {
         self.node_ids.clone()
+    }
+
+    /// Issues a client identity from the cluster's CA: `name` with `access` (`read`,
+    /// `append`, `write` or `admin`) over `jobs` (comma-separated names, `prefix*` or `*`);
+    /// returns the certificate and key paths, for `Client(..., cert=, key=)`.
+    #[pyo3(signature = (name, jobs, access, days=1))]
+    fn issue_identity(
+        &self,
+        name: &str,
+        jobs: &str,
+        access: &str,
+        days: u32,
+    ) -> PyResult<(PathBuf, PathBuf)> {
+        let bad = |e: GrantError| PyValueError::new_err(e.to_string());
+        let grant = Grant::new(
+            Access::parse(access).map_err(bad)?,
+            Grant::parse_patterns(jobs).map_err(bad)?,
+        )
+        .map_err(bad)?;
+        let dir = self.cluster_file.parent().map(PathBuf::from).unwrap_or_default();
+        let out = dir.join("identities");
+        let (files, _) = cluster_dir::issue_client(&dir, name, &grant, days, &out)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok((files.cert, files.key))
     }
 
     /// Node `id`'s folder (its `data/` and `node.log`).

@@ -40,6 +40,19 @@ create_exception!(
     "Restored bytes do not match the manifest's blake3."
 );
 
+create_exception!(
+    _native,
+    PermissionDenied,
+    RackpointError,
+    "The nodes refused this identity: another job, a lower access level, or a revoked or expired certificate."
+);
+create_exception!(
+    _native,
+    QuotaExceeded,
+    RackpointError,
+    "The write would take the job past its byte quota on a node; nothing committed was touched."
+);
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("RackpointError", py.get_type::<RackpointError>())?;
@@ -52,6 +65,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NoCheckpoint", py.get_type::<NoCheckpoint>())?;
     m.add("NoNodeAnswered", py.get_type::<NoNodeAnswered>())?;
     m.add("ObjectHashMismatch", py.get_type::<ObjectHashMismatch>())?;
+    m.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
+    m.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
     Ok(())
 }
 
@@ -148,6 +163,18 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             attrs.set_item("path", path.display().to_string())?;
             attrs.set_item("errno", error.raw_os_error())?;
             (RackpointError::new_err(msg), "Io")
+        }
+        ClientError::PermissionDenied { node, message } => {
+            attrs.set_item("node", node.0)?;
+            attrs.set_item("detail", message)?;
+            (PermissionDenied::new_err(msg), "PermissionDenied")
+        }
+        ClientError::QuotaExceeded { job, node, used, limit } => {
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("node", node.0)?;
+            attrs.set_item("used", *used)?;
+            attrs.set_item("limit", *limit)?;
+            (QuotaExceeded::new_err(msg), "QuotaExceeded")
         }
         other => (RackpointError::new_err(msg), variant_name(other)),
     };

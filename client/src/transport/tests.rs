@@ -110,7 +110,8 @@ fn hello(id: u32) -> Vec<u8> {
 }
 
 fn client(ca: &ClusterCa, nodes: &[(NodeId, SocketAddr)]) -> Transport {
-    let identity = ca.issue_client("test").expect("client cert");
+    let identity =
+        ca.issue_client("test", &rackpoint_proto::access::Grant::admin(), 1).expect("client cert");
     let tls = ClientTls::from_pem(ca.cert_pem(), &identity.cert_pem, &identity.key_pem)
         .expect("identity");
     let map = ClusterMap {

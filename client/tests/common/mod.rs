@@ -27,6 +27,8 @@ pub fn six_nodes(shard_size_bytes: u32) -> TestCluster {
     opts.k = 4;
     opts.m = 2;
     opts.shard_size_bytes = shard_size_bytes;
+    // Orphan tests sweep at once rather than after the nodes' default grace of an hour.
+    opts.node_min_orphan_grace_ms = 0;
     let bin =
         find_store_binary().expect("rackpoint-store is built (cargo test --workspace builds it)");
     let cluster = LocalCluster::start(dir.path(), &opts, &bin).expect("cluster starts");

@@ -35,6 +35,7 @@ impl Handler {
     ) -> Result<Reply, RequestError> {
         let (engine, k) = (self.engine.clone(), key.clone());
         let existed = blocking(move || engine.delete_shard(&k, hash)).await?;
+        self.policy.quotas.forget(&key.job);
         if existed {
             self.counters.forget_corrupt_where(|c| *c == key);
             tracing::debug!(shard = ?key, "shard deleted (moved elsewhere by a repair)");
@@ -73,6 +74,7 @@ impl Handler {
     ) -> Result<Reply, RequestError> {
         let (engine, k) = (self.engine.clone(), key.clone());
         let sweep = blocking(move || engine.delete_orphan_shards(&k, min_age_ms)).await?;
+        self.policy.quotas.forget(&key.job);
         if sweep.shards > 0 {
             let (engine, part) = (self.engine.clone(), key.clone());
             // Forget the corrupt shards of the part that are gone (the young ones stay).

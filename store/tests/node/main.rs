@@ -12,3 +12,4 @@ mod lifecycle;
 mod maintenance;
 mod round_trip;
 mod tls_refusal;
+mod trust;

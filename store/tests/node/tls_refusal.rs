@@ -36,7 +36,9 @@ fn stranger_config(cluster: &LocalCluster) -> quinn::ClientConfig {
     let ca_pem =
         std::fs::read_to_string(cluster.cluster_file().with_file_name("ca.pem")).expect("ca.pem");
     let other = ClusterCa::generate().expect("another CA");
-    let identity = other.issue_client("stranger").expect("client cert");
+    let identity = other
+        .issue_client("stranger", &rackpoint_proto::access::Grant::admin(), 1)
+        .expect("client cert");
     ClientTls::from_pem(&ca_pem, &identity.cert_pem, &identity.key_pem)
         .expect("identity")
         .quinn_client_config()

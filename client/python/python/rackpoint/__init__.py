@@ -1,6 +1,7 @@
 """Rackpoint for Python: save and restore checkpoints on a Rackpoint cluster.
 
-``Client(cluster_toml)`` saves one rank's part of a checkpoint from buffer-protocol objects
+``Client(cluster_toml, cert=None, key=None)`` (``cert``/``key``, or ``RACKPOINT_CERT`` and
+``RACKPOINT_KEY``, name the identity to present) saves one rank's part of a checkpoint from buffer-protocol objects
 (``bytes``, ``bytearray``, ``memoryview``, numpy arrays, CPU torch tensors) without copying
 them, and reads any object of any rank's part into a caller's writable buffer in place. Every
 call releases the GIL while it waits. ``rackpoint.dcp`` has PyTorch Distributed Checkpoint's
@@ -22,6 +23,8 @@ from ._native import (
     NotEnoughShards,
     ObjectHashMismatch,
     Part,
+    PermissionDenied,
+    QuotaExceeded,
     RackpointError,
     ResumePoint,
     SaveHandle,
@@ -42,6 +45,8 @@ __all__ = [
     "NotEnoughShards",
     "ObjectHashMismatch",
     "Part",
+    "PermissionDenied",
+    "QuotaExceeded",
     "RackpointError",
     "ResumePoint",
     "SaveHandle",

@@ -10,7 +10,11 @@ use rackpoint_client::cluster_dir::{
     self, node_dir, InitOptions, CLUSTER_FILE, NODE_FILE, NODE_LOG_FILE,
 };
 use rackpoint_client::local_cluster::{find_store_binary, LocalCluster};
+use rackpoint_proto::access::{Access, Grant, JobPattern};
+use rackpoint_proto::limits::DEFAULT_CLIENT_CERT_DAYS;
 use rackpoint_proto::NodeId;
+
+use crate::exit::Usage;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// `rackpoint cluster ...`.
@@ -22,6 +26,33 @@ pub enum ClusterCommand {
     /// Run every node of a cluster folder (from `cluster init`) as child processes in the
     /// foreground; Ctrl-C or SIGTERM stops them all.
     Up(UpArgs),
+    /// Issue a client certificate from the cluster's CA: NAME.pem and NAME.key (0600), for
+    /// the jobs and the access level given.
+    Cert(CertArgs),
+}
+
+/// `rackpoint cluster cert`.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// The cluster folder made by `cluster init` (its authority/ca.key signs).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The identity's name (its certificate's common name and its files' names).
+    #[arg(long)]
+    name: String,
+    /// The jobs it reaches: names, prefixes ending in '*' (`llm-*`), or '*' for every job.
+    #[arg(long, value_name = "PATTERN[,PATTERN...]", required_unless_present = "access")]
+    jobs: Option<String>,
+    /// What it may do: read (get, ls, verify); append (read, and save new checkpoints);
+    /// write (append, and rm and gc of its jobs); admin (every job, repair, orphan sweeps).
+    #[arg(long, value_parser = ["read", "append", "write", "admin"])]
+    access: String,
+    /// Days the certificate stays valid.
+    #[arg(long, default_value_t = DEFAULT_CLIENT_CERT_DAYS)]
+    days: u32,
+    /// Folder to write NAME.pem and NAME.key in (default: the cluster folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `rackpoint cluster init`.
@@ -71,7 +102,32 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Init(args) => init(args),
         ClusterCommand::Up(args) => up(args),
+        ClusterCommand::Cert(args) => cert(args),
     }
+}
+
+fn cert(args: CertArgs) -> anyhow::Result<()> {
+    let access = Access::parse(&args.access).map_err(|e| Usage(e.to_string()))?;
+    let jobs = match (&args.jobs, access) {
+        (Some(list), _) => Grant::parse_patterns(list).map_err(|e| Usage(e.to_string()))?,
+        (None, Access::Admin) => vec![JobPattern::All],
+        (None, _) => return Err(Usage("--jobs is required below admin access".into()).into()),
+    };
+    let grant = Grant::new(access, jobs).map_err(|e| Usage(e.to_string()))?;
+    let out = args.out.as_deref().unwrap_or(&args.dir);
+    let (files, issued) = cluster_dir::issue_client(&args.dir, &args.name, &grant, args.days, out)
+        .context("cannot issue the certificate")?;
+    println!(
+        "issued {:?}: {grant}, valid {} days\n  certificate {}\n  key         {} (0600)\n  serial      {}\n  fingerprint {}",
+        args.name,
+        args.days,
+        files.cert.display(),
+        files.key.display(),
+        issued.serial,
+        issued.fingerprint
+    );
+    println!("revoke it by adding its serial to the `revoked` list of every node.toml");
+    Ok(())
 }
 
 fn init(args: InitArgs) -> anyhow::Result<()> {
@@ -84,6 +140,7 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
         shard_size_bytes: args.shard_size_bytes,
         capacity_bytes: args.capacity_bytes,
         force: args.force,
+        ..InitOptions::new(args.nodes)
     };
     let map = cluster_dir::init(&args.dir, &opts)
         .with_context(|| format!("cannot make a cluster in {}", args.dir.display()))?;

@@ -15,19 +15,8 @@ use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::{Client, ClientError};
 use rackpoint_proto::{JobName, ObjectName, Rank, Step};
 
-use crate::exit::{Exit, Reported, Usage};
+use crate::exit::{Exit, Reported};
 use crate::{json, Global};
-
-/// Connects to the cluster named by `--cluster` or `RACKPOINT_CLUSTER`.
-fn connect(global: &Global) -> anyhow::Result<Client> {
-    let Some(file) = &global.cluster else {
-        return Err(
-            Usage("no cluster given: pass --cluster FILE or set RACKPOINT_CLUSTER".into()).into()
-        );
-    };
-    // The cluster's errors name the file they are about.
-    Client::connect(file).context("cannot use the cluster")
-}
 
 /// `rackpoint put`.
 #[derive(Debug, clap::Args)]
@@ -154,7 +143,7 @@ fn emit<T: serde::Serialize>(global: &Global, doc: &T, text: impl FnOnce()) {
 
 /// `rackpoint status`.
 pub async fn status(global: &Global) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let nodes = client.status().await;
     let doc = json::StatusDoc::new(&nodes);
     emit(global, &doc, || {
@@ -191,7 +180,7 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
 
 /// `rackpoint put`.
 pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let objects = args
         .files
         .iter()
@@ -249,7 +238,7 @@ async fn pick_step(
 
 /// `rackpoint get`.
 pub async fn get(global: &Global, args: GetArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
     let made = MadeDirs::create(&args.out)?;
     let bar = progress_bar(&client, None);
@@ -329,7 +318,7 @@ impl Drop for MadeDirs {
 
 /// `rackpoint ls`.
 pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let list = client.list(&args.job).await?;
     let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
     emit(global, &json::LsDoc::new(&args.job, shown()), || {
@@ -354,7 +343,7 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
 
 /// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost.
 pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
     let r = client.verify(&args.job, step).await?;
     let doc = json::VerifyDoc::new(&args.job, &r, json::passed_over(&passed_over));
@@ -393,7 +382,7 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
 
 /// `rackpoint rm`.
 pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let step = Step(args.step);
     let r = client.delete(&args.job, step).await?;
     println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use rackpoint_client::cluster_dir::InitOptions;
+use rackpoint_client::cluster_dir::{self, InitOptions};
 use rackpoint_client::local_cluster::{find_store_binary, seeded_bytes, LocalCluster};
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
-use rackpoint_client::Client;
+use rackpoint_client::{Client, ClientOptions};
+use rackpoint_proto::access::{Access, Grant, JobPattern};
 use rackpoint_proto::{JobName, NodeId, ObjectName, Rank, Step};
 
 /// Options of `rackpoint demo`.
@@ -47,7 +48,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bin = find_store_binary()?;
     let mut cluster = LocalCluster::start(&dir, &opts, &bin)?;
     eprintln!("started 6 rackpoint-store processes in 3 racks under {} (k=4, m=2)", dir.display());
-    let client = Client::connect(&cluster.cluster_file())?;
+    // The training job gets its own identity: write access to its job only, as
+    // `rackpoint cluster cert` issues it; the operator's admin identity stays unused.
+    let grant = Grant::new(Access::Write, vec![JobPattern::parse("demo-job")?])?;
+    let (identity, issued) =
+        cluster_dir::issue_client(&dir, "demo-trainer", &grant, 1, &dir.join("identities"))?;
+    eprintln!("issued identity \"demo-trainer\" ({grant}, serial {})", issued.serial);
+    let client =
+        Client::connect_as(&cluster.cluster_file(), Some(&identity), ClientOptions::default())?;
 
     let total = args.size_mib * 1024 * 1024;
     let parts = [

@@ -18,6 +18,9 @@ pub enum Exit {
     /// The data cannot be restored: a stripe lost more than m shards, or the job has no
     /// complete checkpoint left that can be.
     NotRecoverable = 3,
+    /// The nodes refused this identity: its certificate does not reach the job at the access
+    /// needed (or is revoked, expired, or a node's), or the job is over its quota.
+    Refused = 5,
 }
 
 impl Exit {
@@ -28,6 +31,7 @@ impl Exit {
             Exit::Failure => "failure",
             Exit::Usage => "usage",
             Exit::NotRecoverable => "not_recoverable",
+            Exit::Refused => "refused",
         }
     }
 }
@@ -65,6 +69,11 @@ pub fn is_not_recoverable(e: &ClientError) -> bool {
     matches!(e, ClientError::NotEnoughShards { .. } | ClientError::NoCheckpoint { .. })
 }
 
+/// Whether a client error is a refusal of this identity or job by the nodes.
+pub fn is_refusal(e: &ClientError) -> bool {
+    matches!(e, ClientError::PermissionDenied { .. } | ClientError::QuotaExceeded { .. })
+}
+
 /// The status an error exits with: the first cause in its chain that decides one.
 pub fn code_of(e: &anyhow::Error) -> Exit {
     for cause in e.chain() {
@@ -76,6 +85,9 @@ pub fn code_of(e: &anyhow::Error) -> Exit {
         }
         if cause.downcast_ref::<ClientError>().is_some_and(is_not_recoverable) {
             return Exit::NotRecoverable;
+        }
+        if cause.downcast_ref::<ClientError>().is_some_and(is_refusal) {
+            return Exit::Refused;
         }
     }
     Exit::Failure
@@ -150,6 +162,11 @@ mod tests {
         assert_eq!(code_of(&anyhow::Error::new(none)), Exit::NotRecoverable);
         assert_eq!(code_of(&anyhow::Error::new(io_error())), Exit::Failure);
         assert_eq!(code_of(&anyhow::Error::new(Usage("no".into()))), Exit::Usage);
+        let denied = ClientError::PermissionDenied {
+            node: rackpoint_proto::NodeId(1),
+            message: "no".into(),
+        };
+        assert_eq!(code_of(&anyhow::Error::new(denied).context("rm")), Exit::Refused);
         let reported = Reported { exit: Exit::NotRecoverable, message: "lost".into() };
         let e: anyhow::Result<()> = Err(reported.into());
         assert_eq!(code_of(&e.context("verify").expect_err("an error")), Exit::NotRecoverable);

@@ -3,14 +3,12 @@
 //! other commands: one summary on stdout, exit status 1 with one line on stderr unless the
 //! job was fully done.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rackpoint_client::gc::GcOptions;
 use rackpoint_client::repair::{RepairOptions, RepairScope};
-use rackpoint_client::Client;
 use rackpoint_proto::limits::{DEFAULT_ORPHAN_GRACE_MS, REPAIR_DEFAULT_READ_BYTES_PER_SEC};
 use rackpoint_proto::{JobName, Step};
 
-use crate::exit::Usage;
 use crate::Global;
 
 /// `rackpoint repair`.
@@ -42,18 +40,9 @@ pub struct GcArgs {
     orphan_grace_secs: u64,
 }
 
-fn connect(global: &Global) -> anyhow::Result<Client> {
-    let Some(file) = &global.cluster else {
-        return Err(
-            Usage("no cluster given: pass --cluster FILE or set RACKPOINT_CLUSTER".into()).into()
-        );
-    };
-    Client::connect(file).context("cannot use the cluster")
-}
-
 /// `rackpoint repair`.
 pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let scope = match args.step {
         Some(step) => RepairScope::Step(Step(step)),
         None => RepairScope::All,
@@ -100,7 +89,7 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
 
 /// `rackpoint gc`.
 pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
-    let client = connect(global)?;
+    let client = global.connect()?;
     let options =
         GcOptions { keep: args.keep, orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000) };
     let r = client.gc(&args.job, options).await?;

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use exit::{Exit, Usage};
+use rackpoint_client::cluster_dir::IdentityFiles;
+use rackpoint_client::{Client, ClientOptions};
 
 /// Rackpoint: a distributed checkpoint store for training jobs.
 #[derive(Debug, Parser)]
@@ -36,6 +38,33 @@ pub struct Global {
     /// errors too are one JSON document. The schema is in the README.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The client certificate to present, instead of the one cluster.toml names (with
+    /// --key; issue one with `rackpoint cluster cert`).
+    #[arg(long, global = true, env = "RACKPOINT_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, global = true, env = "RACKPOINT_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl Global {
+    /// Connects to the cluster named by `--cluster` or `RACKPOINT_CLUSTER`, as the identity
+    /// `--cert`/`--key` name, or else the one the cluster file names.
+    pub fn connect(&self) -> anyhow::Result<Client> {
+        let Some(file) = &self.cluster else {
+            return Err(Usage(
+                "no cluster given: pass --cluster FILE or set RACKPOINT_CLUSTER".into(),
+            )
+            .into());
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(IdentityFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        };
+        // The cluster's errors name the file they are about.
+        Client::connect_as(file, identity.as_ref(), ClientOptions::default())
+            .context("cannot use the cluster")
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,12 +4,14 @@
 (``bytes``, ``bytearray``, ``memoryview``, numpy arrays, CPU torch tensors) without copying
 them, and reads any object of any rank's part into a caller's writable buffer in place. Every
 call releases the GIL while it waits. ``rackpoint.dcp`` has PyTorch Distributed Checkpoint's
-``Writer`` and ``Reader``.
+``Writer`` and ``Reader``; its metadata is read without running code from the checkpoint
+(``MetadataError``, ``UnsafeMetadata``).
 """
 
 from __future__ import annotations
 
 from ._buffers import byte_view
+from ._errors import MetadataError, UnsafeMetadata
 from ._native import (
     AlreadyExists,
     Checkpoint,
@@ -37,6 +39,7 @@ __all__ = [
     "CommitFailed",
     "InvalidInput",
     "ManifestNotFound",
+    "MetadataError",
     "NoCheckpoint",
     "NoNodeAnswered",
     "NotEnoughShards",
@@ -47,6 +50,7 @@ __all__ = [
     "SaveHandle",
     "SaveReport",
     "ShardWriteFailed",
+    "UnsafeMetadata",
     "VerifyReport",
     "byte_view",
 ]

@@ -22,13 +22,24 @@ default process group::
 ``dcp.async_save`` works: DCP stages the state dict to CPU memory once, and the writer saves
 from that staged copy without copying it again (the Rust client keeps a bounded number of bytes
 in flight). A writer pickles without its connection, so it may be sent to another process.
-The metadata is a pickle (as with DCP's file system storage): load only from clusters you trust.
+
+Loading a checkpoint's metadata runs no code from it. ``.metadata`` is a pickle of DCP's
+``Metadata``, which a ``Reader`` reads only with a restricted unpickler (``rackpoint._unpickle``):
+the stream may name only DCP's metadata classes, ``torch.Size`` and torch's dtypes and layouts;
+anything else raises ``rackpoint.UnsafeMetadata``, naming the checkpoint and the refused global,
+before it is imported or called. The part's ``format`` marker and the object's length (at most
+``max_metadata_bytes``) are checked before a byte of it is read. The writer checks the same way
+that what it stores is readable. Not covered: non-tensor items (DCP's ``BYTE_IO``), which DCP's
+default load planner reads with ``torch.load(weights_only=False)``; a step planted by someone who
+can save into the job can still run code through them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import math
 import os
 import pickle
 import re
@@ -39,6 +50,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint import metadata as dcp_metadata
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
 from torch.distributed.checkpoint.planner import (
     LoadItemType,
@@ -52,12 +64,24 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from . import _unpickle
+from ._errors import MetadataError, UnsafeMetadata, metadata_error
 from ._native import Client, InvalidInput
 
-__all__ = ["Reader", "Writer", "parse_checkpoint_id"]
+__all__ = ["MAX_METADATA_BYTES", "MetadataError", "Reader", "UnsafeMetadata", "Writer", "parse_checkpoint_id"]
 
 SCHEME = "rackpoint://"
 METADATA_OBJECT = ".metadata"
+# The part metadata of rank 0's part. Its objects are raw bytes and its ".metadata" a pickle
+# (protocol 4) of DCP's Metadata naming only the globals of `_metadata_allow_list`; every
+# checkpoint this module ever wrote is of this format. A change of either takes a new marker:
+# a reader refuses a format it does not know.
+FORMAT = "rackpoint.dcp/1"
+_PICKLE_PROTOCOL = 4
+# Longest ".metadata" a Reader reads by default (Reader's max_metadata_bytes), and the longest a
+# Writer stores. DCP's metadata takes about 200 bytes per write item (a tensor, or a shard of
+# one, on one rank), so this holds some 5 million items.
+MAX_METADATA_BYTES = 1 << 30
 _ID = re.compile(r"^rackpoint://([A-Za-z0-9._-]{1,128})/([0-9]+|latest)/?$")
 # Object bytes a reader buffers at once for reads that cannot land in place (resharding).
 _READ_STAGING_BYTES = 512 << 20
@@ -71,6 +95,89 @@ def parse_checkpoint_id(checkpoint_id: str | os.PathLike) -> tuple[str, int | No
         raise InvalidInput(f"{checkpoint_id!r} is not a Rackpoint checkpoint id (rackpoint://JOB/STEP or rackpoint://JOB/latest)")
     job, step = match.groups()
     return job, None if step == "latest" else int(step)
+
+
+@functools.cache
+def _dtypes() -> dict[str, torch.dtype]:
+    """torch's dtypes by the names ``_Stored.dtype`` holds (``"bfloat16"``)."""
+    return {str(v).removeprefix("torch."): v for v in vars(torch).values() if isinstance(v, torch.dtype)}
+
+
+@functools.cache
+def _metadata_allow_list() -> _unpickle.AllowList:
+    """What a ``.metadata`` pickle may name: DCP's metadata dataclasses, ``_Stored``, the enum
+    ``TensorProperties`` pickles its memory format as, ``torch.Size``, torch's dtypes (pickled
+    by name, never called) and layouts (pickled as a call of ``torch.serialization._get_layout``,
+    here a look-up in a table of torch's layouts)."""
+    classes = [getattr(dcp_metadata, name) for name in (
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
+        "ChunkStorageMetadata", "TensorProperties", "StorageMeta") if hasattr(dcp_metadata, name)]
+    classes.append(_Stored)
+    names: dict[tuple[str, str], Any] = {(c.__module__, c.__qualname__): c for c in classes}
+    callables: list[Any] = list(classes)
+    mem_format = getattr(dcp_metadata, "_MEM_FORMAT_ENCODING", None)
+    if mem_format is not None:
+        names[(mem_format.__module__, mem_format.__qualname__)] = mem_format
+        callables.append(mem_format)
+    names[("torch", "Size")] = torch.Size
+    callables.append(torch.Size)
+    for name, value in vars(torch).items():
+        if isinstance(value, torch.dtype):
+            names[("torch", name)] = value
+    names[("torch.serialization", "_get_layout")] = _layout
+    callables.append(_layout)
+    return _unpickle.AllowList.of(names, callables, classes)
+
+
+@functools.cache
+def _layouts() -> dict[str, torch.layout]:
+    return {str(v): v for v in vars(torch).values() if isinstance(v, torch.layout)}
+
+
+def _layout(name: str) -> torch.layout:
+    """Stands in for ``torch.serialization._get_layout``: the layout ``str(layout)`` names."""
+    layout = _layouts().get(name) if type(name) is str else None
+    if layout is None:
+        raise ValueError(f"{name!r} is not a torch layout")
+    return layout
+
+
+def _decode_metadata(data: bytes | bytearray, job: str, step: int, world_size: int) -> Metadata:
+    """The DCP metadata pickled in ``data``, read with the allow-list; ``UnsafeMetadata`` when
+    the pickle names anything else, ``MetadataError`` when it is malformed or not DCP's
+    metadata with Rackpoint's storage entries. Runs no code from ``data``."""
+    try:
+        metadata = _unpickle.loads(data, _metadata_allow_list())
+    except _unpickle.Refused as e:
+        refused = e.what.removeprefix("global ")
+        raise metadata_error(
+            UnsafeMetadata, job, step,
+            f"{METADATA_OBJECT} refused, nothing in it ran: it asks for {e.what}, which is not "
+            "in DCP's metadata (only DCP's metadata classes, torch.Size, dtypes and layouts are)",
+            refused=refused) from None
+    except _unpickle.Malformed as e:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} is malformed: {e}") from None
+    if not isinstance(metadata, Metadata) or type(metadata.state_dict_metadata) is not dict:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} holds no DCP metadata "
+                             f"(a {type(metadata).__name__})")
+    storage = metadata.storage_data
+    if type(storage) is not dict:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} has no storage entries")
+    for index, stored in storage.items():
+        if type(index) is not MetadataIndex or type(stored) is not _Stored or not stored.valid(world_size):
+            raise metadata_error(MetadataError, job, step,
+                                 f"{METADATA_OBJECT} has a bad storage entry: {index!r}: {stored!r}")
+    return metadata
+
+
+def _encode_metadata(metadata: Metadata, job: str, step: int, world_size: int) -> bytes:
+    """``metadata`` pickled, after checking that a Reader will read it (the same decode)."""
+    data = pickle.dumps(metadata, protocol=_PICKLE_PROTOCOL)
+    if len(data) > MAX_METADATA_BYTES:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} would be {len(data)} bytes, "
+                             f"over the {MAX_METADATA_BYTES} a Reader reads by default")
+    _decode_metadata(data, job, step, world_size)
+    return data
 
 
 def _is_rackpoint_id(checkpoint_id: Any) -> bool:
@@ -97,6 +204,20 @@ class _Stored:
     nbytes: int
     dtype: str | None = None  # for tensors, e.g. "bfloat16"
     shape: tuple[int, ...] | None = None
+
+    def valid(self, world_size: int) -> bool:
+        """Whether the fields are of their types and agree (what a decoded entry must be)."""
+        def count(v: Any) -> bool:
+            return type(v) is int and v >= 0
+        if not (count(self.rank) and self.rank < world_size and type(self.object) is str
+                and count(self.nbytes)):
+            return False
+        if self.dtype is None:
+            return self.shape is None
+        dtype = _dtypes().get(self.dtype) if type(self.dtype) is str else None
+        if dtype is None or type(self.shape) is not tuple or not all(count(n) for n in self.shape):
+            return False
+        return math.prod(self.shape) * dtype.itemsize == self.nbytes
 
 
 class _Connected:
@@ -194,18 +315,20 @@ class Writer(_Connected, StorageWriter):
         if part.rank != 0:
             raise InvalidInput(f"the coordinator must be rank 0 (it is part {part.rank})")
         metadata.storage_data = {wr.index: wr.storage_data for rank in results for wr in rank}
-        objects[METADATA_OBJECT] = pickle.dumps(metadata)
-        self.client.save(self.job, self.step, 0, part.world_size, objects,
-                         {"format": "rackpoint.dcp/1"})
+        objects[METADATA_OBJECT] = _encode_metadata(metadata, self.job, self.step, part.world_size)
+        self.client.save(self.job, self.step, 0, part.world_size, objects, {"format": FORMAT})
         self._staged = None
 
 
 class Reader(_Connected, StorageReader):
-    """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``)."""
+    """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``).
+    A ``.metadata`` longer than ``max_metadata_bytes`` is refused unread."""
 
-    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None) -> None:
+    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
+                 max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
         _Connected.__init__(self, cluster)
         StorageReader.__init__(self)
+        self.max_metadata_bytes = max_metadata_bytes
         self.job: str | None = None
         self._requested: int | None = None
         self.step: int | None = None
@@ -253,10 +376,19 @@ class Reader(_Connected, StorageReader):
             raise InvalidInput("no checkpoint id: pass checkpoint_id='rackpoint://JOB/STEP' or '.../latest'")
         if self.step is None:
             self.step = self._resolve_step()
-        metadata = pickle.loads(self._part(0).read(METADATA_OBJECT))
-        if not isinstance(metadata, Metadata):
-            raise InvalidInput(f"rackpoint://{self.job}/{self.step} holds no DCP metadata")
-        return metadata
+        part = self._part(0)
+        fmt = part.meta.get("format")
+        if fmt != FORMAT:
+            raise metadata_error(MetadataError, self.job, self.step,
+                                 f"rank 0's part is of format {fmt!r}; this reader reads {FORMAT!r}")
+        length = part.objects.get(METADATA_OBJECT)
+        if length is None:
+            raise metadata_error(MetadataError, self.job, self.step, f"rank 0's part has no {METADATA_OBJECT}")
+        if length > self.max_metadata_bytes:
+            raise metadata_error(MetadataError, self.job, self.step,
+                                 f"{METADATA_OBJECT} is {length} bytes, over max_metadata_bytes "
+                                 f"({self.max_metadata_bytes}); not read")
+        return _decode_metadata(part.read(METADATA_OBJECT), self.job, self.step, part.world_size)
 
     def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         self._storage = metadata.storage_data
@@ -297,7 +429,7 @@ class Reader(_Connected, StorageReader):
         staging tensor (or ``None`` for bytes, read into a new ``bytearray``)."""
         if stored.dtype is None:
             return None, False
-        dtype = getattr(torch, stored.dtype)
+        dtype = _dtypes()[stored.dtype]
         if len(reqs) == 1:
             req = reqs[0]
             whole = all(o == 0 for o in req.storage_offsets) and tuple(req.lengths) == stored.shape

@@ -1,19 +1,25 @@
 """rackpoint.dcp with real torch: gloo jobs of 2 and 4 real rank processes on 127.0.0.1 save
 and load through DCP into a cluster of real node processes, with nodes SIGKILLed, bytes flipped
-on a node's disk, a rank dying before finish, loads at another world size, and async_save."""
+on a node's disk, a rank dying before finish, loads at another world size, async_save, and a
+malicious newer step whose metadata would run code on load."""
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata
 
 import rackpoint
-from rackpoint.dcp import Reader, Writer, parse_checkpoint_id
+from rackpoint.dcp import FORMAT, Reader, Writer, parse_checkpoint_id
 
 import dcp_workers as w
+from test_dcp_metadata import Payload
 
 JOB = "dcpjob"
 
@@ -95,3 +101,49 @@ def test_async_save_then_load_latest_on_two_ranks(cluster):
     assert again._client is None and again.job == JOB and again.step == 3
     assert pickle.loads(pickle.dumps(Reader(cf, f"rackpoint://{JOB}/latest"))).job == JOB
     w.run_ranks(2, w.async_save_then_load_latest, cf, JOB, 3)
+
+
+def test_a_planted_newer_step_runs_nothing_on_load_latest(cluster, group_of_one, tmp_path):
+    """Issue 16: anyone who can save to the cluster commits, as a newer step of the victim's
+    job, a `.metadata` whose unpickling runs a command. Loading `latest` refuses it with the
+    checkpoint and the global named, and the command never runs."""
+    cf = str(cluster.cluster_file)
+    w.save(0, 1, cf, f"rackpoint://{JOB}/1", 1)
+    marker = tmp_path / "attacker-ran"
+    planted = Metadata({}, planner_data=Payload(os.system, f"touch {marker}"), storage_data={})
+    client = rackpoint.Client(cf)
+    client.save(JOB, 2, 0, 1, {".metadata": pickle.dumps(planted)}, {"format": FORMAT})
+    assert client.resume(JOB).step == 2  # complete: `latest` is the planted step
+
+    refused = f"{os.system.__module__}.system"
+    with pytest.raises(rackpoint.UnsafeMetadata) as e:
+        Reader(cf, f"rackpoint://{JOB}/latest").read_metadata()
+    assert (e.value.checkpoint, e.value.refused) == (f"rackpoint://{JOB}/2", refused)
+    # DCP reports a rank's failed read_metadata in a CheckpointException, with its message.
+    with pytest.raises(CheckpointException) as e:
+        dcp.load(w.state(0, 1), checkpoint_id=f"rackpoint://{JOB}/latest", storage_reader=Reader(cf))
+    assert f"rackpoint://{JOB}/2: .metadata refused" in str(e.value) and refused in str(e.value)
+    assert not marker.exists()
+    w.load_and_check(0, 1, cf, f"rackpoint://{JOB}/1", 1)  # the job's own step still loads
+
+
+def test_metadata_of_another_format_or_over_the_bound_is_not_decoded(cluster, tmp_path):
+    cf = str(cluster.cluster_file)
+    client = rackpoint.Client(cf)
+    marker = tmp_path / "attacker-ran"
+    payload = pickle.dumps(Payload(os.system, f"touch {marker}"))
+    client.save(JOB, 1, 0, 1, {".metadata": payload}, {"format": "rackpoint.dcp/99"})
+    client.save(JOB, 2, 0, 1, {".metadata": payload}, {"format": FORMAT})
+    client.save(JOB, 3, 0, 1, {"model": b"not DCP"})
+    with pytest.raises(rackpoint.MetadataError, match="format 'rackpoint.dcp/99'; this reader reads"):
+        Reader(cf, f"rackpoint://{JOB}/1").read_metadata()
+    # Refused on its length alone (a MetadataError, not the UnsafeMetadata its decode would give).
+    with pytest.raises(rackpoint.MetadataError, match=f"is {len(payload)} bytes, over max_metadata_bytes") as e:
+        Reader(cf, f"rackpoint://{JOB}/2", max_metadata_bytes=len(payload) - 1).read_metadata()
+    assert type(e.value) is rackpoint.MetadataError
+    with pytest.raises(rackpoint.UnsafeMetadata):
+        Reader(cf, f"rackpoint://{JOB}/2", max_metadata_bytes=len(payload)).read_metadata()
+    with pytest.raises(rackpoint.MetadataError, match="format None"):
+        Reader(cf, f"rackpoint://{JOB}/3").read_metadata()
+    assert not marker.exists()
+

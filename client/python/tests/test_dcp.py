@@ -5,10 +5,12 @@ malicious newer step whose metadata would run code on load."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
@@ -16,6 +18,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata
 
 import rackpoint
+from rackpoint import dcp as rackpoint_dcp
 from rackpoint.dcp import FORMAT, Reader, Writer, parse_checkpoint_id
 
 import dcp_workers as w
@@ -147,3 +150,28 @@ def test_metadata_of_another_format_or_over_the_bound_is_not_decoded(cluster, tm
         Reader(cf, f"rackpoint://{JOB}/3").read_metadata()
     assert not marker.exists()
 
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="not fixed: DCP's DefaultLoadPlanner.load_bytes reads "
+                   "non-tensor items with torch.load(weights_only=False)")
+def test_a_planted_newer_step_runs_nothing_through_its_non_tensor_items(cluster, group_of_one, tmp_path):
+    """The same attack through the other pickles of a checkpoint: the planted step copies a real
+    one, metadata and all (which the allow-list accepts), with every non-tensor item (an
+    optimizer's param_groups, the loader state) replaced by a torch.save of a payload."""
+    cf = str(cluster.cluster_file)
+    w.save(0, 1, cf, f"rackpoint://{JOB}/1", 1)
+    client = rackpoint.Client(cf)
+    part = client.part(JOB, 1, 0)
+    objects = {name: bytes(part.read(name)) for name in part.objects}
+    metadata = rackpoint_dcp._decode_metadata(objects[".metadata"], JOB, 1, 1)
+    marker = tmp_path / "attacker-ran"
+    payload = io.BytesIO()
+    torch.save(Payload(os.system, f"touch {marker}"), payload)
+    for stored in metadata.storage_data.values():
+        if stored.dtype is None:
+            objects[stored.object] = payload.getvalue()
+    client.save(JOB, 2, 0, 1, objects, {"format": FORMAT})
+    try:
+        dcp.load(w.state(0, 1), checkpoint_id=f"rackpoint://{JOB}/latest", storage_reader=Reader(cf))
+    except (Exception, CheckpointException):
+        pass  # a fix may refuse the step or load something harmless; the payload must not run
+    assert not marker.exists()

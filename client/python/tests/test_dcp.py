@@ -1,7 +1,7 @@
 """rackpoint.dcp with real torch: gloo jobs of 2 and 4 real rank processes on 127.0.0.1 save
 and load through DCP into a cluster of real node processes, with nodes SIGKILLed, bytes flipped
 on a node's disk, a rank dying before finish, loads at another world size, async_save, and a
-malicious newer step whose metadata would run code on load."""
+malicious newer step whose metadata or non-tensor items would run code on load."""
 
 from __future__ import annotations
 
@@ -151,12 +151,13 @@ def test_metadata_of_another_format_or_over_the_bound_is_not_decoded(cluster, tm
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="not fixed: DCP's DefaultLoadPlanner.load_bytes reads "
-                   "non-tensor items with torch.load(weights_only=False)")
 def test_a_planted_newer_step_runs_nothing_through_its_non_tensor_items(cluster, group_of_one, tmp_path):
     """The same attack through the other pickles of a checkpoint: the planted step copies a real
     one, metadata and all (which the allow-list accepts), with every non-tensor item (an
-    optimizer's param_groups, the loader state) replaced by a torch.save of a payload."""
+    optimizer's param_groups, the loader state) replaced by a torch.save of a payload, which
+    DCP's load planner reads with torch.load(weights_only=False). Loading `latest` refuses the
+    step with UnsafeObject, naming the item and the global, and the command never runs; a
+    Reader that trusts objects runs it (the attack is real)."""
     cf = str(cluster.cluster_file)
     w.save(0, 1, cf, f"rackpoint://{JOB}/1", 1)
     client = rackpoint.Client(cf)
@@ -166,12 +167,46 @@ def test_a_planted_newer_step_runs_nothing_through_its_non_tensor_items(cluster,
     marker = tmp_path / "attacker-ran"
     payload = io.BytesIO()
     torch.save(Payload(os.system, f"touch {marker}"), payload)
-    for stored in metadata.storage_data.values():
+    poisoned = set()
+    for index, stored in metadata.storage_data.items():
         if stored.dtype is None:
             objects[stored.object] = payload.getvalue()
+            poisoned.add(index.fqn)
+    assert "loader" in poisoned and any(".param_groups." in fqn for fqn in poisoned)
     client.save(JOB, 2, 0, 1, objects, {"format": FORMAT})
-    try:
+    assert client.resume(JOB).step == 2
+
+    with pytest.raises(CheckpointException) as e:
         dcp.load(w.state(0, 1), checkpoint_id=f"rackpoint://{JOB}/latest", storage_reader=Reader(cf))
-    except (Exception, CheckpointException):
-        pass  # a fix may refuse the step or load something harmless; the payload must not run
+    [(err, _)] = e.value.failures.values()  # the rank's exception, as DCP gathered it
+    assert type(err) is rackpoint.UnsafeObject
+    assert (err.checkpoint, err.refused) == (f"rackpoint://{JOB}/2", f"{os.system.__module__}.system")
+    assert err.fqn in poisoned and f"non-tensor item {err.fqn!r}" in str(e.value)
     assert not marker.exists()
+    w.load_and_check(0, 1, cf, f"rackpoint://{JOB}/1", 1)  # the job's own step still loads
+
+    try:
+        dcp.load(w.state(0, 1), checkpoint_id=f"rackpoint://{JOB}/2", storage_reader=Reader(cf, trust_objects=True))
+    except (Exception, CheckpointException):
+        pass  # the state now holds the command's exit status; what matters is that it ran
+    assert marker.exists()
+
+
+def test_non_tensor_items_are_checked_and_round_trip(cluster, group_of_one, monkeypatch):
+    """A training state's non-tensor items (AdamW's param_groups, the loader's BytesIO) pass the
+    check and load as saved; every one of them went through the check first."""
+    cf = str(cluster.cluster_file)
+    w.save(0, 1, cf, f"rackpoint://{JOB}/1", 1)
+    checked = []
+    check = rackpoint_dcp._check_object
+
+    def spy(data, job, step, fqn, where):
+        checked.append(fqn)
+        check(data, job, step, fqn, where)
+
+    monkeypatch.setattr(rackpoint_dcp, "_check_object", spy)
+    w.load_and_check(0, 1, cf, f"rackpoint://{JOB}/1", 1)
+    metadata = Reader(cf, f"rackpoint://{JOB}/1").read_metadata()
+    items = [index.fqn for index, stored in metadata.storage_data.items() if stored.dtype is None]
+    assert sorted(checked) == sorted(items)
+    assert "loader" in items and "optim.param_groups.0.lr" in items and "optim.param_groups.0.betas" in items

@@ -1,12 +1,14 @@
 """The restricted unpickler that reads DCP's ``.metadata`` (rackpoint._unpickle with rackpoint.dcp's
-allow-list), without a cluster: real DCP metadata of every shape reads back; a pickle naming
-anything else, or modifying what it may name, is refused before it runs, and the marker file
-its payload would make is never made."""
+allow-list), and the check of non-tensor items (torch's weights-only unpickler), without a
+cluster: real DCP metadata of every shape and the non-tensor values of a training state read
+back; a pickle naming anything else, or modifying what it may name, is refused before it runs,
+and the marker file its payload would make is never made."""
 
 from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import io
 import os
 import pickle
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch.distributed.checkpoint import metadata as m
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 
 import rackpoint
 from rackpoint import dcp
@@ -208,13 +211,135 @@ def test_the_errors_pickle_with_their_fields():
 
 
 def test_no_module_of_the_package_unpickles_but_through_the_allow_list():
-    """Tidy: bytes from a cluster are unpickled only by _unpickle.loads."""
+    """Tidy: bytes from a cluster are unpickled only by _unpickle.loads, or by torch.load with
+    weights_only=True (the check of non-tensor items)."""
     banned = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("torch", "load"),
               ("marshal", "load"), ("marshal", "loads")}
     for path in Path(rackpoint.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        weights_only = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                        and any(k.arg == "weights_only" and isinstance(k.value, ast.Constant)
+                                and k.value.value is True for k in node.keywords)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if (node.value.id, node.attr) == ("torch", "load") and id(node) in weights_only:
+                    continue
                 assert (node.value.id, node.attr) not in banned, f"{path.name}:{node.lineno}"
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                 assert "_pickle" not in names and "marshal" not in names, f"{path.name}:{node.lineno}"
+
+
+# The check of non-tensor items: DCP saves every value of a state dict that is not a tensor as a
+# torch.save of it, and its default load planner reads it with torch.load(weights_only=False).
+
+
+def saved(value) -> bytes:
+    """``value`` as DCP's default save planner stores a non-tensor item."""
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    return buf.getvalue()
+
+
+def check(data: bytes, fqn: str = "optim.param_groups.0.lr") -> None:
+    dcp._check_object(data, JOB, STEP, fqn, "item-3 of rank 0's part")
+
+
+@pytest.mark.parametrize("value", [
+    {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "amsgrad": False,
+     "foreach": None, "params": [0, 1, 2, 3], "name": "decay"},
+    [0.5, 7, "cosine", None, True, 2 ** 70, 1 + 2j],
+    (torch.arange(4), torch.ones(2, 3, dtype=torch.bfloat16)),
+    io.BytesIO(b"loader state" * 10),
+    {"device": torch.device("cpu"), "dtype": torch.float16, "size": torch.Size([2, 3]),
+     "ordered": collections.OrderedDict(a=1), "counts": collections.Counter("abca"),
+     "set": {1, 2}, "bytes": b"raw", "bytearray": bytearray(b"ba")},
+], ids=["param_group", "scalars", "tensor_tuple", "bytesio", "torch_and_collections"])
+def test_non_tensor_values_of_a_training_state_pass_the_check(value):
+    check(saved(value))
+
+
+def test_an_optimizer_state_dict_passes_the_check_item_by_item():
+    """What DCP makes of an optimizer's state dict: every leaf that is not a tensor is an item."""
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    flat, _ = flatten_state_dict({"optim": opt.state_dict()})
+    items = {fqn: v for fqn, v in flat.items() if not isinstance(v, torch.Tensor)}
+    assert any(".param_groups." in fqn for fqn in items)
+    for fqn, value in items.items():
+        check(saved(value), fqn)
+
+
+@pytest.mark.parametrize("make, refused", [
+    (lambda marker: Payload(os.system, touch_command(marker)), f"{os.system.__module__}.system"),
+    (lambda marker: Payload(builtins.exec, f"open({str(marker)!r}, 'w')"), "builtins.exec"),
+    (lambda marker: Payload(builtins.eval, f"open({str(marker)!r}, 'w')"), "builtins.eval"),
+    (lambda marker: Payload(torch.save, {}, str(marker)), "torch.serialization.save"),
+])
+def test_a_non_tensor_payload_is_refused_and_never_runs(tmp_path, make, refused):
+    marker = tmp_path / "ran"
+    evil = make(marker)
+    # Alone, and inside a param group, where DCP's planner would unpickle it.
+    for value in (evil, {"lr": 1e-3, "betas": (0.9, 0.999), "params": [0], "scheduler": evil}):
+        with pytest.raises(rackpoint.UnsafeObject) as e:
+            check(saved(value))
+        err = e.value
+        assert (err.refused, err.fqn, err.checkpoint, err.job, err.step, err.kind) == (
+            refused, "optim.param_groups.0.lr", f"rackpoint://{JOB}/{STEP}", JOB, STEP, "UnsafeObject")
+        assert "'optim.param_groups.0.lr' (item-3 of rank 0's part) refused" in str(err) and refused in str(err)
+        assert isinstance(err, rackpoint.RackpointError) and not isinstance(err, rackpoint.MetadataError)
+        assert not marker.exists()
+    # What DCP's default planner does with the same bytes runs it: the payload is real.
+    torch.load(io.BytesIO(saved(evil)), weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("data", [
+    pickle.dumps(Payload(os.system, "true"), protocol=2),  # a bare pickle: torch's legacy format
+    pickle.dumps(Payload(os.system, "true")),
+    b"",
+    b"not a pickle",
+    saved({"lr": 1e-3})[:-30],
+], ids=["bare_pickle_2", "bare_pickle", "empty", "garbage", "truncated"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_what_torch_will_not_read_safely_is_refused(data):
+    with pytest.raises(rackpoint.UnsafeObject) as e:
+        check(data)
+    assert e.value.fqn == "optim.param_groups.0.lr"
+    assert "torch's weights-only unpickler" in str(e.value)
+
+
+def test_torch_before_2_6_checks_nothing_and_refuses(monkeypatch):
+    """torch.load(weights_only=True) could still run code before torch 2.6 (CVE-2025-32434)."""
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    with pytest.raises(rackpoint.UnsafeObject, match="torch 2.5.1's weights-only unpickler cannot vouch") as e:
+        check(saved({"lr": 1e-3}))
+    assert e.value.refused is None
+
+
+def test_the_check_leaves_torchs_safe_globals_as_it_found_them():
+    before = torch.serialization.get_safe_globals()
+    check(saved(io.BytesIO(b"x")))
+    assert set(torch.serialization.get_safe_globals()) == set(before)
+    assert io.BytesIO not in before
+    with pytest.raises(pickle.UnpicklingError):  # allowed only during the check
+        torch.load(io.BytesIO(saved(io.BytesIO(b"x"))), weights_only=True)
+    # A process that allowed io.BytesIO itself keeps it.
+    torch.serialization.add_safe_globals([io.BytesIO])
+    try:
+        check(saved(io.BytesIO(b"x")))
+        assert io.BytesIO in torch.serialization.get_safe_globals()
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
+
+
+def test_an_unsafe_object_error_pickles_with_its_fields():
+    with pytest.raises(rackpoint.UnsafeObject) as e:
+        check(saved(Payload(os.system, "true")))
+    again = pickle.loads(pickle.dumps(e.value))
+    assert type(again) is rackpoint.UnsafeObject and str(again) == str(e.value)
+    assert (again.checkpoint, again.fqn, again.refused, again.kind) == (
+        e.value.checkpoint, e.value.fqn, e.value.refused, "UnsafeObject")

@@ -4,14 +4,14 @@
 (``bytes``, ``bytearray``, ``memoryview``, numpy arrays, CPU torch tensors) without copying
 them, and reads any object of any rank's part into a caller's writable buffer in place. Every
 call releases the GIL while it waits. ``rackpoint.dcp`` has PyTorch Distributed Checkpoint's
-``Writer`` and ``Reader``; its metadata is read without running code from the checkpoint
-(``MetadataError``, ``UnsafeMetadata``).
+``Writer`` and ``Reader``; its metadata and its non-tensor items are read without running code
+from the checkpoint (``MetadataError``, ``UnsafeMetadata``, ``UnsafeObject``).
 """
 
 from __future__ import annotations
 
 from ._buffers import byte_view
-from ._errors import MetadataError, UnsafeMetadata
+from ._errors import MetadataError, UnsafeMetadata, UnsafeObject
 from ._native import (
     AlreadyExists,
     Checkpoint,
@@ -51,6 +51,7 @@ __all__ = [
     "SaveReport",
     "ShardWriteFailed",
     "UnsafeMetadata",
+    "UnsafeObject",
     "VerifyReport",
     "byte_view",
 ]

@@ -21,8 +21,18 @@ class UnsafeMetadata(MetadataError):
     it names was imported or called."""
 
 
-def metadata_error(cls: type[MetadataError], job: str, step: int, detail: str, **fields: Any) -> MetadataError:
-    """A ``cls`` about checkpoint ``(job, step)``, with its fields set as attributes."""
+class UnsafeObject(RackpointError):
+    """A non-tensor item of a checkpoint (DCP's ``BYTE_IO``: a ``torch.save`` of a value that is
+    not a tensor) was refused before DCP's load planner unpickled it, because torch's
+    weights-only unpickler does not read it. Attributes ``checkpoint``, ``job``, ``step``,
+    ``fqn`` (the item's name in the state dict), ``refused`` (the global it asks for that
+    torch does not allow, such as ``posix.system``; ``None`` when refused for another reason)
+    and ``detail``. Nothing it names outside torch's allow-list was imported or called."""
+
+
+def metadata_error(cls: type[RackpointError], job: str, step: int, detail: str, **fields: Any) -> RackpointError:
+    """A ``cls`` (``MetadataError``, ``UnsafeMetadata``, ``UnsafeObject``) about checkpoint
+    ``(job, step)``, with its fields set as attributes."""
     checkpoint = f"rackpoint://{job}/{step}"
     err = cls(f"{checkpoint}: {detail}")
     attrs = {"kind": cls.__name__, "checkpoint": checkpoint, "job": job, "step": step, "detail": detail}

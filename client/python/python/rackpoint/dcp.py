@@ -29,9 +29,21 @@ the stream may name only DCP's metadata classes, ``torch.Size`` and torch's dtyp
 anything else raises ``rackpoint.UnsafeMetadata``, naming the checkpoint and the refused global,
 before it is imported or called. The part's ``format`` marker and the object's length (at most
 ``max_metadata_bytes``) are checked before a byte of it is read. The writer checks the same way
-that what it stores is readable. Not covered: non-tensor items (DCP's ``BYTE_IO``), which DCP's
-default load planner reads with ``torch.load(weights_only=False)``; a step planted by someone who
-can save into the job can still run code through them.
+that what it stores is readable.
+
+Loading a non-tensor item runs no code from it either. DCP stores every value of the state dict
+that is not a tensor (an optimizer's ``param_groups``, a loader's state) as a ``torch.save`` of
+it (``BYTE_IO``), and its default load planner reads that back with
+``torch.load(weights_only=False)``, which calls whatever the pickle names. So before a
+``Reader`` hands an item's bytes to the planner it reads them once with torch's own safe
+unpickler, ``torch.load(weights_only=True)`` (torch 2.6 or newer), which allows ``io.BytesIO``
+here besides torch's own allow-list and what the process added with
+``torch.serialization.add_safe_globals``. If that refuses them, the load raises
+``rackpoint.UnsafeObject``, naming the checkpoint, the item and the refused global, and the
+planner never sees them; if it reads them, every global the pickle names is allow-listed, so
+the planner's ``torch.load`` of the same bytes calls only those. ``Reader(trust_objects=True)``
+skips this check, for state dicts holding other Python objects: only for stores whose every
+writer is trusted.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import math
 import os
 import pickle
 import re
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,10 +78,11 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from . import _unpickle
-from ._errors import MetadataError, UnsafeMetadata, metadata_error
+from ._errors import MetadataError, UnsafeMetadata, UnsafeObject, metadata_error
 from ._native import Client, InvalidInput
 
-__all__ = ["MAX_METADATA_BYTES", "MetadataError", "Reader", "UnsafeMetadata", "Writer", "parse_checkpoint_id"]
+__all__ = ["MAX_METADATA_BYTES", "MetadataError", "Reader", "UnsafeMetadata", "UnsafeObject", "Writer",
+           "parse_checkpoint_id"]
 
 SCHEME = "rackpoint://"
 METADATA_OBJECT = ".metadata"
@@ -86,6 +100,15 @@ _ID = re.compile(r"^rackpoint://([A-Za-z0-9._-]{1,128})/([0-9]+|latest)/?$")
 # Object bytes a reader buffers at once for reads that cannot land in place (resharding).
 _READ_STAGING_BYTES = 512 << 20
 _READ_THREADS = 4
+# What a non-tensor item's pickle may name besides torch's weights-only allow-list: a state
+# dict's io.BytesIO values (DCP saves the BytesIO object itself), whose construction and
+# __setstate__ only fill a buffer.
+_OBJECT_GLOBALS = (io.BytesIO,)
+# Oldest torch whose weights-only unpickler the check relies on (before 2.6, torch.load with
+# weights_only=True could still run code: CVE-2025-32434).
+_OBJECT_CHECK_TORCH = (2, 6)
+# torch's added safe globals are one set for the process: checks add and remove ours one at a time.
+_object_globals_lock = threading.Lock()
 
 
 def parse_checkpoint_id(checkpoint_id: str | os.PathLike) -> tuple[str, int | None]:
@@ -220,6 +243,46 @@ class _Stored:
         return math.prod(self.shape) * dtype.itemsize == self.nbytes
 
 
+def _check_object(data: bytes | bytearray, job: str, step: int, fqn: str, where: str) -> None:
+    """Raises ``UnsafeObject`` unless torch's weights-only unpickler reads ``data``, a non-tensor
+    item (``fqn``, stored as ``where``) that DCP's load planner will read with
+    ``torch.load(weights_only=False)``: when it does, every global the pickle names is in
+    torch's allow-list (or ``_OBJECT_GLOBALS``), so the planner's load calls nothing else."""
+    # The one difference of name look-up between torch's two unpicklers: at pickle protocol 3
+    # and up the weights-only one still reads a Python 2 module name (__builtin__.set,
+    # UserDict.OrderedDict) as its Python 3 one, where the planner's imports the module named.
+    # No such module exists in Python 3, so there the planner's load fails, calling nothing.
+    def refuse(detail: str, refused: str | None = None) -> UnsafeObject:
+        return metadata_error(
+            UnsafeObject, job, step,
+            f"non-tensor item {fqn!r} ({where}) refused before DCP's planner unpickled it: {detail}; "
+            "Reader(trust_objects=True) skips this check, only for a store whose every writer is trusted",
+            fqn=fqn, refused=refused)
+
+    if torch.torch_version.TorchVersion(torch.__version__) < _OBJECT_CHECK_TORCH:
+        raise refuse(f"torch {torch.__version__}'s weights-only unpickler cannot vouch for it "
+                     "(CVE-2025-32434); torch 2.6 or newer checks it")
+    try:
+        with _object_globals_lock:
+            # Only what the process has not allowed itself, so that leaving removes nothing of its.
+            ours = [g for g in _OBJECT_GLOBALS if g not in torch.serialization.get_safe_globals()]
+            with torch.serialization.safe_globals(ours):
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True, mmap=False)
+    except Exception as e:
+        message = str(e)
+        found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
+        if found is not None:
+            refused = found.group(1)
+            if "." not in refused:  # torch's message names builtins.exec as "exec"
+                refused = f"builtins.{refused}"
+            raise refuse(f"it asks for {refused}, which torch's weights-only unpickler does not allow",
+                         refused) from None
+        # torch's UnpicklingError wraps the unpickler's own error in advice (the context).
+        cause = e.__context__ if isinstance(e, pickle.UnpicklingError) and e.__context__ is not None else e
+        reason = " ".join(str(cause).split())[:300]
+        raise refuse(f"torch's weights-only unpickler does not read it ({type(cause).__name__}: {reason})") from None
+
+
 class _Connected:
     """The lazily made client, left out of pickles (a writer may be sent to another process)."""
 
@@ -322,13 +385,23 @@ class Writer(_Connected, StorageWriter):
 
 class Reader(_Connected, StorageReader):
     """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``).
-    A ``.metadata`` longer than ``max_metadata_bytes`` is refused unread."""
+
+    A ``.metadata`` longer than ``max_metadata_bytes`` is refused unread.
+
+    Every non-tensor item is read with ``torch.load(weights_only=True)`` before DCP's load
+    planner gets it (which reads it with ``weights_only=False``); one that torch's weights-only
+    unpickler refuses raises ``rackpoint.UnsafeObject``, and nothing it names outside torch's
+    allow-list (and ``io.BytesIO``) is imported or called. Types you trust can be allowed with
+    ``torch.serialization.add_safe_globals``. ``trust_objects=True`` skips the check and lets
+    the planner unpickle anything, so that a checkpoint's writer can run code in this process:
+    use it only for a store whose every writer is trusted."""
 
     def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
-                 max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
+                 max_metadata_bytes: int = MAX_METADATA_BYTES, trust_objects: bool = False) -> None:
         _Connected.__init__(self, cluster)
         StorageReader.__init__(self)
         self.max_metadata_bytes = max_metadata_bytes
+        self.trust_objects = trust_objects
         self.job: str | None = None
         self._requested: int | None = None
         self.step: int | None = None
@@ -449,6 +522,10 @@ class Reader(_Connected, StorageReader):
             return into
 
         for (stored, reqs, _, in_place), data in zip(batch, pool.map(read, batch)):
+            as_bytes = [req for req in reqs if req.type == LoadItemType.BYTE_IO]
+            if as_bytes and not self.trust_objects:
+                _check_object(data, self.job, self.step, as_bytes[0].storage_index.fqn,
+                              f"{stored.object} of rank {stored.rank}'s part")
             for req in reqs:
                 if req.type == LoadItemType.BYTE_IO:
                     planner.load_bytes(req, io.BytesIO(data))

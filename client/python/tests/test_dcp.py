@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,6 +37,31 @@ def test_checkpoint_ids():
             parse_checkpoint_id(bad)
     with pytest.raises(rackpoint.InvalidInput):
         Writer("cluster.toml", "rackpoint://dcpjob/latest")
+
+
+def test_cert_and_key_go_to_the_client_only_when_given(monkeypatch):
+    """Without them the client is made as Client(cluster), which every native module takes."""
+    made = []
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            made.append((args, kwargs))
+
+    monkeypatch.setattr(rackpoint_dcp, "Client", Recorded)
+    Writer("c.toml").client
+    Reader("c.toml", f"rackpoint://{JOB}/latest").client
+    Writer("c.toml", f"rackpoint://{JOB}/1", cert="id.crt", key="id.key").client
+    Reader("c.toml", cert="id.crt").client
+    Reader(Path("c.toml"), key="id.key", trust_objects=True).client
+    assert made == [(("c.toml",), {}), (("c.toml",), {}), (("c.toml",), {"cert": "id.crt", "key": "id.key"}),
+                    (("c.toml",), {"cert": "id.crt"}), (("c.toml",), {"key": "id.key"})]
+    # A pickled writer or reader keeps its identity (not its client) and connects with it.
+    for made_by in (Writer("c.toml", cert="id.crt", key="id.key"), Reader("c.toml", cert="id.crt", key="id.key")):
+        made_by.client
+        again = pickle.loads(pickle.dumps(made_by))
+        assert again._client is None
+        again.client
+        assert made[-1] == (("c.toml",), {"cert": "id.crt", "key": "id.key"})
 
 
 @pytest.fixture(scope="module")

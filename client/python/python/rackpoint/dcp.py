@@ -284,16 +284,18 @@ def _check_object(data: bytes | bytearray, job: str, step: int, fqn: str, where:
 
 
 class _Connected:
-    """The lazily made client, left out of pickles (a writer may be sent to another process)."""
+    """The lazily made client, left out of pickles (a writer may be sent to another process).
+    ``cert`` and ``key`` go to ``Client`` only when given (a client without them takes none)."""
 
-    def __init__(self, cluster: str | os.PathLike) -> None:
+    def __init__(self, cluster: str | os.PathLike, cert: Any = None, key: Any = None) -> None:
         self.cluster = os.fspath(cluster)
+        self._identity = {name: value for name, value in (("cert", cert), ("key", key)) if value is not None}
         self._client: Client | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.cluster)
+            self._client = Client(self.cluster, **self._identity)
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
@@ -305,10 +307,15 @@ class _Connected:
 
 
 class Writer(_Connected, StorageWriter):
-    """DCP ``StorageWriter`` saving to the cluster of ``cluster`` (its ``cluster.toml``)."""
+    """DCP ``StorageWriter`` saving to the cluster of ``cluster`` (its ``cluster.toml``).
 
-    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None) -> None:
-        _Connected.__init__(self, cluster)
+    ``cert`` and ``key``: the identity the client presents to the cluster, passed to
+    ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
+    without them the client is made as ``Client(cluster)``). A pickled writer keeps them."""
+
+    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
+                 cert: Any = None, key: Any = None) -> None:
+        _Connected.__init__(self, cluster, cert, key)
         StorageWriter.__init__(self)
         self.job: str | None = None
         self.step: int | None = None
@@ -394,11 +401,16 @@ class Reader(_Connected, StorageReader):
     allow-list (and ``io.BytesIO``) is imported or called. Types you trust can be allowed with
     ``torch.serialization.add_safe_globals``. ``trust_objects=True`` skips the check and lets
     the planner unpickle anything, so that a checkpoint's writer can run code in this process:
-    use it only for a store whose every writer is trusted."""
+    use it only for a store whose every writer is trusted.
+
+    ``cert`` and ``key``: the identity the client presents to the cluster, passed to
+    ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
+    without them the client is made as ``Client(cluster)``). A pickled reader keeps them."""
 
     def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
-                 max_metadata_bytes: int = MAX_METADATA_BYTES, trust_objects: bool = False) -> None:
-        _Connected.__init__(self, cluster)
+                 max_metadata_bytes: int = MAX_METADATA_BYTES, trust_objects: bool = False,
+                 cert: Any = None, key: Any = None) -> None:
+        _Connected.__init__(self, cluster, cert, key)
         StorageReader.__init__(self)
         self.max_metadata_bytes = max_metadata_bytes
         self.trust_objects = trust_objects

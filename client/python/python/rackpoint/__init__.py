@@ -5,12 +5,14 @@
 (``bytes``, ``bytearray``, ``memoryview``, numpy arrays, CPU torch tensors) without copying
 them, and reads any object of any rank's part into a caller's writable buffer in place. Every
 call releases the GIL while it waits. ``rackpoint.dcp`` has PyTorch Distributed Checkpoint's
-``Writer`` and ``Reader``.
+``Writer`` and ``Reader``; its metadata and its non-tensor items are read without running code
+from the checkpoint (``MetadataError``, ``UnsafeMetadata``, ``UnsafeObject``).
 """
 
 from __future__ import annotations
 
 from ._buffers import byte_view
+from ._errors import MetadataError, UnsafeMetadata, UnsafeObject
 from ._native import (
     AlreadyExists,
     Checkpoint,
@@ -40,6 +42,7 @@ __all__ = [
     "CommitFailed",
     "InvalidInput",
     "ManifestNotFound",
+    "MetadataError",
     "NoCheckpoint",
     "NoNodeAnswered",
     "NotEnoughShards",
@@ -52,6 +55,8 @@ __all__ = [
     "SaveHandle",
     "SaveReport",
     "ShardWriteFailed",
+    "UnsafeMetadata",
+    "UnsafeObject",
     "VerifyReport",
     "byte_view",
 ]

@@ -22,16 +22,40 @@ default process group::
 ``dcp.async_save`` works: DCP stages the state dict to CPU memory once, and the writer saves
 from that staged copy without copying it again (the Rust client keeps a bounded number of bytes
 in flight). A writer pickles without its connection, so it may be sent to another process.
-The metadata is a pickle (as with DCP's file system storage): load only from clusters you trust.
+
+Loading a checkpoint's metadata runs no code from it. ``.metadata`` is a pickle of DCP's
+``Metadata``, which a ``Reader`` reads only with a restricted unpickler (``rackpoint._unpickle``):
+the stream may name only DCP's metadata classes, ``torch.Size`` and torch's dtypes and layouts;
+anything else raises ``rackpoint.UnsafeMetadata``, naming the checkpoint and the refused global,
+before it is imported or called. The part's ``format`` marker and the object's length (at most
+``max_metadata_bytes``) are checked before a byte of it is read. The writer checks the same way
+that what it stores is readable.
+
+Loading a non-tensor item runs no code from it either. DCP stores every value of the state dict
+that is not a tensor (an optimizer's ``param_groups``, a loader's state) as a ``torch.save`` of
+it (``BYTE_IO``), and its default load planner reads that back with
+``torch.load(weights_only=False)``, which calls whatever the pickle names. So before a
+``Reader`` hands an item's bytes to the planner it reads them once with torch's own safe
+unpickler, ``torch.load(weights_only=True)`` (torch 2.6 or newer), which allows ``io.BytesIO``
+here besides torch's own allow-list and what the process added with
+``torch.serialization.add_safe_globals``. If that refuses them, the load raises
+``rackpoint.UnsafeObject``, naming the checkpoint, the item and the refused global, and the
+planner never sees them; if it reads them, every global the pickle names is allow-listed, so
+the planner's ``torch.load`` of the same bytes calls only those. ``Reader(trust_objects=True)``
+skips this check, for state dicts holding other Python objects: only for stores whose every
+writer is trusted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import math
 import os
 import pickle
 import re
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +63,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint import metadata as dcp_metadata
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
 from torch.distributed.checkpoint.planner import (
     LoadItemType,
@@ -52,16 +77,38 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from . import _unpickle
+from ._errors import MetadataError, UnsafeMetadata, UnsafeObject, metadata_error
 from ._native import Client, InvalidInput
 
-__all__ = ["Reader", "Writer", "parse_checkpoint_id"]
+__all__ = ["MAX_METADATA_BYTES", "MetadataError", "Reader", "UnsafeMetadata", "UnsafeObject", "Writer",
+           "parse_checkpoint_id"]
 
 SCHEME = "rackpoint://"
 METADATA_OBJECT = ".metadata"
+# The part metadata of rank 0's part. Its objects are raw bytes and its ".metadata" a pickle
+# (protocol 4) of DCP's Metadata naming only the globals of `_metadata_allow_list`; every
+# checkpoint this module ever wrote is of this format. A change of either takes a new marker:
+# a reader refuses a format it does not know.
+FORMAT = "rackpoint.dcp/1"
+_PICKLE_PROTOCOL = 4
+# Longest ".metadata" a Reader reads by default (Reader's max_metadata_bytes), and the longest a
+# Writer stores. DCP's metadata takes about 200 bytes per write item (a tensor, or a shard of
+# one, on one rank), so this holds some 5 million items.
+MAX_METADATA_BYTES = 1 << 30
 _ID = re.compile(r"^rackpoint://([A-Za-z0-9._-]{1,128})/([0-9]+|latest)/?$")
 # Object bytes a reader buffers at once for reads that cannot land in place (resharding).
 _READ_STAGING_BYTES = 512 << 20
 _READ_THREADS = 4
+# What a non-tensor item's pickle may name besides torch's weights-only allow-list: a state
+# dict's io.BytesIO values (DCP saves the BytesIO object itself), whose construction and
+# __setstate__ only fill a buffer.
+_OBJECT_GLOBALS = (io.BytesIO,)
+# Oldest torch whose weights-only unpickler the check relies on (before 2.6, torch.load with
+# weights_only=True could still run code: CVE-2025-32434).
+_OBJECT_CHECK_TORCH = (2, 6)
+# torch's added safe globals are one set for the process: checks add and remove ours one at a time.
+_object_globals_lock = threading.Lock()
 
 
 def parse_checkpoint_id(checkpoint_id: str | os.PathLike) -> tuple[str, int | None]:
@@ -71,6 +118,89 @@ def parse_checkpoint_id(checkpoint_id: str | os.PathLike) -> tuple[str, int | No
         raise InvalidInput(f"{checkpoint_id!r} is not a Rackpoint checkpoint id (rackpoint://JOB/STEP or rackpoint://JOB/latest)")
     job, step = match.groups()
     return job, None if step == "latest" else int(step)
+
+
+@functools.cache
+def _dtypes() -> dict[str, torch.dtype]:
+    """torch's dtypes by the names ``_Stored.dtype`` holds (``"bfloat16"``)."""
+    return {str(v).removeprefix("torch."): v for v in vars(torch).values() if isinstance(v, torch.dtype)}
+
+
+@functools.cache
+def _metadata_allow_list() -> _unpickle.AllowList:
+    """What a ``.metadata`` pickle may name: DCP's metadata dataclasses, ``_Stored``, the enum
+    ``TensorProperties`` pickles its memory format as, ``torch.Size``, torch's dtypes (pickled
+    by name, never called) and layouts (pickled as a call of ``torch.serialization._get_layout``,
+    here a look-up in a table of torch's layouts)."""
+    classes = [getattr(dcp_metadata, name) for name in (
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
+        "ChunkStorageMetadata", "TensorProperties", "StorageMeta") if hasattr(dcp_metadata, name)]
+    classes.append(_Stored)
+    names: dict[tuple[str, str], Any] = {(c.__module__, c.__qualname__): c for c in classes}
+    callables: list[Any] = list(classes)
+    mem_format = getattr(dcp_metadata, "_MEM_FORMAT_ENCODING", None)
+    if mem_format is not None:
+        names[(mem_format.__module__, mem_format.__qualname__)] = mem_format
+        callables.append(mem_format)
+    names[("torch", "Size")] = torch.Size
+    callables.append(torch.Size)
+    for name, value in vars(torch).items():
+        if isinstance(value, torch.dtype):
+            names[("torch", name)] = value
+    names[("torch.serialization", "_get_layout")] = _layout
+    callables.append(_layout)
+    return _unpickle.AllowList.of(names, callables, classes)
+
+
+@functools.cache
+def _layouts() -> dict[str, torch.layout]:
+    return {str(v): v for v in vars(torch).values() if isinstance(v, torch.layout)}
+
+
+def _layout(name: str) -> torch.layout:
+    """Stands in for ``torch.serialization._get_layout``: the layout ``str(layout)`` names."""
+    layout = _layouts().get(name) if type(name) is str else None
+    if layout is None:
+        raise ValueError(f"{name!r} is not a torch layout")
+    return layout
+
+
+def _decode_metadata(data: bytes | bytearray, job: str, step: int, world_size: int) -> Metadata:
+    """The DCP metadata pickled in ``data``, read with the allow-list; ``UnsafeMetadata`` when
+    the pickle names anything else, ``MetadataError`` when it is malformed or not DCP's
+    metadata with Rackpoint's storage entries. Runs no code from ``data``."""
+    try:
+        metadata = _unpickle.loads(data, _metadata_allow_list())
+    except _unpickle.Refused as e:
+        refused = e.what.removeprefix("global ")
+        raise metadata_error(
+            UnsafeMetadata, job, step,
+            f"{METADATA_OBJECT} refused, nothing in it ran: it asks for {e.what}, which is not "
+            "in DCP's metadata (only DCP's metadata classes, torch.Size, dtypes and layouts are)",
+            refused=refused) from None
+    except _unpickle.Malformed as e:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} is malformed: {e}") from None
+    if not isinstance(metadata, Metadata) or type(metadata.state_dict_metadata) is not dict:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} holds no DCP metadata "
+                             f"(a {type(metadata).__name__})")
+    storage = metadata.storage_data
+    if type(storage) is not dict:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} has no storage entries")
+    for index, stored in storage.items():
+        if type(index) is not MetadataIndex or type(stored) is not _Stored or not stored.valid(world_size):
+            raise metadata_error(MetadataError, job, step,
+                                 f"{METADATA_OBJECT} has a bad storage entry: {index!r}: {stored!r}")
+    return metadata
+
+
+def _encode_metadata(metadata: Metadata, job: str, step: int, world_size: int) -> bytes:
+    """``metadata`` pickled, after checking that a Reader will read it (the same decode)."""
+    data = pickle.dumps(metadata, protocol=_PICKLE_PROTOCOL)
+    if len(data) > MAX_METADATA_BYTES:
+        raise metadata_error(MetadataError, job, step, f"{METADATA_OBJECT} would be {len(data)} bytes, "
+                             f"over the {MAX_METADATA_BYTES} a Reader reads by default")
+    _decode_metadata(data, job, step, world_size)
+    return data
 
 
 def _is_rackpoint_id(checkpoint_id: Any) -> bool:
@@ -98,18 +228,74 @@ class _Stored:
     dtype: str | None = None  # for tensors, e.g. "bfloat16"
     shape: tuple[int, ...] | None = None
 
+    def valid(self, world_size: int) -> bool:
+        """Whether the fields are of their types and agree (what a decoded entry must be)."""
+        def count(v: Any) -> bool:
+            return type(v) is int and v >= 0
+        if not (count(self.rank) and self.rank < world_size and type(self.object) is str
+                and count(self.nbytes)):
+            return False
+        if self.dtype is None:
+            return self.shape is None
+        dtype = _dtypes().get(self.dtype) if type(self.dtype) is str else None
+        if dtype is None or type(self.shape) is not tuple or not all(count(n) for n in self.shape):
+            return False
+        return math.prod(self.shape) * dtype.itemsize == self.nbytes
+
+
+def _check_object(data: bytes | bytearray, job: str, step: int, fqn: str, where: str) -> None:
+    """Raises ``UnsafeObject`` unless torch's weights-only unpickler reads ``data``, a non-tensor
+    item (``fqn``, stored as ``where``) that DCP's load planner will read with
+    ``torch.load(weights_only=False)``: when it does, every global the pickle names is in
+    torch's allow-list (or ``_OBJECT_GLOBALS``), so the planner's load calls nothing else."""
+    # The one difference of name look-up between torch's two unpicklers: at pickle protocol 3
+    # and up the weights-only one still reads a Python 2 module name (__builtin__.set,
+    # UserDict.OrderedDict) as its Python 3 one, where the planner's imports the module named.
+    # No such module exists in Python 3, so there the planner's load fails, calling nothing.
+    def refuse(detail: str, refused: str | None = None) -> UnsafeObject:
+        return metadata_error(
+            UnsafeObject, job, step,
+            f"non-tensor item {fqn!r} ({where}) refused before DCP's planner unpickled it: {detail}; "
+            "Reader(trust_objects=True) skips this check, only for a store whose every writer is trusted",
+            fqn=fqn, refused=refused)
+
+    if torch.torch_version.TorchVersion(torch.__version__) < _OBJECT_CHECK_TORCH:
+        raise refuse(f"torch {torch.__version__}'s weights-only unpickler cannot vouch for it "
+                     "(CVE-2025-32434); torch 2.6 or newer checks it")
+    try:
+        with _object_globals_lock:
+            # Only what the process has not allowed itself, so that leaving removes nothing of its.
+            ours = [g for g in _OBJECT_GLOBALS if g not in torch.serialization.get_safe_globals()]
+            with torch.serialization.safe_globals(ours):
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True, mmap=False)
+    except Exception as e:
+        message = str(e)
+        found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
+        if found is not None:
+            refused = found.group(1)
+            if "." not in refused:  # torch's message names builtins.exec as "exec"
+                refused = f"builtins.{refused}"
+            raise refuse(f"it asks for {refused}, which torch's weights-only unpickler does not allow",
+                         refused) from None
+        # torch's UnpicklingError wraps the unpickler's own error in advice (the context).
+        cause = e.__context__ if isinstance(e, pickle.UnpicklingError) and e.__context__ is not None else e
+        reason = " ".join(str(cause).split())[:300]
+        raise refuse(f"torch's weights-only unpickler does not read it ({type(cause).__name__}: {reason})") from None
+
 
 class _Connected:
-    """The lazily made client, left out of pickles (a writer may be sent to another process)."""
+    """The lazily made client, left out of pickles (a writer may be sent to another process).
+    ``cert`` and ``key`` go to ``Client`` only when given (a client without them takes none)."""
 
-    def __init__(self, cluster: str | os.PathLike) -> None:
+    def __init__(self, cluster: str | os.PathLike, cert: Any = None, key: Any = None) -> None:
         self.cluster = os.fspath(cluster)
+        self._identity = {name: value for name, value in (("cert", cert), ("key", key)) if value is not None}
         self._client: Client | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.cluster)
+            self._client = Client(self.cluster, **self._identity)
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
@@ -121,10 +307,15 @@ class _Connected:
 
 
 class Writer(_Connected, StorageWriter):
-    """DCP ``StorageWriter`` saving to the cluster of ``cluster`` (its ``cluster.toml``)."""
+    """DCP ``StorageWriter`` saving to the cluster of ``cluster`` (its ``cluster.toml``).
 
-    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None) -> None:
-        _Connected.__init__(self, cluster)
+    ``cert`` and ``key``: the identity the client presents to the cluster, passed to
+    ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
+    without them the client is made as ``Client(cluster)``). A pickled writer keeps them."""
+
+    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
+                 cert: Any = None, key: Any = None) -> None:
+        _Connected.__init__(self, cluster, cert, key)
         StorageWriter.__init__(self)
         self.job: str | None = None
         self.step: int | None = None
@@ -194,18 +385,35 @@ class Writer(_Connected, StorageWriter):
         if part.rank != 0:
             raise InvalidInput(f"the coordinator must be rank 0 (it is part {part.rank})")
         metadata.storage_data = {wr.index: wr.storage_data for rank in results for wr in rank}
-        objects[METADATA_OBJECT] = pickle.dumps(metadata)
-        self.client.save(self.job, self.step, 0, part.world_size, objects,
-                         {"format": "rackpoint.dcp/1"})
+        objects[METADATA_OBJECT] = _encode_metadata(metadata, self.job, self.step, part.world_size)
+        self.client.save(self.job, self.step, 0, part.world_size, objects, {"format": FORMAT})
         self._staged = None
 
 
 class Reader(_Connected, StorageReader):
-    """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``)."""
+    """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``).
 
-    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None) -> None:
-        _Connected.__init__(self, cluster)
+    A ``.metadata`` longer than ``max_metadata_bytes`` is refused unread.
+
+    Every non-tensor item is read with ``torch.load(weights_only=True)`` before DCP's load
+    planner gets it (which reads it with ``weights_only=False``); one that torch's weights-only
+    unpickler refuses raises ``rackpoint.UnsafeObject``, and nothing it names outside torch's
+    allow-list (and ``io.BytesIO``) is imported or called. Types you trust can be allowed with
+    ``torch.serialization.add_safe_globals``. ``trust_objects=True`` skips the check and lets
+    the planner unpickle anything, so that a checkpoint's writer can run code in this process:
+    use it only for a store whose every writer is trusted.
+
+    ``cert`` and ``key``: the identity the client presents to the cluster, passed to
+    ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
+    without them the client is made as ``Client(cluster)``). A pickled reader keeps them."""
+
+    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
+                 max_metadata_bytes: int = MAX_METADATA_BYTES, trust_objects: bool = False,
+                 cert: Any = None, key: Any = None) -> None:
+        _Connected.__init__(self, cluster, cert, key)
         StorageReader.__init__(self)
+        self.max_metadata_bytes = max_metadata_bytes
+        self.trust_objects = trust_objects
         self.job: str | None = None
         self._requested: int | None = None
         self.step: int | None = None
@@ -253,10 +461,19 @@ class Reader(_Connected, StorageReader):
             raise InvalidInput("no checkpoint id: pass checkpoint_id='rackpoint://JOB/STEP' or '.../latest'")
         if self.step is None:
             self.step = self._resolve_step()
-        metadata = pickle.loads(self._part(0).read(METADATA_OBJECT))
-        if not isinstance(metadata, Metadata):
-            raise InvalidInput(f"rackpoint://{self.job}/{self.step} holds no DCP metadata")
-        return metadata
+        part = self._part(0)
+        fmt = part.meta.get("format")
+        if fmt != FORMAT:
+            raise metadata_error(MetadataError, self.job, self.step,
+                                 f"rank 0's part is of format {fmt!r}; this reader reads {FORMAT!r}")
+        length = part.objects.get(METADATA_OBJECT)
+        if length is None:
+            raise metadata_error(MetadataError, self.job, self.step, f"rank 0's part has no {METADATA_OBJECT}")
+        if length > self.max_metadata_bytes:
+            raise metadata_error(MetadataError, self.job, self.step,
+                                 f"{METADATA_OBJECT} is {length} bytes, over max_metadata_bytes "
+                                 f"({self.max_metadata_bytes}); not read")
+        return _decode_metadata(part.read(METADATA_OBJECT), self.job, self.step, part.world_size)
 
     def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         self._storage = metadata.storage_data
@@ -297,7 +514,7 @@ class Reader(_Connected, StorageReader):
         staging tensor (or ``None`` for bytes, read into a new ``bytearray``)."""
         if stored.dtype is None:
             return None, False
-        dtype = getattr(torch, stored.dtype)
+        dtype = _dtypes()[stored.dtype]
         if len(reqs) == 1:
             req = reqs[0]
             whole = all(o == 0 for o in req.storage_offsets) and tuple(req.lengths) == stored.shape
@@ -317,6 +534,10 @@ class Reader(_Connected, StorageReader):
             return into
 
         for (stored, reqs, _, in_place), data in zip(batch, pool.map(read, batch)):
+            as_bytes = [req for req in reqs if req.type == LoadItemType.BYTE_IO]
+            if as_bytes and not self.trust_objects:
+                _check_object(data, self.job, self.step, as_bytes[0].storage_index.fqn,
+                              f"{stored.object} of rank {stored.rank}'s part")
             for req in reqs:
                 if req.type == LoadItemType.BYTE_IO:
                     planner.load_bytes(req, io.BytesIO(data))

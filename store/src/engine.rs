@@ -78,7 +78,7 @@ use segments::{Segment, Segments};
 mod lifecycle;
 mod segments;
 
-pub use lifecycle::{OrphanSweep, PartsPage};
+pub use lifecycle::{ContentCheck, OrphanSweep, PartsPage};
 
 const INDEX_CF: &str = "index";
 const DATA_CF: &str = "data";
@@ -824,9 +824,10 @@ impl Engine {
         Ok((record, bytes))
     }
 
-    /// Stores a manifest after checking its blake3; returns once it is durable. Overwrites a
-    /// manifest of revision 0 stored under the same key; one that a repair rewrote (a higher
-    /// revision) is kept and the put is `Conflict` (see [`Engine::replace_manifest`]).
+    /// Stores a manifest (revision 0) after checking its blake3; returns once it is durable.
+    /// A stored manifest is never replaced by a put: the same bytes again (and world size)
+    /// succeed, anything else is `Conflict` (see [`Engine::replace_manifest`] for a repair's
+    /// rewrite).
     pub fn put_manifest(
         &self,
         key: &ManifestKey,
@@ -834,7 +835,7 @@ impl Engine {
         hash: Digest,
         bytes: &[u8],
     ) -> Result<(), EngineError> {
-        self.store_manifest(key, world_size, hash, bytes, lifecycle::ManifestWrite::Put)
+        self.store_manifest(key, (world_size, hash), bytes, lifecycle::ManifestWrite::Put, None)
     }
 
     /// The stored length of a manifest, from the index only.

@@ -638,6 +638,16 @@ pub enum ChainProblem {
         /// The step of the manifest its `prev` names.
         points_to: Step,
     },
+    /// The part's holders list manifests that describe different content: a rewrite that
+    /// was not a repair's (a repair changes only where shards live). Found by a reader
+    /// comparing the holders' versions (`listing::settle`), not by the chain rules.
+    #[error("step {step}: its holders disagree on what the part holds: {detail}")]
+    Disputed {
+        /// The part's step.
+        step: Step,
+        /// Which versions differ, and how.
+        detail: String,
+    },
     /// The manifest names no predecessor though an older manifest is listed (the chain was
     /// restarted, hiding whatever came before).
     #[error("step {step}: names no predecessor though step {prev_step} is listed")]

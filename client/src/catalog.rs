@@ -1,6 +1,8 @@
 //! What checkpoints exist and what state they are in: lists manifests from every reachable
-//! node and merges them, applies the completeness rule, finds and fetches a part's manifest
-//! from any replica, and answers `list`, `resume`, `verify` and `delete`.
+//! node and merges them, settles which version of a part to trust when its holders list
+//! different ones (a higher revision counts only when it describes the same content),
+//! applies the completeness rule, finds and fetches a part's manifest from any replica, and
+//! answers `list`, `resume`, `verify` and `delete`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +17,7 @@ use rackpoint_proto::{
 use crate::ctx::Ctx;
 use crate::error::{ClientError, NodeErrors, PassedOverList, Result};
 pub use crate::error::{PassOverReason, PassedOver};
-use crate::listing::{ListingQuorum, QuorumState};
+use crate::listing::{self, Fetched, ListingQuorum, QuorumState};
 use crate::manifest::{self, ChainProblem, Manifest, ObjectEntry, StripeEntry, Which};
 use crate::planner::ShardFailure;
 use crate::transport::TransportError;
@@ -24,7 +26,8 @@ pub use crate::listing::{Listing, PartEntry};
 
 /// Lists a job's parts from every node: a driver over the pure [`ListingQuorum`] (once all
 /// but m nodes have answered, the stragglers get one hedging threshold more, then are
-/// suspected and left out). An error only when no node answers.
+/// suspected and left out), then settles the parts whose holders list different versions
+/// ([`settle_versions`]). An error only when no node answers.
 pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
     let ids: Vec<NodeId> = ctx.map.nodes.iter().map(|n| n.id).collect();
     let mut quorum = ListingQuorum::new(ids.clone(), usize::from(ctx.map.code.m));
@@ -45,7 +48,7 @@ pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
         match result {
             Ok(entries) => {
                 for c in quorum.on_answer(node, entries, Instant::now(), ctx.hedge_after()) {
-                    tracing::warn!(node = %c.node, step = %c.step, rank = %c.rank, "node holds a different manifest for this part; ignoring its copy");
+                    tracing::debug!(node = %c.node, step = %c.step, rank = %c.rank, "node lists another version of this part; the versions will be compared");
                 }
             }
             // Every node refuses an identity alike: that is the answer, not an outage.
@@ -66,7 +69,35 @@ pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
     if quorum.answered().is_empty() {
         return Err(ClientError::NoNodeAnswered(NodeErrors(errors)));
     }
-    Ok(quorum.into_listing())
+    Ok(settle_versions(ctx, job, quorum.into_listing()).await)
+}
+
+/// For every part whose holders list more than one version (a revision a repair did not
+/// bring to every holder, or a manifest that disagrees), fetches one manifest of each
+/// version and lets [`listing::settle`] decide which to trust: the entry then names the
+/// newest revision of the content a majority of the holders list, or is marked unsettled.
+/// A part whose holders all list the same version, the common case, costs no fetch.
+async fn settle_versions(ctx: &Ctx, job: &JobName, mut listing: Listing) -> Listing {
+    let split: Vec<(Step, Rank)> =
+        listing.iter().filter(|(_, p)| !p.others.is_empty()).map(|(k, _)| *k).collect();
+    for (step, rank) in split {
+        let Some(part) = listing.get(&(step, rank)) else { continue };
+        let versions = part.versions();
+        let fetches =
+            versions.iter().map(|v| fetch_version(ctx, job, (step, rank), v.hash, &v.nodes));
+        let fetched: Vec<Fetched> = futures::future::join_all(fetches)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect();
+        let settled = listing::settle(part, &fetched);
+        if let Some(d) = &settled.dispute {
+            tracing::warn!(job = %job, step = %step, rank = %rank, settled = d.settled,
+                "the part's holders disagree on what it holds: {}", d.detail);
+        }
+        listing.insert((step, rank), settled);
+    }
+    listing
 }
 
 async fn list_node(
@@ -108,7 +139,8 @@ pub(crate) async fn previous_manifest_id(
     Ok(listing.iter().rev().find(|((s, r), _)| *s < step && *r == rank).map(|(_, p)| p.base))
 }
 
-/// Reads a part's manifest from the first replica that returns bytes matching its id.
+/// Reads a part's manifest from the first replica that returns bytes matching its id; a part
+/// whose holders disagree with no majority (an unsettled dispute) is `ManifestDisputed`.
 pub(crate) async fn fetch_manifest(
     ctx: &Ctx,
     job: &JobName,
@@ -116,11 +148,26 @@ pub(crate) async fn fetch_manifest(
     rank: Rank,
     part: &PartEntry,
 ) -> Result<Manifest> {
+    if let Some(dispute) = part.dispute.as_ref().filter(|d| !d.settled) {
+        let detail = dispute.detail.clone();
+        return Err(ClientError::ManifestDisputed { job: job.clone(), step, rank, detail });
+    }
+    fetch_version(ctx, job, (step, rank), part.hash, &part.nodes).await
+}
+
+/// Reads the manifest of id `hash` of part `(step, rank)` from the first of `nodes` that
+/// returns bytes matching it.
+async fn fetch_version(
+    ctx: &Ctx,
+    job: &JobName,
+    (step, rank): (Step, Rank),
+    hash: Digest,
+    nodes: &[NodeId],
+) -> Result<Manifest> {
     let key = ManifestKey { job: job.clone(), step, rank };
     // Ask every replica at once and take the first good answer: a dead replica not yet known
     // down must not cost a timeout.
-    let mut replies: FuturesUnordered<_> = part
-        .nodes
+    let mut replies: FuturesUnordered<_> = nodes
         .iter()
         .map(|&node| {
             let key = key.clone();
@@ -130,7 +177,7 @@ pub(crate) async fn fetch_manifest(
     let mut errors = Vec::new();
     while let Some((node, result)) = replies.next().await {
         match result {
-            Ok(bytes) if Digest::of(&bytes) == part.hash => match Manifest::from_bytes(&bytes) {
+            Ok(bytes) if Digest::of(&bytes) == hash => match Manifest::from_bytes(&bytes) {
                 Ok(m) if m.job == *job && m.step == step && m.rank == rank => return Ok(m),
                 Ok(_) => errors.push(format!("node {node}: manifest is for another part")),
                 Err(e) => errors.push(format!("node {node}: {e}")),
@@ -340,7 +387,8 @@ pub struct VerifyReport {
     pub shards_ok: u64,
     /// Every other shard.
     pub bad_shards: Vec<BadShard>,
-    /// Chain problems per rank (gaps, reorders, tampering).
+    /// Chain problems per rank (gaps, reorders, tampering, and holders that disagree on what
+    /// the part holds: `ChainProblem::Disputed`).
     pub chain_problems: Vec<(Rank, ChainProblem)>,
     /// How many more shard losses the weakest stripe survives; `None` if one is lost.
     pub survives_more_failures: Option<usize>,
@@ -356,7 +404,9 @@ impl VerifyReport {
 }
 
 /// Has every shard of a checkpoint re-hashed where it lies (`VerifyShard`: a round trip per
-/// shard, no transfer) against the manifest's digest, and checks the manifest chains.
+/// shard, no transfer) against the manifest's digest, and checks the manifest chains and
+/// that every part's holders agree on its content (a part none of whose versions may be
+/// trusted is not read, so not among `parts_found`).
 pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<VerifyReport> {
     let listing = list_job(ctx, job).await?;
     let parts: Vec<(Rank, PartEntry)> = listing
@@ -382,14 +432,17 @@ pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<Verif
         chain_problems: Vec::new(),
         survives_more_failures: Some(usize::from(ctx.map.code.m)),
     };
-    for (rank, _) in &parts {
+    for (rank, part) in &parts {
+        if let Some(dispute) = &part.dispute {
+            let detail = dispute.detail.clone();
+            report.chain_problems.push((*rank, ChainProblem::Disputed { step, detail }));
+        }
         // The rank's chain holds this step's manifest too: read each manifest once.
         let chain = rank_chain(ctx, job, *rank, &listing).await?;
-        let m = chain
-            .iter()
-            .find(|(_, m)| m.step == step)
-            .map(|(_, m)| m)
-            .expect("the chain is read from the listing that holds this part");
+        // Not in the chain: its holders disagree and none may be trusted (reported above).
+        let Some(m) = chain.iter().find(|(_, m)| m.step == step).map(|(_, m)| m) else {
+            continue;
+        };
         report.parts_found.push(*rank);
         verify_part_shards(ctx, m, &mut report).await;
         let bases = listing.values().filter(|p| p.revision > 0).map(|p| (p.hash, p.base)).collect();
@@ -406,7 +459,9 @@ async fn rank_chain(
     listing: &Listing,
 ) -> Result<Vec<(Digest, Manifest)>> {
     let mut chain = Vec::new();
-    for ((step, r), part) in listing.iter().filter(|((_, r), _)| *r == rank) {
+    // A part none of whose versions may be trusted is left out (the chain shows the gap).
+    let readable = |p: &PartEntry| p.dispute.as_ref().is_none_or(|d| d.settled);
+    for ((step, r), part) in listing.iter().filter(|((_, r), p)| *r == rank && readable(p)) {
         chain.push((part.hash, fetch_manifest(ctx, job, *step, *r, part).await?));
     }
     Ok(chain)

@@ -185,6 +185,19 @@ pub enum ClientError {
         /// What the nodes said, if anything.
         detail: String,
     },
+    /// The part's holders list manifests that describe different content and no content is
+    /// listed by a majority of them: nothing of the part is read (never other bytes).
+    #[error("{job} step {step} rank {rank}: its holders disagree on what the part holds and no version is listed by a majority of them; nothing of it is read ({detail})")]
+    ManifestDisputed {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// The rank.
+        rank: Rank,
+        /// Every version listed, with its nodes.
+        detail: String,
+    },
     /// The part is already committed; saving it again would overwrite its shards.
     #[error("{job} step {step} rank {rank} is already saved; delete it first (rackpoint rm) or save another step")]
     AlreadyExists {

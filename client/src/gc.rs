@@ -132,7 +132,7 @@ async fn delete_step(
     let manifests =
         listing.range((step, Rank(0))..=(step, Rank(u32::MAX))).flat_map(|((_, rank), part)| {
             let key = ManifestKey { job: job.clone(), step, rank: *rank };
-            part.nodes.iter().map(move |&n| (n, key.clone()))
+            part.holders().into_iter().map(move |n| (n, key.clone()))
         });
     let deletes =
         manifests.map(|(n, key)| async move { (n, ctx.delete_manifest(n, key, None).await) });
@@ -255,6 +255,8 @@ mod tests {
                     nodes: vec![NodeId(1)],
                     revision: 0,
                     base: Digest::default(),
+                    others: Vec::new(),
+                    dispute: None,
                 };
                 ((Step(step), Rank(rank)), entry)
             })

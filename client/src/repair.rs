@@ -21,7 +21,8 @@ use futures::stream::{self, StreamExt};
 use rackpoint_proto::limits::{REPAIR_DEFAULT_READ_BYTES_PER_SEC, REPAIR_SURVEY_STRIPES_IN_FLIGHT};
 use rackpoint_proto::pacing::Pacer;
 use rackpoint_proto::{
-    Digest, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, ShardKey, Step,
+    StripeId, StripeIndex,
 };
 
 use crate::catalog::{self, PartEntry};
@@ -31,6 +32,7 @@ use crate::error::{ClientError, Result};
 use crate::manifest::{Manifest, StripeEntry};
 use crate::placement;
 use crate::planner::ShardFailure;
+use crate::transport::TransportError;
 use plan::{FixReason, ShardFix, ShardState, StripePlan};
 
 /// Which checkpoints to repair.
@@ -508,6 +510,34 @@ async fn reencode(
     tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string())?
 }
 
+/// Writes one rebuilt shard (of the manifest's digest `hash`) to `node`. A node holding other
+/// bytes under the key never replaces them (`Conflict`): that version is one no trusted
+/// manifest names (a part's content, every shard's digest included, never changes; say, a
+/// crashed earlier save's orphan, or bytes put there by hand), so exactly that version is
+/// deleted and the write made again, once.
+async fn put_fix(
+    ctx: &Ctx,
+    node: NodeId,
+    key: ShardKey,
+    hash: Digest,
+    bytes: Bytes,
+) -> std::result::Result<(), String> {
+    match ctx.put_shard(node, key.clone(), hash, bytes.clone()).await {
+        Err(TransportError::Remote { code: ErrorCode::Conflict, message, .. }) => {
+            let held = match ctx.verify_shard(node, key.clone()).await {
+                Ok((held, _)) if held != hash => held,
+                // Someone else (another repair) wrote the right bytes meanwhile.
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(format!("{message}; its version could not be read: {e:?}")),
+            };
+            tracing::warn!(%node, shard = ?key, %held, "deleting a version of a shard that its part's manifest does not name, to write the right one");
+            ctx.delete_shard(node, key.clone(), held).await.map_err(|e| e.to_string())?;
+            ctx.put_shard(node, key, hash, bytes).await.map_err(|e| e.to_string())
+        }
+        r => r.map_err(|e| e.to_string()),
+    }
+}
+
 /// Writes each fix's shard to its target; a failed write is a problem of the stripe (the
 /// manifest keeps naming the old place for it).
 async fn write_fixes(
@@ -525,8 +555,8 @@ async fn write_fixes(
         async move {
             let Some(bytes) = bytes else { return (fix, Err("no bytes to write".to_owned())) };
             let len = bytes.len() as u64;
-            let r = ctx.put_shard(fix.to, id.shard(fix.index), hash, bytes).await;
-            (fix, r.map(|()| len).map_err(|e| e.to_string()))
+            let r = put_fix(ctx, fix.to, id.shard(fix.index), hash, bytes).await;
+            (fix, r.map(|()| len))
         }
     });
     let mut failed = Vec::new();

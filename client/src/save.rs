@@ -441,7 +441,7 @@ fn log_move(id: &StripeId, put: &Put) {
 }
 
 /// A put's outcome for the machine: a failure moves the shard (node down, full, shutting
-/// down) or is retried on the same node.
+/// down, or holding other bytes under the key) or is retried on the same node.
 fn put_result(r: Result<(), TransportError>) -> PutResult {
     match r {
         Ok(()) => PutResult::Stored,
@@ -470,11 +470,17 @@ fn refused(job: &JobName, e: &TransportError) -> Option<ClientError> {
 }
 
 /// Whether a failed put should go to another node (rather than be retried on the same one).
+/// `Conflict`: the node holds other bytes under the shard's key (say, orphans of a crashed
+/// earlier attempt of this uncommitted step) and never replaces them, so a retry there
+/// would fail the same way.
 fn moves_shard(e: &TransportError) -> bool {
     e.is_node_failure()
         || matches!(
             e,
-            TransportError::Remote { code: ErrorCode::DiskFull | ErrorCode::ShuttingDown, .. }
+            TransportError::Remote {
+                code: ErrorCode::DiskFull | ErrorCode::ShuttingDown | ErrorCode::Conflict,
+                ..
+            }
         )
 }
 
@@ -599,6 +605,19 @@ mod tests {
         let big = object(1000, 1);
         stage(&pool, &[&big], &[tx], 4, &mut None).await.expect("stops without error");
         assert_eq!(pool.allocated(), 1);
+    }
+
+    #[test]
+    fn a_shard_refused_for_other_bytes_under_its_key_moves_to_another_node() {
+        let remote = |code| {
+            put_result(Err(TransportError::Remote { node: NodeId(3), code, message: "no".into() }))
+        };
+        assert!(matches!(remote(ErrorCode::Conflict), PutResult::Refused(_)));
+        assert!(matches!(remote(ErrorCode::DiskFull), PutResult::Refused(_)));
+        assert!(matches!(remote(ErrorCode::ShuttingDown), PutResult::Refused(_)));
+        assert!(matches!(remote(ErrorCode::Internal), PutResult::Failed(_)), "retried in place");
+        assert!(matches!(remote(ErrorCode::HashMismatch), PutResult::Failed(_)));
+        assert_eq!(put_result(Ok(())), PutResult::Stored);
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! Index and bytes of a value in the `data` family are written in one `WriteBatch`, so they
 //! agree after any crash; reads take a snapshot so that the two lookups see the same version.
 //! A shard's record is written only after its segment append is durable, and a reader that
-//! finds bytes not matching the record it read (an overwrite or delete raced it) looks again
+//! finds bytes not matching the record it read (a rewrite or delete raced it) looks again
 //! before it reports corruption.
 //!
 //! Before segment files, payloads were kept by BlobDB (`ValueStorage::BlobFiles`): values of
@@ -54,7 +54,7 @@
 //!
 //! Counters (shards, shard bytes, manifests) are counted once at open by scanning the small
 //! `index` family, then kept in memory. Two puts of one key are serialized by a striped key
-//! lock (so an overwrite is counted once); puts share, and a checkpoint delete takes
+//! lock (so a rewrite is counted once); puts share, and a checkpoint delete takes
 //! exclusively, a reader-writer lock, so a delete counts exactly what it removes.
 
 use std::collections::hash_map::DefaultHasher;
@@ -78,7 +78,7 @@ use segments::{Segment, Segments};
 mod lifecycle;
 mod segments;
 
-pub use lifecycle::{OrphanSweep, PartsPage};
+pub use lifecycle::{ContentCheck, OrphanSweep, PartsPage};
 
 const INDEX_CF: &str = "index";
 const DATA_CF: &str = "data";
@@ -685,13 +685,24 @@ impl Engine {
     }
 
     /// Stores a shard after checking its blake3 against `hash`; returns once it is durable
-    /// (WAL synced). Overwrites a shard stored under the same key.
+    /// (WAL synced). A key whose index record names another blake3 is never overwritten
+    /// (`Conflict`, nothing changed): a stored shard changes only by a delete. The same
+    /// shard again is written anew (how a repair fixes rotted or lost bytes), so the check is
+    /// against the record's hash, not a re-hash of the stored bytes.
     pub fn put_shard(&self, key: &ShardKey, hash: Digest, bytes: &[u8]) -> Result<(), EngineError> {
         check_payload("shard", bytes, MAX_SHARD_BYTES, hash)?;
         let k = key.encode();
         let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
         let _key = self.lock_key(&k);
         let previous = self.read_record(&k)?;
+        if let Some(stored) = previous.filter(|p| p.hash != hash) {
+            return Err(EngineError::Conflict {
+                reason: format!(
+                    "holds shard {} under this key; a stored shard is never replaced by other bytes (refused {hash})",
+                    stored.hash
+                ),
+            });
+        }
         let previous_len = previous.map_or(0, |r| u64::from(r.len));
         let len = bytes.len() as u64;
         let reservation = self.reserve(len.saturating_sub(previous_len))?;
@@ -745,7 +756,7 @@ impl Engine {
 
     /// Reads a shard from wherever its record says and checks it. Bytes that do not match
     /// the record (or a segment file that is gone) are corruption only if the record is still
-    /// the same when looked up again: an overwrite or delete between the two reads frees the
+    /// the same when looked up again: a rewrite or delete between the two reads frees the
     /// old bytes (they read as zeros, or the file is removed), so the read then follows the
     /// new record, or reports `NotFound`.
     fn read_shard(
@@ -813,9 +824,10 @@ impl Engine {
         Ok((record, bytes))
     }
 
-    /// Stores a manifest after checking its blake3; returns once it is durable. Overwrites a
-    /// manifest of revision 0 stored under the same key; one that a repair rewrote (a higher
-    /// revision) is kept and the put is `Conflict` (see [`Engine::replace_manifest`]).
+    /// Stores a manifest (revision 0) after checking its blake3; returns once it is durable.
+    /// A stored manifest is never replaced by a put: the same bytes again (and world size)
+    /// succeed, anything else is `Conflict` (see [`Engine::replace_manifest`] for a repair's
+    /// rewrite).
     pub fn put_manifest(
         &self,
         key: &ManifestKey,
@@ -823,7 +835,7 @@ impl Engine {
         hash: Digest,
         bytes: &[u8],
     ) -> Result<(), EngineError> {
-        self.store_manifest(key, world_size, hash, bytes, lifecycle::ManifestWrite::Put)
+        self.store_manifest(key, (world_size, hash), bytes, lifecycle::ManifestWrite::Put, None)
     }
 
     /// The stored length of a manifest, from the index only.
@@ -1073,16 +1085,45 @@ mod tests {
     }
 
     #[test]
-    fn overwrites_are_counted_once() {
+    fn a_stored_shard_is_never_replaced_by_other_bytes_and_a_rewrite_is_counted_once() {
         let dir = tempfile::tempdir().expect("temp dir");
         let e = open(dir.path(), 0);
         let key = shard_key("job", 1, 0, 0);
         put(&e, &key, &bytes(1, 100)).expect("put");
-        put(&e, &key, &bytes(2, 60)).expect("overwrite");
-        assert_eq!(e.counts(), EngineCounts { shards: 1, shard_bytes: 60, manifests: 0 });
-        assert_eq!(e.get_shard(&key).expect("get").bytes, bytes(2, 60));
+        let err = put(&e, &key, &bytes(2, 60)).expect_err("other bytes under a stored key");
+        assert!(matches!(err, EngineError::Conflict { .. }), "{err}");
+        assert_eq!(err.code(), ErrorCode::Conflict);
+        assert!(err.to_string().contains(&blake3_digest(&bytes(1, 100)).to_string()), "{err}");
+        assert_eq!(e.get_shard(&key).expect("get").bytes, bytes(1, 100), "nothing changed");
+        put(&e, &key, &bytes(1, 100)).expect("the same bytes again");
+        assert_eq!(e.counts(), EngineCounts { shards: 1, shard_bytes: 100, manifests: 0 });
+        assert_eq!(e.get_shard(&key).expect("get").bytes, bytes(1, 100));
         drop(e);
-        assert_eq!(open(dir.path(), 0).counts().shard_bytes, 60, "the reopen scan agrees");
+        assert_eq!(open(dir.path(), 0).counts().shard_bytes, 100, "the reopen scan agrees");
+    }
+
+    #[test]
+    fn the_conflict_rule_reads_old_index_records_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = open(dir.path(), 0);
+        let key = shard_key("job", 1, 0, 0);
+        let data = bytes(4, 300);
+        // A version 1 record (no write time, revision or base) with its bytes in `data`.
+        let record = IndexRecord::shard(300, blake3_digest(&data), None).encode();
+        let mut v1 = record[..RECORD_V1_BYTES].to_vec();
+        v1[0] = 1;
+        e.db.put_cf(e.index_cf(), key.encode(), &v1).expect("write");
+        e.db.put_cf(e.data_cf(), key.encode(), &data).expect("write");
+        drop(e);
+        let e = open(dir.path(), 0);
+        assert_eq!(e.get_shard(&key).expect("a version 1 shard reads").bytes, data);
+        let err = put(&e, &key, &bytes(5, 300)).expect_err("other bytes");
+        assert!(matches!(err, EngineError::Conflict { .. }), "{err}");
+        assert_eq!(e.get_shard(&key).expect("get").bytes, data);
+        put(&e, &key, &data).expect("the same bytes rewrite it, into a segment file");
+        assert!(e.db.get_cf(e.data_cf(), key.encode()).expect("get").is_none());
+        assert_eq!(e.get_shard(&key).expect("get").bytes, data);
+        assert_eq!(e.counts(), EngineCounts { shards: 1, shard_bytes: 300, manifests: 0 });
     }
 
     #[test]
@@ -1173,7 +1214,7 @@ mod tests {
     }
 
     #[test]
-    fn overwritten_and_deleted_shards_give_their_space_back() {
+    fn rewritten_and_deleted_shards_give_their_space_back() {
         let dir = tempfile::tempdir().expect("temp dir");
         let e = open(dir.path(), 0);
         let shard = bytes(1, 1 << 20);
@@ -1181,20 +1222,19 @@ mod tests {
             put(&e, &shard_key("job", 1, stripe, 0), &shard).expect("put");
         }
         let full = disk_bytes(dir.path());
-        let other = bytes(2, 1 << 20);
         for stripe in 0..8 {
-            put(&e, &shard_key("job", 1, stripe, 0), &other).expect("overwrite");
+            put(&e, &shard_key("job", 1, stripe, 0), &shard).expect("rewrite");
         }
         let rewritten = disk_bytes(dir.path());
-        assert!(rewritten < full + (1 << 20), "{rewritten} bytes after overwrites, {full} before");
+        assert!(rewritten < full + (1 << 20), "{rewritten} bytes after rewrites, {full} before");
         for stripe in 0..4 {
             let key = shard_key("job", 1, stripe, 0);
-            assert!(e.delete_shard(&key, blake3_digest(&other)).expect("delete"));
+            assert!(e.delete_shard(&key, blake3_digest(&shard)).expect("delete"));
         }
         let half = disk_bytes(dir.path());
         assert!(half < full - (3 << 20), "{half} bytes after deleting half of {full}");
         for stripe in 4..8 {
-            assert_eq!(e.get_shard(&shard_key("job", 1, stripe, 0)).expect("get").bytes, other);
+            assert_eq!(e.get_shard(&shard_key("job", 1, stripe, 0)).expect("get").bytes, shard);
         }
     }
 
@@ -1226,13 +1266,12 @@ mod tests {
             e.get_shard(&old).expect("a shard from before segments").bytes,
             bytes(1, 1 << 17)
         );
-        put(&e, &new, &bytes(3, 100)).expect("rewrite");
-        assert_eq!(e.get_shard(&new).expect("get").bytes, bytes(3, 100));
+        let err = put(&e, &new, &bytes(3, 100)).expect_err("other bytes are refused");
+        assert!(matches!(err, EngineError::Conflict { .. }), "{err}");
+        put(&e, &new, &bytes(2, 1 << 17)).expect("rewrite");
+        assert_eq!(e.get_shard(&new).expect("get").bytes, bytes(2, 1 << 17));
         assert!(e.db.get_cf(e.data_cf(), new.encode()).expect("get").is_none(), "old bytes gone");
-        assert_eq!(
-            e.counts(),
-            EngineCounts { shards: 2, shard_bytes: (1 << 17) + 100, manifests: 0 }
-        );
+        assert_eq!(e.counts(), EngineCounts { shards: 2, shard_bytes: 2 << 17, manifests: 0 });
         assert_eq!(e.verify_shard(&old).expect("verifies").len, 1 << 17);
     }
 
@@ -1311,10 +1350,10 @@ mod tests {
         let err = put(&e, &keys[2], &bytes(2, 100)).expect_err("over capacity");
         assert!(matches!(err, EngineError::CapacityFull { len: 100, used: 200, capacity: 250 }));
         assert_eq!(err.code(), ErrorCode::DiskFull);
-        put(&e, &keys[1], &bytes(5, 150)).expect("an overwrite counts only its growth");
+        put(&e, &keys[1], &bytes(1, 100)).expect("a rewrite of the same bytes needs no room");
         assert!(matches!(e.get_shard(&keys[2]), Err(EngineError::NotFound)));
         assert_eq!(e.get_shard(&keys[0]).expect("earlier data intact").bytes, bytes(0, 100));
-        assert_eq!(e.counts(), EngineCounts { shards: 2, shard_bytes: 250, manifests: 0 });
+        assert_eq!(e.counts(), EngineCounts { shards: 2, shard_bytes: 200, manifests: 0 });
         e.delete_checkpoint(&job("job"), Step(1)).expect("delete");
         put(&e, &keys[2], &bytes(2, 100)).expect("space is free again");
     }
@@ -1378,11 +1417,14 @@ mod tests {
         assert!(IndexRecord::decode(&bad).is_err());
     }
 
-    /// One step of [`the_engine_agrees_with_a_map_through_any_puts_deletes_and_reopens`].
+    /// One step of [`the_engine_agrees_with_a_map_through_any_puts_rewrites_deletes_and_reopens`].
     #[derive(Debug, Clone)]
     enum Op {
-        /// Put shard `key` (of 8: 2 steps x 4 stripes) with bytes of this seed and length.
+        /// Put shard `key` (of 8: 2 steps x 4 stripes) with bytes of this seed and length
+        /// (refused if the key holds other bytes).
         Put { key: u8, seed: u8, len: usize },
+        /// Put shard `key` again with the bytes it holds (a repair's rewrite), if any.
+        Rewrite { key: u8 },
         /// Delete shard `key` alone, naming its stored hash.
         DeleteShard { key: u8 },
         /// Delete checkpoint `step` (1 or 2).
@@ -1396,6 +1438,7 @@ mod tests {
         prop_oneof![
             4 => (0u8..8, any::<u8>(), 1usize..20_000)
                 .prop_map(|(key, seed, len)| Op::Put { key, seed, len }),
+            1 => (0u8..8).prop_map(|key| Op::Rewrite { key }),
             2 => (0u8..8).prop_map(|key| Op::DeleteShard { key }),
             1 => (1u64..=2).prop_map(|step| Op::DeleteCheckpoint { step }),
             1 => Just(Op::Reopen),
@@ -1408,11 +1451,12 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// Whatever the sequence of puts, overwrites, single and checkpoint deletes and
-        /// reopens, every shard reads back exactly as last put (or `NotFound` once deleted),
-        /// the counters match, and no segment file outlives its checkpoint's last shard.
+        /// Whatever the sequence of puts, rewrites, refused overwrites, single and checkpoint
+        /// deletes and reopens, every shard reads back exactly as first put (or `NotFound`
+        /// once deleted: only then may other bytes take the key), the counters match, and no
+        /// segment file outlives its checkpoint's last shard.
         #[test]
-        fn the_engine_agrees_with_a_map_through_any_puts_deletes_and_reopens(
+        fn the_engine_agrees_with_a_map_through_any_puts_rewrites_deletes_and_reopens(
             ops in proptest::collection::vec(op(), 1..24)
         ) {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -1422,8 +1466,21 @@ mod tests {
                 match op {
                     Op::Put { key, seed, len } => {
                         let b = bytes(seed, len);
-                        put(&e, &model_key(key), &b).expect("put");
-                        model.insert(key, b);
+                        match (put(&e, &model_key(key), &b), model.get(&key)) {
+                            (Ok(()), None) => {
+                                model.insert(key, b);
+                            }
+                            (Ok(()), Some(held)) => proptest::prop_assert_eq!(held, &b),
+                            (Err(EngineError::Conflict { .. }), Some(held)) => {
+                                proptest::prop_assert_ne!(held, &b);
+                            }
+                            (got, held) => proptest::prop_assert!(false, "put {key}: {got:?}, model {held:?}"),
+                        }
+                    }
+                    Op::Rewrite { key } => {
+                        if let Some(held) = model.get(&key) {
+                            put(&e, &model_key(key), held).expect("the same bytes again");
+                        }
                     }
                     Op::DeleteShard { key } => {
                         let hash = model.get(&key).map_or(Digest::default(), |b| blake3_digest(b));

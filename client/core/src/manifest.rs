@@ -16,7 +16,7 @@ use rackpoint_proto::limits::{
     MAX_USER_META_VALUE_BYTES, MAX_WORLD_SIZE, MAX_WRITER_BYTES,
 };
 use rackpoint_proto::{
-    CodeParams, Digest, JobName, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
+    CodeParams, Digest, JobName, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };
 use serde::{Deserialize, Serialize};
 
@@ -231,6 +231,47 @@ pub enum ManifestError {
     },
 }
 
+/// How a manifest describes other content than another one of the same part (see
+/// [`Manifest::same_content`]). Where shards live is not content: only a repair changes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentMismatch {
+    /// A field of the part itself differs (job, step, rank, world size, writer, code,
+    /// user metadata, `prev`, format version, or the number of objects).
+    #[error("its {field} differs")]
+    Part {
+        /// The field.
+        field: &'static str,
+    },
+    /// The object at `position` differs in its name, length, hash or number of stripes.
+    #[error("object {position} ({object}) differs in its {field}")]
+    Object {
+        /// Its position in the part.
+        position: usize,
+        /// Its name in the first manifest.
+        object: ObjectName,
+        /// The field.
+        field: &'static str,
+    },
+    /// A stripe lists another number of shards.
+    #[error("object {object} stripe {stripe} lists another number of shards")]
+    ShardCount {
+        /// The object.
+        object: ObjectName,
+        /// The stripe.
+        stripe: StripeIndex,
+    },
+    /// A shard's hash differs: other bytes.
+    #[error("object {object} stripe {stripe} shard {index} has another hash")]
+    ShardHash {
+        /// The object.
+        object: ObjectName,
+        /// The stripe.
+        stripe: StripeIndex,
+        /// The shard.
+        index: ShardIndex,
+    },
+}
+
 /// Which checkpoint of a job a caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -417,6 +458,43 @@ impl Manifest {
         Ok(())
     }
 
+    /// Whether `other` describes the same content as this manifest: the same part (job,
+    /// step, rank, world size), code, objects (names, lengths, hashes, stripes and every
+    /// shard's hash), user metadata, `prev`, writer and format version. Only where shards
+    /// live (their nodes) may differ, which is all a repair changes; so a node accepts a
+    /// rewrite of a manifest it holds, and a reader a higher revision, only when this holds.
+    pub fn same_content(&self, other: &Manifest) -> Result<(), ContentMismatch> {
+        // Destructured, so that a new field cannot be left out of the comparison.
+        let Manifest {
+            format_version,
+            job,
+            step,
+            rank,
+            world_size,
+            writer,
+            code,
+            objects,
+            user_meta,
+            prev,
+        } = self;
+        let part =
+            |same: bool, field| if same { Ok(()) } else { Err(ContentMismatch::Part { field }) };
+        part(*format_version == other.format_version, "format version")?;
+        part(*job == other.job, "job")?;
+        part(*step == other.step, "step")?;
+        part(*rank == other.rank, "rank")?;
+        part(*world_size == other.world_size, "world size")?;
+        part(*writer == other.writer, "writer")?;
+        part(*code == other.code, "code")?;
+        part(*user_meta == other.user_meta, "user metadata")?;
+        part(*prev == other.prev, "prev")?;
+        part(objects.len() == other.objects.len(), "number of objects")?;
+        for (position, (a, b)) in objects.iter().zip(&other.objects).enumerate() {
+            same_object_content(position, a, b)?;
+        }
+        Ok(())
+    }
+
     /// The manifest's id: blake3 of its canonical bytes.
     pub fn id(&self) -> Digest {
         Digest::of(&self.to_bytes())
@@ -471,6 +549,43 @@ impl Manifest {
     }
 }
 
+/// [`Manifest::same_content`] for the object at `position` of both manifests.
+fn same_object_content(
+    position: usize,
+    a: &ObjectEntry,
+    b: &ObjectEntry,
+) -> Result<(), ContentMismatch> {
+    let ObjectEntry { name, len, hash, stripes } = a;
+    let object = |field| ContentMismatch::Object { position, object: name.clone(), field };
+    if *name != b.name {
+        return Err(object("name"));
+    }
+    if *len != b.len {
+        return Err(object("length"));
+    }
+    if *hash != b.hash {
+        return Err(object("hash"));
+    }
+    if stripes.len() != b.stripes.len() {
+        return Err(object("number of stripes"));
+    }
+    for (s, (x, y)) in stripes.iter().zip(&b.stripes).enumerate() {
+        let stripe = StripeIndex(s as u32);
+        if x.shards.len() != y.shards.len() {
+            return Err(ContentMismatch::ShardCount { object: name.clone(), stripe });
+        }
+        for (i, (p, q)) in x.shards.iter().zip(&y.shards).enumerate() {
+            // The node is where the shard lives, not what it is.
+            let ShardEntry { node: _, hash } = p;
+            if *hash != q.hash {
+                let index = ShardIndex(u8::try_from(i).unwrap_or(u8::MAX));
+                return Err(ContentMismatch::ShardHash { object: name.clone(), stripe, index });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A problem in one rank's chain of manifests. Steps name the manifest the problem was found
 /// at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -522,6 +637,16 @@ pub enum ChainProblem {
         step: Step,
         /// The step of the manifest its `prev` names.
         points_to: Step,
+    },
+    /// The part's holders list manifests that describe different content: a rewrite that
+    /// was not a repair's (a repair changes only where shards live). Found by a reader
+    /// comparing the holders' versions (`listing::settle`), not by the chain rules.
+    #[error("step {step}: its holders disagree on what the part holds: {detail}")]
+    Disputed {
+        /// The part's step.
+        step: Step,
+        /// Which versions differ, and how.
+        detail: String,
     },
     /// The manifest names no predecessor though an older manifest is listed (the chain was
     /// restarted, hiding whatever came before).
@@ -756,6 +881,150 @@ mod tests {
                 prop_assert_eq!(decoded.to_bytes(), b);
             }
         }
+    }
+
+    /// `m` with every shard on a node drawn from `seed` (what a repair may change).
+    fn relocated(m: &Manifest, seed: u64) -> Manifest {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out = m.clone();
+        for shard in out.objects.iter_mut().flat_map(|o| &mut o.stripes).flat_map(|s| &mut s.shards)
+        {
+            shard.node = NodeId(rng.gen_range(1..20));
+        }
+        out
+    }
+
+    /// `m` with every shard on node 0: its content alone.
+    fn content_of(m: &Manifest) -> Manifest {
+        let mut out = m.clone();
+        for shard in out.objects.iter_mut().flat_map(|o| &mut o.stripes).flat_map(|s| &mut s.shards)
+        {
+            shard.node = NodeId(0);
+        }
+        out
+    }
+
+    /// Changes the content of `m` by edit `edit` (`pick` chooses the object, stripe or
+    /// shard); false when the edit does not apply (no object, stripe or shard to change).
+    fn change_content(m: &mut Manifest, edit: u8, pick: usize) -> bool {
+        let n = m.objects.len();
+        let object = (n > 0).then(|| pick % n);
+        match edit {
+            0 => m.format_version = m.format_version.wrapping_add(1),
+            1 => m.job = JobName::new(format!("{}x", m.job)).expect("valid"),
+            2 => m.step = Step(m.step.0.wrapping_add(1)),
+            3 => m.rank = Rank(m.rank.0.wrapping_add(1)),
+            4 => m.world_size = m.world_size.wrapping_add(1),
+            5 => m.writer.push('x'),
+            6 => m.code.params.shard_size_bytes += 1,
+            7 => {
+                // 13 characters: longer than any key the strategy makes.
+                m.user_meta.insert("_changed_meta".into(), String::new());
+            }
+            8 => {
+                m.prev = match m.prev {
+                    None => Some(Digest([0; 32])),
+                    Some(d) if d == Digest([0; 32]) => None,
+                    Some(Digest(mut d)) => {
+                        d[0] ^= 1;
+                        Some(Digest(d))
+                    }
+                }
+            }
+            9 => m.objects.push(ObjectEntry::empty(ObjectName::new("added").expect("valid"))),
+            10..=17 => {
+                let Some(o) = object else { return false };
+                return change_object(m, o, edit, pick);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn change_object(m: &mut Manifest, o: usize, edit: u8, pick: usize) -> bool {
+        if edit == 17 {
+            if m.objects.len() < 2 {
+                return false;
+            }
+            let n = m.objects.len();
+            m.objects.swap(o, (o + 1) % n);
+            return true;
+        }
+        let obj = &mut m.objects[o];
+        match edit {
+            10 => {
+                m.objects.remove(o);
+            }
+            11 => obj.name = ObjectName::new("renamed").expect("valid"),
+            12 => obj.len += 1,
+            13 => obj.hash.0[pick % 32] ^= 1,
+            14 => obj.stripes.push(StripeEntry { shards: Vec::new() }),
+            15 | 16 => {
+                let Some(stripe) = (!obj.stripes.is_empty()).then(|| pick % obj.stripes.len())
+                else {
+                    return false;
+                };
+                let shards = &mut obj.stripes[stripe].shards;
+                if shards.is_empty() {
+                    return false;
+                }
+                let i = pick % shards.len();
+                if edit == 15 {
+                    shards.remove(i);
+                } else {
+                    shards[i].hash.0[pick % 32] ^= 1;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    proptest! {
+        #[test]
+        fn moving_shards_keeps_the_content(m in manifest(), seed in any::<u64>()) {
+            let moved = relocated(&m, seed);
+            prop_assert_eq!(m.same_content(&moved), Ok(()));
+            prop_assert_eq!(moved.same_content(&m), Ok(()));
+        }
+
+        #[test]
+        fn any_change_of_content_is_a_mismatch(
+            m in manifest(),
+            seed in any::<u64>(),
+            edit in 0u8..18,
+            pick in any::<usize>(),
+        ) {
+            let mut changed = relocated(&m, seed);
+            prop_assume!(change_content(&mut changed, edit, pick));
+            prop_assert!(m.same_content(&changed).is_err(), "edit {} passed", edit);
+            prop_assert!(changed.same_content(&m).is_err(), "edit {} passed backwards", edit);
+            // The rule is exactly: equal once every shard is put on the same node.
+            prop_assert_eq!(
+                m.same_content(&changed).is_ok(),
+                content_of(&m) == content_of(&changed)
+            );
+        }
+    }
+
+    #[test]
+    fn a_content_mismatch_names_what_differs() {
+        let m = small_manifest();
+        let mut other = relocated(&m, 9);
+        other.objects[3].stripes[1].shards[4].hash.0[0] ^= 1;
+        let err = m.same_content(&other).expect_err("a shard hash differs");
+        let object = ObjectName::new("obj-3").expect("valid");
+        let want =
+            ContentMismatch::ShardHash { object, stripe: StripeIndex(1), index: ShardIndex(4) };
+        assert_eq!(err, want);
+        assert_eq!(err.to_string(), "object obj-3 stripe 1 shard 4 has another hash");
+        let mut other = m.clone();
+        other.objects[2].len += 1;
+        let err = m.same_content(&other).expect_err("a length differs");
+        assert_eq!(err.to_string(), "object 2 (obj-2) differs in its length");
+        other = m.clone();
+        other.user_meta.clear();
+        assert_eq!(m.same_content(&other), Err(ContentMismatch::Part { field: "user metadata" }));
     }
 
     #[test]

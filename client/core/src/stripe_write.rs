@@ -6,11 +6,11 @@
 //!   double up, at most `m` shards each), so a save goes on with a node down.
 //! - **Rounds.** Every shard still to store is sent at once; when all of a round's results
 //!   are in, the round is judged. A shard whose node *refused* it (node-level failure, disk
-//!   full, shutting down) moves to a replacement: the next node in placement order outside
-//!   the stripe, else a stripe node that can take one more shard. A node that refused a
-//!   shard of this stripe is never chosen again for it, so a shard cannot bounce between two
-//!   full nodes. A shard that *failed* otherwise is retried on the same node after a backoff
-//!   of `CLIENT_RETRY_BASE_MS << round`.
+//!   full, shutting down, other bytes already stored under its key) moves to a replacement:
+//!   the next node in placement order outside the stripe, else a stripe node that can take
+//!   one more shard. A node that refused a shard of this stripe is never chosen again for
+//!   it, so a shard cannot bounce between two full nodes. A shard that *failed* otherwise is
+//!   retried on the same node after a backoff of `CLIENT_RETRY_BASE_MS << round`.
 //! - **Bounds.** After `CLIENT_MAX_ATTEMPTS` rounds with a failure, or when a refused shard
 //!   has nowhere to go, the stripe fails with the shard, the rounds and the last reason.
 //! - **Done.** When every shard is stored, [`StripeWrite::entry`] is the manifest's record
@@ -32,7 +32,8 @@ use crate::placement::{self, PlacementError};
 pub enum PutResult {
     /// The node says the shard is durable.
     Stored,
-    /// The node cannot take the shard (unreachable, disk full, shutting down): move it.
+    /// The node cannot take the shard (unreachable, disk full, shutting down, other bytes
+    /// under its key): move it.
     Refused(String),
     /// The put failed otherwise: retry it on the same node after a backoff.
     Failed(String),

@@ -1,7 +1,8 @@
-//! The engine's lifecycle operations: manifest revisions (a repair rewrites a manifest and
-//! no older revision may overwrite it), per-part manifest delete (a failed commit's
-//! rollback), per-part shard summaries with write ages and the deletion of a part's orphan
-//! shards older than a grace period (garbage collection of interrupted saves).
+//! The engine's lifecycle operations: manifest revisions (a committed manifest is never
+//! replaced by other bytes; a repair's rewrite at a higher revision must describe the same
+//! content, and no older revision may overwrite it), per-part manifest delete (a failed
+//! commit's rollback), per-part shard summaries with write ages and the deletion of a part's
+//! orphan shards older than a grace period (garbage collection of interrupted saves).
 
 use std::sync::atomic::Ordering;
 
@@ -15,7 +16,7 @@ use super::{check_payload, db_error, unix_now_ms, Engine, EngineError, IndexReco
 /// How a manifest is being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ManifestWrite {
-    /// A first commit (`PutManifest`): revision 0, may overwrite another revision 0.
+    /// A first commit (`PutManifest`): revision 0, over nothing or the very same manifest.
     Put,
     /// A repair's rewrite (`ReplaceManifest`) at a revision, naming its part's revision 0.
     Replace {
@@ -43,30 +44,54 @@ impl ManifestWrite {
     }
 }
 
-/// Whether a manifest write may go over what is stored: nothing stored, a lower revision,
-/// or the very same bytes; a put also overwrites an unrepaired (revision 0) manifest, as
-/// puts always have. Anything else would let an older or rival rewrite win.
+/// Whether a manifest write (of `world_size` and id `hash`) may go over what is stored, as
+/// far as the index records tell:
+/// - over nothing, always;
+/// - a put, only over the very same manifest (revision 0, same id and world size): a
+///   committed manifest is never replaced by other bytes, and a put never undoes a repair;
+/// - a rewrite, only over the same part (same chain id and world size) at a lower revision,
+///   or the very same rewrite again; its content is then compared by the caller's check
+///   (see [`Engine::replace_manifest`]). Anything else would let an older or rival rewrite
+///   win.
 fn manifest_write_allowed(
     stored: Option<&IndexRecord>,
-    hash: Digest,
+    (world_size, hash): (u32, Digest),
     write: ManifestWrite,
 ) -> Result<(), EngineError> {
     let revision = write.revision();
     let Some(s) = stored else { return Ok(()) };
-    let allowed = s.revision < revision
-        || (s.revision == revision && s.hash == hash)
-        || (write == ManifestWrite::Put && s.revision == 0);
-    if allowed {
-        Ok(())
-    } else {
+    let holds = format!("holds revision {} ({}, world size {})", s.revision, s.hash, s.world_size);
+    let refuse = |why: &str| {
         Err(EngineError::Conflict {
             reason: format!(
-                "holds revision {} ({}); refused revision {revision} ({hash})",
-                s.revision, s.hash
+                "{holds}; refused revision {revision} ({hash}, world size {world_size}): {why}"
             ),
         })
+    };
+    if s.world_size != world_size {
+        return refuse("another world size");
+    }
+    match write {
+        ManifestWrite::Put if s.revision > 0 => refuse("a put never undoes a repair"),
+        ManifestWrite::Put if s.hash != hash => {
+            refuse("a committed manifest is never replaced by other bytes")
+        }
+        ManifestWrite::Put => Ok(()),
+        ManifestWrite::Replace { base, .. } if base != s.base => {
+            refuse(&format!("it names chain id {base}, the part's is {}", s.base))
+        }
+        ManifestWrite::Replace { .. } if s.revision < revision => Ok(()),
+        ManifestWrite::Replace { .. } if s.revision == revision && s.hash == hash => Ok(()),
+        ManifestWrite::Replace { .. } if s.revision == revision => {
+            refuse("a rival rewrite at the same revision")
+        }
+        ManifestWrite::Replace { .. } => refuse("an older revision"),
     }
 }
+
+/// A check of a repair's rewrite against the bytes of the manifest a node holds of the part:
+/// `Err(why)` when the rewrite does not describe the same content.
+pub type ContentCheck<'a> = &'a dyn Fn(&[u8]) -> Result<(), String>;
 
 /// One page of a job's part summaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,21 +121,34 @@ fn add_to(entry: &mut PartShards, record: &IndexRecord, now_ms: u64) {
 }
 
 impl Engine {
-    /// Checks and stores a manifest under the revision rule of [`manifest_write_allowed`].
+    /// Checks and stores a manifest under the rule of [`manifest_write_allowed`]; a rewrite
+    /// that changes the bytes held must also pass `same_content` on them. Both happen under
+    /// the key's lock, so nothing lands between the check and the write.
     pub(super) fn store_manifest(
         &self,
         key: &ManifestKey,
-        world_size: u32,
-        hash: Digest,
+        (world_size, hash): (u32, Digest),
         bytes: &[u8],
         write: ManifestWrite,
+        same_content: Option<ContentCheck<'_>>,
     ) -> Result<(), EngineError> {
         check_payload("manifest", bytes, MAX_MANIFEST_BYTES, hash)?;
         let k = key.encode();
         let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
         let _key = self.lock_key(&k);
         let stored = self.read_record(&k)?;
-        manifest_write_allowed(stored.as_ref(), hash, write)?;
+        manifest_write_allowed(stored.as_ref(), (world_size, hash), write)?;
+        if let (Some(held), Some(check)) = (stored.filter(|s| s.hash != hash), same_content) {
+            let (_, held_bytes) = self.read_verified(&k, false)?;
+            check(&held_bytes).map_err(|why| EngineError::Conflict {
+                reason: format!(
+                    "holds revision {} ({}); refused revision {} ({hash}): {why}",
+                    held.revision,
+                    held.hash,
+                    write.revision()
+                ),
+            })?;
+        }
         let (revision, base) = (write.revision(), write.base(hash));
         let record = IndexRecord::manifest(bytes.len() as u32, world_size, hash, revision, base);
         self.write(self.put_batch(&k, &record, bytes))?;
@@ -121,17 +159,21 @@ impl Engine {
     }
 
     /// Stores a repair's rewrite of a manifest at `revision` (`base`: the id of the part's
-    /// revision 0): kept over nothing or a lower revision, accepted again when identical,
-    /// otherwise `Conflict`. Durable on return.
+    /// revision 0). Over nothing it is kept as is (a repair's new holder). Over a manifest of
+    /// the part it is kept only at a higher revision, with the same chain id and world size,
+    /// and when `same_content(held bytes)` accepts it (only where shards live may change);
+    /// the very same rewrite again succeeds; anything else is `Conflict`, nothing changed.
+    /// Durable on return.
     pub fn replace_manifest(
         &self,
         key: &ManifestKey,
         (world_size, hash): (u32, Digest),
         (revision, base): (u32, Digest),
         bytes: &[u8],
+        same_content: ContentCheck<'_>,
     ) -> Result<(), EngineError> {
         let write = ManifestWrite::Replace { revision, base };
-        self.store_manifest(key, world_size, hash, bytes, write)
+        self.store_manifest(key, (world_size, hash), bytes, write, Some(same_content))
     }
 
     /// Deletes a part's manifest (only if its id is `expect`, when given); returns whether
@@ -345,6 +387,8 @@ mod tests {
         e.put_shard(key, blake3_digest(&b), &b).expect("put");
     }
 
+    /// Stores manifest bytes `b` at `revision` (0: a put; else a rewrite naming the chain id
+    /// of `b"first"`, whose content check passes).
     fn put_manifest(
         e: &Engine,
         key: &ManifestKey,
@@ -353,7 +397,10 @@ mod tests {
     ) -> Result<(), EngineError> {
         match revision {
             0 => e.put_manifest(key, 1, blake3_digest(b), b),
-            r => e.replace_manifest(key, (1, blake3_digest(b)), (r, blake3_digest(b"base")), b),
+            r => {
+                let chain = (r, blake3_digest(b"first"));
+                e.replace_manifest(key, (1, blake3_digest(b)), chain, b, &|_| Ok(()))
+            }
         }
     }
 
@@ -362,15 +409,29 @@ mod tests {
         let h = |b: &[u8]| blake3_digest(b);
         let stored = IndexRecord::manifest(1, 1, h(b"a"), 1, h(b"base"));
         let replace = |revision| ManifestWrite::Replace { revision, base: h(b"base") };
-        let ok = |write, hash| manifest_write_allowed(Some(&stored), hash, write).is_ok();
-        assert!(manifest_write_allowed(None, h(b"x"), replace(3)).is_ok());
-        assert!(ok(replace(2), h(b"b")), "a higher revision replaces");
+        let ok = |write, hash| manifest_write_allowed(Some(&stored), (1, hash), write).is_ok();
+        assert!(manifest_write_allowed(None, (1, h(b"x")), replace(3)).is_ok());
+        assert!(manifest_write_allowed(None, (1, h(b"x")), ManifestWrite::Put).is_ok());
+        assert!(ok(replace(2), h(b"b")), "a higher revision replaces (its content checked next)");
         assert!(ok(replace(1), h(b"a")), "the same bytes again");
         assert!(!ok(replace(1), h(b"b")), "a rival rewrite at the same revision");
         assert!(!ok(replace(0), h(b"b")), "an older revision");
         assert!(!ok(ManifestWrite::Put, h(b"b")), "a put never undoes a repair");
-        let unrepaired = IndexRecord::manifest(1, 1, h(b"a"), 0, h(b"a"));
-        assert!(manifest_write_allowed(Some(&unrepaired), h(b"b"), ManifestWrite::Put).is_ok());
+        assert!(!ok(ManifestWrite::Put, h(b"a")), "not even with the same bytes");
+        let other_chain = ManifestWrite::Replace { revision: 2, base: h(b"other") };
+        assert!(!ok(other_chain, h(b"b")), "a rewrite of another chain");
+        let resized = manifest_write_allowed(Some(&stored), (2, h(b"b")), replace(2));
+        assert!(resized.is_err(), "a rewrite of another world size");
+        let committed = IndexRecord::manifest(1, 1, h(b"a"), 0, h(b"a"));
+        let put = |(world_size, hash)| {
+            manifest_write_allowed(Some(&committed), (world_size, hash), ManifestWrite::Put)
+        };
+        assert!(put((1, h(b"a"))).is_ok(), "the same commit again");
+        let err = put((1, h(b"b"))).expect_err("other bytes over a committed manifest");
+        assert!(err.to_string().contains("never replaced by other bytes"), "{err}");
+        assert!(put((2, h(b"a"))).is_err(), "the same bytes with another world size");
+        let rewrite = ManifestWrite::Replace { revision: 1, base: h(b"a") };
+        assert!(manifest_write_allowed(Some(&committed), (1, h(b"b")), rewrite).is_ok());
     }
 
     #[test]
@@ -385,8 +446,56 @@ mod tests {
         let listed = e.list_manifests(&job(), None, 10).expect("list").entries;
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].revision, listed[0].hash), (1, blake3_digest(b"repaired")));
-        assert_eq!(listed[0].base, blake3_digest(b"base"), "the chain id is kept");
+        assert_eq!(listed[0].base, blake3_digest(b"first"), "the chain id is kept");
         assert_eq!(e.get_manifest(&part(1, 0)).expect("get").bytes, b"repaired");
+        assert_eq!(e.counts().manifests, 1);
+    }
+
+    #[test]
+    fn a_committed_manifest_is_never_replaced_by_other_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = open(dir.path());
+        put_manifest(&e, &part(1, 0), b"first", 0).expect("put");
+        put_manifest(&e, &part(1, 0), b"first", 0).expect("the same commit again");
+        let err = put_manifest(&e, &part(1, 0), b"swapped", 0).expect_err("other bytes");
+        assert!(matches!(err, EngineError::Conflict { .. }), "{err}");
+        assert_eq!(e.get_manifest(&part(1, 0)).expect("get").bytes, b"first");
+        let listed = e.list_manifests(&job(), None, 10).expect("list").entries;
+        assert_eq!((listed[0].revision, listed[0].hash), (0, blake3_digest(b"first")));
+        assert_eq!(e.counts().manifests, 1);
+    }
+
+    /// A rewrite of part (1, 0) to bytes `b` at `revision`, checked by `check`.
+    fn rewrite(
+        e: &Engine,
+        b: &[u8],
+        revision: u32,
+        check: ContentCheck<'_>,
+    ) -> Result<(), EngineError> {
+        let chain = (revision, blake3_digest(b"first"));
+        e.replace_manifest(&part(1, 0), (1, blake3_digest(b)), chain, b, check)
+    }
+
+    #[test]
+    fn a_rewrite_over_a_held_manifest_must_pass_the_content_check() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = open(dir.path());
+        let seen = std::cell::RefCell::new(Vec::new());
+        let refuse = |held: &[u8]| -> Result<(), String> {
+            seen.borrow_mut().push(held.to_vec());
+            Err("describes other content".to_owned())
+        };
+        rewrite(&e, b"first", 0, &refuse).expect("a new holder takes a rewrite unchecked");
+        assert!(seen.borrow().is_empty(), "nothing held, nothing to compare");
+        rewrite(&e, b"first", 0, &refuse).expect("the very same bytes need no check");
+        let err = rewrite(&e, b"swapped", 1, &refuse).expect_err("the check refuses");
+        assert!(matches!(err, EngineError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("describes other content"), "{err}");
+        assert_eq!(*seen.borrow(), [b"first".to_vec()], "the check saw the bytes held");
+        assert_eq!(e.get_manifest(&part(1, 0)).expect("get").bytes, b"first", "nothing changed");
+        rewrite(&e, b"moved", 1, &|_| Ok(())).expect("a rewrite the check accepts");
+        let listed = e.list_manifests(&job(), None, 10).expect("list").entries;
+        assert_eq!((listed[0].revision, listed[0].hash), (1, blake3_digest(b"moved")));
         assert_eq!(e.counts().manifests, 1);
     }
 

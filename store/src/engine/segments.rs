@@ -12,7 +12,7 @@
 //! bytes in the file, never a record pointing at bytes that are not there.
 //!
 //! Space: a checkpoint's delete removes its file; a shard deleted alone (an orphan sweep, a
-//! stale copy, an overwrite) has its range punched out of the file
+//! stale copy, the old place of a rewritten one) has its range punched out of the file
 //! (`FALLOC_FL_PUNCH_HOLE`), so the disk space returns at once where the file system allows
 //! it (ext4, xfs, btrfs, tmpfs), and with the checkpoint's delete elsewhere.
 //!

@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use rackpoint_client::cluster_dir::InitOptions;
 use rackpoint_client::local_cluster::LocalCluster;
 use rackpoint_client::transport::{Reply, Transport, TransportError};
+use rackpoint_core::manifest::{CodeSpec, Manifest, ObjectEntry, ShardEntry, StripeEntry};
 use rackpoint_proto::cluster::node_server_name;
 use rackpoint_proto::wire::decode_frame;
 use rackpoint_proto::{
-    Digest, JobName, ManifestKey, NodeId, NodeStats, ObjectName, Rank, Request, Response,
-    ShardIndex, ShardKey, Step, StripeIndex,
+    CodeParams, Digest, JobName, ManifestKey, NodeId, NodeStats, ObjectName, Rank, Request,
+    Response, ShardIndex, ShardKey, Step, StripeIndex,
 };
 use tempfile::TempDir;
 
@@ -73,6 +76,44 @@ pub fn shard_key(step: u64, i: u32) -> ShardKey {
 /// The manifest of rank `rank` of checkpoint `step`.
 pub fn manifest_key(step: u64, rank: u32) -> ManifestKey {
     ManifestKey { job: job(), step: Step(step), rank: Rank(rank) }
+}
+
+/// Shard `index` of the one stripe of the one object of part `(step, rank 0)`.
+pub fn part_shard_key(step: u64, index: u8) -> ShardKey {
+    ShardKey {
+        job: job(),
+        step: Step(step),
+        rank: Rank(0),
+        object: ObjectName::new("model.weights").expect("valid object name"),
+        stripe: StripeIndex(0),
+        index: ShardIndex(index),
+    }
+}
+
+/// A valid manifest of part `(step, rank 0)` of a world of 1, whose one object is one stripe
+/// of the 3 `shards` (k = 2, m = 1), each on node 1.
+pub fn part_manifest(step: u64, shards: &[Bytes]) -> Manifest {
+    let params = CodeParams::new(2, 1, SHARD_BYTES as u32).expect("valid code");
+    let shards: Vec<ShardEntry> =
+        shards.iter().map(|b| ShardEntry { node: ONE, hash: digest(b) }).collect();
+    let hashes: Vec<u8> = shards.iter().flat_map(|s| s.hash.0).collect();
+    Manifest {
+        format_version: rackpoint_core::manifest::MANIFEST_FORMAT_VERSION,
+        job: job(),
+        step: Step(step),
+        rank: Rank(0),
+        world_size: 1,
+        writer: "test".into(),
+        code: CodeSpec::for_params(params),
+        objects: vec![ObjectEntry {
+            name: ObjectName::new("model.weights").expect("valid object name"),
+            len: 2 * SHARD_BYTES as u64,
+            hash: digest(&hashes),
+            stripes: vec![StripeEntry { shards }],
+        }],
+        user_meta: BTreeMap::new(),
+        prev: None,
+    }
 }
 
 /// `len` deterministic pseudo-random bytes for `seed` (blake3 in XOF mode).

@@ -8,6 +8,7 @@ mod common;
 mod bad_frames;
 mod corruption;
 mod durability;
+mod immutable;
 mod lifecycle;
 mod maintenance;
 mod round_trip;

@@ -104,7 +104,11 @@ fn manifest_delete_and_replace_follow_their_rules_and_survive_sigkill() {
     let rt = runtime();
     let (_dir, mut cluster) = start(&options(1));
     let key = manifest_key(5, 0);
-    let (first, repaired) = (payload(50, 900), payload(51, 950));
+    let shards: Vec<Bytes> = (0..3).map(|i| payload(50 + i, 64)).collect();
+    let first = part_manifest(5, &shards);
+    let mut moved = first.clone();
+    moved.objects[0].stripes[0].shards[2].node = rackpoint_proto::NodeId(2);
+    let (first, repaired) = (Bytes::from(first.to_bytes()), Bytes::from(moved.to_bytes()));
     let replace = |bytes: &Bytes, revision| Request::ReplaceManifest {
         key: key.clone(),
         world_size: 1,

@@ -39,9 +39,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// Options of a test cluster of `nodes` nodes with 64 KiB shards.
+/// Options of a test cluster of `nodes` nodes with 64 KiB shards. Orphan sweeps take the
+/// grace they ask for (the nodes' own minimum is 0; the trust tests set it where they check it).
 pub fn options(nodes: usize) -> InitOptions {
-    InitOptions { shard_size_bytes: SHARD_BYTES as u32, k: 2, m: 1, ..InitOptions::new(nodes) }
+    InitOptions {
+        shard_size_bytes: SHARD_BYTES as u32,
+        k: 2,
+        m: 1,
+        node_min_orphan_grace_ms: 0,
+        ..InitOptions::new(nodes)
+    }
 }
 
 /// A running cluster in a fresh temporary folder (kept alive by the returned `TempDir`).

@@ -223,6 +223,25 @@ pub enum ClientError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// An object's source is neither a regular file nor a stream (a pipe, a FIFO, standard
+    /// input): nothing was saved.
+    #[error("{}: is {what}, not a regular file or a stream (a pipe, a FIFO, standard input); nothing was saved", path.display())]
+    UnsupportedSource {
+        /// The path given.
+        path: PathBuf,
+        /// What it is ("a directory", "a socket", ...).
+        what: &'static str,
+    },
+    /// A regular file changed while it was read (its length or modification time is not what
+    /// it was when opened): its bytes may not be what any one moment of the file held, so
+    /// the part was not committed.
+    #[error("{} changed while it was read ({detail}); nothing was committed", path.display())]
+    SourceChanged {
+        /// The file.
+        path: PathBuf,
+        /// Lengths at open, read and now, or what else changed.
+        detail: String,
+    },
     /// A restored object would replace an existing file and overwriting was not asked for:
     /// nothing was written.
     #[error("{} already exists; nothing was restored", path.display())]

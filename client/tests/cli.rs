@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -141,6 +141,118 @@ fn put_ls_get_verify_rm_round_trip_with_scriptable_exit_codes() {
         "step 7 is gone from the reachable nodes: {}",
         text(&ls.stdout)
     );
+}
+
+/// Runs `rackpoint ARGS` with `input` on its standard input (written by a thread, so that a
+/// large input cannot stall against the output pipes).
+fn rackpoint_stdin(cluster: &Path, args: &[&str], input: Vec<u8>) -> Output {
+    let mut child = rackpoint_bin()
+        .args(args)
+        .env("RACKPOINT_CLUSTER", cluster)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rackpoint");
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input); // a put that fails early closes the pipe
+    });
+    let out = child.wait_with_output().expect("wait for rackpoint");
+    writer.join().expect("stdin writer");
+    out
+}
+
+#[test]
+fn put_reads_pipes_fifos_and_standard_input_to_their_end() {
+    let tc = six_nodes(SHARD);
+    let cluster = tc.cluster.cluster_file();
+    let root = tc.dir.path();
+    // Three full stripes (k * SHARD bytes each) and a short one.
+    let optim = data(91, 3 * 4 * SHARD as usize + 12_345);
+    let file = root.join("optim.bin");
+    std::fs::write(&file, &optim).expect("write");
+    let saved = |out: &Output, step: &str| {
+        assert!(out.status.success(), "put {step}: {}", text(&out.stderr));
+        let d = doc(out);
+        assert_eq!(
+            (&d["step"], &d["bytes"]),
+            (&step.parse::<u64>().expect("step").into(), &optim.len().into()),
+            "{d}"
+        );
+    };
+
+    // `cat optim.bin | rackpoint put myjob 401 /dev/stdin`
+    let args = ["--json", "put", "myjob", "401", "/dev/stdin", "--name", "optim.bin"];
+    saved(&rackpoint_stdin(&cluster, &args, optim.clone()), "401");
+    // `rackpoint put myjob 402 <(cat optim.bin)`, through a real shell.
+    let line = format!(
+        "exec {} --json put myjob 402 <(cat {}) --name optim.bin",
+        env!("CARGO_BIN_EXE_rackpoint"),
+        s(&file)
+    );
+    let bash = Command::new("bash")
+        .args(["-c", &line])
+        .env("RACKPOINT_CLUSTER", &cluster)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run bash");
+    saved(&bash, "402");
+    // `cat optim.bin | rackpoint put myjob 403 -`
+    let args = ["--json", "put", "myjob", "403", "-", "--name", "optim.bin"];
+    saved(&rackpoint_stdin(&cluster, &args, optim.clone()), "403");
+    // A FIFO, its writer started before the put.
+    let fifo = root.join("optim.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+    let writer = {
+        let (fifo, bytes) = (fifo.clone(), optim.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).expect("open fifo");
+            f.write_all(&bytes).expect("write fifo");
+        })
+    };
+    let put =
+        rackpoint(&cluster, &["--json", "put", "myjob", "404", s(&fifo), "--name", "optim.bin"]);
+    writer.join().expect("fifo writer");
+    saved(&put, "404");
+
+    let ls = doc(&rackpoint(&cluster, &["ls", "myjob", "--json"]));
+    let rows: Vec<(u64, u64)> = ls["checkpoints"]
+        .as_array()
+        .expect("checkpoints")
+        .iter()
+        .map(|c| (c["step"].as_u64().expect("step"), c["bytes"].as_u64().expect("bytes")))
+        .collect();
+    let len = optim.len() as u64;
+    assert_eq!(rows, [(401, len), (402, len), (403, len), (404, len)], "{ls}");
+    for step in ["401", "402", "403", "404"] {
+        let out = root.join(format!("out-{step}"));
+        let get = rackpoint(&cluster, &["get", "myjob", "--step", step, "--out", s(&out)]);
+        assert!(get.status.success(), "get {step}: {}", text(&get.stderr));
+        assert!(std::fs::read(out.join("optim.bin")).expect("restored") == optim, "step {step}");
+    }
+
+    // What is neither a file nor a stream is refused, by name, and nothing is saved.
+    let folder = rackpoint(&cluster, &["put", "myjob", "405", s(root)]);
+    assert_eq!(folder.status.code(), Some(1), "{}", text(&folder.stderr));
+    let line = text(&folder.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains(s(root)) && line.contains("is a directory"), "{line}");
+    let device = rackpoint(&cluster, &["put", "myjob", "405", "/dev/zero", "--name", "z"]);
+    assert_eq!(device.status.code(), Some(1), "{}", text(&device.stderr));
+    assert!(text(&device.stderr).contains("is a character device"), "{}", text(&device.stderr));
+    let ls = rackpoint(&cluster, &["ls", "myjob", "--step", "405"]);
+    assert!(!text(&ls.stdout).contains("405"), "{}", text(&ls.stdout));
+    // `-` needs a name; only one `-`; --name with several files names nothing.
+    for args in [
+        &["put", "myjob", "406", "-"][..],
+        &["put", "myjob", "406", "-", "-", "--name", "x"],
+        &["put", "myjob", "406", s(&file), s(&file), "--name", "x"],
+    ] {
+        let out = rackpoint_stdin(&cluster, args, Vec::new());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+    }
 }
 
 #[test]

@@ -36,9 +36,15 @@ pub struct PutArgs {
     job: JobName,
     /// The step.
     step: u64,
-    /// Files to save; each becomes an object named by its file name.
+    /// Files to save; each becomes an object named by its file name. Pipes, FIFOs and
+    /// process substitutions (`<(cmd)`) are read to their end; `-` reads standard input
+    /// (name its object with --name). A folder, a socket or a device is refused.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// The object's name: of the one read from `-` (required there), or else of the only
+    /// FILE given.
+    #[arg(long, value_name = "NAME")]
+    name: Option<ObjectName>,
     /// This part's rank.
     #[arg(long, default_value_t = 0)]
     rank: u32,
@@ -127,6 +133,41 @@ fn progress_bar(client: &Client, total: Option<u64>) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// Whether a `put` FILE means standard input.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// `put`'s objects: each FILE named by its file name, `-` by `--name` (which names the only
+/// FILE when no `-` is given).
+fn put_objects(files: &[PathBuf], name: Option<&ObjectName>) -> anyhow::Result<Vec<ObjectData>> {
+    let stdins = files.iter().filter(|f| is_stdin(f)).count();
+    if stdins > 1 {
+        return Err(Usage("`-` (standard input) can be given only once".into()).into());
+    }
+    if stdins == 0 && name.is_some() && files.len() > 1 {
+        let why = "--name names the object read from `-`, or the only FILE given";
+        return Err(Usage(why.into()).into());
+    }
+    files
+        .iter()
+        .map(|f| {
+            if is_stdin(f) {
+                let Some(name) = name else {
+                    let why = "`-` (standard input) needs --name NAME, the object's name";
+                    return Err(Usage(why.into()).into());
+                };
+                return Ok(ObjectData { name: name.clone(), source: ObjectSource::Stdin });
+            }
+            let name = match name {
+                Some(n) if stdins == 0 => n.clone(),
+                _ => object_name(f)?,
+            };
+            Ok(ObjectData { name, source: ObjectSource::File(f.clone()) })
+        })
+        .collect()
+}
+
 fn object_name(path: &Path) -> anyhow::Result<ObjectName> {
     let name = path
         .file_name()
@@ -191,12 +232,8 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
 
 /// `rackpoint put`.
 pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
+    let objects = put_objects(&args.files, args.name.as_ref())?;
     let client = connect(global)?;
-    let objects = args
-        .files
-        .iter()
-        .map(|f| Ok(ObjectData { name: object_name(f)?, source: ObjectSource::File(f.clone()) }))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let (step, rank) = (Step(args.step), Rank(args.rank));
     let req = SaveRequest {
         job: args.job.clone(),
@@ -206,8 +243,13 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
         objects,
         user_meta: args.meta.into_iter().collect(),
     };
-    let total = args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
-    let bar = progress_bar(&client, Some(total));
+    // A stream's length is known only at its end: then the bar counts bytes without a total.
+    let sizes: Option<Vec<u64>> = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).ok().filter(|m| m.is_file() && !is_stdin(f)).map(|m| m.len()))
+        .collect();
+    let bar = progress_bar(&client, sizes.map(|s| s.iter().sum()));
     let r = client.save(req).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -373,6 +373,9 @@ impl Drop for MadeDirs {
 pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     let client = connect(global)?;
     let list = client.list(&args.job).await?;
+    if list.is_empty() {
+        return Err(ClientError::NoSuchJob { job: args.job }.into());
+    }
     let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
     emit(global, &json::LsDoc::new(&args.job, shown()), || {
         println!(
@@ -380,7 +383,12 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
             "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES"
         );
         for c in shown() {
-            let survives = c.survives_more_failures.map_or("LOST".to_string(), |n| n.to_string());
+            // `ls` reads no shard: what it cannot count on is out of reach, not known lost.
+            let survives = match (c.survives_more_failures, c.unavailable_nodes.is_empty()) {
+                (Some(n), _) => n.to_string(),
+                (None, false) => "UNAVAILABLE".to_string(),
+                (None, true) => "UNREADABLE".to_string(),
+            };
             println!(
                 "{:>12} {:>7} {:>9} {:>14} {:>9}",
                 c.step.0,
@@ -394,7 +402,8 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost.
+/// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost, 4 if a
+/// stripe cannot be read while nodes do not answer.
 pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
     let client = connect(global)?;
     let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
@@ -422,9 +431,18 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
             survives
         );
     });
-    if !doc.recoverable {
-        let message = format!("checkpoint {} step {step} cannot be restored: a stripe lost more than m shards (see above)", args.job);
+    if doc.lost {
+        let message = format!("checkpoint {} step {step} is lost: nodes answered that more than m shards of a stripe are missing or corrupt (see above)", args.job);
         return Err(Reported { exit: Exit::NotRecoverable, message }.into());
+    }
+    if !doc.recoverable {
+        let nodes: Vec<String> = doc.unavailable_nodes.iter().map(u32::to_string).collect();
+        let message = format!(
+            "checkpoint {} step {step} cannot be read now, but nothing is known lost: bring back node(s) {} and retry",
+            args.job,
+            nodes.join(", ")
+        );
+        return Err(Reported { exit: Exit::Unavailable, message }.into());
     }
     if !doc.healthy {
         let message = format!("checkpoint {} step {step} is not healthy (see above)", args.job);
@@ -438,6 +456,9 @@ pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let client = connect(global)?;
     let step = Step(args.step);
     let r = client.delete(&args.job, step).await?;
+    if r.shards == 0 && r.manifests == 0 && r.unreachable.is_empty() {
+        bail!("no such checkpoint: {} step {step} is on no node; nothing was deleted", args.job);
+    }
     println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);
     if !r.unreachable.is_empty() {
         let nodes: Vec<String> =

@@ -10,14 +10,17 @@ use rackpoint_client::ClientError;
 pub enum Exit {
     /// Everything asked for was done.
     Success = 0,
-    /// Anything else that failed: a node down, bad input, an unhealthy checkpoint that can
-    /// still be restored, a file in the way.
+    /// Anything else that failed: a node down, bad input, no such job, step or complete
+    /// checkpoint, an unhealthy checkpoint that can still be restored, a file in the way.
     Failure = 1,
     /// The command line is wrong (clap's own status for usage errors).
     Usage = 2,
-    /// The data cannot be restored: a stripe lost more than m shards, or the job has no
-    /// complete checkpoint left that can be.
+    /// Lost: nodes answered that more than m shards of a stripe are missing or corrupt, so
+    /// the checkpoint cannot be restored whatever nodes come back.
     NotRecoverable = 3,
+    /// Unavailable, not lost: what was asked for cannot be read while some nodes do not
+    /// answer (the message names them); bring them back and retry.
+    Unavailable = 4,
 }
 
 impl Exit {
@@ -28,6 +31,7 @@ impl Exit {
             Exit::Failure => "failure",
             Exit::Usage => "usage",
             Exit::NotRecoverable => "not_recoverable",
+            Exit::Unavailable => "unavailable",
         }
     }
 }
@@ -60,9 +64,16 @@ pub fn already_reported(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Reported>())
 }
 
-/// Whether a client error means the data cannot be restored from what is left.
-pub fn is_not_recoverable(e: &ClientError) -> bool {
-    matches!(e, ClientError::NotEnoughShards { .. } | ClientError::NoCheckpoint { .. })
+/// The status a client error decides, if any: lost data (3), or data out of reach while nodes
+/// do not answer (4).
+pub fn client_exit(e: &ClientError) -> Option<Exit> {
+    match e {
+        ClientError::NotEnoughShards { .. } => Some(Exit::NotRecoverable),
+        ClientError::ShardsUnavailable { .. } | ClientError::Unavailable { .. } => {
+            Some(Exit::Unavailable)
+        }
+        _ => None,
+    }
 }
 
 /// The status an error exits with: the first cause in its chain that decides one.
@@ -74,8 +85,8 @@ pub fn code_of(e: &anyhow::Error) -> Exit {
         if cause.is::<Usage>() {
             return Exit::Usage;
         }
-        if cause.downcast_ref::<ClientError>().is_some_and(is_not_recoverable) {
-            return Exit::NotRecoverable;
+        if let Some(exit) = cause.downcast_ref::<ClientError>().and_then(client_exit) {
+            return exit;
         }
     }
     Exit::Failure
@@ -145,9 +156,17 @@ mod tests {
             got: 3,
             failures: Default::default(),
         };
-        let none = ClientError::NoCheckpoint { job, passed_over: Default::default() };
+        let down = ClientError::Unavailable {
+            job: job.clone(),
+            asked: rackpoint_client::restore::Which::Latest,
+            nodes: Default::default(),
+            passed_over: Default::default(),
+        };
+        let none = ClientError::NoCheckpoint { job: job.clone(), passed_over: Default::default() };
         assert_eq!(code_of(&anyhow::Error::new(lost).context("get")), Exit::NotRecoverable);
-        assert_eq!(code_of(&anyhow::Error::new(none)), Exit::NotRecoverable);
+        assert_eq!(code_of(&anyhow::Error::new(down).context("get")), Exit::Unavailable);
+        assert_eq!(code_of(&anyhow::Error::new(none)), Exit::Failure, "none complete: not lost");
+        assert_eq!(code_of(&anyhow::Error::new(ClientError::NoSuchJob { job })), Exit::Failure);
         assert_eq!(code_of(&anyhow::Error::new(io_error())), Exit::Failure);
         assert_eq!(code_of(&anyhow::Error::new(Usage("no".into()))), Exit::Usage);
         let reported = Reported { exit: Exit::NotRecoverable, message: "lost".into() };

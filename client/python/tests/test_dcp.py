@@ -95,3 +95,17 @@ def test_async_save_then_load_latest_on_two_ranks(cluster):
     assert again._client is None and again.job == JOB and again.step == 3
     assert pickle.loads(pickle.dumps(Reader(cf, f"rackpoint://{JOB}/latest"))).job == JOB
     w.run_ranks(2, w.async_save_then_load_latest, cf, JOB, 3)
+
+
+def test_latest_with_nodes_down_is_unavailable_not_missing(cluster, group_of_one):
+    cf = str(cluster.cluster_file)
+    with pytest.raises(rackpoint.InvalidInput, match="has no checkpoint, or none complete"):
+        Reader(cf, "rackpoint://never-saved/latest").read_metadata()
+    w.save(0, 1, cf, f"rackpoint://{JOB}/5", 5)
+    down = cluster.node_ids[:3]  # m = 2: one too many, data intact
+    for node in down:
+        cluster.kill(node)
+    with pytest.raises(rackpoint.Unavailable) as e:
+        Reader(cf, f"rackpoint://{JOB}/latest").read_metadata()
+    assert e.value.nodes and set(e.value.nodes) <= set(down), e.value
+    assert "nothing is known lost" in str(e.value)

@@ -19,6 +19,7 @@ from ._native import (
     ManifestNotFound,
     NoCheckpoint,
     NoNodeAnswered,
+    NoSuchJob,
     NotEnoughShards,
     ObjectHashMismatch,
     Part,
@@ -27,6 +28,7 @@ from ._native import (
     SaveHandle,
     SaveReport,
     ShardWriteFailed,
+    Unavailable,
     VerifyReport,
 )
 
@@ -39,6 +41,7 @@ __all__ = [
     "ManifestNotFound",
     "NoCheckpoint",
     "NoNodeAnswered",
+    "NoSuchJob",
     "NotEnoughShards",
     "ObjectHashMismatch",
     "Part",
@@ -47,6 +50,7 @@ __all__ = [
     "SaveHandle",
     "SaveReport",
     "ShardWriteFailed",
+    "Unavailable",
     "VerifyReport",
     "byte_view",
 ]

@@ -15,7 +15,7 @@ use rackpoint_proto::{
 };
 
 use crate::ctx::Ctx;
-use crate::error::{ClientError, NodeErrors, PassedOverList, Result};
+use crate::error::{ClientError, NodeErrors, Result};
 pub use crate::error::{PassOverReason, PassedOver};
 use crate::listing::{self, Fetched, ListingQuorum, QuorumState};
 use crate::manifest::{self, ChainProblem, Manifest, ObjectEntry, StripeEntry, Which};
@@ -23,6 +23,8 @@ use crate::planner::ShardFailure;
 use crate::transport::TransportError;
 
 pub use crate::listing::{Listing, PartEntry};
+
+mod absence;
 
 /// Lists a job's parts from every node: a driver over the pure [`ListingQuorum`] (once all
 /// but m nodes have answered, the stragglers get one hedging threshold more, then are
@@ -208,28 +210,44 @@ pub struct CheckpointSummary {
     /// Object bytes over the parts whose manifests could be read.
     pub bytes: u64,
     /// How many more node failures every stripe survives, given the nodes down now; `None`
-    /// if some stripe is already unrecoverable or a manifest is unreadable.
+    /// if it cannot be restored now: a stripe has more than m shards on nodes that do not
+    /// answer, or a manifest is unreadable. (Nothing is known lost here: `list` reads no shard.)
     pub survives_more_failures: Option<usize>,
+    /// When `survives_more_failures` is `None`, the nodes that do not answer and hold its
+    /// shards or manifests: those to bring back.
+    pub unavailable_nodes: Vec<NodeId>,
 }
 
 /// Every checkpoint of a job, oldest first.
 pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSummary>> {
     let listing = list_job(ctx, job).await?;
+    // Nothing listed while more than m nodes are silent: the job may be on them.
+    if let Some(e) = absence::out_of_reach(ctx, job, Which::Latest).filter(|_| listing.is_empty()) {
+        return Err(e);
+    }
+    let is_down = |n: &NodeId| ctx.health.is_down(*n);
     let mut out = Vec::new();
     for (step, parts) in by_step(&listing) {
         let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
         let complete = manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r));
-        let (mut bytes, mut survives) = (0, Some(usize::MAX));
+        let (mut bytes, mut survives, mut unavailable_nodes) = (0, Some(usize::MAX), Vec::new());
         for (rank, part) in &parts {
             match fetch_manifest(ctx, job, step, *rank, part).await {
                 Ok(m) => {
                     bytes += m.total_bytes();
                     let r = m.remaining_redundancy(&|n| ctx.health.is_down(n));
                     survives = survives.zip(r).map(|(a, b)| a.min(b));
+                    let shards = m.objects.iter().flat_map(|o| &o.stripes).flat_map(|s| &s.shards);
+                    unavailable_nodes.extend(shards.map(|s| s.node).filter(is_down));
                 }
-                Err(_) => survives = None,
+                Err(_) => {
+                    survives = None;
+                    unavailable_nodes.extend(part.nodes.iter().copied().filter(is_down));
+                }
             }
         }
+        unavailable_nodes.sort();
+        unavailable_nodes.dedup();
         let survives_more_failures = survives.filter(|s| *s != usize::MAX || parts.is_empty());
         out.push(CheckpointSummary {
             step,
@@ -237,6 +255,11 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSumma
             parts: parts.len() as u32,
             complete,
             bytes,
+            unavailable_nodes: if survives_more_failures.is_none() {
+                unavailable_nodes
+            } else {
+                Vec::new()
+            },
             survives_more_failures,
         });
     }
@@ -269,8 +292,9 @@ impl ResumePoint {
     }
 }
 
-/// The newest complete checkpoint whose every stripe is still recoverable, or
-/// `NoCheckpoint` naming every checkpoint passed over and why.
+/// The newest complete checkpoint whose every stripe can be read with the nodes up, or why
+/// there is none (`Unavailable`, `NoSuchJob` or `NoCheckpoint`, naming every checkpoint passed
+/// over and why).
 pub(crate) async fn latest(ctx: &Ctx, job: &JobName) -> Result<ResumePoint> {
     let listing = list_job(ctx, job).await?;
     let mut passed_over = Vec::new();
@@ -286,10 +310,11 @@ pub(crate) async fn latest(ctx: &Ctx, job: &JobName) -> Result<ResumePoint> {
             Err(why) => passed_over.push(PassedOver { step, why }),
         }
     }
-    Err(ClientError::NoCheckpoint { job: job.clone(), passed_over: PassedOverList(passed_over) })
+    Err(absence::no_checkpoint(ctx, job, passed_over))
 }
 
-/// [`latest`], with "no checkpoint" as `None` (logged with the checkpoints passed over).
+/// [`latest`], with "no such job" and "no complete checkpoint" as `None` (logged with the
+/// checkpoints passed over); unavailable is an error: the checkpoint may be on nodes down.
 pub(crate) async fn resume(ctx: &Ctx, job: &JobName) -> Result<Option<ResumePoint>> {
     match latest(ctx, job).await {
         Ok(point) => Ok(Some(point)),
@@ -299,6 +324,7 @@ pub(crate) async fn resume(ctx: &Ctx, job: &JobName) -> Result<Option<ResumePoin
             }
             Ok(None)
         }
+        Err(ClientError::NoSuchJob { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -315,7 +341,7 @@ async fn recoverable_parts(
             PassOverReason::ManifestUnreadable { rank: *rank, error: e.to_string() }
         })?;
         if let Some(stripe) = m.lost_stripe(&|n| ctx.health.is_down(n)) {
-            return Err(PassOverReason::Unrecoverable { rank: *rank, stripe });
+            return Err(PassOverReason::Unavailable { rank: *rank, stripe });
         }
         manifests.push(m);
     }
@@ -348,12 +374,9 @@ pub(crate) async fn find_manifest(
         Which::Step(step) => step,
     };
     let listing = list_job(ctx, job).await?;
-    let part = listing.get(&(step, rank)).ok_or_else(|| ClientError::ManifestNotFound {
-        job: job.clone(),
-        asked: which,
-        rank,
-        detail: String::new(),
-    })?;
+    let part = listing
+        .get(&(step, rank))
+        .ok_or_else(|| absence::not_listed(ctx, &listing, job, which, rank))?;
     fetch_manifest(ctx, job, step, rank, part).await
 }
 
@@ -390,8 +413,13 @@ pub struct VerifyReport {
     /// Chain problems per rank (gaps, reorders, tampering, and holders that disagree on what
     /// the part holds: `ChainProblem::Disputed`).
     pub chain_problems: Vec<(Rank, ChainProblem)>,
-    /// How many more shard losses the weakest stripe survives; `None` if one is lost.
+    /// How many more shard losses the weakest stripe survives; `None` if one cannot be read
+    /// now (lost, or on nodes that do not answer).
     pub survives_more_failures: Option<usize>,
+    /// Whether a stripe is known lost: nodes answered that more than m of its shards are
+    /// missing or corrupt. (`survives_more_failures` is `None` without this when the shards
+    /// short are on nodes that do not answer: unavailable, not lost.)
+    pub lost: bool,
 }
 
 impl VerifyReport {
@@ -415,12 +443,7 @@ pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<Verif
         .map(|((_, r), p)| (*r, p.clone()))
         .collect();
     if parts.is_empty() {
-        return Err(ClientError::ManifestNotFound {
-            job: job.clone(),
-            asked: Which::Step(step),
-            rank: Rank(0),
-            detail: String::new(),
-        });
+        return Err(absence::not_listed(ctx, &listing, job, Which::Step(step), Rank(0)));
     }
     let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
     let mut report = VerifyReport {
@@ -431,6 +454,7 @@ pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<Verif
         bad_shards: Vec::new(),
         chain_problems: Vec::new(),
         survives_more_failures: Some(usize::from(ctx.map.code.m)),
+        lost: false,
     };
     for (rank, part) in &parts {
         if let Some(dispute) = &part.dispute {
@@ -498,7 +522,7 @@ async fn verify_stripe(
             }
         }
     });
-    let mut good: usize = 0;
+    let (mut good, first_bad) = (0usize, report.bad_shards.len());
     for (i, r) in futures::future::join_all(checks).await.into_iter().enumerate() {
         match r {
             Ok(_) => good += 1,
@@ -513,6 +537,9 @@ async fn verify_stripe(
         }
     }
     report.shards_ok += good as u64;
+    let failures = report.bad_shards[first_bad..].iter().map(|b| &b.why);
+    report.lost |=
+        crate::planner::known_lost(stripe.shards.len(), usize::from(m.code.params.k), failures);
     let left = good.checked_sub(usize::from(m.code.params.k));
     report.survives_more_failures = report.survives_more_failures.zip(left).map(|(a, b)| a.min(b));
 }

@@ -290,16 +290,19 @@ impl Client {
         Ok(report)
     }
 
-    /// The newest complete checkpoint that is still recoverable, with every part's manifest
-    /// and the newer checkpoints passed over (`ResumePoint::passed_over`); `None` when there
-    /// is none (see [`Client::latest`] for why).
+    /// The newest complete checkpoint that can be read with the nodes up, with every part's
+    /// manifest and the newer checkpoints passed over (`ResumePoint::passed_over`); `None`
+    /// when the job has no checkpoint or none complete (start afresh). An error when nodes
+    /// that may hold one do not answer ([`ClientError::Unavailable`]): starting afresh then
+    /// would throw away a checkpoint that is only out of reach.
     pub async fn resume(&self, job: &JobName) -> Result<Option<ResumePoint>> {
         catalog::resume(&self.ctx, job).await
     }
 
-    /// Like [`Client::resume`], but "no checkpoint" is the error `NoCheckpoint`, which names
-    /// every checkpoint passed over and why (incomplete, unreadable manifest, or a stripe
-    /// that lost more than m shards, with its nodes).
+    /// Like [`Client::resume`], but "none" is an error: `NoSuchJob` (no checkpoint at all),
+    /// `NoCheckpoint` (none complete) or `Unavailable` (nodes that may hold one do not
+    /// answer), each naming every checkpoint passed over and why (incomplete, unreadable
+    /// manifest, or a stripe with more than m shards on nodes that do not answer).
     pub async fn latest(&self, job: &JobName) -> Result<ResumePoint> {
         catalog::latest(&self.ctx, job).await
     }

@@ -70,12 +70,12 @@ pub enum PassOverReason {
         /// Why, with what each replica said.
         error: String,
     },
-    /// A stripe lost more than m shards on nodes that are down.
-    #[error("rank {rank}: {stripe}")]
-    Unrecoverable {
+    /// A stripe has more than m shards on nodes that do not answer (down, not known lost).
+    #[error("rank {rank}: object {} stripe {} has {} shards on nodes that do not answer ({}), more than m = {}", stripe.object, stripe.stripe, stripe.lost, NodeList(stripe.nodes.clone()), stripe.m)]
+    Unavailable {
         /// The part.
         rank: Rank,
-        /// The stripe, and the nodes it lost.
+        /// The stripe, and its nodes that do not answer.
         stripe: LostStripe,
     },
 }
@@ -99,7 +99,21 @@ impl std::fmt::Display for PassedOverList {
     }
 }
 
-/// Everything a client call can fail with.
+/// Nodes, for error reports; prints as "4, 5, 6".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeList(pub Vec<NodeId>);
+
+impl std::fmt::Display for NodeList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.0.iter().map(|n| n.to_string()).collect();
+        f.write_str(&nodes.join(", "))
+    }
+}
+
+/// Everything a client call can fail with. Three kinds of "cannot restore" are told apart:
+/// `NotEnoughShards` (lost: nodes answered that more than m shards of a stripe are missing or
+/// corrupt), `ShardsUnavailable` and `Unavailable` (nodes that hold what is needed do not
+/// answer: nothing is known lost, bringing them back makes it readable) and `NoSuchJob`.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The cluster folder or its files could not be used.
@@ -123,8 +137,9 @@ pub enum ClientError {
     /// The request itself is invalid.
     #[error("invalid request: {0}")]
     InvalidInput(String),
-    /// A stripe lost more shards than the code can rebuild.
-    #[error("{job} step {step} rank {rank} object {object} stripe {stripe}: need {need} shards, only {got} usable ({failures}); more than m nodes of this stripe are down or corrupt")]
+    /// A stripe is lost: nodes answered that more than m of its shards are missing or
+    /// corrupt, so no node coming back can rebuild it.
+    #[error("{job} step {step} rank {rank} object {object} stripe {stripe}: need {need} shards, only {got} usable ({failures}); more than m shards are missing or corrupt: lost")]
     NotEnoughShards {
         /// The checkpoint's job.
         job: JobName,
@@ -142,6 +157,47 @@ pub enum ClientError {
         got: usize,
         /// Every failed shard, `failures` in text.
         failures: FailedShardList,
+    },
+    /// A stripe cannot be read now, but is not known lost: nodes holding its other shards do
+    /// not answer (down, stopped, unreachable). Bringing them back makes it readable.
+    #[error("{job} step {step} rank {rank} object {object} stripe {stripe}: need {need} shards, only {got} usable ({failures}); unavailable, not lost: bring back node(s) {} and retry", failures.unanswered_nodes())]
+    ShardsUnavailable {
+        /// The checkpoint's job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+        /// The part.
+        rank: Rank,
+        /// The object.
+        object: ObjectName,
+        /// The stripe.
+        stripe: StripeIndex,
+        /// Shards needed (k).
+        need: usize,
+        /// Good shards found.
+        got: usize,
+        /// Every failed shard; those not known lost name the nodes to bring back
+        /// ([`FailedShardList::unanswered_nodes`]).
+        failures: FailedShardList,
+    },
+    /// What was asked for cannot be found or read while some nodes do not answer, and nothing
+    /// is known lost: the newest complete checkpoint (or the part asked for) may be on them.
+    #[error("job {job}, {asked}: unavailable while node(s) {nodes} do not answer; nothing is known lost: bring them back and retry{passed_over}")]
+    Unavailable {
+        /// The job.
+        job: JobName,
+        /// A step, or the latest.
+        asked: Which,
+        /// The nodes that do not answer.
+        nodes: NodeList,
+        /// Checkpoints passed over, newest first, and why.
+        passed_over: PassedOverList,
+    },
+    /// No node holds a checkpoint of the job (enough nodes answered that none can hide one).
+    #[error("no such job: {job} has no checkpoint")]
+    NoSuchJob {
+        /// The job.
+        job: JobName,
     },
     /// A shard could not be stored on any node.
     #[error("object {object} stripe {stripe} shard {index}: could not be stored after {attempts} attempts: {last}")]
@@ -208,8 +264,10 @@ pub enum ClientError {
         /// The rank.
         rank: Rank,
     },
-    /// The job has no complete, recoverable checkpoint.
-    #[error("job {job} has no complete checkpoint that can be restored{passed_over}")]
+    /// The job has checkpoints, but none complete: a rank never committed its part, or a
+    /// manifest could not be read from any replica. (Nodes that do not answer make it
+    /// `Unavailable` instead.)
+    #[error("job {job} has no complete checkpoint{passed_over}")]
     NoCheckpoint {
         /// The job.
         job: JobName,
@@ -235,6 +293,25 @@ pub enum ClientError {
         path: PathBuf,
         /// The OS error.
         error: std::io::Error,
+    },
+    /// An object's source is neither a regular file nor a stream (a pipe, a FIFO, standard
+    /// input): nothing was saved.
+    #[error("{}: is {what}, not a regular file or a stream (a pipe, a FIFO, standard input); nothing was saved", path.display())]
+    UnsupportedSource {
+        /// The path given.
+        path: PathBuf,
+        /// What it is ("a directory", "a socket", ...).
+        what: &'static str,
+    },
+    /// A regular file changed while it was read (its length or modification time is not what
+    /// it was when opened): its bytes may not be what any one moment of the file held, so
+    /// the part was not committed.
+    #[error("{} changed while it was read ({detail}); nothing was committed", path.display())]
+    SourceChanged {
+        /// The file.
+        path: PathBuf,
+        /// Lengths at open, read and now, or what else changed.
+        detail: String,
     },
     /// A restored object would replace an existing file and overwriting was not asked for:
     /// nothing was written.
@@ -291,6 +368,18 @@ impl From<crate::transport::TransportError> for ClientError {
 /// A list of failed shards that prints as one line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FailedShardList(pub Vec<FailedShard>);
+
+impl FailedShardList {
+    /// The nodes of the shards that failed without being known lost (down, or another
+    /// error), sorted: the nodes to bring back.
+    pub fn unanswered_nodes(&self) -> NodeList {
+        let mut nodes: Vec<NodeId> =
+            self.0.iter().filter(|f| !f.why.is_loss()).map(|f| f.node).collect();
+        nodes.sort();
+        nodes.dedup();
+        NodeList(nodes)
+    }
+}
 
 impl std::fmt::Display for FailedShardList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -469,22 +469,39 @@ fn suspect_stalled(ctx: &Ctx, planner: &StripePlanner, s: StripeIndex) {
     }
 }
 
-/// The stripe is lost: which checkpoint, object and stripe, and every failed shard's node.
+/// The stripe cannot be read: lost if nodes answered that more than m of its shards are
+/// missing or corrupt, else only unavailable, naming the nodes to bring back; with which
+/// checkpoint, object and stripe, and every failed shard's node.
 fn not_enough_shards(id: StripeId, k: usize, planner: &StripePlanner) -> ClientError {
-    let failures = planner
-        .failures()
-        .into_iter()
-        .map(|(index, node, why)| FailedShard { index, node, why })
-        .collect();
-    ClientError::NotEnoughShards {
+    let failures = FailedShardList(
+        planner
+            .failures()
+            .into_iter()
+            .map(|(index, node, why)| FailedShard { index, node, why })
+            .collect(),
+    );
+    let got = planner.arrived().count();
+    if planner.is_lost() {
+        return ClientError::NotEnoughShards {
+            job: id.job,
+            step: id.step,
+            rank: id.rank,
+            object: id.object,
+            stripe: id.stripe,
+            need: k,
+            got,
+            failures,
+        };
+    }
+    ClientError::ShardsUnavailable {
         job: id.job,
         step: id.step,
         rank: id.rank,
         object: id.object,
         stripe: id.stripe,
         need: k,
-        got: planner.arrived().count(),
-        failures: FailedShardList(failures),
+        got,
+        failures,
     }
 }
 

@@ -42,8 +42,15 @@ use crate::transport::TransportError;
 pub enum ObjectSource {
     /// Bytes in memory (cheap to clone; the save keeps a reference, never a copy).
     Memory(Bytes),
-    /// A file, read stripe by stripe.
+    /// A file or a stream, read stripe by stripe to its end: a regular file (which must not
+    /// change while it is read), or a pipe, a FIFO, `/dev/stdin` or a process substitution
+    /// (`/dev/fd/N`), whose length is the number of bytes read. Anything else (a folder, a
+    /// socket, a device other than standard input) is refused with
+    /// [`ClientError::UnsupportedSource`].
     File(PathBuf),
+    /// The process's standard input, read to its end (a regular file there is held to the
+    /// same rule as [`ObjectSource::File`]).
+    Stdin,
 }
 
 /// One named object of a part.
@@ -198,7 +205,8 @@ pub(crate) async fn save_staged(
         objects.push(saved.entry);
     }
     for obj in staged {
-        let reader = StripeReader { len: obj.len, source: ReaderSource::Staged(obj.stripes) };
+        let source = ReaderSource::Staged { len: obj.len, stripes: obj.stripes };
+        let reader = StripeReader { source, read: 0, done: false };
         let saved = save_object(ctx, &codec, &req, &obj.name, reader).await?;
         shards += saved.shards;
         moved_shards += saved.moved;
@@ -266,100 +274,289 @@ async fn save_object(
     name: &ObjectName,
     mut reader: StripeReader,
 ) -> Result<SavedObject> {
-    let layout = ObjectLayout::new(ctx.map.code, reader.len);
+    // A stream's length is known only at its end: stripes are cut as the bytes come
+    // (`ObjectLayout`'s geometry: full stripes, a short one last) and the length is what was
+    // read. Memory stays bounded by the stripes in flight; the manifest is written last anyway.
+    let (stripe_bytes, max_len) =
+        (ctx.map.code.stripe_bytes(), ObjectLayout::max_len(ctx.map.code));
     let mut hasher = blake3::Hasher::new();
     let mut running: VecDeque<JoinHandle<Result<SavedStripe>>> = VecDeque::new();
-    let mut stripes = Vec::with_capacity(layout.stripe_count() as usize);
+    let mut stripes = Vec::new();
     let mut moved = 0;
     let mut finish = |done: SavedStripe| {
         moved += done.moved;
         ctx.report_progress(done.bytes);
         stripes.push(done.entry);
     };
-    for s in 0..layout.stripe_count() {
-        let stripe = StripeIndex(s);
-        let data = reader.read(ctx, layout.stripe_range(stripe)).await?;
+    let mut count = 0u32;
+    while let Some(data) = reader.next(&ctx.read_bufs, stripe_bytes).await? {
+        if reader.read > max_len {
+            let len = reader.read;
+            return Err(crate::codec::CodecError::ObjectTooLarge { len, max_len }.into());
+        }
         hasher.update(&data);
         let at = StripeId {
             job: req.job.clone(),
             step: req.step,
             rank: req.rank,
             object: name.clone(),
-            stripe,
+            stripe: StripeIndex(count),
         };
+        count += 1; // at most u32::MAX stripes: the length was checked against max_len
         running.push_back(tokio::spawn(save_stripe(ctx.clone(), codec.clone(), at, data)));
         if running.len() >= ctx.stripes_in_flight() {
             finish(running.pop_front().expect("the queue was just filled").await??);
         }
     }
+    reader.finish().await?;
     while let Some(task) = running.pop_front() {
         finish(task.await??);
     }
     let shards = (stripes.len() * ctx.map.code.total()) as u64;
     let entry = ObjectEntry {
         name: name.clone(),
-        len: reader.len,
+        len: reader.read,
         hash: Digest(*hasher.finalize().as_bytes()),
         stripes,
     };
     Ok(SavedObject { entry, shards, moved })
 }
 
-/// Reads an object's stripes in order, from memory (no copy), from a file (into reused
-/// buffers) or from `save_async`'s staging.
+/// Reads an object's stripes in order, to its end: from memory (no copy), from a file or a
+/// stream (sequential reads into reused buffers) or from `save_async`'s staging.
 struct StripeReader {
-    len: u64,
     source: ReaderSource,
+    /// Bytes handed out so far: the object's length once `next` has said `None`.
+    read: u64,
+    /// The end was reached (a short read: a terminal may give more after an end of file).
+    done: bool,
 }
 
 enum ReaderSource {
     Memory(Bytes),
-    File { path: PathBuf, file: Arc<std::fs::File> },
-    Staged(mpsc::UnboundedReceiver<Bytes>),
+    File {
+        path: PathBuf,
+        file: Arc<std::fs::File>,
+        /// For a regular file, what it was when opened; `None` for a stream.
+        regular: Option<FileState>,
+    },
+    Staged {
+        len: u64,
+        stripes: mpsc::UnboundedReceiver<Bytes>,
+    },
+}
+
+/// A regular file as opened: the read must give exactly `len - offset` bytes, and the file
+/// must still have this length and modification time at the end, or the object is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    len: u64,
+    offset: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileState {
+    fn of(meta: &std::fs::Metadata, offset: u64) -> Self {
+        FileState { len: meta.len(), offset, modified: meta.modified().ok() }
+    }
+
+    /// Bytes a read from the offset to the end gives.
+    fn due(&self) -> u64 {
+        self.len.saturating_sub(self.offset)
+    }
+}
+
+/// What an object may be read from: a regular file, or a stream read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    Regular,
+    Stream,
+}
+
+/// Whether a file of type `ft` can be an object's source (`is_stdin`: it is the process's
+/// standard input, a terminal or a socket then being a stream too), or what it is if not.
+fn source_kind(ft: &std::fs::FileType, is_stdin: bool) -> Result<SourceKind, &'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        Ok(SourceKind::Regular)
+    } else if ft.is_dir() {
+        Err("a directory")
+    } else if ft.is_fifo() || (is_stdin && (ft.is_char_device() || ft.is_socket())) {
+        Ok(SourceKind::Stream)
+    } else if ft.is_char_device() {
+        Err("a character device")
+    } else if ft.is_block_device() {
+        Err("a block device")
+    } else if ft.is_socket() {
+        Err("a socket")
+    } else {
+        Err("neither a file nor a stream")
+    }
+}
+
+/// The name standard input goes by in errors.
+const STDIN_NAME: &str = "standard input";
+
+/// A handle of the process's standard input (a duplicate of fd 0: reads move its offset).
+fn stdin_file() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    Ok(std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?))
+}
+
+/// Opens `source` (a path, or standard input when `None`) after checking what it is, so that
+/// a folder, a socket or a device is refused by name (and a FIFO is opened knowingly: the
+/// open waits for its writer). Blocking.
+fn open_source(
+    path: Option<&std::path::Path>,
+) -> Result<(PathBuf, std::fs::File, Option<FileState>)> {
+    use std::io::Seek;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.map_or_else(|| PathBuf::from(STDIN_NAME), std::path::Path::to_path_buf);
+    let io = |error| ClientError::Io { path: shown.clone(), error };
+    let refuse = |what| ClientError::UnsupportedSource { path: shown.clone(), what };
+    let stdin = stdin_file().and_then(|f| f.metadata()).ok();
+    let same_as_stdin = |m: &std::fs::Metadata| {
+        stdin.as_ref().is_some_and(|s| s.dev() == m.dev() && s.ino() == m.ino())
+    };
+    let file = match path {
+        None => stdin_file().map_err(io)?,
+        Some(p) => {
+            // Follows symlinks (`/dev/stdin`, `/dev/fd/63`); looked at before the open.
+            let meta = std::fs::metadata(p).map_err(io)?;
+            source_kind(&meta.file_type(), same_as_stdin(&meta)).map_err(refuse)?;
+            std::fs::File::open(p).map_err(io)?
+        }
+    };
+    // What was opened decides (the path may have changed in between).
+    let opened = file.metadata().map_err(io)?;
+    let is_stdin = path.is_none() || same_as_stdin(&opened);
+    let regular = match source_kind(&opened.file_type(), is_stdin).map_err(refuse)? {
+        SourceKind::Regular => {
+            let offset = (&file).stream_position().map_err(io)?;
+            Some(FileState::of(&opened, offset))
+        }
+        SourceKind::Stream => None,
+    };
+    Ok((shown, file, regular))
+}
+
+/// Reads into `buf` until it is full or the end: the bytes read (fewer only at the end).
+fn read_full(mut file: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 impl StripeReader {
     async fn open(source: &ObjectSource) -> Result<Self> {
-        match source {
+        let path = match source {
             ObjectSource::Memory(b) => {
-                Ok(Self { len: b.len() as u64, source: ReaderSource::Memory(b.clone()) })
+                let source = ReaderSource::Memory(b.clone());
+                return Ok(Self { source, read: 0, done: false });
             }
-            ObjectSource::File(path) => {
-                let io = |error| ClientError::Io { path: path.clone(), error };
-                let file = tokio::fs::File::open(path).await.map_err(io)?;
-                let len = file.metadata().await.map_err(io)?.len();
-                let file = Arc::new(file.into_std().await);
-                Ok(Self { len, source: ReaderSource::File { path: path.clone(), file } })
-            }
-        }
+            ObjectSource::File(path) => Some(path.clone()),
+            ObjectSource::Stdin => None,
+        };
+        let (path, file, regular) =
+            tokio::task::spawn_blocking(move || open_source(path.as_deref())).await??;
+        let source = ReaderSource::File { path, file: Arc::new(file), regular };
+        Ok(Self { source, read: 0, done: false })
     }
 
-    async fn read(&mut self, ctx: &Ctx, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let len = (range.end - range.start) as usize;
-        match &mut self.source {
-            ReaderSource::Memory(b) => Ok(b.slice(range.start as usize..range.end as usize)),
-            ReaderSource::File { path, file } => {
+    /// The next stripe's bytes (`stripe` of them, fewer only for the last), or `None` at the
+    /// end.
+    async fn next(&mut self, bufs: &BufferPool, stripe: u64) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let stripe = usize::try_from(stripe).map_err(|e| ClientError::Task(e.to_string()))?;
+        let bytes = match &mut self.source {
+            ReaderSource::Memory(b) => {
+                let start = usize::try_from(self.read).unwrap_or(usize::MAX).min(b.len());
+                b.slice(start..(start + stripe).min(b.len()))
+            }
+            ReaderSource::File { path, file, regular } => {
                 let io = |error| ClientError::Io { path: path.clone(), error };
-                let (file, mut buf) = (file.clone(), ctx.read_bufs.take_cached());
+                let (file, mut buf) = (file.clone(), bufs.take_cached());
                 let read = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let into = buf.as_mut().get_mut(..len).ok_or_else(|| {
+                    let into = buf.as_mut().get_mut(..stripe).ok_or_else(|| {
                         std::io::Error::other("a stripe is larger than a read buffer")
                     })?;
-                    file.read_exact_at(into, range.start).map(|()| buf)
+                    read_full(&file, into).map(|n| (buf, n))
                 });
-                Ok(read.await?.map_err(io)?.freeze(len))
+                let (buf, n) = read.await?.map_err(io)?;
+                if let Some(at_open) = regular {
+                    let read = self.read + n as u64;
+                    if read > at_open.due() {
+                        return Err(changed(
+                            path,
+                            format!("{} bytes at open, more read", at_open.len),
+                        ));
+                    }
+                }
+                buf.freeze(n)
             }
-            ReaderSource::Staged(stripes) => match stripes.recv().await {
-                Some(b) if b.len() == len => Ok(b),
-                Some(b) => Err(ClientError::Task(format!(
-                    "staged stripe of {} bytes where {len} were due",
-                    b.len()
-                ))),
-                None => Err(ClientError::Task("the staging copy ended early".into())),
-            },
-        }
+            ReaderSource::Staged { len, stripes } => {
+                let due = (*len - self.read).min(stripe as u64) as usize;
+                if due == 0 {
+                    Bytes::new()
+                } else {
+                    match stripes.recv().await {
+                        Some(b) if b.len() == due => b,
+                        Some(b) => {
+                            return Err(ClientError::Task(format!(
+                                "staged stripe of {} bytes where {due} were due",
+                                b.len()
+                            )))
+                        }
+                        None => {
+                            return Err(ClientError::Task("the staging copy ended early".into()))
+                        }
+                    }
+                }
+            }
+        };
+        self.read += bytes.len() as u64;
+        self.done = bytes.len() < stripe;
+        Ok((!bytes.is_empty()).then_some(bytes))
     }
+
+    /// At the end: a regular file must have given exactly the bytes it had when opened, and
+    /// still have that length and modification time, or nothing of it may be committed.
+    async fn finish(&self) -> Result<()> {
+        let ReaderSource::File { path, file, regular: Some(at_open) } = &self.source else {
+            return Ok(());
+        };
+        let (at_open, file) = (*at_open, file.clone());
+        let now = tokio::task::spawn_blocking(move || file.metadata()).await?;
+        let now = now.map_err(|error| ClientError::Io { path: path.clone(), error })?;
+        let now = FileState::of(&now, at_open.offset);
+        if self.read != at_open.due() || now.len != at_open.len {
+            let detail = format!(
+                "{} bytes at open, {} read, {} now",
+                at_open.len,
+                at_open.offset + self.read,
+                now.len
+            );
+            return Err(changed(path, detail));
+        }
+        if now.modified != at_open.modified {
+            return Err(changed(path, "modified during the read".into()));
+        }
+        Ok(())
+    }
+}
+
+fn changed(path: &std::path::Path, detail: String) -> ClientError {
+    ClientError::SourceChanged { path: path.to_path_buf(), detail }
 }
 
 /// Encodes one stripe on the worker pool and stores its shards: a short driver over the
@@ -605,6 +802,100 @@ mod tests {
         let big = object(1000, 1);
         stage(&pool, &[&big], &[tx], 4, &mut None).await.expect("stops without error");
         assert_eq!(pool.allocated(), 1);
+    }
+
+    /// Reads `reader` to its end in stripes of `stripe` bytes, then checks its end.
+    async fn read_all(reader: &mut StripeReader, stripe: u64) -> Result<Vec<u8>> {
+        let pool = BufferPool::caching(stripe as usize, 2);
+        let mut all = Vec::new();
+        while let Some(b) = reader.next(&pool, stripe).await? {
+            assert!(!b.is_empty() && b.len() as u64 <= stripe, "{} bytes", b.len());
+            all.extend_from_slice(&b);
+        }
+        reader.finish().await?;
+        assert_eq!(reader.read, all.len() as u64);
+        Ok(all)
+    }
+
+    async fn open_file(path: &std::path::Path) -> Result<StripeReader> {
+        StripeReader::open(&ObjectSource::File(path.to_path_buf())).await
+    }
+
+    #[tokio::test]
+    async fn files_and_memory_are_read_to_their_end_in_stripes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for len in [0, 1, 3, 4, 5, 8, 13] {
+            let bytes = object(len, 9);
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &bytes).expect("write");
+            let mut file = open_file(&path).await.expect("open");
+            assert_eq!(read_all(&mut file, 4).await.expect("read"), bytes, "file of {len}");
+            let mut mem = StripeReader::open(&ObjectSource::Memory(bytes.clone().into()))
+                .await
+                .expect("open");
+            assert_eq!(read_all(&mut mem, 4).await.expect("read"), bytes, "memory of {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changes_while_it_is_read_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("growing");
+        let changed = |r: Result<Vec<u8>>| match r {
+            Err(ClientError::SourceChanged { path: p, detail }) => {
+                assert_eq!(p, path);
+                detail
+            }
+            other => panic!("expected SourceChanged, got {other:?}"),
+        };
+        // Longer than at open: refused as soon as more is read than was there.
+        std::fs::write(&path, object(10, 1)).expect("write");
+        let mut r = open_file(&path).await.expect("open");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+        std::io::Write::write_all(&mut f, b"12345").expect("append");
+        assert!(changed(read_all(&mut r, 4).await).contains("10 bytes at open"));
+        // Shorter: the read ends early, and the end says so.
+        std::fs::write(&path, object(10, 1)).expect("write");
+        let mut r = open_file(&path).await.expect("open");
+        let pool = BufferPool::caching(4, 1);
+        assert!(r.next(&pool, 4).await.expect("read").is_some());
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(6).expect("cut");
+        let detail = changed(read_all(&mut r, 4).await);
+        assert_eq!(detail, "10 bytes at open, 6 read, 6 now");
+        // Same length, rewritten: its modification time gives it away.
+        std::fs::write(&path, object(10, 1)).expect("write");
+        let mut r = open_file(&path).await.expect("open");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).expect("touch");
+        assert_eq!(changed(read_all(&mut r, 4).await), "modified during the read");
+    }
+
+    #[tokio::test]
+    async fn a_folder_or_a_device_is_not_a_source() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (path, what) in
+            [(dir.path(), "a directory"), (std::path::Path::new("/dev/zero"), "a character device")]
+        {
+            match open_file(path).await {
+                Err(e @ ClientError::UnsupportedSource { .. }) => {
+                    let ClientError::UnsupportedSource { what: w, .. } = &e else { unreachable!() };
+                    assert_eq!(*w, what);
+                    assert!(e.to_string().contains("nothing was saved"), "{e}");
+                }
+                other => panic!(
+                    "{}: expected UnsupportedSource, got {:?}",
+                    path.display(),
+                    other.map(|r| r.read)
+                ),
+            }
+        }
+        let ft = |p: &str| std::fs::metadata(p).expect("stat").file_type();
+        assert_eq!(
+            source_kind(&ft("/dev/null"), true),
+            Ok(SourceKind::Stream),
+            "stdin may be a device"
+        );
+        assert_eq!(source_kind(&ft("/dev/null"), false), Err("a character device"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The `rackpoint` CLI against real node processes: put, ls, get, verify, rm, status and
 //! `cluster up`, with the exit statuses scripts rely on (0 success, 1 failure with one line
-//! on stderr, 2 usage, 3 not recoverable) and the `--json` documents.
+//! on stderr, 2 usage, 3 lost, 4 unavailable while nodes do not answer) and the `--json`
+//! documents.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -143,6 +144,118 @@ fn put_ls_get_verify_rm_round_trip_with_scriptable_exit_codes() {
     );
 }
 
+/// Runs `rackpoint ARGS` with `input` on its standard input (written by a thread, so that a
+/// large input cannot stall against the output pipes).
+fn rackpoint_stdin(cluster: &Path, args: &[&str], input: Vec<u8>) -> Output {
+    let mut child = rackpoint_bin()
+        .args(args)
+        .env("RACKPOINT_CLUSTER", cluster)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rackpoint");
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input); // a put that fails early closes the pipe
+    });
+    let out = child.wait_with_output().expect("wait for rackpoint");
+    writer.join().expect("stdin writer");
+    out
+}
+
+#[test]
+fn put_reads_pipes_fifos_and_standard_input_to_their_end() {
+    let tc = six_nodes(SHARD);
+    let cluster = tc.cluster.cluster_file();
+    let root = tc.dir.path();
+    // Three full stripes (k * SHARD bytes each) and a short one.
+    let optim = data(91, 3 * 4 * SHARD as usize + 12_345);
+    let file = root.join("optim.bin");
+    std::fs::write(&file, &optim).expect("write");
+    let saved = |out: &Output, step: &str| {
+        assert!(out.status.success(), "put {step}: {}", text(&out.stderr));
+        let d = doc(out);
+        assert_eq!(
+            (&d["step"], &d["bytes"]),
+            (&step.parse::<u64>().expect("step").into(), &optim.len().into()),
+            "{d}"
+        );
+    };
+
+    // `cat optim.bin | rackpoint put myjob 401 /dev/stdin`
+    let args = ["--json", "put", "myjob", "401", "/dev/stdin", "--name", "optim.bin"];
+    saved(&rackpoint_stdin(&cluster, &args, optim.clone()), "401");
+    // `rackpoint put myjob 402 <(cat optim.bin)`, through a real shell.
+    let line = format!(
+        "exec {} --json put myjob 402 <(cat {}) --name optim.bin",
+        env!("CARGO_BIN_EXE_rackpoint"),
+        s(&file)
+    );
+    let bash = Command::new("bash")
+        .args(["-c", &line])
+        .env("RACKPOINT_CLUSTER", &cluster)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run bash");
+    saved(&bash, "402");
+    // `cat optim.bin | rackpoint put myjob 403 -`
+    let args = ["--json", "put", "myjob", "403", "-", "--name", "optim.bin"];
+    saved(&rackpoint_stdin(&cluster, &args, optim.clone()), "403");
+    // A FIFO, its writer started before the put.
+    let fifo = root.join("optim.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+    let writer = {
+        let (fifo, bytes) = (fifo.clone(), optim.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).expect("open fifo");
+            f.write_all(&bytes).expect("write fifo");
+        })
+    };
+    let put =
+        rackpoint(&cluster, &["--json", "put", "myjob", "404", s(&fifo), "--name", "optim.bin"]);
+    writer.join().expect("fifo writer");
+    saved(&put, "404");
+
+    let ls = doc(&rackpoint(&cluster, &["ls", "myjob", "--json"]));
+    let rows: Vec<(u64, u64)> = ls["checkpoints"]
+        .as_array()
+        .expect("checkpoints")
+        .iter()
+        .map(|c| (c["step"].as_u64().expect("step"), c["bytes"].as_u64().expect("bytes")))
+        .collect();
+    let len = optim.len() as u64;
+    assert_eq!(rows, [(401, len), (402, len), (403, len), (404, len)], "{ls}");
+    for step in ["401", "402", "403", "404"] {
+        let out = root.join(format!("out-{step}"));
+        let get = rackpoint(&cluster, &["get", "myjob", "--step", step, "--out", s(&out)]);
+        assert!(get.status.success(), "get {step}: {}", text(&get.stderr));
+        assert!(std::fs::read(out.join("optim.bin")).expect("restored") == optim, "step {step}");
+    }
+
+    // What is neither a file nor a stream is refused, by name, and nothing is saved.
+    let folder = rackpoint(&cluster, &["put", "myjob", "405", s(root)]);
+    assert_eq!(folder.status.code(), Some(1), "{}", text(&folder.stderr));
+    let line = text(&folder.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains(s(root)) && line.contains("is a directory"), "{line}");
+    let device = rackpoint(&cluster, &["put", "myjob", "405", "/dev/zero", "--name", "z"]);
+    assert_eq!(device.status.code(), Some(1), "{}", text(&device.stderr));
+    assert!(text(&device.stderr).contains("is a character device"), "{}", text(&device.stderr));
+    let ls = rackpoint(&cluster, &["ls", "myjob", "--step", "405"]);
+    assert!(!text(&ls.stdout).contains("405"), "{}", text(&ls.stdout));
+    // `-` needs a name; only one `-`; --name with several files names nothing.
+    for args in [
+        &["put", "myjob", "406", "-"][..],
+        &["put", "myjob", "406", "-", "-", "--name", "x"],
+        &["put", "myjob", "406", s(&file), s(&file), "--name", "x"],
+    ] {
+        let out = rackpoint_stdin(&cluster, args, Vec::new());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
 #[test]
 fn shell_habits_global_options_anywhere_get_out_folders_and_reasons_said_once() {
     let tc = six_nodes(SHARD);
@@ -158,8 +271,10 @@ fn shell_habits_global_options_anywhere_get_out_folders_and_reasons_said_once() 
     }
     for args in [["--json", "--cluster", c, "ls", "j"], ["ls", "j", "--json", "--cluster", c]] {
         let out = rackpoint_args(&args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        assert_eq!(doc(&out)["command"], "ls");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+        let d = doc(&out);
+        assert_eq!((&d["command"], &d["error"]["kind"]), (&"ls".into(), &"failure".into()));
+        assert_eq!(d["error"]["message"], "no such job: j has no checkpoint", "{d}");
     }
     let no_cluster = rackpoint_args(&["status"]);
     assert_eq!(no_cluster.status.code(), Some(2), "{}", text(&no_cluster.stderr));
@@ -346,14 +461,112 @@ fn json_documents_and_the_not_recoverable_exit_status() {
         .collect();
     assert_eq!(down, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>());
 
+    // The victims' data is intact: every command says "unavailable" (exit 4) and names them.
+    let victim_list = victims.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+    let victim_ids: Vec<u64> = victims.iter().map(|v| u64::from(v.0)).collect();
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array().expect("a list").iter().map(|n| n.as_u64().expect("an id")).collect()
+    };
     let lost_out = root.join("lost");
+    let down = rackpoint(&cluster, &["get", "jj", "--step", "7", "--out", s(&lost_out)]);
+    assert_eq!(down.status.code(), Some(4), "unavailable: {}", text(&down.stderr));
+    let line = text(&down.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("jj step 7 rank 0 object weights.bin stripe 0"), "{line}");
+    assert!(
+        line.contains(&format!("unavailable, not lost: bring back node(s) {victim_list}")),
+        "{line}"
+    );
+    assert!(!lost_out.exists(), "a failed get leaves nothing behind");
+
+    let down = rackpoint(&cluster, &["get", "jj", "--step", "7", "--out", s(&lost_out), "--json"]);
+    assert_eq!(down.status.code(), Some(4));
+    let e = doc(&down);
+    assert_eq!((&e["error"]["exit_code"], &e["error"]["kind"]), (&4.into(), &"unavailable".into()));
+    assert!(e["error"].get("not_recoverable").is_none(), "{e}");
+    let un = &e["error"]["unavailable"];
+    assert_eq!(un["reason"], "stripe_unavailable", "{e}");
+    assert_eq!((&un["job"], &un["step"], &un["rank"]), (&"jj".into(), &7.into(), &0.into()), "{e}");
+    assert_eq!((&un["object"], &un["stripe"]), (&"weights.bin".into(), &0.into()), "{e}");
+    assert_eq!(ids(&un["nodes"]), victim_ids, "{e}");
+    assert!(
+        un["failed_shards"].as_array().is_some_and(|f| f.iter().all(|f| f["why"] == "node_down")),
+        "{e}"
+    );
+
+    let latest = rackpoint(&cluster, &["get", "jj", "--latest", "--out", s(&lost_out)]);
+    assert_eq!(latest.status.code(), Some(4), "{}", text(&latest.stderr));
+    let line = text(&latest.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    for part in [
+        "job jj, the latest complete checkpoint: unavailable while node(s)",
+        "nothing is known lost",
+        "step 9: 1 of 2 parts",
+        "step 7: rank 0: object weights.bin stripe 0 has 3 shards on nodes that do not answer",
+    ] {
+        assert!(line.contains(part), "says {part:?}: {line}");
+    }
+    let latest = rackpoint(&cluster, &["get", "jj", "--out", s(&lost_out), "--json"]);
+    assert_eq!(latest.status.code(), Some(4));
+    let e = doc(&latest);
+    let un = &e["error"]["unavailable"];
+    assert_eq!(
+        (&un["reason"], &un["job"], &un["step"]),
+        (&"checkpoint_unavailable".into(), &"jj".into(), &Value::Null),
+        "{e}"
+    );
+    assert_eq!(ids(&un["nodes"]), victim_ids, "{e}");
+    let seven = un["passed_over"]
+        .as_array()
+        .expect("passed_over")
+        .iter()
+        .find(|p| p["step"] == 7)
+        .unwrap_or_else(|| panic!("step 7 is passed over: {e}"));
+    assert_eq!(
+        (&seven["reason"], &seven["object"], &seven["stripe"]),
+        (&"unavailable".into(), &"weights.bin".into(), &0.into()),
+        "{e}"
+    );
+    assert_eq!(ids(&seven["nodes"]), victim_ids, "{e}");
+
+    let verify = rackpoint(&cluster, &["verify", "jj", "--step", "7", "--json"]);
+    assert_eq!(verify.status.code(), Some(4));
+    let v = doc(&verify);
+    assert_eq!(
+        (&v["ok"], &v["recoverable"], &v["lost"], &v["survives_more_failures"]),
+        (&false.into(), &false.into(), &false.into(), &Value::Null)
+    );
+    assert_eq!(ids(&v["unavailable_nodes"]), victim_ids, "{v}");
+    assert!(
+        v["bad_shards"].as_array().is_some_and(|b| b.iter().all(|b| b["why"] == "node_down")),
+        "{v}"
+    );
+    let ls = rackpoint(&cluster, &["ls", "jj"]);
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    let row = text(&ls.stdout).lines().find(|l| l.trim_start().starts_with('7')).map(str::to_owned);
+    assert!(row.as_ref().is_some_and(|r| r.contains("UNAVAILABLE")), "{}", text(&ls.stdout));
+    assert!(!text(&ls.stdout).contains("LOST"), "{}", text(&ls.stdout));
+    let ls = doc(&rackpoint(&cluster, &["ls", "jj", "--json"]));
+    let seven = ls["checkpoints"].as_array().expect("checkpoints").iter().find(|c| c["step"] == 7);
+    let seven = seven.unwrap_or_else(|| panic!("step 7 is listed: {ls}"));
+    assert_eq!(seven["survives_more_failures"], Value::Null, "{ls}");
+    assert_eq!(ids(&seven["unavailable_nodes"]), victim_ids, "{ls}");
+
+    // Their data folders wiped, the victims come back empty: now nodes answer that the shards
+    // are missing, and the checkpoint is lost (exit 3).
+    for v in &victims {
+        let data = tc.cluster.node_dir(*v).join(rackpoint_client::cluster_dir::NODE_DATA_DIR);
+        std::fs::remove_dir_all(data).expect("wipe");
+        tc.cluster.restart(*v).expect("restart empty");
+    }
     let lost = rackpoint(&cluster, &["get", "jj", "--step", "7", "--out", s(&lost_out)]);
-    assert_eq!(lost.status.code(), Some(3), "not recoverable: {}", text(&lost.stderr));
+    assert_eq!(lost.status.code(), Some(3), "lost: {}", text(&lost.stderr));
     let line = text(&lost.stderr);
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(line.contains("jj step 7 rank 0 object weights.bin stripe 0"), "{line}");
+    assert!(line.contains("more than m shards are missing or corrupt: lost"), "{line}");
     for v in &victims {
-        assert!(line.contains(&format!("node {v}")), "names the missing node {v}: {line}");
+        assert!(line.contains(&format!("node {v}")), "names the node {v}: {line}");
     }
     assert!(!lost_out.exists(), "a failed get leaves nothing behind");
 
@@ -372,55 +585,105 @@ fn json_documents_and_the_not_recoverable_exit_status() {
         .as_array()
         .expect("failed_shards")
         .iter()
+        .filter(|f| f["why"] == "missing")
         .map(|f| f["node"].as_u64().expect("node"))
         .collect();
     failed.sort_unstable();
     failed.dedup();
-    assert_eq!(failed, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(), "{e}");
+    assert_eq!(failed, victim_ids, "{e}");
 
     let latest = rackpoint(&cluster, &["get", "jj", "--latest", "--out", s(&lost_out)]);
-    assert_eq!(
-        latest.status.code(),
-        Some(3),
-        "no recoverable checkpoint: {}",
-        text(&latest.stderr)
-    );
-    let line = text(&latest.stderr);
-    assert_eq!(line.lines().count(), 1, "{line}");
-    for part in ["jj", "step 9: 1 of 2 parts", "step 7: rank 0: object weights.bin stripe 0"] {
-        assert!(line.contains(part), "names {part:?}: {line}");
-    }
-    let latest = rackpoint(&cluster, &["get", "jj", "--out", s(&lost_out), "--json"]);
-    assert_eq!(latest.status.code(), Some(3));
-    let e = doc(&latest);
-    let nr = &e["error"]["not_recoverable"];
-    assert_eq!((&nr["reason"], &nr["job"]), (&"no_checkpoint".into(), &"jj".into()), "{e}");
-    let seven = nr["passed_over"]
-        .as_array()
-        .expect("passed_over")
-        .iter()
-        .find(|p| p["step"] == 7)
-        .unwrap_or_else(|| panic!("step 7 is passed over: {e}"));
-    assert_eq!(
-        (&seven["reason"], &seven["object"], &seven["stripe"]),
-        (&"unrecoverable".into(), &"weights.bin".into(), &0.into()),
-        "{e}"
-    );
-    let nodes: Vec<u64> =
-        seven["nodes"].as_array().expect("nodes").iter().map(|n| n.as_u64().expect("id")).collect();
-    assert_eq!(nodes, victims.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(), "{e}");
-
+    assert_eq!(latest.status.code(), Some(3), "lost: {}", text(&latest.stderr));
     let verify = rackpoint(&cluster, &["verify", "jj", "--step", "7", "--json"]);
     assert_eq!(verify.status.code(), Some(3));
     let v = doc(&verify);
     assert_eq!(
-        (&v["ok"], &v["recoverable"], &v["survives_more_failures"]),
-        (&false.into(), &false.into(), &Value::Null)
+        (&v["ok"], &v["recoverable"], &v["lost"]),
+        (&false.into(), &false.into(), &true.into())
     );
     assert!(
-        v["bad_shards"].as_array().is_some_and(|b| b.iter().all(|b| b["why"] == "node_down")),
+        v["bad_shards"].as_array().is_some_and(|b| b.iter().all(|b| b["why"] == "missing")),
         "{v}"
     );
+}
+
+#[test]
+fn stopped_nodes_are_unavailable_and_what_does_not_exist_is_named() {
+    let mut tc = six_nodes(SHARD);
+    let cluster = tc.cluster.cluster_file();
+    let root = tc.dir.path();
+    let optim = data(101, 500_001);
+    let file = root.join("optim.bin");
+    std::fs::write(&file, &optim).expect("write");
+    let put = rackpoint(&cluster, &["--json", "put", "llm", "402", s(&file)]);
+    assert!(put.status.success(), "put: {}", text(&put.stderr));
+    let manifest_nodes: Vec<u64> = doc(&put)["manifest_nodes"]
+        .as_array()
+        .expect("manifest_nodes")
+        .iter()
+        .map(|n| n.as_u64().expect("node id"))
+        .collect();
+
+    // A mistyped job is no such job (exit 1), and so is a step that does not exist for rm.
+    let out = root.join("out");
+    for args in [
+        &["get", "lmm", "--latest", "--out", s(&out)][..],
+        &["get", "lmm", "--step", "402", "--out", s(&out)],
+        &["ls", "lmm"],
+        &["verify", "lmm"],
+    ] {
+        let r = rackpoint(&cluster, args);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {}", text(&r.stderr));
+        let line = text(&r.stderr);
+        assert_eq!(line.trim(), "rackpoint: no such job: lmm has no checkpoint", "{args:?}");
+    }
+    for (job, step) in [("llm", "999"), ("lmm", "402")] {
+        let rm = rackpoint(&cluster, &["rm", job, "--step", step]);
+        assert_eq!(rm.status.code(), Some(1), "rm {job} {step}: {}", text(&rm.stdout));
+        assert!(text(&rm.stderr).contains("no such checkpoint"), "{}", text(&rm.stderr));
+    }
+
+    // Three nodes stopped (SIGSTOP): sockets open, data intact, nothing answers.
+    let victims: Vec<NodeId> =
+        (1..=6).map(NodeId).filter(|n| !manifest_nodes.contains(&u64::from(n.0))).collect();
+    for v in &victims {
+        tc.cluster.pause(*v).expect("pause");
+    }
+    let victim_list = victims.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+    let get = rackpoint(&cluster, &["get", "llm", "--latest", "--out", s(&out)]);
+    assert_eq!(get.status.code(), Some(4), "{}", text(&get.stderr));
+    let line = text(&get.stderr);
+    assert!(
+        line.contains(&format!("unavailable while node(s) {victim_list} do not answer")),
+        "{line}"
+    );
+    assert!(!line.contains("lost 3") && !line.contains("LOST"), "{line}");
+    let get = rackpoint(&cluster, &["get", "llm", "--step", "402", "--out", s(&out)]);
+    assert_eq!(get.status.code(), Some(4), "{}", text(&get.stderr));
+    assert!(
+        text(&get.stderr).contains(&format!("bring back node(s) {victim_list}")),
+        "{}",
+        text(&get.stderr)
+    );
+    let ls = rackpoint(&cluster, &["ls", "llm"]);
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    assert!(
+        text(&ls.stdout).contains("UNAVAILABLE") && !text(&ls.stdout).contains("LOST"),
+        "{}",
+        text(&ls.stdout)
+    );
+    // With more than m nodes silent, a job not found may be on them: not "no such job".
+    let typo = rackpoint(&cluster, &["get", "lmm", "--out", s(&out)]);
+    assert_eq!(typo.status.code(), Some(4), "{}", text(&typo.stderr));
+    assert!(!out.exists(), "failed gets leave nothing behind");
+
+    // Thawed, the same checkpoint restores byte for byte: it was never lost.
+    for v in &victims {
+        tc.cluster.resume(*v).expect("resume");
+    }
+    let get = rackpoint(&cluster, &["get", "llm", "--latest", "--out", s(&out)]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert!(std::fs::read(out.join("optim.bin")).expect("restored") == optim);
 }
 
 /// `rackpoint cluster up` running in the background, its stdout lines on a channel.

@@ -1,6 +1,7 @@
 //! Save and restore against real `rackpoint-store` processes (6 nodes, 3 racks, k = 4, m = 2):
 //! identical bytes back, with nodes killed with SIGKILL, paused with SIGSTOP, and shards
-//! corrupted on disk; beyond m losses a typed `NotEnoughShards`, never wrong bytes.
+//! corrupted on disk; beyond m a typed `ShardsUnavailable` (nodes down) or `NotEnoughShards`
+//! (lost), never wrong bytes.
 
 mod common;
 
@@ -59,7 +60,7 @@ async fn save_then_restore_is_identical_even_with_two_nodes_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_down_is_not_enough_shards_never_wrong_bytes() {
+async fn three_nodes_down_is_unavailable_never_wrong_bytes() {
     let mut tc = six_nodes(SHARD);
     let c = client(&tc);
     let job = job("too-many-down");
@@ -69,15 +70,19 @@ async fn three_nodes_down_is_not_enough_shards_never_wrong_bytes() {
         tc.cluster.kill(NodeId(id)).expect("kill");
     }
     match c.restore(&job, Which::Step(Step(1)), Rank(0)).await {
-        Err(ClientError::NotEnoughShards { need, got, failures, .. }) => {
+        Err(ClientError::ShardsUnavailable { need, got, failures, .. }) => {
             assert_eq!(need, 4);
             assert!(got < 4);
             assert!(!failures.0.is_empty(), "the error names the failed shards and nodes");
+            let nodes = failures.unanswered_nodes().0;
+            assert_eq!(nodes, [NodeId(1), NodeId(3), NodeId(6)], "the nodes to bring back");
         }
-        Err(ClientError::ManifestNotFound { .. }) => {
-            // All m + 1 manifest replicas were on the killed nodes: also no wrong bytes.
+        Err(ClientError::Unavailable { nodes, .. }) => {
+            // All m + 1 manifest replicas were on the killed nodes: also no wrong bytes, and
+            // not "no such part" either, since more than m nodes did not answer.
+            assert_eq!(nodes.0, [NodeId(1), NodeId(3), NodeId(6)]);
         }
-        other => panic!("expected NotEnoughShards, got {:?}", other.map(|(r, _)| r.bytes)),
+        other => panic!("expected ShardsUnavailable, got {:?}", other.map(|(r, _)| r.bytes)),
     }
 }
 

@@ -581,12 +581,16 @@ fn classify(
         Err(_) => {
             (Outcome::Error(format!("restore hung past {SIM_REAL_RESTORE_TIMEOUT_MS} ms")), 0)
         }
-        Ok(Err(e @ ClientError::NotEnoughShards { .. })) => {
-            (Outcome::NotEnoughShards(e.to_string()), 0)
-        }
-        Ok(Err(e @ (ClientError::ManifestNotFound { .. } | ClientError::NoCheckpoint { .. }))) => {
-            (Outcome::NotFound(e.to_string()), 0)
-        }
+        // A clean refusal, lost or only unavailable (nodes that hold shards do not answer).
+        Ok(Err(
+            e @ (ClientError::NotEnoughShards { .. } | ClientError::ShardsUnavailable { .. }),
+        )) => (Outcome::NotEnoughShards(e.to_string()), 0),
+        Ok(Err(
+            e @ (ClientError::ManifestNotFound { .. }
+            | ClientError::NoCheckpoint { .. }
+            | ClientError::NoSuchJob { .. }
+            | ClientError::Unavailable { .. }),
+        )) => (Outcome::NotFound(e.to_string()), 0),
         Ok(Err(e)) => (Outcome::Error(e.to_string()), 0),
         Ok(Ok((report, got))) => {
             let Some(want) = expect_by_step(report.manifest.step.0) else {

@@ -24,6 +24,27 @@ pub enum ShardFailure {
     Other(String),
 }
 
+impl ShardFailure {
+    /// Whether the node answered that the shard is gone (missing, or failing its hash): a
+    /// loss that no node coming back undoes. A node down, or any other error, is not known
+    /// to be one: the shard may well be intact where it is.
+    pub fn is_loss(&self) -> bool {
+        matches!(self, ShardFailure::Missing | ShardFailure::Corrupt)
+    }
+}
+
+/// Whether a stripe of `shards` shards, `k` of them needed, is known lost: more than
+/// `shards - k` (m) of its shards were answered missing or corrupt (`failures`), so that fewer
+/// than `k` can ever be read, whatever nodes come back.
+pub fn known_lost<'a>(
+    shards: usize,
+    k: usize,
+    failures: impl IntoIterator<Item = &'a ShardFailure>,
+) -> bool {
+    let lost = failures.into_iter().filter(|f| f.is_loss()).count();
+    shards.saturating_sub(lost) < k
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Idle,
@@ -150,6 +171,16 @@ impl StripePlanner {
             .collect()
     }
 
+    /// Whether the stripe is known lost ([`known_lost`]): an `Impossible` stripe that is not
+    /// is only unavailable, the shards it is short of on nodes that did not answer.
+    pub fn is_lost(&self) -> bool {
+        let failures = self.state.iter().filter_map(|s| match s {
+            State::Failed(why) => Some(why),
+            _ => None,
+        });
+        known_lost(self.nodes.len(), self.k, failures)
+    }
+
     fn count(&self, f: impl Fn(&State) -> bool) -> usize {
         self.state.iter().filter(|s| f(s)).count()
     }
@@ -237,6 +268,33 @@ mod tests {
         assert_eq!(p.on_failed(ShardIndex(5), ShardFailure::NodeDown, t0, &none_down), vec![]);
         assert_eq!(p.outcome(), Outcome::Impossible);
         assert_eq!(p.failures().len(), 3);
+        assert!(!p.is_lost(), "two shards are known lost (m = 2); node 6 may come back");
+    }
+
+    #[test]
+    fn only_answered_losses_beyond_m_make_a_stripe_lost() {
+        let t0 = Instant::now();
+        let mut p = StripePlanner::new(4, nodes(6), HEDGE);
+        p.start(t0, &none_down);
+        for (i, why) in [(0, ShardFailure::NodeDown), (1, ShardFailure::NodeDown)] {
+            p.on_failed(ShardIndex(i), why, t0, &none_down);
+        }
+        p.on_failed(ShardIndex(4), ShardFailure::Other("busy".into()), t0, &none_down);
+        assert_eq!(p.outcome(), Outcome::Impossible);
+        assert!(!p.is_lost(), "nodes that did not answer may come back");
+        let mut p = StripePlanner::new(4, nodes(6), HEDGE);
+        p.start(t0, &none_down);
+        for i in 0..3 {
+            p.on_failed(ShardIndex(i), ShardFailure::Missing, t0, &none_down);
+        }
+        assert!(p.is_lost(), "three of six answered missing, m = 2");
+        let missing = [ShardFailure::Missing, ShardFailure::Corrupt, ShardFailure::NodeDown];
+        assert!(!known_lost(6, 4, &missing));
+        assert!(known_lost(
+            6,
+            4,
+            &[ShardFailure::Corrupt, ShardFailure::Corrupt, ShardFailure::Missing]
+        ));
     }
 
     #[test]

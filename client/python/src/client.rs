@@ -248,7 +248,9 @@ impl PyClient {
         Self::part(slf, job, Some(step), rank)?.read_into(slf.py(), object, buffer)
     }
 
-    /// The newest complete checkpoint that is still recoverable, or `None`.
+    /// The newest complete checkpoint that can be read now, or `None` when the job has no
+    /// checkpoint or none complete; raises `Unavailable` when nodes that may hold one do not
+    /// answer (starting afresh then would throw away a checkpoint only out of reach).
     fn resume(slf: &Bound<'_, Self>, job: &str) -> PyResult<Option<PyResumePoint>> {
         let py = slf.py();
         let job = job_name(job)?;
@@ -465,8 +467,10 @@ pub(crate) struct PyCheckpoint {
     parts: u32,
     complete: bool,
     bytes: u64,
-    /// More node failures every stripe survives; `None` if some stripe is unrecoverable.
+    /// More node failures every stripe survives; `None` if it cannot be restored now.
     survives_more_failures: Option<usize>,
+    /// With `survives_more_failures` `None`: the nodes that do not answer and hold its shards.
+    unavailable_nodes: Vec<u32>,
 }
 
 impl From<CheckpointSummary> for PyCheckpoint {
@@ -478,6 +482,7 @@ impl From<CheckpointSummary> for PyCheckpoint {
             complete: c.complete,
             bytes: c.bytes,
             survives_more_failures: c.survives_more_failures,
+            unavailable_nodes: c.unavailable_nodes.iter().map(|n| n.0).collect(),
         }
     }
 }
@@ -515,12 +520,16 @@ pub(crate) struct PyVerifyReport {
     survives_more_failures: Option<usize>,
     /// Every part present, every shard good, every chain intact.
     healthy: bool,
+    /// A stripe is known lost: nodes answered that more than m of its shards are missing or
+    /// corrupt. (`survives_more_failures` is `None` without it: unavailable, not lost.)
+    lost: bool,
 }
 
 impl From<VerifyReport> for PyVerifyReport {
     fn from(r: VerifyReport) -> Self {
         Self {
             healthy: r.is_healthy(),
+            lost: r.lost,
             step: r.step.0,
             world_size: r.world_size,
             parts_found: r.parts_found.iter().map(|p| p.0).collect(),

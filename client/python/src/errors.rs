@@ -1,11 +1,15 @@
 //! Python exceptions for the client's errors. Each carries the Rust error's fields as
 //! attributes (`NotEnoughShards` has `object`, `stripe`, `need`, `got` and `failures`), and every
-//! one has `kind`, the Rust variant's name; all derive from `RackpointError`.
+//! one has `kind`, the Rust variant's name; all derive from `RackpointError`. As in Rust,
+//! `NotEnoughShards` (lost: nodes answered that more than m shards are missing or corrupt),
+//! `Unavailable` (nodes that hold it do not answer: `nodes` says which to bring back) and
+//! `NoSuchJob` are told apart.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rackpoint_client::error::FailedShardList;
 use rackpoint_client::restore::Which;
 use rackpoint_client::ClientError;
 
@@ -15,8 +19,15 @@ create_exception!(
     _native,
     NotEnoughShards,
     RackpointError,
-    "A stripe lost more shards than the code can rebuild."
+    "Lost: nodes answered that more than m shards of a stripe are missing or corrupt."
 );
+create_exception!(
+    _native,
+    Unavailable,
+    RackpointError,
+    "Not lost, out of reach: nodes that hold it do not answer (`nodes`); bring them back."
+);
+create_exception!(_native, NoSuchJob, RackpointError, "The job has no checkpoint on any node.");
 create_exception!(
     _native,
     ShardWriteFailed,
@@ -31,7 +42,7 @@ create_exception!(
 );
 create_exception!(_native, ManifestNotFound, RackpointError, "No such part on any reachable node.");
 create_exception!(_native, AlreadyExists, RackpointError, "The part is already committed.");
-create_exception!(_native, NoCheckpoint, RackpointError, "No complete, recoverable checkpoint.");
+create_exception!(_native, NoCheckpoint, RackpointError, "The job has no complete checkpoint.");
 create_exception!(_native, NoNodeAnswered, RackpointError, "No node answered.");
 create_exception!(
     _native,
@@ -58,6 +69,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RackpointError", py.get_type::<RackpointError>())?;
     m.add("InvalidInput", py.get_type::<InvalidInput>())?;
     m.add("NotEnoughShards", py.get_type::<NotEnoughShards>())?;
+    m.add("Unavailable", py.get_type::<Unavailable>())?;
+    m.add("NoSuchJob", py.get_type::<NoSuchJob>())?;
     m.add("ShardWriteFailed", py.get_type::<ShardWriteFailed>())?;
     m.add("CommitFailed", py.get_type::<CommitFailed>())?;
     m.add("ManifestNotFound", py.get_type::<ManifestNotFound>())?;
@@ -94,23 +107,26 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
     let (err, kind) = match e {
         ClientError::NotEnoughShards { job, step, rank, object, stripe, need, got, failures } => {
             part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
-            attrs.set_item("object", object.as_str())?;
-            attrs.set_item("stripe", stripe.0)?;
-            attrs.set_item("need", *need)?;
-            attrs.set_item("got", *got)?;
-            let list: Vec<Bound<'_, PyDict>> = failures
-                .0
-                .iter()
-                .map(|f| {
-                    let d = PyDict::new(py);
-                    d.set_item("index", f.index.0)?;
-                    d.set_item("node", f.node.0)?;
-                    d.set_item("why", format!("{:?}", f.why))?;
-                    Ok(d)
-                })
-                .collect::<PyResult<_>>()?;
-            attrs.set_item("failures", list)?;
+            stripe_attrs(&attrs, object.as_str(), stripe.0, *need, *got, failures)?;
             (NotEnoughShards::new_err(msg), "NotEnoughShards")
+        }
+        ClientError::ShardsUnavailable { job, step, rank, object, stripe, need, got, failures } => {
+            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
+            stripe_attrs(&attrs, object.as_str(), stripe.0, *need, *got, failures)?;
+            let nodes = failures.unanswered_nodes();
+            attrs.set_item("nodes", nodes.0.iter().map(|n| n.0).collect::<Vec<u32>>())?;
+            (Unavailable::new_err(msg), "ShardsUnavailable")
+        }
+        ClientError::Unavailable { job, asked, nodes, passed_over } => {
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("step", step_asked(asked))?; // None: the latest was asked for
+            attrs.set_item("nodes", nodes.0.iter().map(|n| n.0).collect::<Vec<u32>>())?;
+            attrs.set_item("passed_over", passed_over.to_string())?;
+            (Unavailable::new_err(msg), "Unavailable")
+        }
+        ClientError::NoSuchJob { job } => {
+            attrs.set_item("job", job.as_str())?;
+            (NoSuchJob::new_err(msg), "NoSuchJob")
         }
         ClientError::ShardWriteFailed { object, stripe, index, attempts, last } => {
             attrs.set_item("object", object.as_str())?;
@@ -128,12 +144,8 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             (CommitFailed::new_err(msg), "CommitFailed")
         }
         ClientError::ManifestNotFound { job, asked, rank, detail } => {
-            let step = match asked {
-                Which::Step(s) => Some(s.0),
-                Which::Latest => None,
-            };
             attrs.set_item("job", job.as_str())?;
-            attrs.set_item("step", step)?; // None: the latest was asked for
+            attrs.set_item("step", step_asked(asked))?; // None: the latest was asked for
             attrs.set_item("rank", rank.0)?;
             attrs.set_item("detail", detail)?;
             (ManifestNotFound::new_err(msg), "ManifestNotFound")
@@ -197,8 +209,43 @@ fn variant_name(e: &ClientError) -> &'static str {
         ClientError::Manifest(_) => "Manifest",
         ClientError::Task(_) => "Task",
         ClientError::Runtime(_) => "Runtime",
+        ClientError::UnsupportedSource { .. } => "UnsupportedSource",
+        ClientError::SourceChanged { .. } => "SourceChanged",
         _ => "Other",
     }
+}
+
+fn step_asked(asked: &Which) -> Option<u64> {
+    match asked {
+        Which::Step(s) => Some(s.0),
+        Which::Latest => None,
+    }
+}
+
+fn stripe_attrs(
+    attrs: &Bound<'_, PyDict>,
+    object: &str,
+    stripe: u32,
+    need: usize,
+    got: usize,
+    failures: &FailedShardList,
+) -> PyResult<()> {
+    attrs.set_item("object", object)?;
+    attrs.set_item("stripe", stripe)?;
+    attrs.set_item("need", need)?;
+    attrs.set_item("got", got)?;
+    let list: Vec<Bound<'_, PyDict>> = failures
+        .0
+        .iter()
+        .map(|f| {
+            let d = PyDict::new(attrs.py());
+            d.set_item("index", f.index.0)?;
+            d.set_item("node", f.node.0)?;
+            d.set_item("why", format!("{:?}", f.why))?;
+            Ok(d)
+        })
+        .collect::<PyResult<_>>()?;
+    attrs.set_item("failures", list)
 }
 
 fn part_attrs(attrs: &Bound<'_, PyDict>, job: &str, step: u64, rank: u32) -> PyResult<()> {

@@ -5,6 +5,8 @@ during I/O, async saves, fork, and list/verify/resume/delete."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 import threading
 
 import numpy as np
@@ -78,21 +80,45 @@ def test_bad_input_is_a_typed_error(client):
     assert e.value.step == 99
 
 
-def test_not_enough_shards_carries_the_arithmetic(cluster, client):
+def test_nodes_down_are_unavailable_not_lost(cluster, client):
     data = seeded(6, 200_000)
     client.save(JOB, 5, 0, 1, {"blob": data})
     part = client.part(JOB, 5, 0)
-    for node in cluster.node_ids[:3]:  # m = 2: three nodes down is one too many
+    down = cluster.node_ids[:3]
+    for node in down:  # m = 2: three nodes down is one too many, but their data is intact
         cluster.kill(node)
-    with pytest.raises(rackpoint.NotEnoughShards) as e:
+    with pytest.raises(rackpoint.Unavailable) as e:
         part.read("blob")
     err = e.value
-    assert isinstance(err, rackpoint.RackpointError)
-    assert (err.object, err.need, err.kind) == ("blob", 4, "NotEnoughShards")
+    assert isinstance(err, rackpoint.RackpointError) and not isinstance(err, rackpoint.NotEnoughShards)
+    assert (err.object, err.need, err.kind) == ("blob", 4, "ShardsUnavailable")
     assert err.got < err.need and err.stripe >= 0
+    assert err.nodes == down, "the nodes to bring back"
     assert len(err.failures) >= 3
     assert {"index", "node", "why"} <= set(err.failures[0])
-    assert {f["node"] for f in err.failures} <= set(cluster.node_ids[:3])
+    assert {f["node"] for f in err.failures} <= set(down)
+    for node in down:
+        cluster.restart(node)
+    assert bytes(Client(str(cluster.cluster_file)).part(JOB, 5, 0).read("blob")) == data
+
+
+def test_wiped_nodes_are_lost_and_a_missing_job_is_no_such_job(cluster, client):
+    data = seeded(7, 200_000)
+    report = client.save(JOB, 6, 0, 1, {"blob": data})
+    wiped = [n for n in cluster.node_ids if n != report.manifest_nodes[0]][:3]
+    for node in wiped:
+        cluster.kill(node)
+        shutil.rmtree(os.path.join(cluster.node_dir(node), "data"))
+        cluster.restart(node)
+    fresh = Client(str(cluster.cluster_file))
+    with pytest.raises(rackpoint.NotEnoughShards) as e:
+        fresh.part(JOB, 6, 0).read("blob")
+    assert e.value.kind == "NotEnoughShards"
+    assert {f["node"] for f in e.value.failures if f["why"] == "Missing"} == set(wiped)
+    with pytest.raises(rackpoint.NoSuchJob) as e:
+        fresh.part("no-such-job")
+    assert e.value.job == "no-such-job"
+    assert fresh.resume("no-such-job") is None
 
 
 def test_gil_is_released_during_save(client):

@@ -236,3 +236,17 @@ def test_non_tensor_items_are_checked_and_round_trip(cluster, group_of_one, monk
     items = [index.fqn for index, stored in metadata.storage_data.items() if stored.dtype is None]
     assert sorted(checked) == sorted(items)
     assert "loader" in items and "optim.param_groups.0.lr" in items and "optim.param_groups.0.betas" in items
+
+
+def test_latest_with_nodes_down_is_unavailable_not_missing(cluster, group_of_one):
+    cf = str(cluster.cluster_file)
+    with pytest.raises(rackpoint.InvalidInput, match="has no checkpoint, or none complete"):
+        Reader(cf, "rackpoint://never-saved/latest").read_metadata()
+    w.save(0, 1, cf, f"rackpoint://{JOB}/5", 5)
+    down = cluster.node_ids[:3]  # m = 2: one too many, data intact
+    for node in down:
+        cluster.kill(node)
+    with pytest.raises(rackpoint.Unavailable) as e:
+        Reader(cf, f"rackpoint://{JOB}/latest").read_metadata()
+    assert e.value.nodes and set(e.value.nodes) <= set(down), e.value
+    assert "nothing is known lost" in str(e.value)

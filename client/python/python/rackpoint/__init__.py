@@ -22,6 +22,7 @@ from ._native import (
     ManifestNotFound,
     NoCheckpoint,
     NoNodeAnswered,
+    NoSuchJob,
     NotEnoughShards,
     ObjectHashMismatch,
     Part,
@@ -32,6 +33,7 @@ from ._native import (
     SaveHandle,
     SaveReport,
     ShardWriteFailed,
+    Unavailable,
     VerifyReport,
 )
 
@@ -45,6 +47,7 @@ __all__ = [
     "MetadataError",
     "NoCheckpoint",
     "NoNodeAnswered",
+    "NoSuchJob",
     "NotEnoughShards",
     "ObjectHashMismatch",
     "Part",
@@ -57,6 +60,7 @@ __all__ = [
     "ShardWriteFailed",
     "UnsafeMetadata",
     "UnsafeObject",
+    "Unavailable",
     "VerifyReport",
     "byte_view",
 ]

@@ -77,9 +77,9 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from . import _unpickle
+from . import _native, _unpickle
 from ._errors import MetadataError, UnsafeMetadata, UnsafeObject, metadata_error
-from ._native import Client, InvalidInput
+from ._native import Client, InvalidInput, RackpointError
 
 __all__ = ["MAX_METADATA_BYTES", "MetadataError", "Reader", "UnsafeMetadata", "UnsafeObject", "Writer",
            "parse_checkpoint_id"]
@@ -437,18 +437,32 @@ class Reader(_Connected, StorageReader):
         if self._requested is not None:
             return self._requested
         spread = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        error: Exception | None = None
         if not spread or dist.get_rank() == 0:
             try:
                 point = self.client.resume(self.job)
-                found: int | str = point.step if point is not None else f"job {self.job} has no complete checkpoint"
+                found: int | str | tuple[str, str] = (
+                    point.step if point is not None else f"job {self.job} has no checkpoint, or none complete"
+                )
             except Exception as e:  # every rank must take part in the broadcast below
-                found = f"{type(e).__name__}: {e}"
+                error, found = e, (type(e).__name__, str(e))
         if spread:
             box = [found if dist.get_rank() == 0 else None]
             dist.broadcast_object_list(box, src=0)
             found = box[0]
+        where = f"cannot resolve rackpoint://{self.job}/latest"
+        if isinstance(found, tuple):
+            # The same exception class on every rank (say, Unavailable: nodes are down, the
+            # checkpoint is not lost), the original with its fields where it was raised.
+            kind, message = found
+            if error is not None:
+                raise error
+            cls = getattr(_native, kind, None)
+            if not (isinstance(cls, type) and issubclass(cls, RackpointError)):
+                cls = RackpointError
+            raise cls(f"{where}: {message}")
         if isinstance(found, str):
-            raise InvalidInput(f"cannot resolve rackpoint://{self.job}/latest: {found}")
+            raise InvalidInput(f"{where}: {found}")
         return found
 
     def _part(self, rank: int):

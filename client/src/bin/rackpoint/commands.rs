@@ -15,7 +15,7 @@ use rackpoint_client::save::{ObjectData, ObjectSource, SaveRequest};
 use rackpoint_client::{Client, ClientError};
 use rackpoint_proto::{JobName, ObjectName, Rank, Step};
 
-use crate::exit::{Exit, Reported};
+use crate::exit::{Exit, Reported, Usage};
 use crate::{json, Global};
 
 /// `rackpoint put`.
@@ -25,9 +25,15 @@ pub struct PutArgs {
     job: JobName,
     /// The step.
     step: u64,
-    /// Files to save; each becomes an object named by its file name.
+    /// Files to save; each becomes an object named by its file name. Pipes, FIFOs and
+    /// process substitutions (`<(cmd)`) are read to their end; `-` reads standard input
+    /// (name its object with --name). A folder, a socket or a device is refused.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// The object's name: of the one read from `-` (required there), or else of the only
+    /// FILE given.
+    #[arg(long, value_name = "NAME")]
+    name: Option<ObjectName>,
     /// This part's rank.
     #[arg(long, default_value_t = 0)]
     rank: u32,
@@ -116,6 +122,41 @@ fn progress_bar(client: &Client, total: Option<u64>) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// Whether a `put` FILE means standard input.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// `put`'s objects: each FILE named by its file name, `-` by `--name` (which names the only
+/// FILE when no `-` is given).
+fn put_objects(files: &[PathBuf], name: Option<&ObjectName>) -> anyhow::Result<Vec<ObjectData>> {
+    let stdins = files.iter().filter(|f| is_stdin(f)).count();
+    if stdins > 1 {
+        return Err(Usage("`-` (standard input) can be given only once".into()).into());
+    }
+    if stdins == 0 && name.is_some() && files.len() > 1 {
+        let why = "--name names the object read from `-`, or the only FILE given";
+        return Err(Usage(why.into()).into());
+    }
+    files
+        .iter()
+        .map(|f| {
+            if is_stdin(f) {
+                let Some(name) = name else {
+                    let why = "`-` (standard input) needs --name NAME, the object's name";
+                    return Err(Usage(why.into()).into());
+                };
+                return Ok(ObjectData { name: name.clone(), source: ObjectSource::Stdin });
+            }
+            let name = match name {
+                Some(n) if stdins == 0 => n.clone(),
+                _ => object_name(f)?,
+            };
+            Ok(ObjectData { name, source: ObjectSource::File(f.clone()) })
+        })
+        .collect()
+}
+
 fn object_name(path: &Path) -> anyhow::Result<ObjectName> {
     let name = path
         .file_name()
@@ -180,12 +221,8 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
 
 /// `rackpoint put`.
 pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
+    let objects = put_objects(&args.files, args.name.as_ref())?;
     let client = global.connect()?;
-    let objects = args
-        .files
-        .iter()
-        .map(|f| Ok(ObjectData { name: object_name(f)?, source: ObjectSource::File(f.clone()) }))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let (step, rank) = (Step(args.step), Rank(args.rank));
     let req = SaveRequest {
         job: args.job.clone(),
@@ -195,8 +232,13 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
         objects,
         user_meta: args.meta.into_iter().collect(),
     };
-    let total = args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
-    let bar = progress_bar(&client, Some(total));
+    // A stream's length is known only at its end: then the bar counts bytes without a total.
+    let sizes: Option<Vec<u64>> = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).ok().filter(|m| m.is_file() && !is_stdin(f)).map(|m| m.len()))
+        .collect();
+    let bar = progress_bar(&client, sizes.map(|s| s.iter().sum()));
     let r = client.save(req).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -320,6 +362,9 @@ impl Drop for MadeDirs {
 pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let list = client.list(&args.job).await?;
+    if list.is_empty() {
+        return Err(ClientError::NoSuchJob { job: args.job }.into());
+    }
     let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
     emit(global, &json::LsDoc::new(&args.job, shown()), || {
         println!(
@@ -327,7 +372,12 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
             "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES"
         );
         for c in shown() {
-            let survives = c.survives_more_failures.map_or("LOST".to_string(), |n| n.to_string());
+            // `ls` reads no shard: what it cannot count on is out of reach, not known lost.
+            let survives = match (c.survives_more_failures, c.unavailable_nodes.is_empty()) {
+                (Some(n), _) => n.to_string(),
+                (None, false) => "UNAVAILABLE".to_string(),
+                (None, true) => "UNREADABLE".to_string(),
+            };
             println!(
                 "{:>12} {:>7} {:>9} {:>14} {:>9}",
                 c.step.0,
@@ -341,7 +391,8 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost.
+/// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost, 4 if a
+/// stripe cannot be read while nodes do not answer.
 pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let (step, passed_over) = pick_step(global, &client, &args.job, args.step).await?;
@@ -369,9 +420,18 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
             survives
         );
     });
-    if !doc.recoverable {
-        let message = format!("checkpoint {} step {step} cannot be restored: a stripe lost more than m shards (see above)", args.job);
+    if doc.lost {
+        let message = format!("checkpoint {} step {step} is lost: nodes answered that more than m shards of a stripe are missing or corrupt (see above)", args.job);
         return Err(Reported { exit: Exit::NotRecoverable, message }.into());
+    }
+    if !doc.recoverable {
+        let nodes: Vec<String> = doc.unavailable_nodes.iter().map(u32::to_string).collect();
+        let message = format!(
+            "checkpoint {} step {step} cannot be read now, but nothing is known lost: bring back node(s) {} and retry",
+            args.job,
+            nodes.join(", ")
+        );
+        return Err(Reported { exit: Exit::Unavailable, message }.into());
     }
     if !doc.healthy {
         let message = format!("checkpoint {} step {step} is not healthy (see above)", args.job);
@@ -385,6 +445,9 @@ pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let step = Step(args.step);
     let r = client.delete(&args.job, step).await?;
+    if r.shards == 0 && r.manifests == 0 && r.unreachable.is_empty() {
+        bail!("no such checkpoint: {} step {step} is on no node; nothing was deleted", args.job);
+    }
     println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);
     if !r.unreachable.is_empty() {
         let nodes: Vec<String> =

@@ -10,14 +10,17 @@ use rackpoint_client::ClientError;
 pub enum Exit {
     /// Everything asked for was done.
     Success = 0,
-    /// Anything else that failed: a node down, bad input, an unhealthy checkpoint that can
-    /// still be restored, a file in the way.
+    /// Anything else that failed: a node down, bad input, no such job, step or complete
+    /// checkpoint, an unhealthy checkpoint that can still be restored, a file in the way.
     Failure = 1,
     /// The command line is wrong (clap's own status for usage errors).
     Usage = 2,
-    /// The data cannot be restored: a stripe lost more than m shards, or the job has no
-    /// complete checkpoint left that can be.
+    /// Lost: nodes answered that more than m shards of a stripe are missing or corrupt, so
+    /// the checkpoint cannot be restored whatever nodes come back.
     NotRecoverable = 3,
+    /// Unavailable, not lost: what was asked for cannot be read while some nodes do not
+    /// answer (the message names them); bring them back and retry.
+    Unavailable = 4,
     /// The nodes refused this identity: its certificate does not reach the job at the access
     /// needed (or is revoked, expired, or a node's), or the job is over its quota.
     Refused = 5,
@@ -31,6 +34,7 @@ impl Exit {
             Exit::Failure => "failure",
             Exit::Usage => "usage",
             Exit::NotRecoverable => "not_recoverable",
+            Exit::Unavailable => "unavailable",
             Exit::Refused => "refused",
         }
     }
@@ -64,9 +68,16 @@ pub fn already_reported(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Reported>())
 }
 
-/// Whether a client error means the data cannot be restored from what is left.
-pub fn is_not_recoverable(e: &ClientError) -> bool {
-    matches!(e, ClientError::NotEnoughShards { .. } | ClientError::NoCheckpoint { .. })
+/// The status a client error decides, if any: lost data (3), or data out of reach while nodes
+/// do not answer (4).
+pub fn client_exit(e: &ClientError) -> Option<Exit> {
+    match e {
+        ClientError::NotEnoughShards { .. } => Some(Exit::NotRecoverable),
+        ClientError::ShardsUnavailable { .. } | ClientError::Unavailable { .. } => {
+            Some(Exit::Unavailable)
+        }
+        _ => None,
+    }
 }
 
 /// Whether a client error is a refusal of this identity or job by the nodes.
@@ -83,8 +94,8 @@ pub fn code_of(e: &anyhow::Error) -> Exit {
         if cause.is::<Usage>() {
             return Exit::Usage;
         }
-        if cause.downcast_ref::<ClientError>().is_some_and(is_not_recoverable) {
-            return Exit::NotRecoverable;
+        if let Some(exit) = cause.downcast_ref::<ClientError>().and_then(client_exit) {
+            return exit;
         }
         if cause.downcast_ref::<ClientError>().is_some_and(is_refusal) {
             return Exit::Refused;
@@ -157,9 +168,17 @@ mod tests {
             got: 3,
             failures: Default::default(),
         };
-        let none = ClientError::NoCheckpoint { job, passed_over: Default::default() };
+        let down = ClientError::Unavailable {
+            job: job.clone(),
+            asked: rackpoint_client::restore::Which::Latest,
+            nodes: Default::default(),
+            passed_over: Default::default(),
+        };
+        let none = ClientError::NoCheckpoint { job: job.clone(), passed_over: Default::default() };
         assert_eq!(code_of(&anyhow::Error::new(lost).context("get")), Exit::NotRecoverable);
-        assert_eq!(code_of(&anyhow::Error::new(none)), Exit::NotRecoverable);
+        assert_eq!(code_of(&anyhow::Error::new(down).context("get")), Exit::Unavailable);
+        assert_eq!(code_of(&anyhow::Error::new(none)), Exit::Failure, "none complete: not lost");
+        assert_eq!(code_of(&anyhow::Error::new(ClientError::NoSuchJob { job })), Exit::Failure);
         assert_eq!(code_of(&anyhow::Error::new(io_error())), Exit::Failure);
         assert_eq!(code_of(&anyhow::Error::new(Usage("no".into()))), Exit::Usage);
         let denied = ClientError::PermissionDenied {

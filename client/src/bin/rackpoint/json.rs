@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use rackpoint_client::catalog::{BadShard, CheckpointSummary, VerifyReport};
-use rackpoint_client::error::{PassOverReason, PassedOver};
+use rackpoint_client::error::{FailedShardList, PassOverReason, PassedOver};
 use rackpoint_client::heal::HealReport;
 use rackpoint_client::planner::ShardFailure;
-use rackpoint_client::restore::RestoreReport;
+use rackpoint_client::restore::{RestoreReport, Which};
 use rackpoint_client::save::SaveReport;
 use rackpoint_client::{ClientError, NodeStatus};
 use rackpoint_proto::{JobName, Rank, Step};
@@ -225,8 +225,11 @@ pub struct CheckpointDoc {
     pub parts: u32,
     pub complete: bool,
     pub bytes: u64,
-    /// More node failures every stripe survives; `null`: some stripe is already lost.
+    /// More node failures every stripe survives; `null`: it cannot be restored now.
     pub survives_more_failures: Option<usize>,
+    /// With `survives_more_failures` `null`: the nodes that do not answer and hold its shards
+    /// or manifests (bring them back); empty otherwise.
+    pub unavailable_nodes: Vec<u32>,
 }
 
 impl LsDoc {
@@ -239,6 +242,7 @@ impl LsDoc {
                 complete: c.complete,
                 bytes: c.bytes,
                 survives_more_failures: c.survives_more_failures,
+                unavailable_nodes: c.unavailable_nodes.iter().map(|n| n.0).collect(),
             })
             .collect();
         LsDoc { command: "ls", ok: true, job: job.to_string(), checkpoints }
@@ -257,12 +261,17 @@ pub struct VerifyDoc {
     pub shards_ok: u64,
     pub bad_shards: Vec<BadShardDoc>,
     pub chain_problems: Vec<ChainProblemDoc>,
-    /// More shard losses the weakest stripe survives; `null`: a stripe is lost.
+    /// More shard losses the weakest stripe survives; `null`: a stripe cannot be read now.
     pub survives_more_failures: Option<usize>,
     /// Every part present, every shard good, chains clean.
     pub healthy: bool,
-    /// Every stripe can still be rebuilt.
+    /// Every stripe can be rebuilt from the shards found now.
     pub recoverable: bool,
+    /// A stripe is known lost: nodes answered that more than m of its shards are missing or
+    /// corrupt (exit 3). Not recoverable and not lost is unavailable (exit 4).
+    pub lost: bool,
+    /// Nodes whose shards could not be checked because they did not answer.
+    pub unavailable_nodes: Vec<u32>,
     /// Without `--step` (the latest checkpoint): the newer ones passed over, newest first.
     pub passed_over: Vec<PassedOverDoc>,
 }
@@ -307,9 +316,20 @@ impl VerifyDoc {
             survives_more_failures: r.survives_more_failures,
             healthy: r.is_healthy(),
             recoverable: r.survives_more_failures.is_some(),
+            lost: r.lost,
+            unavailable_nodes: unanswered(r),
             passed_over,
         }
     }
+}
+
+/// The nodes of `verify`'s bad shards that did not answer (not known lost), sorted.
+pub fn unanswered(r: &VerifyReport) -> Vec<u32> {
+    let mut nodes: Vec<u32> =
+        r.bad_shards.iter().filter(|b| !b.why.is_loss()).map(|b| b.node.0).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
 }
 
 impl From<&BadShard> for BadShardDoc {
@@ -348,18 +368,22 @@ pub struct ErrorDoc {
 /// The error of an [`ErrorDoc`].
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
-    /// The process's exit status (1, 2 or 3).
+    /// The process's exit status (1, 2, 3 or 4).
     pub exit_code: u8,
-    /// `failure`, `usage` or `not_recoverable`.
+    /// `failure`, `usage`, `not_recoverable` or `unavailable`.
     pub kind: &'static str,
     /// The same line the text mode prints on stderr.
     pub message: String,
     /// With `kind` `not_recoverable`: what was lost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_recoverable: Option<NotRecoverableDoc>,
+    /// With `kind` `unavailable`: what cannot be read, and the nodes to bring back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<UnavailableDoc>,
 }
 
-/// What makes a checkpoint impossible to restore.
+/// What makes a checkpoint impossible to restore: nodes answered that more than m shards of
+/// a stripe are missing or corrupt.
 #[derive(Debug, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum NotRecoverableDoc {
@@ -376,8 +400,34 @@ pub enum NotRecoverableDoc {
         got: usize,
         failed_shards: Vec<FailedShardDoc>,
     },
-    /// The job has no complete checkpoint that can be restored.
-    NoCheckpoint { job: String, passed_over: Vec<PassedOverDoc> },
+}
+
+/// What cannot be read while nodes do not answer (nothing known lost).
+#[derive(Debug, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum UnavailableDoc {
+    /// A stripe of the part asked for has too few shards on nodes that answer.
+    StripeUnavailable {
+        job: String,
+        step: u64,
+        rank: u32,
+        object: String,
+        stripe: u32,
+        need: usize,
+        got: usize,
+        /// The nodes to bring back.
+        nodes: Vec<u32>,
+        failed_shards: Vec<FailedShardDoc>,
+    },
+    /// The checkpoint asked for (`step`, or `null` for the latest) may be on nodes that do
+    /// not answer.
+    CheckpointUnavailable {
+        job: String,
+        step: Option<u64>,
+        /// The nodes to bring back.
+        nodes: Vec<u32>,
+        passed_over: Vec<PassedOverDoc>,
+    },
 }
 
 /// A newer checkpoint passed over when looking for the latest, and why (`message` says it
@@ -398,14 +448,14 @@ pub enum PassOverDoc {
     Incomplete { parts: usize, world_size: u32 },
     /// No replica of a part's manifest could be read.
     ManifestUnreadable { rank: u32 },
-    /// A stripe lost more than m shards on nodes that are down.
-    Unrecoverable {
+    /// A stripe has more than m shards on nodes that do not answer.
+    Unavailable {
         rank: u32,
         object: String,
         stripe: u32,
-        /// The stripe's nodes that are gone.
+        /// The stripe's nodes that do not answer.
         nodes: Vec<u32>,
-        /// Shards lost with them.
+        /// Its shards on them.
         lost: usize,
         /// Shards a stripe can lose.
         m: usize,
@@ -421,7 +471,7 @@ impl From<&PassedOver> for PassedOverDoc {
             PassOverReason::ManifestUnreadable { rank, .. } => {
                 PassOverDoc::ManifestUnreadable { rank: rank.0 }
             }
-            PassOverReason::Unrecoverable { rank, stripe } => PassOverDoc::Unrecoverable {
+            PassOverReason::Unavailable { rank, stripe } => PassOverDoc::Unavailable {
                 rank: rank.0,
                 object: stripe.object.to_string(),
                 stripe: stripe.stripe.0,
@@ -469,18 +519,57 @@ impl NotRecoverableDoc {
                 stripe: stripe.0,
                 need: *need,
                 got: *got,
-                failed_shards: failures
-                    .0
-                    .iter()
-                    .map(|f| {
-                        let (why, detail) = failure_kind(&f.why);
-                        FailedShardDoc { shard: f.index.0, node: f.node.0, why, detail }
-                    })
-                    .collect(),
+                failed_shards: failed_shards(failures),
             }),
-            ClientError::NoCheckpoint { job, passed_over: list } => {
-                let passed_over = passed_over(&list.0);
-                Some(NotRecoverableDoc::NoCheckpoint { job: job.to_string(), passed_over })
+            _ => None,
+        })
+    }
+}
+
+fn failed_shards(failures: &FailedShardList) -> Vec<FailedShardDoc> {
+    failures
+        .0
+        .iter()
+        .map(|f| {
+            let (why, detail) = failure_kind(&f.why);
+            FailedShardDoc { shard: f.index.0, node: f.node.0, why, detail }
+        })
+        .collect()
+}
+
+impl UnavailableDoc {
+    fn from_chain(e: &anyhow::Error) -> Option<Self> {
+        e.chain().find_map(|c| c.downcast_ref::<ClientError>()).and_then(|c| match c {
+            ClientError::ShardsUnavailable {
+                job,
+                step,
+                rank,
+                object,
+                stripe,
+                need,
+                got,
+                failures,
+            } => Some(UnavailableDoc::StripeUnavailable {
+                job: job.to_string(),
+                step: step.0,
+                rank: rank.0,
+                object: object.to_string(),
+                stripe: stripe.0,
+                need: *need,
+                got: *got,
+                nodes: failures.unanswered_nodes().0.iter().map(|n| n.0).collect(),
+                failed_shards: failed_shards(failures),
+            }),
+            ClientError::Unavailable { job, asked, nodes, passed_over: list } => {
+                Some(UnavailableDoc::CheckpointUnavailable {
+                    job: job.to_string(),
+                    step: match asked {
+                        Which::Step(s) => Some(s.0),
+                        Which::Latest => None,
+                    },
+                    nodes: nodes.0.iter().map(|n| n.0).collect(),
+                    passed_over: passed_over(&list.0),
+                })
             }
             _ => None,
         })
@@ -491,8 +580,10 @@ impl ErrorDoc {
     pub fn new(command: &'static str, e: &anyhow::Error, exit: Exit) -> Self {
         let message = exit::error_line(e).unwrap_or_else(|| exit.kind().to_string());
         let mut doc = Self::with(command, exit, message);
-        if exit == Exit::NotRecoverable {
-            doc.error.not_recoverable = NotRecoverableDoc::from_chain(e);
+        match exit {
+            Exit::NotRecoverable => doc.error.not_recoverable = NotRecoverableDoc::from_chain(e),
+            Exit::Unavailable => doc.error.unavailable = UnavailableDoc::from_chain(e),
+            _ => {}
         }
         doc
     }
@@ -511,6 +602,7 @@ impl ErrorDoc {
                 kind: exit.kind(),
                 message,
                 not_recoverable: None,
+                unavailable: None,
             },
         }
     }

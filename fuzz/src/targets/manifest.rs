@@ -93,6 +93,8 @@ impl Target for ManifestTarget {
         }
         if let Some(raw) = raw_decode(input) {
             sig.add("raw");
+            // Which rule a decodable manifest breaks, as a feature of its own.
+            sig.feature(raw.validate().err().map(|e| error_kind(&e)));
             check_writer_is_reader(&raw)?;
         }
         Ok(sig)

@@ -33,8 +33,8 @@ pub const TARGETS: [&str; 3] = ["frame", "manifest", "handler"];
 /// The target called `name`.
 pub fn target(name: &str) -> Option<Box<dyn Target>> {
     match name {
-        "frame" => Some(Box::new(targets::frame::FrameTarget)),
-        "manifest" => Some(Box::new(targets::manifest::ManifestTarget)),
+        "frame" => Some(Box::new(targets::frame::FrameTarget::default())),
+        "manifest" => Some(Box::new(targets::manifest::ManifestTarget::default())),
         "handler" => Some(Box::new(targets::handler::HandlerTarget::new())),
         _ => None,
     }

@@ -78,6 +78,10 @@ pub trait Target {
     }
     /// Back to a fresh state (after a failure).
     fn reset(&mut self) {}
+    /// How deep the inputs got, for the report (what decoded, what was served).
+    fn depth(&self) -> String {
+        String::new()
+    }
 }
 
 /// How long and from what to run.
@@ -127,6 +131,8 @@ pub struct Report {
     pub largest_peak: usize,
     /// Distinct failures, first seen first.
     pub failures: Vec<Failure>,
+    /// How deep the inputs got ([`Target::depth`]).
+    pub depth: String,
 }
 
 impl std::fmt::Display for Report {
@@ -144,7 +150,11 @@ impl std::fmt::Display for Report {
             self.largest_input,
             self.largest_peak,
             self.failures.len()
-        )
+        )?;
+        if !self.depth.is_empty() {
+            write!(f, "\n  {}", self.depth)?;
+        }
+        Ok(())
     }
 }
 
@@ -240,7 +250,10 @@ pub fn run(target: &mut dyn Target, seeds: Vec<Vec<u8>>, opts: &Options) -> Repo
         let input = if i < seeds {
             pool[i].clone()
         } else {
-            let mut input = pool[m.rng.below(pool.len())].clone();
+            // A third of the time from a seed: the pool fills with broken inputs, and
+            // mutations of whole, valid ones are what get past the decoders.
+            let from = if m.rng.one_in(3) { seeds } else { pool.len() };
+            let mut input = pool[m.rng.below(from)].clone();
             target.mutate(&mut m, &mut input, &pool);
             input
         };
@@ -298,6 +311,7 @@ pub fn run(target: &mut dyn Target, seeds: Vec<Vec<u8>>, opts: &Options) -> Repo
         largest_input,
         largest_peak,
         failures,
+        depth: target.depth(),
     }
 }
 

@@ -11,7 +11,10 @@ use crate::runner::{Signature, Target};
 
 /// Frames of one request or response (and their prefixes and headers alone).
 #[derive(Debug, Default)]
-pub struct FrameTarget;
+pub struct FrameTarget {
+    requests: u64,
+    responses: u64,
+}
 
 /// The outcome of a decode, for the signature: the message kind, or the error's kind and
 /// (for a malformed header) what postcard said.
@@ -38,15 +41,19 @@ pub fn round_trip<M: Message + PartialEq + Debug>(msg: &M, payload_len: u32) -> 
     Ok(())
 }
 
-fn whole<M: Message + PartialEq + Debug>(input: &[u8], sig: &mut Signature) -> Result<(), String> {
+/// Decodes `input` as a whole frame of `M`: whether it decoded.
+fn whole<M: Message + PartialEq + Debug>(
+    input: &[u8],
+    sig: &mut Signature,
+) -> Result<bool, String> {
     match decode_frame::<M>(input) {
         Ok((msg, payload)) => {
             sig.add(msg.kind());
-            round_trip(&msg, payload.len() as u32)
+            round_trip(&msg, payload.len() as u32).map(|()| true)
         }
         Err(e) => {
             sig.add(wire_outcome::<M>(&Err(e)));
-            Ok(())
+            Ok(false)
         }
     }
 }
@@ -83,8 +90,8 @@ impl Target for FrameTarget {
             round_trip(msg, payload_len)?;
         }
         // As tests and tools read: the whole frame in memory.
-        whole::<Request>(input, &mut sig)?;
-        whole::<Response>(input, &mut sig)?;
+        self.requests += u64::from(whole::<Request>(input, &mut sig)?);
+        self.responses += u64::from(whole::<Response>(input, &mut sig)?);
         Ok(sig)
     }
 
@@ -94,5 +101,9 @@ impl Target for FrameTarget {
 
     fn default_max_len(&self) -> usize {
         128 * 1024
+    }
+
+    fn depth(&self) -> String {
+        format!("whole frames decoded: {} requests, {} responses", self.requests, self.responses)
     }
 }

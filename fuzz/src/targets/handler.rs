@@ -6,6 +6,7 @@
 //! one, where syncs cost nothing) and carries its state from input to input; it is opened
 //! afresh every `REOPEN_EVERY` inputs, and a failure's history since then is saved with it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,8 +45,12 @@ pub struct HandlerTarget {
     runtime: tokio::runtime::Runtime,
     base: PathBuf,
     node: Option<Node>,
-    served: u64,
+    inputs_since_open: u64,
     largest_input: usize,
+    /// Requests served per kind: (success, error reply).
+    served: BTreeMap<&'static str, (u64, u64)>,
+    /// Frames whose header did not decode as a request (refused before the handler).
+    refused: u64,
     history: Vec<Vec<u8>>,
 }
 
@@ -79,8 +84,10 @@ impl HandlerTarget {
             runtime,
             base: engine_base(),
             node: None,
-            served: 0,
+            inputs_since_open: 0,
             largest_input: 0,
+            served: BTreeMap::new(),
+            refused: 0,
             history: Vec::new(),
         }
     }
@@ -97,7 +104,7 @@ impl HandlerTarget {
         let handler =
             Handler::new(Arc::new(engine), Arc::default(), identity, InflightBudget::default());
         self.node = Some(Node { handler, _dir: dir });
-        self.served = 0;
+        self.inputs_since_open = 0;
         self.largest_input = 0;
         self.history.clear();
     }
@@ -128,10 +135,10 @@ impl Target for HandlerTarget {
     }
 
     fn prepare(&mut self, input: &[u8]) {
-        if self.node.is_none() || self.served >= REOPEN_EVERY {
+        if self.node.is_none() || self.inputs_since_open >= REOPEN_EVERY {
             self.open();
         }
-        self.served += 1;
+        self.inputs_since_open += 1;
         self.largest_input = self.largest_input.max(input.len());
         self.history.push(input.to_vec());
     }
@@ -155,11 +162,20 @@ impl Target for HandlerTarget {
             let decoded =
                 rackpoint_proto::wire::decode_header::<Request>(&f.header, f.payload.len() as u32);
             outcomes.push(wire_outcome(&decoded));
-            let Ok(request) = decoded else { continue };
+            let Ok(request) = decoded else {
+                self.refused += 1;
+                continue;
+            };
             let kind = request.kind();
             let payload = Bytes::copy_from_slice(&f.payload);
             let reply = self.runtime.block_on(call_handler(handler, request, payload));
             check_reply(kind, &reply)?;
+            let counts = self.served.entry(kind).or_default();
+            if reply.is_ok() {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
             outcomes.push(match &reply.response {
                 Response::Error { code, .. } => format!("{kind} {code:?}"),
                 ok => format!("{kind} {}", ok.kind()),
@@ -202,5 +218,17 @@ impl Target for HandlerTarget {
 
     fn reset(&mut self) {
         self.node = None;
+    }
+
+    fn depth(&self) -> String {
+        let total: u64 = self.served.values().map(|(ok, err)| ok + err).sum();
+        let kinds: Vec<String> =
+            self.served.iter().map(|(k, (ok, err))| format!("{k} {ok}/{err}")).collect();
+        format!(
+            "requests served {total} (per kind, succeeded/refused: {}); frames refused before \
+             the handler {}",
+            kinds.join(", "),
+            self.refused
+        )
     }
 }

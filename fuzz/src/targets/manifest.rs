@@ -20,7 +20,10 @@ use crate::runner::{Signature, Target};
 
 /// Manifest bytes.
 #[derive(Debug, Default)]
-pub struct ManifestTarget;
+pub struct ManifestTarget {
+    accepted: u64,
+    decodable: u64,
+}
 
 fn error_kind(e: &ManifestError) -> String {
     match e {
@@ -88,11 +91,13 @@ impl Target for ManifestTarget {
             Ok(m) => {
                 sig.add(("ok", m.objects.len().min(4), m.user_meta.len().min(2)));
                 check_accepted(&m, input)?;
+                self.accepted += 1;
             }
             Err(e) => sig.add(error_kind(&e)),
         }
         if let Some(raw) = raw_decode(input) {
             sig.add("raw");
+            self.decodable += 1;
             // Which rule a decodable manifest breaks, as a feature of its own.
             sig.feature(raw.validate().err().map(|e| error_kind(&e)));
             check_writer_is_reader(&raw)?;
@@ -125,6 +130,13 @@ impl Target for ManifestTarget {
 
     fn default_max_len(&self) -> usize {
         1 << 20
+    }
+
+    fn depth(&self) -> String {
+        format!(
+            "accepted by from_bytes: {}; decodable, then judged by validate: {}",
+            self.accepted, self.decodable
+        )
     }
 }
 

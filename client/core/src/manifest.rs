@@ -6,7 +6,8 @@
 //! field is `format_version`, so a reader learns the version before the layout). Only the
 //! canonical encoding is accepted: [`Manifest::from_bytes`] re-encodes what it decoded and
 //! refuses any difference (overlong varints, trailing bytes), so a manifest's id,
-//! `blake3(bytes)`, is one value per manifest.
+//! `blake3(bytes)`, is one value per manifest. Counts (objects, metadata entries, shards of a
+//! stripe) are checked as they are decoded, before their elements are allocated.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -45,8 +46,10 @@ pub struct Manifest {
     /// The erasure code of every stripe.
     pub code: CodeSpec,
     /// The objects, in the order the writer gave them; names are unique.
+    #[serde(deserialize_with = "bounded::objects")]
     pub objects: Vec<ObjectEntry>,
     /// Small user metadata (for example the data loader's offset).
+    #[serde(deserialize_with = "bounded::user_meta")]
     pub user_meta: BTreeMap<String, String>,
     /// The id of this rank's previous manifest of the job, if any.
     pub prev: Option<Digest>,
@@ -102,6 +105,7 @@ impl ObjectEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StripeEntry {
     /// Exactly `k + m` shards, in shard-index order.
+    #[serde(deserialize_with = "bounded::shards")]
     pub shards: Vec<ShardEntry>,
 }
 
@@ -320,6 +324,135 @@ impl std::fmt::Display for LostStripe {
     }
 }
 
+/// Decoding with counts checked before elements are allocated. Without it, the stripes of a
+/// hostile manifest (one byte each on the wire when they list no shards, 24 in memory) were
+/// all decoded before validation saw them: for the largest manifest a node accepts (64 MiB),
+/// one allocation of 2 GiB and 2.2 GB live at once (found by `rackpoint-fuzz`). A stripe must
+/// now list 1 to `MAX_TOTAL_SHARDS` shards (so it costs at least 34 bytes of input), and the
+/// objects and metadata entries are counted against their limits before they are decoded.
+/// postcard keeps no message of a refusal, so the refused count's typed error (the one
+/// `validate` gives) goes to `decode` through a thread-local slot.
+mod bounded {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use rackpoint_proto::limits::{MAX_OBJECTS_PER_PART, MAX_TOTAL_SHARDS, MAX_USER_META_ENTRIES};
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    use super::{Manifest, ManifestError, ObjectEntry, ShardEntry};
+
+    thread_local! {
+        static REFUSED: Cell<Option<ManifestError>> = const { Cell::new(None) };
+    }
+
+    fn refuse<E: de::Error>(e: ManifestError) -> E {
+        let message = e.to_string();
+        REFUSED.set(Some(e));
+        E::custom(message)
+    }
+
+    /// Decodes a manifest body; a refused count is reported as its typed error.
+    pub(super) fn decode(body: &[u8]) -> Result<(Manifest, &[u8]), ManifestError> {
+        REFUSED.set(None);
+        postcard::take_from_bytes::<Manifest>(body)
+            .map_err(|e| REFUSED.take().unwrap_or_else(|| ManifestError::Malformed(e.to_string())))
+    }
+
+    /// Elements preallocated for a declared count: at most 1 MiB of them, as serde does for
+    /// a count it cannot trust yet.
+    fn cautious<T>(declared: usize) -> usize {
+        declared.min((1 << 20) / std::mem::size_of::<T>().max(1))
+    }
+
+    struct Seq<T> {
+        min: usize,
+        max: usize,
+        refusal: fn(usize) -> ManifestError,
+        element: PhantomData<T>,
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a sequence of {} to {} elements", self.min, self.max)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            if let Some(declared) = seq.size_hint() {
+                if !(self.min..=self.max).contains(&declared) {
+                    return Err(refuse((self.refusal)(declared)));
+                }
+            }
+            let mut out = Vec::with_capacity(cautious::<T>(seq.size_hint().unwrap_or(0)));
+            while let Some(element) = seq.next_element()? {
+                if out.len() == self.max {
+                    return Err(refuse((self.refusal)(self.max + 1)));
+                }
+                out.push(element);
+            }
+            if out.len() < self.min {
+                return Err(refuse((self.refusal)(out.len())));
+            }
+            Ok(out)
+        }
+    }
+
+    pub(super) fn objects<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ObjectEntry>, D::Error> {
+        d.deserialize_seq(Seq {
+            min: 0,
+            max: MAX_OBJECTS_PER_PART,
+            refusal: |count| ManifestError::TooManyObjects { count },
+            element: PhantomData,
+        })
+    }
+
+    pub(super) fn shards<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShardEntry>, D::Error> {
+        d.deserialize_seq(Seq {
+            min: 1,
+            max: MAX_TOTAL_SHARDS,
+            refusal: |count| {
+                ManifestError::Malformed(format!(
+                    "a stripe lists {count} shards; a code has 2 to {MAX_TOTAL_SHARDS}"
+                ))
+            },
+            element: PhantomData,
+        })
+    }
+
+    struct Meta;
+
+    impl<'de> Visitor<'de> for Meta {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a map of at most {MAX_USER_META_ENTRIES} entries")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            if let Some(count) = map.size_hint().filter(|n| *n > MAX_USER_META_ENTRIES) {
+                return Err(refuse(ManifestError::TooManyUserMeta { count }));
+            }
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry()? {
+                out.insert(k, v);
+                if out.len() > MAX_USER_META_ENTRIES {
+                    return Err(refuse(ManifestError::TooManyUserMeta { count: out.len() }));
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    pub(super) fn user_meta<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        d.deserialize_map(Meta)
+    }
+}
+
 fn check_len(len: usize) -> Result<(), ManifestError> {
     if len > MAX_MANIFEST_BYTES as usize {
         return Err(ManifestError::TooLarge { len, max: MAX_MANIFEST_BYTES });
@@ -357,8 +490,7 @@ impl Manifest {
                 want: MANIFEST_FORMAT_VERSION,
             });
         }
-        let (m, rest): (Manifest, _) =
-            postcard::take_from_bytes(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let (m, rest) = bounded::decode(body)?;
         if !rest.is_empty() || m.to_bytes() != b {
             return Err(ManifestError::NonCanonical);
         }
@@ -1182,6 +1314,33 @@ mod tests {
             Manifest::from_bytes(&m.to_bytes()),
             Err(ManifestError::TooManyObjects { count })
         );
+    }
+
+    /// Found by the fuzz harness (`rackpoint-fuzz`, target `manifest`): stripes without
+    /// shards cost one byte of input and 24 of memory each, all decoded before validation
+    /// refused them. Shard counts are now checked as they are decoded (its regression test
+    /// in `fuzz/tests/regressions.rs` measures the memory).
+    #[test]
+    fn shard_counts_are_checked_as_they_are_decoded() {
+        let mut m = small_manifest();
+        m.objects[3].stripes[0].shards.clear();
+        let err = Manifest::from_bytes(&m.to_bytes()).expect_err("refused");
+        assert!(
+            matches!(err, ManifestError::Malformed(ref why) if why.contains("0 shards")),
+            "{err}"
+        );
+        assert!(matches!(m.validate(), Err(ManifestError::ShardCountMismatch { got: 0, .. })));
+        let too_many = rackpoint_proto::limits::MAX_TOTAL_SHARDS + 1;
+        let entry = ShardEntry { node: NodeId(1), hash: Digest::default() };
+        m.objects[3].stripes[0].shards = vec![entry; too_many];
+        let err = Manifest::from_bytes(&m.to_bytes()).expect_err("refused");
+        assert!(
+            matches!(err, ManifestError::Malformed(ref why) if why.contains("33 shards")),
+            "{err}"
+        );
+        m.objects[3].stripes = vec![StripeEntry { shards: Vec::new() }; 1 << 20];
+        let err = Manifest::from_bytes(&m.to_bytes()).expect_err("refused");
+        assert!(matches!(err, ManifestError::Malformed(_)), "{err}");
     }
 
     #[test]

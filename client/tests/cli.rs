@@ -690,6 +690,18 @@ fn stopped_nodes_are_unavailable_and_what_does_not_exist_is_named() {
 struct Up {
     child: Child,
     lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
+}
+
+/// Sends every line `from` gives on a channel, until it ends.
+fn lines_of(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Up {
@@ -700,28 +712,37 @@ impl Up {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run rackpoint cluster up");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Up { child, lines }
+        let lines = lines_of(child.stdout.take().expect("piped"));
+        let errors = lines_of(child.stderr.take().expect("piped"));
+        Up { child, lines, errors }
     }
 
-    /// The `listening` addresses printed before the "nodes up" line.
-    fn wait_up(&self) -> Vec<SocketAddr> {
-        let mut addrs = Vec::new();
+    /// The node lines (`node N listening ADDR (RACK) pid PID, log ...`) printed before the
+    /// "nodes up" line, as (address, pid).
+    fn wait_up_pids(&self) -> Vec<(SocketAddr, u32)> {
+        let mut nodes = Vec::new();
         loop {
             let line =
                 self.lines.recv_timeout(CLUSTER_UP_BOUND).expect("cluster up prints its nodes");
             if line.contains("nodes up") {
-                return addrs;
+                return nodes;
             }
-            let addr = line.split_whitespace().nth(3).expect("node N listening ADDR ...");
-            addrs.push(addr.parse().unwrap_or_else(|e| panic!("{e}: {line}")));
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let addr = words[3].parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+            let pid =
+                words[6].trim_end_matches(',').parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+            nodes.push((addr, pid));
         }
+    }
+
+    /// The next stderr line (bounded wait).
+    fn next_error(&self) -> String {
+        self.errors.recv_timeout(CLUSTER_UP_BOUND).expect("cluster up reports on stderr")
+    }
+
+    /// The `listening` addresses printed before the "nodes up" line.
+    fn wait_up(&self) -> Vec<SocketAddr> {
+        self.wait_up_pids().into_iter().map(|(addr, _)| addr).collect()
     }
 
     fn signal(&self, signal: Signal) {
@@ -731,20 +752,18 @@ impl Up {
 
     /// Waits (bounded) for the process to exit; its status, stderr and the stdout lines after
     /// the ones read so far.
-    fn wait(mut self) -> (ExitStatus, String, Vec<String>) {
+    fn wait(self) -> (ExitStatus, String, Vec<String>) {
         let (tx, rx) = mpsc::channel();
-        let mut stderr = self.child.stderr.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
         let mut child = self.child;
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
         let status = rx.recv_timeout(CLUSTER_UP_BOUND).expect("cluster up exits").expect("wait");
-        let stderr = reader.join().expect("stderr reader");
+        let mut stderr = String::new();
+        while let Ok(line) = self.errors.recv_timeout(CLUSTER_UP_BOUND) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
         // The rest of stdout, up to its end (the reader thread then drops the sender).
         let mut rest = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(CLUSTER_UP_BOUND) {
@@ -798,6 +817,30 @@ fn cluster_up_runs_the_nodes_in_the_foreground_and_stops_them_on_a_signal() {
         assert!(rest.iter().any(|l| l.contains("stopped 3 nodes")), "{rest:?}");
         assert!(addrs.iter().all(|a| port_free(*a)), "every node stopped after {stop}");
     }
+
+    // A node killed under `cluster up` is reported (pid, how it ended, how to start it
+    // again) and the others keep serving; a signal then stops the rest.
+    let up = Up::start(&cdir);
+    let nodes = up.wait_up_pids();
+    let victim = Pid::from_raw(i32::try_from(nodes[1].1).expect("pid"));
+    send_signal(victim, Signal::SIGKILL).expect("kill node 2");
+    let report = up.next_error();
+    assert!(report.contains(&format!("node 2 (pid {}) exited by itself", nodes[1].1)), "{report}");
+    assert!(report.contains("2 node(s) keep running"), "{report}");
+    assert!(
+        report.contains("rackpoint-store --config") && report.contains("node-2/node.toml"),
+        "{report}"
+    );
+    let status = rackpoint(&cluster, &["status", "--json"]);
+    let listed = doc(&status)["nodes"].as_array().expect("nodes").clone();
+    let up_ids: Vec<u64> =
+        listed.iter().filter(|n| n["up"] == true).map(|n| n["id"].as_u64().expect("id")).collect();
+    assert_eq!(up_ids, vec![1, 3], "the others keep serving: {listed:?}");
+    up.signal(Signal::SIGTERM);
+    let (code, stderr, rest) = up.wait();
+    assert_eq!(code.code(), Some(0), "{stderr}");
+    assert!(rest.iter().any(|l| l.contains("stopped 2 nodes")), "{rest:?}");
+    assert!(addrs.iter().all(|a| port_free(*a)), "every node stopped");
 
     // A node that cannot start (its port is taken) fails `cluster up` clearly, and the nodes
     // started are stopped.

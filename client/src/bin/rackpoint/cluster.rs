@@ -1,6 +1,7 @@
 //! `rackpoint cluster init` (make a local cluster folder) and `rackpoint cluster up` (run its
 //! nodes as child processes in the foreground until Ctrl-C or SIGTERM).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -161,9 +162,10 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts every node, prints where each listens, then waits for Ctrl-C or SIGTERM and stops
-/// them all (exit 0). A node that exits by itself stops the rest too: with status 0 it was
-/// asked to (a terminal's Ctrl-C reaches the nodes as well), otherwise it failed (exit 1).
+/// Starts every node, prints where each listens and its process id, then waits for Ctrl-C
+/// or SIGTERM and stops them all (exit 0). A node that exits by itself (a crash, or a
+/// `kill -9` of a fault drill) is reported on stderr with how to start it again, and the
+/// others keep running; when every node has exited, `up` exits 1.
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,43 +181,54 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut cluster = LocalCluster::open(&args.dir, &bin)
         .with_context(|| format!("cannot start the cluster in {}", args.dir.display()))?;
     let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
+    let mut pids = BTreeMap::new();
     for n in &cluster.map().nodes {
         let log = cluster.node_dir(n.id).join(NODE_LOG_FILE);
-        println!("node {} listening {} ({}), log {}", n.id, n.addr, n.rack, log.display());
+        let pid = cluster.pid(n.id).unwrap_or_default();
+        pids.insert(n.id, pid);
+        println!(
+            "node {} listening {} ({}) pid {pid}, log {}",
+            n.id,
+            n.addr,
+            n.rack,
+            log.display()
+        );
     }
     let file = args.dir.join(CLUSTER_FILE);
     println!("{} nodes up; use --cluster {}; Ctrl-C stops them", ids.len(), file.display());
-    let exited = rt.block_on(async {
+    let mut running: Vec<NodeId> = ids.clone();
+    let signalled = rt.block_on(async {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
-        loop {
+        while !running.is_empty() {
             tokio::select! {
-                _ = term.recv() => return None,
-                _ = int.recv() => return None,
-                _ = tick.tick() => {
-                    if let Some(id) = ids.iter().copied().find(|id| !cluster.is_running(*id)) {
-                        return Some(id);
-                    }
-                }
+                _ = term.recv() => return true,
+                _ = int.recv() => return true,
+                _ = tick.tick() => {}
+            }
+            let (alive, exited): (Vec<NodeId>, Vec<NodeId>) =
+                running.iter().partition(|id| cluster.is_running(**id));
+            running = alive;
+            for id in exited {
+                // `kill` of an exited node only reaps it and says how it ended.
+                let status = cluster.kill(id).map_or_else(|e| e.to_string(), |s| s.to_string());
+                let dir = cluster.node_dir(id);
+                eprintln!(
+                    "node {id} (pid {}) exited by itself ({status}); {} node(s) keep running; \
+                     see {}; start it again with: rackpoint-store --config {} 2>>{}",
+                    pids.get(&id).copied().unwrap_or_default(),
+                    running.len(),
+                    dir.join(NODE_LOG_FILE).display(),
+                    dir.join(NODE_FILE).display(),
+                    dir.join(NODE_LOG_FILE).display(),
+                );
             }
         }
+        false
     });
-    let exited = match exited {
-        // `kill` of an exited node only reaps it and says how it ended.
-        Some(id) => Some((id, cluster.kill(id)?)),
-        None => None,
-    };
-    let stopped = cluster.terminate_all();
-    if let Some((id, status)) = exited {
-        let log = cluster.node_dir(id).join(NODE_LOG_FILE);
-        if !status.success() {
-            bail!(
-                "node {id} exited by itself ({status}; see {}); stopped the others",
-                log.display()
-            );
-        }
-        println!("node {id} was stopped by a signal; stopped the others");
+    if !signalled {
+        bail!("every node has exited; see each node's node.log");
     }
-    stopped?;
-    println!("stopped {} nodes", ids.len());
+    cluster.terminate_all()?;
+    println!("stopped {} nodes", running.len());
     Ok(())
 }

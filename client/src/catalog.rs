@@ -20,11 +20,13 @@ pub use crate::error::{PassOverReason, PassedOver};
 use crate::listing::{self, Fetched, ListingQuorum, QuorumState};
 use crate::manifest::{self, ChainProblem, Manifest, ObjectEntry, StripeEntry, Which};
 use crate::planner::ShardFailure;
+use crate::redundancy::{self, Survives};
 use crate::transport::TransportError;
 
 pub use crate::listing::{Listing, PartEntry};
 
 mod absence;
+mod presence;
 
 /// Lists a job's parts from every node: a driver over the pure [`ListingQuorum`] (once all
 /// but m nodes have answered, the stragglers get one hedging threshold more, then are
@@ -209,10 +211,15 @@ pub struct CheckpointSummary {
     pub complete: bool,
     /// Object bytes over the parts whose manifests could be read.
     pub bytes: u64,
-    /// How many more node failures every stripe survives, given the nodes down now; `None`
-    /// if it cannot be restored now: a stripe has more than m shards on nodes that do not
-    /// answer, or a manifest is unreadable. (Nothing is known lost here: `list` reads no shard.)
+    /// How many more node failures every part survives, counted from the shards the nodes
+    /// list as present (`ListParts`: a node holding fewer of a part's shards than its manifest
+    /// places there counts as holding none of them; content is not checked, `verify` does) and
+    /// from the manifest's reachable copies; see [`crate::redundancy`]. `None` if it cannot be
+    /// restored now: a stripe has fewer than k shards counted present, or a manifest is
+    /// unreadable.
     pub survives_more_failures: Option<usize>,
+    /// The same in racks.
+    pub survives_rack_failures: Option<usize>,
     /// When `survives_more_failures` is `None`, the nodes that do not answer and hold its
     /// shards or manifests: those to bring back.
     pub unavailable_nodes: Vec<NodeId>,
@@ -226,19 +233,26 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSumma
         return Err(e);
     }
     let is_down = |n: &NodeId| ctx.health.is_down(*n);
+    // After the manifests: every part listed had all its shards stored before it was.
+    let presence = presence::measure(ctx, job).await;
+    let silent = |n: &NodeId| !presence.answered(*n);
     let mut out = Vec::new();
     for (step, parts) in by_step(&listing) {
         let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
         let complete = manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r));
-        let (mut bytes, mut survives, mut unavailable_nodes) = (0, Some(usize::MAX), Vec::new());
+        let unbounded = Survives { nodes: usize::MAX, racks: usize::MAX };
+        let (mut bytes, mut survives, mut unavailable_nodes) = (0, Some(unbounded), Vec::new());
         for (rank, part) in &parts {
             match fetch_manifest(ctx, job, step, *rank, part).await {
                 Ok(m) => {
                     bytes += m.total_bytes();
-                    let r = m.remaining_redundancy(&|n| ctx.health.is_down(n));
-                    survives = survives.zip(r).map(|(a, b)| a.min(b));
+                    let holders: Vec<NodeId> =
+                        part.nodes.iter().copied().filter(|n| !is_down(n)).collect();
+                    let held = |n: NodeId| presence.held(n, (step, *rank));
+                    let r = redundancy::part_by_presence(&ctx.map, &m, &holders, &held);
+                    survives = Survives::min_opt(survives, r);
                     let shards = m.objects.iter().flat_map(|o| &o.stripes).flat_map(|s| &s.shards);
-                    unavailable_nodes.extend(shards.map(|s| s.node).filter(is_down));
+                    unavailable_nodes.extend(shards.map(|s| s.node).filter(silent));
                 }
                 Err(_) => {
                     survives = None;
@@ -248,7 +262,8 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSumma
         }
         unavailable_nodes.sort();
         unavailable_nodes.dedup();
-        let survives_more_failures = survives.filter(|s| *s != usize::MAX || parts.is_empty());
+        let survives = survives.filter(|s| *s != unbounded || parts.is_empty());
+        let survives_more_failures = survives.map(|s| s.nodes);
         out.push(CheckpointSummary {
             step,
             world_size,
@@ -261,6 +276,7 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSumma
                 Vec::new()
             },
             survives_more_failures,
+            survives_rack_failures: survives.map(|s| s.racks),
         });
     }
     Ok(out)
@@ -413,21 +429,63 @@ pub struct VerifyReport {
     /// Chain problems per rank (gaps, reorders, tampering, and holders that disagree on what
     /// the part holds: `ChainProblem::Disputed`).
     pub chain_problems: Vec<(Rank, ChainProblem)>,
-    /// How many more shard losses the weakest stripe survives; `None` if one cannot be read
-    /// now (lost, or on nodes that do not answer).
+    /// How many more node failures every part survives, from where the shards found good
+    /// are and the manifest's reachable copies (see [`crate::redundancy`]); `None` if a
+    /// stripe cannot be read now (lost, or on nodes that do not answer).
     pub survives_more_failures: Option<usize>,
+    /// The same in racks (`None` with `survives_more_failures`).
+    pub survives_rack_failures: Option<usize>,
+    /// Stripes with more than one shard on a node (a save made while fewer than `k + m`
+    /// nodes were up): not fully healthy until `repair` spreads them out.
+    pub degraded_placement: Vec<DoubledStripe>,
     /// Whether a stripe is known lost: nodes answered that more than m of its shards are
     /// missing or corrupt. (`survives_more_failures` is `None` without this when the shards
     /// short are on nodes that do not answer: unavailable, not lost.)
     pub lost: bool,
 }
 
+/// A stripe with more than one shard on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoubledStripe {
+    /// Its part.
+    pub rank: Rank,
+    /// Its object.
+    pub object: ObjectName,
+    /// Its stripe.
+    pub stripe: StripeIndex,
+    /// The node holding the most of its shards.
+    pub node: NodeId,
+    /// How many of its shards that node holds (more than one).
+    pub shards: usize,
+}
+
+impl std::fmt::Display for DoubledStripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} shards of rank {} object {} stripe {} on node {}",
+            self.shards, self.rank, self.object, self.stripe, self.node
+        )
+    }
+}
+
 impl VerifyReport {
-    /// Whether every part is present, every shard good and the chains clean.
+    /// Whether every part is present, every shard good and on a node of its own, and the
+    /// chains clean.
     pub fn is_healthy(&self) -> bool {
         manifest::is_complete(self.world_size, self.parts_found.iter().copied())
             && self.bad_shards.is_empty()
             && self.chain_problems.is_empty()
+            && self.degraded_placement.is_empty()
+    }
+
+    /// Folds what one stripe or manifest survives into the report's figures.
+    fn fold(&mut self, s: Option<Survives>) {
+        let now = self.survives_more_failures.zip(self.survives_rack_failures);
+        let now = now.map(|(nodes, racks)| Survives { nodes, racks });
+        let folded = Survives::min_opt(now, s);
+        self.survives_more_failures = folded.map(|s| s.nodes);
+        self.survives_rack_failures = folded.map(|s| s.racks);
     }
 }
 
@@ -454,6 +512,8 @@ pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<Verif
         bad_shards: Vec::new(),
         chain_problems: Vec::new(),
         survives_more_failures: Some(usize::from(ctx.map.code.m)),
+        survives_rack_failures: Some(usize::from(ctx.map.code.m)),
+        degraded_placement: Vec::new(),
         lost: false,
     };
     for (rank, part) in &parts {
@@ -468,6 +528,9 @@ pub(crate) async fn verify(ctx: &Ctx, job: &JobName, step: Step) -> Result<Verif
             continue;
         };
         report.parts_found.push(*rank);
+        let holders: Vec<NodeId> =
+            part.nodes.iter().copied().filter(|n| !ctx.health.is_down(*n)).collect();
+        report.fold(redundancy::manifest_copies(&ctx.map, &holders));
         verify_part_shards(ctx, m, &mut report).await;
         let bases = listing.values().filter(|p| p.revision > 0).map(|p| (p.hash, p.base)).collect();
         let problems = manifest::verify_chain_with_bases(&chain, &bases);
@@ -522,10 +585,10 @@ async fn verify_stripe(
             }
         }
     });
-    let (mut good, first_bad) = (0usize, report.bad_shards.len());
+    let (mut good, first_bad) = (Vec::new(), report.bad_shards.len());
     for (i, r) in futures::future::join_all(checks).await.into_iter().enumerate() {
         match r {
-            Ok(_) => good += 1,
+            Ok(_) => good.push(stripe.shards[i].node),
             Err(why) => report.bad_shards.push(BadShard {
                 rank: m.rank,
                 object: obj.name.clone(),
@@ -536,12 +599,15 @@ async fn verify_stripe(
             }),
         }
     }
-    report.shards_ok += good as u64;
+    report.shards_ok += good.len() as u64;
+    let k = usize::from(m.code.params.k);
     let failures = report.bad_shards[first_bad..].iter().map(|b| &b.why);
-    report.lost |=
-        crate::planner::known_lost(stripe.shards.len(), usize::from(m.code.params.k), failures);
-    let left = good.checked_sub(usize::from(m.code.params.k));
-    report.survives_more_failures = report.survives_more_failures.zip(left).map(|(a, b)| a.min(b));
+    report.lost |= crate::planner::known_lost(stripe.shards.len(), k, failures);
+    report.fold(redundancy::stripe(&ctx.map, k, &good));
+    if let Some((node, shards)) = redundancy::crowded_node(stripe) {
+        let (rank, object) = (m.rank, obj.name.clone());
+        report.degraded_placement.push(DoubledStripe { rank, object, stripe: s, node, shards });
+    }
 }
 
 /// What `delete` did.

@@ -2,7 +2,7 @@
 //!
 //! Pure logic without I/O lives in the `rackpoint-core` crate and is re-exported here under
 //! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`, `listing`,
-//! `hedge`, `health_view`.
+//! `hedge`, `health_view`, `redundancy`.
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
@@ -33,7 +33,7 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    codec, health_view, hedge, listing, manifest, placement, planner, stripe_write,
+    codec, health_view, hedge, listing, manifest, placement, planner, redundancy, stripe_write,
 };
 
 pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};

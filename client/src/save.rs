@@ -90,6 +90,10 @@ pub struct SaveReport {
     pub shards: u64,
     /// Shards that went to a node other than their first placement (degraded writes).
     pub moved_shards: u64,
+    /// Stripes with more than one shard on a node (a degraded placement: fewer than `k + m`
+    /// nodes could take them). Such a stripe survives fewer node failures than `m` until
+    /// `repair` spreads it out; see [`crate::redundancy`].
+    pub doubled_stripes: u64,
     /// Nodes holding the manifest.
     pub manifest_nodes: Vec<NodeId>,
     /// Wall time.
@@ -214,11 +218,24 @@ pub(crate) async fn save_staged(
     }
     let manifest = part_manifest(ctx, &req, objects, prev);
     let bytes = manifest.total_bytes();
+    let doubled_stripes = crate::redundancy::doubled_stripes(&manifest);
     let (manifest_id, manifest_nodes) = commit_manifest(ctx, &manifest).await?;
     let elapsed = started.elapsed();
     tracing::info!(job = %req.job, step = %req.step, rank = %req.rank, bytes, shards, moved_shards,
         ms = elapsed.as_millis() as u64, manifest = %manifest_id, "part committed");
-    Ok(SaveReport { manifest_id, bytes, shards, moved_shards, manifest_nodes, elapsed })
+    if doubled_stripes > 0 {
+        tracing::warn!(job = %req.job, step = %req.step, rank = %req.rank, doubled_stripes,
+            "degraded placement: stripes with more than one shard on a node; run repair once the nodes are back");
+    }
+    Ok(SaveReport {
+        manifest_id,
+        bytes,
+        shards,
+        moved_shards,
+        doubled_stripes,
+        manifest_nodes,
+        elapsed,
+    })
 }
 
 fn part_manifest(

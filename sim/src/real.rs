@@ -1044,9 +1044,10 @@ async fn heal(
                 out.full_redundancy = report.is_healthy();
                 if !out.full_redundancy {
                     notes.push(format!(
-                        "verify: {} bad shard(s), {} chain problem(s)",
+                        "verify: {} bad shard(s), {} chain problem(s), {} stripe(s) doubled on a node",
                         out.bad_shards,
-                        report.chain_problems.len()
+                        report.chain_problems.len(),
+                        report.degraded_placement.len()
                     ));
                 }
             }

@@ -10,6 +10,7 @@
 //! - `listing` — the listing quorum over the nodes' manifest lists.
 //! - `hedge` — the hedging policy: when a fetch is late.
 //! - `health_view` — which nodes are down or stalled, with `now` passed in.
+//! - `redundancy` — how many more node and rack failures a stripe or part survives.
 //!
 //! Architecture invariant: this crate depends on no async runtime, socket or clock (the
 //! compiler enforces the first two through `Cargo.toml`; `tests/tidy.rs` checks that no
@@ -22,4 +23,5 @@ pub mod listing;
 pub mod manifest;
 pub mod placement;
 pub mod planner;
+pub mod redundancy;
 pub mod stripe_write;

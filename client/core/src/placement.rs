@@ -197,7 +197,7 @@ pub fn replacement(
 /// allow), and the save goes on instead of failing. `current[i]` pins shard `i` to a node it
 /// is already on (`Some`) or asks for one (`None`); each `None` gets the first node in rank
 /// order among the least loaded up nodes whose rack is under the cap. The manifest records
-/// the result, and `remaining_redundancy` counts a doubled node's shards together.
+/// the result, and `redundancy` counts a doubled node's shards together (in nodes).
 pub fn place_degraded(
     map: &ClusterMap,
     s: &StripeId,

@@ -440,6 +440,9 @@ pub(crate) struct PySaveReport {
     shards: u64,
     /// Shards written to a node other than their first placement.
     moved_shards: u64,
+    /// Stripes with more than one shard on a node (fewer than k + m nodes were up): they
+    /// survive fewer node failures until `repair` spreads them out.
+    doubled_stripes: u64,
     /// Nodes holding the manifest.
     manifest_nodes: Vec<u32>,
     /// Wall time, in seconds.
@@ -453,6 +456,7 @@ impl From<SaveReport> for PySaveReport {
             bytes: r.bytes,
             shards: r.shards,
             moved_shards: r.moved_shards,
+            doubled_stripes: r.doubled_stripes,
             manifest_nodes: r.manifest_nodes.iter().map(|n| n.0).collect(),
             elapsed_s: r.elapsed.as_secs_f64(),
         }
@@ -467,8 +471,11 @@ pub(crate) struct PyCheckpoint {
     parts: u32,
     complete: bool,
     bytes: u64,
-    /// More node failures every stripe survives; `None` if it cannot be restored now.
+    /// More node failures every stripe survives, from the shards the nodes list as present;
+    /// `None` if it cannot be restored now.
     survives_more_failures: Option<usize>,
+    /// The same in racks.
+    survives_rack_failures: Option<usize>,
     /// With `survives_more_failures` `None`: the nodes that do not answer and hold its shards.
     unavailable_nodes: Vec<u32>,
 }
@@ -482,6 +489,7 @@ impl From<CheckpointSummary> for PyCheckpoint {
             complete: c.complete,
             bytes: c.bytes,
             survives_more_failures: c.survives_more_failures,
+            survives_rack_failures: c.survives_rack_failures,
             unavailable_nodes: c.unavailable_nodes.iter().map(|n| n.0).collect(),
         }
     }
@@ -517,8 +525,13 @@ pub(crate) struct PyVerifyReport {
     bad_shards: Vec<String>,
     /// One text per broken link of a rank's manifest chain.
     chain_problems: Vec<String>,
+    /// More node failures every part survives, from where its good shards are.
     survives_more_failures: Option<usize>,
-    /// Every part present, every shard good, every chain intact.
+    /// The same in racks.
+    survives_rack_failures: Option<usize>,
+    /// One text per stripe with more than one shard on a node (repair spreads them).
+    degraded_placement: Vec<String>,
+    /// Every part present, every shard good and on a node of its own, every chain intact.
     healthy: bool,
     /// A stripe is known lost: nodes answered that more than m of its shards are missing or
     /// corrupt. (`survives_more_failures` is `None` without it: unavailable, not lost.)
@@ -550,6 +563,8 @@ impl From<VerifyReport> for PyVerifyReport {
                 .map(|(rank, p)| format!("rank {rank}: {p}"))
                 .collect(),
             survives_more_failures: r.survives_more_failures,
+            survives_rack_failures: r.survives_rack_failures,
+            degraded_placement: r.degraded_placement.iter().map(|d| d.to_string()).collect(),
         }
     }
 }

@@ -121,6 +121,21 @@ def test_wiped_nodes_are_lost_and_a_missing_job_is_no_such_job(cluster, client):
     assert fresh.resume("no-such-job") is None
 
 
+def test_a_save_with_half_the_nodes_down_reports_doubled_stripes(cluster):
+    down = cluster.node_ids[3:]
+    for node in down:  # one node of each rack stays up
+        cluster.kill(node)
+    client = Client(str(cluster.cluster_file))
+    report = client.save(JOB, 8, 0, 1, {"blob": seeded(8, 300_000)})
+    assert report.doubled_stripes > 0, "two shards of a stripe on a node"
+    v = client.verify(JOB, 8)
+    assert not v.healthy and not v.bad_shards and v.degraded_placement
+    assert (v.survives_more_failures, v.survives_rack_failures) == (1, 1)
+    assert [c.survives_more_failures for c in client.list(JOB)] == [1]
+    for node in down:
+        cluster.restart(node)
+
+
 def test_gil_is_released_during_save(client):
     data = np.random.default_rng(7).integers(0, 256, 48 << 20, dtype=np.uint8)
     ticks = 0

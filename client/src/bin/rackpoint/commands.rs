@@ -244,6 +244,13 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     let r = r?;
+    if r.doubled_stripes > 0 {
+        // On stderr in both modes: the save succeeded, with less margin than a full one.
+        eprintln!(
+            "warning: degraded placement: {} stripe(s) of {} step {step} rank {rank} have more than one shard on a node (fewer than k + m nodes were up); they survive fewer node failures until `rackpoint repair` spreads them out once the nodes are back",
+            r.doubled_stripes, args.job
+        );
+    }
     emit(global, &json::PutDoc::new(&args.job, step, rank, args.world_size, &r), || {
         println!(
             "saved {} step {step} rank {rank}: {} bytes, {} shards ({} moved), manifest {} in {:.2} s",
@@ -367,24 +374,30 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     }
     let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
     emit(global, &json::LsDoc::new(&args.job, shown()), || {
+        // SURVIVES: node failures, RACKS: rack failures, counted from the shards the nodes
+        // list as present; `verify` re-hashes them.
         println!(
-            "{:>12} {:>7} {:>9} {:>14} {:>9}",
-            "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES"
+            "{:>12} {:>7} {:>9} {:>14} {:>11} {:>5}",
+            "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES", "RACKS"
         );
         for c in shown() {
             // `ls` reads no shard: what it cannot count on is out of reach, not known lost.
-            let survives = match (c.survives_more_failures, c.unavailable_nodes.is_empty()) {
-                (Some(n), _) => n.to_string(),
-                (None, false) => "UNAVAILABLE".to_string(),
-                (None, true) => "UNREADABLE".to_string(),
+            let (survives, racks) = match (c.survives_more_failures, c.unavailable_nodes.is_empty())
+            {
+                (Some(n), _) => {
+                    (n.to_string(), c.survives_rack_failures.map_or("-".into(), |r| r.to_string()))
+                }
+                (None, false) => ("UNAVAILABLE".to_string(), "-".to_string()),
+                (None, true) => ("UNREADABLE".to_string(), "-".to_string()),
             };
             println!(
-                "{:>12} {:>7} {:>9} {:>14} {:>9}",
+                "{:>12} {:>7} {:>9} {:>14} {:>11} {:>5}",
                 c.step.0,
                 format!("{}/{}", c.parts, c.world_size),
                 if c.complete { "yes" } else { "no" },
                 c.bytes,
-                survives
+                survives,
+                racks
             );
         }
     });
@@ -408,9 +421,21 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
         for (rank, p) in &r.chain_problems {
             println!("chain problem: rank {rank}: {p}");
         }
-        let survives = r.survives_more_failures.map_or("no".into(), |n| n.to_string());
+        if let Some(first) = r.degraded_placement.first() {
+            let more = match r.degraded_placement.len() - 1 {
+                0 => String::new(),
+                n => format!(" (and {n} more stripe(s) alike)"),
+            };
+            println!(
+                "degraded placement: {first}{more}; run `rackpoint repair` to spread it once k + m nodes are up"
+            );
+        }
+        let survives = match (r.survives_more_failures, r.survives_rack_failures) {
+            (Some(n), Some(k)) => format!("{n} more node failure(s), {k} rack failure(s)"),
+            _ => "no more node failure".into(),
+        };
         println!(
-            "{} step {}: {}/{} parts, {} shards good, {} bad, survives {} more failure(s)",
+            "{} step {}: {}/{} parts, {} shards good, {} bad, survives {}",
             args.job,
             step,
             r.parts_found.len(),

@@ -138,7 +138,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let report = client.verify(&job, Step(1000)).await.context("verify")?;
     println!(
-        "verify   {} shards good, {} unreachable, the checkpoint survives {} more failure(s)",
+        "verify   {} shards good, {} unreachable, the checkpoint survives {} more node failure(s)",
         report.shards_ok,
         report.bad_shards.len(),
         report.survives_more_failures.map_or("no".into(), |n| n.to_string())

@@ -85,6 +85,8 @@ pub struct PutDoc {
     pub bytes: u64,
     pub shards: u64,
     pub moved_shards: u64,
+    /// Stripes with more than one shard on a node (degraded placement; `repair` spreads them).
+    pub doubled_stripes: u64,
     /// blake3 of the manifest, hex.
     pub manifest_id: String,
     pub manifest_nodes: Vec<u32>,
@@ -103,6 +105,7 @@ impl PutDoc {
             bytes: r.bytes,
             shards: r.shards,
             moved_shards: r.moved_shards,
+            doubled_stripes: r.doubled_stripes,
             manifest_id: r.manifest_id.to_hex(),
             manifest_nodes: r.manifest_nodes.iter().map(|n| n.0).collect(),
             elapsed_s: r.elapsed.as_secs_f64(),
@@ -225,8 +228,11 @@ pub struct CheckpointDoc {
     pub parts: u32,
     pub complete: bool,
     pub bytes: u64,
-    /// More node failures every stripe survives; `null`: it cannot be restored now.
+    /// More node failures every stripe survives, from the shards the nodes list as present;
+    /// `null`: it cannot be restored now.
     pub survives_more_failures: Option<usize>,
+    /// The same in racks.
+    pub survives_rack_failures: Option<usize>,
     /// With `survives_more_failures` `null`: the nodes that do not answer and hold its shards
     /// or manifests (bring them back); empty otherwise.
     pub unavailable_nodes: Vec<u32>,
@@ -242,6 +248,7 @@ impl LsDoc {
                 complete: c.complete,
                 bytes: c.bytes,
                 survives_more_failures: c.survives_more_failures,
+                survives_rack_failures: c.survives_rack_failures,
                 unavailable_nodes: c.unavailable_nodes.iter().map(|n| n.0).collect(),
             })
             .collect();
@@ -261,9 +268,14 @@ pub struct VerifyDoc {
     pub shards_ok: u64,
     pub bad_shards: Vec<BadShardDoc>,
     pub chain_problems: Vec<ChainProblemDoc>,
-    /// More shard losses the weakest stripe survives; `null`: a stripe cannot be read now.
+    /// More node failures every part survives, from where its good shards are and its
+    /// manifest's copies; `null`: a stripe cannot be read now.
     pub survives_more_failures: Option<usize>,
-    /// Every part present, every shard good, chains clean.
+    /// The same in racks.
+    pub survives_rack_failures: Option<usize>,
+    /// Stripes with more than one shard on a node: not healthy until repair spreads them.
+    pub degraded_placement: Vec<DoubledDoc>,
+    /// Every part present, every shard good and on a node of its own, chains clean.
     pub healthy: bool,
     /// Every stripe can be rebuilt from the shards found now.
     pub recoverable: bool,
@@ -290,6 +302,16 @@ pub struct BadShardDoc {
     pub detail: Option<String>,
 }
 
+/// One stripe with more than one shard on a node.
+#[derive(Debug, Serialize)]
+pub struct DoubledDoc {
+    pub rank: u32,
+    pub object: String,
+    pub stripe: u32,
+    pub node: u32,
+    pub shards: usize,
+}
+
 /// One problem in a rank's manifest chain.
 #[derive(Debug, Serialize)]
 pub struct ChainProblemDoc {
@@ -314,6 +336,18 @@ impl VerifyDoc {
                 .map(|(rank, p)| ChainProblemDoc { rank: rank.0, problem: p.to_string() })
                 .collect(),
             survives_more_failures: r.survives_more_failures,
+            survives_rack_failures: r.survives_rack_failures,
+            degraded_placement: r
+                .degraded_placement
+                .iter()
+                .map(|d| DoubledDoc {
+                    rank: d.rank.0,
+                    object: d.object.to_string(),
+                    stripe: d.stripe.0,
+                    node: d.node.0,
+                    shards: d.shards,
+                })
+                .collect(),
             healthy: r.is_healthy(),
             recoverable: r.survives_more_failures.is_some(),
             lost: r.lost,

@@ -23,8 +23,8 @@ use rackpoint_proto::limits::{
 };
 use rackpoint_proto::wire::Message;
 use rackpoint_proto::{
-    ClusterMap, Digest, ErrorCode, JobName, JobSummary, ManifestEntry, ManifestKey, NodeId, NodeStats,
-    PartShards, Rank, Request, Response, ShardKey, Step,
+    ClusterMap, Digest, ErrorCode, JobName, JobSummary, ManifestEntry, ManifestKey, NodeId,
+    NodeStats, PartShards, Rank, Request, Response, ShardKey, Step,
 };
 use tokio::sync::Semaphore;
 

@@ -119,7 +119,10 @@ fn ls_without_a_job_lists_the_jobs_and_a_scoped_identity_sees_only_its_own() {
     assert!(text(&ls.stderr).is_empty(), "every node answered: {}", text(&ls.stderr));
 
     let v = doc(&rackpoint(&cluster, &["ls", "--json"]));
-    assert_eq!((&v["command"], &v["ok"], &v["complete"]), (&"ls".into(), &true.into(), &true.into()));
+    assert_eq!(
+        (&v["command"], &v["ok"], &v["complete"]),
+        (&"ls".into(), &true.into(), &true.into())
+    );
     assert_eq!(names(&v), ["alpha", "beta", "gamma"]);
     let a = job(&v, "alpha");
     assert_eq!((&a["checkpoints"], &a["complete_checkpoints"]), (&2.into(), &2.into()), "{v}");
@@ -143,7 +146,10 @@ fn ls_without_a_job_lists_the_jobs_and_a_scoped_identity_sees_only_its_own() {
         assert!(!all.contains(other), "{other} leaked: {all}");
     }
     let prefix = reader(&dir, "a-reader", "al*,gamma");
-    assert_eq!(names(&doc(&rackpoint_as(&cluster, &prefix, &["ls", "--json"]))), ["alpha", "gamma"]);
+    assert_eq!(
+        names(&doc(&rackpoint_as(&cluster, &prefix, &["ls", "--json"]))),
+        ["alpha", "gamma"]
+    );
 
     // One node down (m = 2): every job is still listed, the node is named.
     tc.cluster.kill(NodeId(4)).expect("kill");
@@ -201,7 +207,10 @@ fn gc_all_jobs_keeps_the_newest_of_every_job() {
     assert_eq!(steps_of(&cluster, "one"), [4]);
     // `gc` needs a job or --all-jobs, not both.
     assert_eq!(rackpoint(&cluster, &["gc", "--keep", "1"]).status.code(), Some(2));
-    assert_eq!(rackpoint(&cluster, &["gc", "one", "--all-jobs", "--keep", "1"]).status.code(), Some(2));
+    assert_eq!(
+        rackpoint(&cluster, &["gc", "one", "--all-jobs", "--keep", "1"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -243,7 +252,10 @@ fn repair_all_jobs_brings_every_job_back_after_a_wiped_node() {
     let repair = rackpoint(&cluster, &["repair", "--all-jobs", "--json"]);
     let v = doc(&repair);
     assert_eq!(repair.status.code(), Some(4), "{v}");
-    assert_eq!((&v["ok"], &v["exit_code"], &v["may_miss_jobs"]), (&false.into(), &4.into(), &true.into()));
+    assert_eq!(
+        (&v["ok"], &v["exit_code"], &v["may_miss_jobs"]),
+        (&false.into(), &4.into(), &true.into())
+    );
 }
 
 /// The subcommands `rackpoint HELP_ARGS --help` lists (clap's "Commands:" section).
@@ -327,7 +339,10 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a line").expect("read");
     let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
-    assert_eq!((&v["command"], &v["event"], &v["ok"]), (&"cluster up".into(), &"up".into(), &true.into()));
+    assert_eq!(
+        (&v["command"], &v["event"], &v["ok"]),
+        (&"cluster up".into(), &"up".into(), &true.into())
+    );
     covered.insert("cluster up".into());
 
     // The data commands: (name, a success, an error and whether the error runs against a
@@ -343,7 +358,12 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
         ("repair", vec!["repair", "j", "--all"], vec!["repair", "j", "--all"], true),
         ("repair", vec!["repair", "--all-jobs"], vec!["repair", "--all-jobs"], true),
         ("gc", vec!["gc", "j", "--keep", "1"], vec!["gc", "j", "--keep", "1"], true),
-        ("gc", vec!["gc", "--all-jobs", "--keep", "1"], vec!["gc", "--all-jobs", "--keep", "1"], true),
+        (
+            "gc",
+            vec!["gc", "--all-jobs", "--keep", "1"],
+            vec!["gc", "--all-jobs", "--keep", "1"],
+            true,
+        ),
         ("rm", vec!["rm", "j", "--step", "1"], vec!["rm", "j", "--step", "999"], false),
     ];
     for (name, success, error, on_missing) in &table {
@@ -383,7 +403,8 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
     let mut listed: BTreeSet<String> = BTreeSet::new();
     for c in listed_commands(&[]) {
         if c == "cluster" {
-            listed.extend(listed_commands(&["cluster"]).into_iter().map(|s| format!("cluster {s}")));
+            listed
+                .extend(listed_commands(&["cluster"]).into_iter().map(|s| format!("cluster {s}")));
         } else {
             listed.insert(c);
         }

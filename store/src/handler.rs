@@ -774,7 +774,11 @@ mod tests {
         let f = fixture(0);
         let h = &f.handler;
         for name in ["job", "secret-a", "secret-b"] {
-            let key = ManifestKey { job: JobName::new(name).expect("valid"), step: Step(1), rank: Rank(0) };
+            let key = ManifestKey {
+                job: JobName::new(name).expect("valid"),
+                step: Step(1),
+                rank: Rank(0),
+            };
             let m = Bytes::from(format!("manifest of {name}"));
             let put = Request::PutManifest { key, world_size: 1, hash: digest(&m) };
             assert!(h.handle(&admin(), put, m).await.is_ok());
@@ -792,7 +796,10 @@ mod tests {
         let all = names(h.handle(&admin(), list(None), Bytes::new()).await);
         assert_eq!(all, (vec!["job".into(), "secret-a".into(), "secret-b".into()], false));
         let reader = caller(Access::Read, "job");
-        assert_eq!(names(h.handle(&reader, list(None), Bytes::new()).await), (vec!["job".into()], false));
+        assert_eq!(
+            names(h.handle(&reader, list(None), Bytes::new()).await),
+            (vec!["job".into()], false)
+        );
         // A resume point of another job's name tells the caller nothing either.
         let after = names(h.handle(&reader, list(Some("secret-a")), Bytes::new()).await);
         assert_eq!(after, (vec![], false));

@@ -559,7 +559,11 @@ impl PyJob {
     fn __repr__(&self) -> String {
         format!(
             "Job({:?}, checkpoints={}, complete={}, newest_step={:?}, shard_bytes={})",
-            self.job, self.checkpoints, self.complete_checkpoints, self.newest_step, self.shard_bytes
+            self.job,
+            self.checkpoints,
+            self.complete_checkpoints,
+            self.newest_step,
+            self.shard_bytes
         )
     }
 }

@@ -112,8 +112,13 @@ impl Engine {
 
     /// A job's manifests, newest step, shards and shard bytes here, and the keys read.
     fn summarize_job(&self, job: &JobName) -> Result<(JobSummary, u64), EngineError> {
-        let mut summary =
-            JobSummary { job: job.clone(), manifests: 0, newest_step: None, shards: 0, shard_bytes: 0 };
+        let mut summary = JobSummary {
+            job: job.clone(),
+            manifests: 0,
+            newest_step: None,
+            shards: 0,
+            shard_bytes: 0,
+        };
         let manifests = ManifestKey::job_range(job);
         for item in self.index_iter(&manifests.start, &manifests.end) {
             let (key, _) = item.map_err(db_error)?;
@@ -189,7 +194,10 @@ mod tests {
         let page = e.list_jobs(&all(), None, 10).expect("lists");
         assert_eq!((names(&page), page.more), (vec!["a", "b", "b-2"], false));
         let b = &page.jobs[1];
-        assert_eq!((b.manifests, b.newest_step, b.shards, b.shard_bytes), (2, Some(Step(9)), 1, 100));
+        assert_eq!(
+            (b.manifests, b.newest_step, b.shards, b.shard_bytes),
+            (2, Some(Step(9)), 1, 100)
+        );
         let a = &page.jobs[0];
         assert_eq!((a.manifests, a.newest_step, a.shards, a.shard_bytes), (0, None, 1, 10));
     }

@@ -170,7 +170,16 @@ fn a_job_scoped_identity_does_not_learn_other_jobs_names() {
             plant_victim(&admin, &named(job)).await;
         }
         let all = listed_jobs(&admin, None).await;
-        assert_eq!(all, (vec!["exact", "exact-not", "mine", "mine-1", "victim"].into_iter().map(String::from).collect(), false));
+        assert_eq!(
+            all,
+            (
+                vec!["exact", "exact-not", "mine", "mine-1", "victim"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                false
+            )
+        );
         let t = transport_as(&cluster, &scoped);
         let own = vec!["exact".to_string(), "mine-1".to_string()];
         assert_eq!(listed_jobs(&t, None).await, (own, false));

@@ -23,7 +23,8 @@ fn unseen_line(r: &JobsReport) -> Option<String> {
     if r.is_complete() {
         return None;
     }
-    let nodes: Vec<String> = r.unseen_nodes.iter().map(|(n, e)| format!("node {n} ({e})")).collect();
+    let nodes: Vec<String> =
+        r.unseen_nodes.iter().map(|(n, e)| format!("node {n} ({e})")).collect();
     let consequence = if r.may_miss_jobs {
         "more than m nodes are silent, so jobs held only by them are missing"
     } else {
@@ -145,7 +146,11 @@ where
         println!(
             "{command} --all-jobs: {} jobs, {jobs_ok} done{}",
             doc.jobs_total,
-            if failed.is_empty() { String::new() } else { format!(", not done: {}", failed.join(", ")) }
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(", not done: {}", failed.join(", "))
+            }
         );
     });
     if listing.may_miss_jobs && failed.is_empty() {

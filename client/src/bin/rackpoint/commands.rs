@@ -459,7 +459,10 @@ pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
         bail!("no such checkpoint: {} step {step} is on no node; nothing was deleted", args.job);
     }
     emit(global, &crate::json_ops::RmDoc::new(&args.job, step, &r), || {
-        println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);
+        println!(
+            "deleted {} step {step}: {} shards, {} manifests",
+            args.job, r.shards, r.manifests
+        );
     });
     if !r.unreachable.is_empty() {
         let nodes: Vec<String> =

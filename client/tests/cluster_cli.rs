@@ -127,8 +127,9 @@ fn ls_without_a_job_lists_the_jobs_and_a_scoped_identity_sees_only_its_own() {
     let a = job(&v, "alpha");
     assert_eq!((&a["checkpoints"], &a["complete_checkpoints"]), (&2.into(), &2.into()), "{v}");
     assert_eq!((&a["newest_step"], &a["newest_complete_step"]), (&2.into(), &2.into()), "{v}");
-    // 200,000 bytes in 64 KiB shards: 4 data shards of one stripe, and 2 parity, per step.
-    assert_eq!(a["shard_bytes"], 2 * 6 * u64::from(SHARD), "{v}");
+    // 200,000 bytes in one stripe of k = 4: 4 data shards of 50,000 bytes and 2 parity, per
+    // step (a short last stripe's shards are as long as its data needs).
+    assert_eq!(a["shard_bytes"], 2 * 6 * 50_000, "{v}");
     assert_eq!(a["manifests"], 2 * 3, "m + 1 copies of each manifest: {v}");
     let g = job(&v, "gamma");
     assert_eq!((&g["checkpoints"], &g["complete_checkpoints"]), (&1.into(), &0.into()), "{v}");

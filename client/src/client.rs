@@ -312,6 +312,13 @@ impl Client {
         catalog::list(&self.ctx, job).await
     }
 
+    /// The jobs of the cluster this identity may see (an admin's: all), each with its
+    /// checkpoints, stored bytes and newest step, and the nodes that did not answer (see
+    /// [`crate::jobs`]).
+    pub async fn jobs(&self) -> Result<crate::jobs::JobsReport> {
+        crate::jobs::jobs(&self.ctx).await
+    }
+
     /// Reads back every shard of a checkpoint and checks the manifest chains.
     pub async fn verify(&self, job: &JobName, step: Step) -> Result<VerifyReport> {
         catalog::verify(&self.ctx, job, step).await

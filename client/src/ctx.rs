@@ -5,7 +5,7 @@
 //! threshold, and on a node-level failure marks the node down and drops its connection. The
 //! typed wrappers (`put_shard`, `get_shard`, the manifest calls, `delete_checkpoint`, `stats`,
 //! `hello`, and the maintenance calls `verify_shard`, `delete_manifest`, `replace_manifest`,
-//! `list_parts`, `delete_orphan_shards`) turn an unexpected reply into
+//! `list_parts`, `delete_orphan_shards`, and `list_jobs`) turn an unexpected reply into
 //! [`TransportError::UnexpectedReply`].
 //!
 //! The pipelines (`save`, `restore`, `catalog`) and the public API (`client`) sit above this
@@ -19,12 +19,12 @@ use bytes::Bytes;
 use rackpoint_proto::limits::{
     CLIENT_DEFAULT_STAGING_BYTES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE,
     CLIENT_MAX_STRIPES_IN_FLIGHT, CLIENT_REQUEST_TIMEOUT_MS, CLIENT_STAGING_BUFFER_BYTES,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES,
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES, MAX_LIST_JOBS,
 };
 use rackpoint_proto::wire::Message;
 use rackpoint_proto::{
-    ClusterMap, Digest, ErrorCode, JobName, ManifestEntry, ManifestKey, NodeId, NodeStats,
-    PartShards, Rank, Request, Response, ShardKey, Step,
+    ClusterMap, Digest, ErrorCode, JobName, JobSummary, ManifestEntry, ManifestKey, NodeId,
+    NodeStats, PartShards, Rank, Request, Response, ShardKey, Step,
 };
 use tokio::sync::Semaphore;
 
@@ -282,6 +282,21 @@ impl Ctx {
         let reply = self.call(node, &req, Bytes::new()).await?;
         expect(node, "Manifests", reply, |r| match r.response {
             Response::Manifests { entries, more } => Ok((entries, more)),
+            response => Err(Reply { response, payload: r.payload }),
+        })
+    }
+
+    /// One page of the jobs a node holds that this identity may see, after `after`, and
+    /// whether more follow.
+    pub(crate) async fn list_jobs(
+        &self,
+        node: NodeId,
+        after: Option<JobName>,
+    ) -> Result<(Vec<JobSummary>, bool), TransportError> {
+        let req = Request::ListJobs { after, limit: MAX_LIST_JOBS };
+        let reply = self.call(node, &req, Bytes::new()).await?;
+        expect(node, "Jobs", reply, |r| match r.response {
+            Response::Jobs { jobs, more } => Ok((jobs, more)),
             response => Err(Reply { response, payload: r.payload }),
         })
     }

@@ -9,7 +9,7 @@
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
 //! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `heal`
 //! (heal on read: a restore's damaged stripes repaired in the background), `gc`
-//! (retention and orphan collection), `rollback` (a failed commit taken back), `client` (the
+//! (retention and orphan collection), `jobs` (the cluster's jobs, listed from every node), `rollback` (a failed commit taken back), `client` (the
 //! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
 //! demo and the simulator; feature `testkit`).
 
@@ -22,6 +22,7 @@ pub mod error;
 pub mod gc;
 pub mod heal;
 pub mod health;
+pub mod jobs;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;
 mod pool;
@@ -33,7 +34,8 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    codec, health_view, hedge, listing, manifest, placement, planner, redundancy, stripe_write,
+    codec, health_view, hedge, job_list, listing, manifest, placement, planner, redundancy,
+    stripe_write,
 };
 
 pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};

@@ -171,6 +171,7 @@ fn all_kinds(m: &Manifest, bytes: &[u8]) -> Vec<(Request, Vec<u8>)> {
         ),
         (Request::ListParts { job: m.job.clone(), after: None, limit: 100 }, vec![]),
         (Request::Stats, vec![]),
+        (Request::ListJobs { after: None, limit: 100 }, vec![]),
         (Request::DeleteShard { key: k1, hash: h1 }, vec![]),
         (Request::DeleteManifest { key: key.clone(), hash: Some(hash) }, vec![]),
         (Request::DeleteOrphanShards { key, min_age_ms: 0 }, vec![]),

@@ -215,6 +215,76 @@ impl Grant {
     }
 }
 
+/// A range of job names compared as bytes: `[start, end)`, `end` `None` for no upper bound.
+/// Job names hold no byte below `-`, so the range of one exact name `n` is `[n, n + 0x01)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JobRange {
+    /// The smallest name in the range (or a lower bound of it).
+    pub start: Vec<u8>,
+    /// The first name past the range; `None`: every name from `start` on.
+    pub end: Option<Vec<u8>>,
+}
+
+impl JobRange {
+    /// Whether `job` lies in the range.
+    pub fn contains(&self, job: &JobName) -> bool {
+        let name = job.as_str().as_bytes();
+        name >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| name < end)
+    }
+}
+
+impl JobPattern {
+    /// The names this pattern matches, as one range.
+    pub fn range(&self) -> JobRange {
+        match self {
+            JobPattern::All => JobRange { start: Vec::new(), end: None },
+            JobPattern::Exact(name) => {
+                let start = name.as_str().as_bytes().to_vec();
+                let mut end = start.clone();
+                end.push(1);
+                JobRange { start, end: Some(end) }
+            }
+            JobPattern::Prefix(prefix) => {
+                let start = prefix.as_bytes().to_vec();
+                // A prefix is made of job-name characters, never 0xff: its last byte + 1
+                // is the first name past every name that starts with it.
+                let mut end = start.clone();
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
+                JobRange { start, end: Some(end) }
+            }
+        }
+    }
+}
+
+impl Grant {
+    /// The job names the grant reaches, as sorted, disjoint ranges (an admin's: every name),
+    /// so that a node can list them by seeking, without looking at another job's keys.
+    pub fn job_ranges(&self) -> Vec<JobRange> {
+        if self.access == Access::Admin {
+            return vec![JobPattern::All.range()];
+        }
+        let mut ranges: Vec<JobRange> = self.jobs.iter().map(JobPattern::range).collect();
+        ranges.sort();
+        let mut out: Vec<JobRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match out.last_mut() {
+                // Sorted by start: `r` overlaps or touches the last one unless it starts at
+                // or past its end.
+                Some(last) if last.end.as_ref().is_none_or(|end| r.start <= *end) => {
+                    last.end = match (last.end.take(), r.end) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let jobs: Vec<String> = self.jobs.iter().map(ToString::to_string).collect();
@@ -225,7 +295,8 @@ impl fmt::Display for Grant {
 /// What a request touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
-    /// Nothing of any job (`Hello`, and `Stats`, whose per-job parts the node filters).
+    /// Nothing of any job (`Hello`; `Stats` and `ListJobs`, whose per-job parts the node
+    /// filters to the jobs the caller's grant reaches).
     Any,
     /// One job.
     Job(&'a JobName),
@@ -259,7 +330,9 @@ impl Request {
     /// (`ReplaceManifest`, `DeleteShard`) and orphan sweeps need `admin`.
     pub fn needs(&self) -> Need<'_> {
         let (access, scope) = match self {
-            Request::Hello | Request::Stats => (Access::Read, Scope::Any),
+            Request::Hello | Request::Stats | Request::ListJobs { .. } => {
+                (Access::Read, Scope::Any)
+            }
             Request::GetShard { key } | Request::VerifyShard { key } => {
                 (Access::Read, Scope::Job(&key.job))
             }
@@ -461,5 +534,41 @@ mod tests {
                 prop_assert_eq!(grant.permits(&need), matched && access <= grant.access);
             }
         }
+
+        /// The ranges a node lists a grant's jobs by hold exactly the names it covers, and
+        /// are sorted and disjoint (so no job is listed twice). Small alphabets make
+        /// prefixes, exact names inside them and neighbours likely.
+        #[test]
+        fn job_ranges_hold_exactly_the_jobs_a_grant_covers(
+            jobs in proptest::collection::vec(prop_oneof![
+                "[ab]{1,3}".prop_map(|s| JobPattern::Exact(job(&s))),
+                "[ab]{1,3}".prop_map(JobPattern::Prefix),
+                Just(JobPattern::All),
+            ], 1..6),
+            names in proptest::collection::vec("[ab.]{1,4}", 1..20),
+            level in 0usize..4,
+        ) {
+            let grant = Grant::new(Access::ALL[level], jobs).expect("valid grant");
+            let ranges = grant.job_ranges();
+            for pair in ranges.windows(2) {
+                let end = pair[0].end.as_ref().expect("only the last range is unbounded");
+                prop_assert!(*end < pair[1].start, "{:?}", ranges);
+            }
+            for name in names {
+                let name = job(&name);
+                let inside = ranges.iter().filter(|r| r.contains(&name)).count();
+                prop_assert_eq!(inside, usize::from(grant.covers(&name)), "{} in {:?}", name, ranges);
+            }
+        }
+    }
+
+    #[test]
+    fn an_exact_name_range_holds_no_longer_name() {
+        let range = JobPattern::Exact(job("llm")).range();
+        assert!(range.contains(&job("llm")));
+        assert!(!range.contains(&job("llm-7b")) && !range.contains(&job("ll")));
+        let prefix = JobPattern::Prefix("llm-".into()).range();
+        assert!(prefix.contains(&job("llm-7b")) && !prefix.contains(&job("llm")));
+        assert!(!prefix.contains(&job("llm.")), "'.' sorts after '-'");
     }
 }

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::JobRange;
 use crate::ids::{JobName, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex};
 
 const SHARD_TAG: u8 = b'S';
@@ -186,6 +187,56 @@ impl ManifestKey {
     }
 }
 
+/// The two tables of keys: shards and manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// [`ShardKey`]s.
+    Shards,
+    /// [`ManifestKey`]s.
+    Manifests,
+}
+
+impl Table {
+    fn tag(self) -> u8 {
+        match self {
+            Table::Shards => SHARD_TAG,
+            Table::Manifests => MANIFEST_TAG,
+        }
+    }
+
+    /// The keys of this table whose job lies in `names` and sorts after `after` (every key
+    /// of the job `after` itself excluded).
+    pub fn jobs_range(self, names: &JobRange, after: Option<&JobName>) -> CheckpointRange {
+        let tag = self.tag();
+        let mut start = vec![tag];
+        start.extend_from_slice(&names.start);
+        if let Some(after) = after {
+            // Every key of `after` is tag, name, NUL, ...; the next job's keys sort at or
+            // past tag, name, 0x01.
+            let mut past = vec![tag];
+            past.extend_from_slice(after.as_str().as_bytes());
+            past.push(1);
+            start = start.max(past);
+        }
+        let end = match &names.end {
+            Some(e) => {
+                let mut end = vec![tag];
+                end.extend_from_slice(e);
+                end
+            }
+            None => vec![tag + 1],
+        };
+        CheckpointRange { start, end }
+    }
+
+    /// The job name bytes a key of this table starts with (`None`: not one of its keys).
+    pub fn job_of(self, key: &[u8]) -> Option<&[u8]> {
+        let rest = key.strip_prefix(&[self.tag()])?;
+        let nul = rest.iter().position(|&c| c == 0)?;
+        Some(&rest[..nul])
+    }
+}
+
 fn split_name(b: &[u8]) -> Option<(String, &[u8])> {
     let nul = b.iter().position(|&c| c == 0)?;
     let name = std::str::from_utf8(&b[..nul]).ok()?.to_owned();
@@ -274,6 +325,30 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = ShardKey::decode(&b);
             let _ = ManifestKey::decode(&b);
+        }
+    }
+
+    proptest! {
+        /// The keys a job listing seeks through hold exactly the jobs of the name range
+        /// that sort after the resume point, in both tables.
+        #[test]
+        fn jobs_ranges_hold_the_keys_of_the_jobs_in_them(
+            k in shard_key(),
+            pattern in prop_oneof![
+                "[A-Za-z0-9._-]{1,3}".prop_map(|p| crate::access::JobPattern::Prefix(p)),
+                job().prop_map(crate::access::JobPattern::Exact),
+                Just(crate::access::JobPattern::All),
+            ],
+            after in proptest::option::of(job()),
+        ) {
+            let names = pattern.range();
+            for (table, key) in [(Table::Shards, k.encode()), (Table::Manifests, k.part().encode())] {
+                let r = table.jobs_range(&names, after.as_ref());
+                let inside = r.start <= key && key < r.end;
+                let want = pattern.matches(&k.job) && after.as_ref().is_none_or(|a| k.job.as_str() > a.as_str());
+                prop_assert_eq!(inside, want);
+                prop_assert_eq!(table.job_of(&key), Some(k.job.as_str().as_bytes()));
+            }
         }
     }
 

@@ -26,6 +26,18 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 /// page of the largest entries (about 95 bytes each) fits in `MAX_HEADER_BYTES`.
 pub const MAX_LIST_ENTRIES: u32 = 512;
 
+/// Most jobs returned by one `ListJobs` reply (the client pages); a full page of the
+/// largest summaries (a 128-byte name and five counters, about 180 bytes) fits in
+/// `MAX_HEADER_BYTES` (`wire` tests encode one).
+pub const MAX_LIST_JOBS: u32 = 256;
+/// Index keys one `ListJobs` page reads to sum its jobs' manifests and shards: once a page
+/// has read this many it ends after the job it is summing (at least one job per page), so
+/// a page's work is bounded whatever the jobs hold.
+pub const NODE_LIST_JOBS_SCAN_KEYS: u64 = 1 << 20;
+/// Most jobs the client's cluster-wide listing (`Client::jobs`, `rackpoint ls` without a
+/// job) takes from one node; past it the listing refuses rather than drop jobs.
+pub const CLIENT_MAX_LISTED_JOBS: usize = 1 << 16;
+
 // ---- Names ----
 
 /// Longest job name (`[A-Za-z0-9._-]{1,128}`).

@@ -161,6 +161,23 @@ pub struct PartShards {
     pub newest_age_ms: u64,
 }
 
+/// One job as a node holds it, as [`Request::ListJobs`] reports it: what this node stores,
+/// not what the cluster does (every part's manifest lives on m + 1 nodes and its shards on
+/// k + m; the client merges the nodes' answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job.
+    pub job: JobName,
+    /// Manifests of the job on this node.
+    pub manifests: u64,
+    /// The newest step with a manifest on this node (`None`: shards only, no manifest).
+    pub newest_step: Option<Step>,
+    /// Shards of the job on this node.
+    pub shards: u64,
+    /// Their payload bytes.
+    pub shard_bytes: u64,
+}
+
 /// Served and failed requests of one message kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RequestCounters {
@@ -305,6 +322,15 @@ pub enum Request {
         /// The blake3 the stored shard must have.
         hash: Digest,
     },
+    /// The jobs with manifests or shards on this node that the caller's grant reaches (an
+    /// admin's: every job), in name order, starting after `after`. Answered by
+    /// [`Response::Jobs`].
+    ListJobs {
+        /// Resume point of a previous page (its last job).
+        after: Option<JobName>,
+        /// Most jobs wanted (capped at `MAX_LIST_JOBS`).
+        limit: u32,
+    },
 }
 
 /// A node's reply.
@@ -393,6 +419,13 @@ pub enum Response {
         /// Whether there was one to delete.
         existed: bool,
     },
+    /// A page of jobs.
+    Jobs {
+        /// The jobs, in name order.
+        jobs: Vec<JobSummary>,
+        /// Whether more jobs follow the last one.
+        more: bool,
+    },
 }
 
 impl Response {
@@ -438,6 +471,7 @@ impl Request {
         "ListParts",
         "DeleteOrphanShards",
         "DeleteShard",
+        "ListJobs",
     ];
 
     /// The variant's tag (its index in [`Request::KINDS`] and on the wire).
@@ -457,12 +491,13 @@ impl Request {
             Request::ListParts { .. } => 11,
             Request::DeleteOrphanShards { .. } => 12,
             Request::DeleteShard { .. } => 13,
+            Request::ListJobs { .. } => 14,
         }
     }
 }
 
 impl Message for Request {
-    const VARIANTS: u8 = 14;
+    const VARIANTS: u8 = 15;
 
     fn kind(&self) -> &'static str {
         Self::KINDS[self.tag()]
@@ -478,7 +513,7 @@ impl Message for Request {
 }
 
 impl Message for Response {
-    const VARIANTS: u8 = 14;
+    const VARIANTS: u8 = 15;
 
     fn kind(&self) -> &'static str {
         match self {
@@ -496,6 +531,7 @@ impl Message for Response {
             Response::Parts { .. } => "Parts",
             Response::OrphansDeleted { .. } => "OrphansDeleted",
             Response::ShardDeleted { .. } => "ShardDeleted",
+            Response::Jobs { .. } => "Jobs",
         }
     }
 
@@ -611,7 +647,7 @@ pub fn decode_frame<M: Message>(frame: &[u8]) -> Result<(M, &[u8]), WireError> {
 mod tests {
     use super::*;
     use crate::ids::{ObjectName, ShardIndex, StripeIndex};
-    use crate::limits::{MAX_LIST_ENTRIES, MAX_STATS_CORRUPT_KEYS};
+    use crate::limits::{MAX_LIST_ENTRIES, MAX_LIST_JOBS, MAX_STATS_CORRUPT_KEYS};
     use proptest::prelude::*;
 
     proptest! {
@@ -699,6 +735,8 @@ mod tests {
             ),
             (manifest_key(), any::<u64>())
                 .prop_map(|(key, min_age_ms)| (Request::DeleteOrphanShards { key, min_age_ms }, 0)),
+            (proptest::option::of(job()), any::<u32>())
+                .prop_map(|(after, limit)| (Request::ListJobs { after, limit }, 0)),
         ]
     }
     fn part() -> impl Strategy<Value = PartShards> {
@@ -711,6 +749,16 @@ mod tests {
                 newest_age_ms,
             },
         )
+    }
+    fn job_summary() -> impl Strategy<Value = JobSummary> {
+        (job(), any::<u64>(), proptest::option::of(any::<u64>()), any::<u64>(), any::<u64>())
+            .prop_map(|(job, manifests, newest, shards, shard_bytes)| JobSummary {
+                job,
+                manifests,
+                newest_step: newest.map(Step),
+                shards,
+                shard_bytes,
+            })
     }
     fn entry() -> impl Strategy<Value = ManifestEntry> {
         (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), digest(), any::<u32>(), digest())
@@ -777,6 +825,8 @@ mod tests {
                 Response::OrphansDeleted { shards, bytes, kept_young },
                 0
             )),
+            (proptest::collection::vec(job_summary(), 0..=MAX_LIST_JOBS as usize), any::<bool>())
+                .prop_map(|(jobs, more)| (Response::Jobs { jobs, more }, 0)),
         ]
     }
 
@@ -902,6 +952,15 @@ mod tests {
         let page =
             Response::Manifests { entries: vec![entry; MAX_LIST_ENTRIES as usize], more: true };
         encode_frame(&page, 0).expect("the fullest manifest page fits");
+        let summary = JobSummary {
+            job: JobName::new("j".repeat(crate::limits::MAX_JOB_NAME_BYTES)).expect("valid"),
+            manifests: u64::MAX,
+            newest_step: Some(Step(u64::MAX)),
+            shards: u64::MAX,
+            shard_bytes: u64::MAX,
+        };
+        let jobs = Response::Jobs { jobs: vec![summary; MAX_LIST_JOBS as usize], more: true };
+        encode_frame(&jobs, 0).expect("the fullest Jobs page fits");
     }
 
     #[test]

@@ -75,9 +75,11 @@ use rocksdb::{
 };
 use segments::{Segment, Segments};
 
+mod jobs;
 mod lifecycle;
 mod segments;
 
+pub use jobs::JobPage;
 pub use lifecycle::{ContentCheck, OrphanSweep, PartsPage};
 
 const INDEX_CF: &str = "index";

@@ -334,6 +334,7 @@ impl Handler {
                 self.delete_orphan_shards(key, min_age_ms).await
             }
             Request::DeleteShard { key, hash } => self.delete_shard(key, hash).await,
+            Request::ListJobs { after, limit } => self.list_jobs(caller, after, limit).await,
         }
     }
 
@@ -461,6 +462,26 @@ impl Handler {
         let engine = self.engine.clone();
         let page = blocking(move || engine.list_manifests(&job, after, limit)).await?;
         Ok(Reply::bare(Response::Manifests { entries: page.entries, more: page.more }))
+    }
+
+    /// The jobs the caller's grant reaches (an admin's: all), looked up only in the name
+    /// ranges the grant covers: another job's name is never read, let alone sent.
+    async fn list_jobs(
+        &self,
+        caller: &Caller,
+        after: Option<JobName>,
+        limit: u32,
+    ) -> Result<Reply, RequestError> {
+        // `admit` refused a caller without a grant; none reaches nothing.
+        let Some(grant) = caller.grant.clone() else {
+            return Ok(Reply::bare(Response::Jobs { jobs: Vec::new(), more: false }));
+        };
+        let engine = self.engine.clone();
+        let mut page =
+            blocking(move || engine.list_jobs(&grant.job_ranges(), after.as_ref(), limit)).await?;
+        // The ranges hold exactly the covered names; this keeps it so whatever they become.
+        page.jobs.retain(|j| caller.grant.as_ref().is_some_and(|g| g.covers(&j.job)));
+        Ok(Reply::bare(Response::Jobs { jobs: page.jobs, more: page.more }))
     }
 }
 
@@ -746,6 +767,46 @@ mod tests {
             assert_eq!(*code, ErrorCode::PermissionDenied);
             assert!(message.contains(word), "{message}");
         }
+    }
+
+    #[tokio::test]
+    async fn list_jobs_shows_a_caller_only_the_jobs_its_grant_reaches() {
+        let f = fixture(0);
+        let h = &f.handler;
+        for name in ["job", "secret-a", "secret-b"] {
+            let key = ManifestKey {
+                job: JobName::new(name).expect("valid"),
+                step: Step(1),
+                rank: Rank(0),
+            };
+            let m = Bytes::from(format!("manifest of {name}"));
+            let put = Request::PutManifest { key, world_size: 1, hash: digest(&m) };
+            assert!(h.handle(&admin(), put, m).await.is_ok());
+        }
+        let list = |after: Option<&str>| Request::ListJobs {
+            after: after.map(|a| JobName::new(a).expect("valid")),
+            limit: 10,
+        };
+        let names = |reply: Reply| match reply.response {
+            Response::Jobs { jobs, more } => {
+                (jobs.into_iter().map(|j| j.job.to_string()).collect::<Vec<_>>(), more)
+            }
+            other => panic!("expected jobs, got {other:?}"),
+        };
+        let all = names(h.handle(&admin(), list(None), Bytes::new()).await);
+        assert_eq!(all, (vec!["job".into(), "secret-a".into(), "secret-b".into()], false));
+        let reader = caller(Access::Read, "job");
+        assert_eq!(
+            names(h.handle(&reader, list(None), Bytes::new()).await),
+            (vec!["job".into()], false)
+        );
+        // A resume point of another job's name tells the caller nothing either.
+        let after = names(h.handle(&reader, list(Some("secret-a")), Bytes::new()).await);
+        assert_eq!(after, (vec![], false));
+        let mut node = admin();
+        node.grant = None;
+        let refused = h.handle(&node, list(None), Bytes::new()).await;
+        assert_eq!(error_code(&refused), Some(ErrorCode::PermissionDenied));
     }
 
     #[tokio::test]

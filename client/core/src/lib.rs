@@ -8,6 +8,7 @@
 //! - `planner` — the restore planner: which shard to fetch next for one stripe.
 //! - `stripe_write` — the save side: where each shard of a stripe goes, moves and retries.
 //! - `listing` — the listing quorum over the nodes' manifest lists.
+//! - `job_list` — the cluster's jobs, merged from the nodes' job pages and manifest lists.
 //! - `hedge` — the hedging policy: when a fetch is late.
 //! - `health_view` — which nodes are down or stalled, with `now` passed in.
 //! - `redundancy` — how many more node and rack failures a stripe or part survives.
@@ -19,6 +20,7 @@
 pub mod codec;
 pub mod health_view;
 pub mod hedge;
+pub mod job_list;
 pub mod listing;
 pub mod manifest;
 pub mod placement;

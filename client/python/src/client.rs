@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
 use rackpoint_client::catalog::{CheckpointSummary, VerifyReport};
 use rackpoint_client::cluster_dir::IdentityFiles;
+use rackpoint_client::jobs::JobsReport;
 use rackpoint_client::manifest::Manifest;
 use rackpoint_client::restore::Which;
 use rackpoint_client::save::{ObjectData, ObjectSource, SaveReport, SaveRequest};
@@ -29,6 +30,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCheckpoint>()?;
     m.add_class::<PyResumePoint>()?;
     m.add_class::<PyVerifyReport>()?;
+    m.add_class::<PyJobs>()?;
+    m.add_class::<PyJob>()?;
     Ok(())
 }
 
@@ -275,6 +278,13 @@ impl PyClient {
         Ok(all.into_iter().map(PyCheckpoint::from).collect())
     }
 
+    /// The jobs of the cluster this identity may see, and the nodes that did not answer.
+    fn jobs(&self, py: Python<'_>) -> PyResult<PyJobs> {
+        let client = self.client(py)?;
+        let report = block_on(py, async move { client.jobs().await })?;
+        PyJobs::new(py, report)
+    }
+
     /// Reads back every shard of a checkpoint and checks the manifest chains.
     fn verify(&self, py: Python<'_>, job: &str, step: u64) -> PyResult<PyVerifyReport> {
         let job = job_name(job)?;
@@ -501,6 +511,67 @@ impl PyCheckpoint {
         format!(
             "Checkpoint(step={}, parts={}/{}, complete={}, bytes={})",
             self.step, self.parts, self.world_size, self.complete, self.bytes
+        )
+    }
+}
+
+/// The cluster's jobs as `Client.jobs()` lists them.
+#[pyclass(frozen, get_all, name = "Jobs", module = "rackpoint._native")]
+pub(crate) struct PyJobs {
+    /// One per job, in name order.
+    jobs: Vec<Py<PyJob>>,
+    /// Nodes that did not answer: what they hold is not counted.
+    unseen_nodes: Vec<u32>,
+    /// More than m nodes did not answer: jobs held only by them are missing.
+    may_miss_jobs: bool,
+}
+
+impl PyJobs {
+    fn new(py: Python<'_>, r: JobsReport) -> PyResult<Self> {
+        let jobs = r
+            .jobs
+            .iter()
+            .map(|j| {
+                let job = PyJob {
+                    job: j.job.to_string(),
+                    checkpoints: j.checkpoints,
+                    complete_checkpoints: j.complete_checkpoints,
+                    newest_step: j.newest_step.map(|s| s.0),
+                    newest_complete_step: j.newest_complete_step.map(|s| s.0),
+                    shard_bytes: j.shard_bytes,
+                    nodes: j.nodes.iter().map(|n| n.0).collect(),
+                };
+                Py::new(py, job)
+            })
+            .collect::<PyResult<_>>()?;
+        let unseen_nodes = r.unseen().iter().map(|n| n.0).collect();
+        Ok(Self { jobs, unseen_nodes, may_miss_jobs: r.may_miss_jobs })
+    }
+}
+
+/// One job of the cluster.
+#[pyclass(frozen, get_all, name = "Job", module = "rackpoint._native")]
+pub(crate) struct PyJob {
+    job: String,
+    checkpoints: u64,
+    complete_checkpoints: u64,
+    newest_step: Option<u64>,
+    newest_complete_step: Option<u64>,
+    /// Shard bytes stored, data and parity.
+    shard_bytes: u64,
+    nodes: Vec<u32>,
+}
+
+#[pymethods]
+impl PyJob {
+    fn __repr__(&self) -> String {
+        format!(
+            "Job({:?}, checkpoints={}, complete={}, newest_step={:?}, shard_bytes={})",
+            self.job,
+            self.checkpoints,
+            self.complete_checkpoints,
+            self.newest_step,
+            self.shard_bytes
         )
     }
 }

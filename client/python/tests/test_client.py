@@ -216,3 +216,17 @@ def test_list_verify_resume_delete(cluster, client):
     shards, manifests = client.delete(JOB, 20)
     assert shards > 0 and manifests > 0
     assert client.resume(JOB) is None
+
+
+def test_jobs_lists_every_job_of_the_cluster(cluster, client):
+    client.save("jobs-a", 1, 0, 1, {"x": seeded(21, 10_000)})
+    client.save("jobs-a", 2, 0, 1, {"x": seeded(22, 10_000)})
+    client.save("jobs-b", 5, 0, 2, {"x": seeded(23, 10_000)})  # rank 1 never saves
+    listed = client.jobs()
+    assert listed.unseen_nodes == [] and not listed.may_miss_jobs
+    jobs = {j.job: j for j in listed.jobs}
+    assert sorted(jobs) == ["jobs-a", "jobs-b"]
+    a, b = jobs["jobs-a"], jobs["jobs-b"]
+    assert (a.checkpoints, a.complete_checkpoints, a.newest_complete_step) == (2, 2, 2)
+    assert (b.checkpoints, b.complete_checkpoints, b.newest_step) == (1, 0, 5)
+    assert b.newest_complete_step is None and a.shard_bytes > 20_000

@@ -91,6 +91,7 @@ fn one_of_each_kind(job: &JobName) -> Vec<(Request, Bytes)> {
         (Request::ListParts { job: job.clone(), after: None, limit: 10 }, Bytes::new()),
         (Request::DeleteOrphanShards { key: part_of(job, 1), min_age_ms: 0 }, Bytes::new()),
         (Request::DeleteShard { key: shard_of(job, 1), hash }, Bytes::new()),
+        (Request::ListJobs { after: None, limit: 10 }, Bytes::new()),
     ];
     let kinds: Vec<&str> = rows.iter().map(|(r, _)| r.kind()).collect();
     assert_eq!(kinds, Request::KINDS, "every request kind has a row, in wire order");
@@ -148,6 +149,46 @@ fn a_foreign_jobs_certificate_is_refused_for_every_kind_and_changes_nothing() {
         log.contains("rackpoint::audit") && log.contains("attacker") && log.contains("refused"),
         "every refusal leaves an audit line naming the identity"
     );
+}
+
+/// The job names a `ListJobs` page from `t` shows, and whether it says more follow.
+async fn listed_jobs(t: &Transport, after: Option<JobName>) -> (Vec<String>, bool) {
+    let reply = t.call(ONE, &Request::ListJobs { after, limit: 10 }, Bytes::new()).await;
+    match reply.expect("ListJobs is served to every client").response {
+        Response::Jobs { jobs, more } => (jobs.iter().map(|j| j.job.to_string()).collect(), more),
+        other => panic!("expected Jobs, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_job_scoped_identity_does_not_learn_other_jobs_names() {
+    let (_dir, cluster) = start(&options(1));
+    let scoped = issue(&cluster, "scoped", Access::Write, "mine-*,exact");
+    runtime().block_on(async {
+        let admin = transport(&cluster);
+        for job in ["victim", "mine-1", "exact", "exact-not", "mine"] {
+            plant_victim(&admin, &named(job)).await;
+        }
+        let all = listed_jobs(&admin, None).await;
+        assert_eq!(
+            all,
+            (
+                vec!["exact", "exact-not", "mine", "mine-1", "victim"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                false
+            )
+        );
+        let t = transport_as(&cluster, &scoped);
+        let own = vec!["exact".to_string(), "mine-1".to_string()];
+        assert_eq!(listed_jobs(&t, None).await, (own, false));
+        // Resume points of names it does not reach, before, between and after its own,
+        // show nothing more than its own jobs after them.
+        assert_eq!(listed_jobs(&t, Some(named("a"))).await.0, ["exact", "mine-1"]);
+        assert_eq!(listed_jobs(&t, Some(named("exact-not"))).await.0, ["mine-1"]);
+        assert_eq!(listed_jobs(&t, Some(named("victim"))).await, (vec![], false));
+    });
 }
 
 #[test]

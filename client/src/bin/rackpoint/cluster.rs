@@ -1,5 +1,6 @@
-//! `rackpoint cluster init` (make a local cluster folder) and `rackpoint cluster up` (run its
-//! nodes as child processes in the foreground until Ctrl-C or SIGTERM).
+//! `rackpoint cluster init` (make a local cluster folder), `rackpoint cluster up` (run its
+//! nodes as child processes in the foreground until Ctrl-C or SIGTERM) and `rackpoint cluster
+//! cert` (issue a client identity); each with `--json` too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ use rackpoint_proto::limits::DEFAULT_CLIENT_CERT_DAYS;
 use rackpoint_proto::NodeId;
 
 use crate::exit::Usage;
+use crate::json;
+use crate::json_ops::{CertDoc, InitDoc, InitNodeDoc, UpDoc, UpNodeDoc};
+use crate::Global;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// `rackpoint cluster ...`.
@@ -99,15 +103,26 @@ pub struct UpArgs {
 /// How often `cluster up` looks for a node that exited by itself.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
-    match command {
-        ClusterCommand::Init(args) => init(args),
-        ClusterCommand::Up(args) => up(args),
-        ClusterCommand::Cert(args) => cert(args),
+impl ClusterCommand {
+    /// The name used in JSON documents.
+    pub fn json_name(&self) -> &'static str {
+        match self {
+            ClusterCommand::Init(_) => "cluster init",
+            ClusterCommand::Up(_) => "cluster up",
+            ClusterCommand::Cert(_) => "cluster cert",
+        }
     }
 }
 
-fn cert(args: CertArgs) -> anyhow::Result<()> {
+pub fn run(command: ClusterCommand, global: &Global) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init(args) => init(args, global.json),
+        ClusterCommand::Up(args) => up(args, global.json),
+        ClusterCommand::Cert(args) => cert(args, global.json),
+    }
+}
+
+fn cert(args: CertArgs, json: bool) -> anyhow::Result<()> {
     let access = Access::parse(&args.access).map_err(|e| Usage(e.to_string()))?;
     let jobs = match (&args.jobs, access) {
         (Some(list), _) => Grant::parse_patterns(list).map_err(|e| Usage(e.to_string()))?,
@@ -118,6 +133,21 @@ fn cert(args: CertArgs) -> anyhow::Result<()> {
     let out = args.out.as_deref().unwrap_or(&args.dir);
     let (files, issued) = cluster_dir::issue_client(&args.dir, &args.name, &grant, args.days, out)
         .context("cannot issue the certificate")?;
+    if json {
+        json::print(&CertDoc {
+            command: "cluster cert",
+            ok: true,
+            name: args.name.clone(),
+            access: grant.access.to_string(),
+            jobs: grant.jobs.iter().map(ToString::to_string).collect(),
+            days: args.days,
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            serial: issued.serial.to_string(),
+            fingerprint: issued.fingerprint.to_string(),
+        });
+        return Ok(());
+    }
     println!(
         "issued {:?}: {grant}, valid {} days\n  certificate {}\n  key         {} (0600)\n  serial      {}\n  fingerprint {}",
         args.name,
@@ -131,7 +161,7 @@ fn cert(args: CertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init(args: InitArgs) -> anyhow::Result<()> {
+fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
     let opts = InitOptions {
         nodes: args.nodes,
         racks: args.racks,
@@ -145,6 +175,28 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     };
     let map = cluster_dir::init(&args.dir, &opts)
         .with_context(|| format!("cannot make a cluster in {}", args.dir.display()))?;
+    if json {
+        json::print(&InitDoc {
+            command: "cluster init",
+            ok: true,
+            dir: args.dir.display().to_string(),
+            cluster_file: args.dir.join(CLUSTER_FILE).display().to_string(),
+            k: map.code.k,
+            m: map.code.m,
+            shard_size_bytes: map.code.shard_size_bytes,
+            nodes: map
+                .nodes
+                .iter()
+                .map(|n| InitNodeDoc {
+                    id: n.id.0,
+                    addr: n.addr.to_string(),
+                    rack: n.rack.clone(),
+                    config: node_dir(&args.dir, n.id).join(NODE_FILE).display().to_string(),
+                })
+                .collect(),
+        });
+        return Ok(());
+    }
     println!(
         "made a cluster of {} nodes in {} (code {}+{}, {} byte shards)",
         map.nodes.len(),
@@ -164,9 +216,10 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
 
 /// Starts every node, prints where each listens and its process id, then waits for Ctrl-C
 /// or SIGTERM and stops them all (exit 0). A node that exits by itself (a crash, or a
-/// `kill -9` of a fault drill) is reported on stderr with how to start it again, and the
-/// others keep running; when every node has exited, `up` exits 1.
-fn up(args: UpArgs) -> anyhow::Result<()> {
+/// `kill -9` of a fault drill) is reported on stderr with how to start it again (and, with
+/// `--json`, as an `exited` document), and the others keep running; when every node has
+/// exited, `up` exits 1.
+fn up(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -181,21 +234,36 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut cluster = LocalCluster::open(&args.dir, &bin)
         .with_context(|| format!("cannot start the cluster in {}", args.dir.display()))?;
     let ids: Vec<NodeId> = cluster.map().nodes.iter().map(|n| n.id).collect();
-    let mut pids = BTreeMap::new();
-    for n in &cluster.map().nodes {
-        let log = cluster.node_dir(n.id).join(NODE_LOG_FILE);
-        let pid = cluster.pid(n.id).unwrap_or_default();
-        pids.insert(n.id, pid);
-        println!(
-            "node {} listening {} ({}) pid {pid}, log {}",
-            n.id,
-            n.addr,
-            n.rack,
-            log.display()
-        );
-    }
     let file = args.dir.join(CLUSTER_FILE);
-    println!("{} nodes up; use --cluster {}; Ctrl-C stops them", ids.len(), file.display());
+    let nodes: Vec<UpNodeDoc> = cluster
+        .map()
+        .nodes
+        .iter()
+        .map(|n| UpNodeDoc {
+            id: n.id.0,
+            addr: n.addr.to_string(),
+            rack: n.rack.clone(),
+            pid: cluster.pid(n.id).unwrap_or_default(),
+            log: cluster.node_dir(n.id).join(NODE_LOG_FILE).display().to_string(),
+        })
+        .collect();
+    let pids: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (NodeId(n.id), n.pid)).collect();
+    let up_doc = |event, nodes, exited_node| UpDoc {
+        command: "cluster up",
+        ok: true,
+        event,
+        cluster_file: file.display().to_string(),
+        nodes,
+        exited_node,
+    };
+    if json {
+        json::print(&up_doc("up", nodes, None));
+    } else {
+        for n in &nodes {
+            println!("node {} listening {} ({}) pid {}, log {}", n.id, n.addr, n.rack, n.pid, n.log);
+        }
+        println!("{} nodes up; use --cluster {}; Ctrl-C stops them", ids.len(), file.display());
+    }
     let mut running: Vec<NodeId> = ids.clone();
     let signalled = rt.block_on(async {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
@@ -221,6 +289,9 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
                     dir.join(NODE_FILE).display(),
                     dir.join(NODE_LOG_FILE).display(),
                 );
+                if json {
+                    json::print(&up_doc("exited", Vec::new(), Some(id.0)));
+                }
             }
         }
         false
@@ -229,6 +300,10 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         bail!("every node has exited; see each node's node.log");
     }
     cluster.terminate_all()?;
-    println!("stopped {} nodes", running.len());
+    if json {
+        json::print(&up_doc("stopped", Vec::new(), None));
+    } else {
+        println!("stopped {} nodes", running.len());
+    }
     Ok(())
 }

@@ -75,10 +75,10 @@ pub struct GetArgs {
 /// `rackpoint ls`.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
-    /// The job.
-    job: JobName,
+    /// The job (without one: the jobs of the cluster this identity may see).
+    job: Option<JobName>,
     /// Only this step.
-    #[arg(long)]
+    #[arg(long, requires = "job")]
     step: Option<u64>,
 }
 
@@ -174,7 +174,7 @@ fn parse_meta(kv: &str) -> Result<(String, String), String> {
 }
 
 /// Prints `doc` with `--json`, else runs `text`.
-fn emit<T: serde::Serialize>(global: &Global, doc: &T, text: impl FnOnce()) {
+pub fn emit<T: serde::Serialize>(global: &Global, doc: &T, text: impl FnOnce()) {
     if global.json {
         json::print(doc);
     } else {
@@ -368,6 +368,10 @@ impl Drop for MadeDirs {
 /// `rackpoint ls`.
 pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
+    let Some(job) = args.job else {
+        return crate::all_jobs::ls_jobs(global, &client).await;
+    };
+    let args = LsOfJob { job, step: args.step };
     let list = client.list(&args.job).await?;
     if list.is_empty() {
         return Err(ClientError::NoSuchJob { job: args.job }.into());
@@ -402,6 +406,12 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// `ls` of one job.
+struct LsOfJob {
+    job: JobName,
+    step: Option<u64>,
 }
 
 /// `rackpoint verify`: exit 1 if the checkpoint is not healthy, 3 if a stripe is lost, 4 if a
@@ -473,11 +483,18 @@ pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     if r.shards == 0 && r.manifests == 0 && r.unreachable.is_empty() {
         bail!("no such checkpoint: {} step {step} is on no node; nothing was deleted", args.job);
     }
-    println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);
+    emit(global, &crate::json_ops::RmDoc::new(&args.job, step, &r), || {
+        println!(
+            "deleted {} step {step}: {} shards, {} manifests",
+            args.job, r.shards, r.manifests
+        );
+    });
     if !r.unreachable.is_empty() {
         let nodes: Vec<String> =
             r.unreachable.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
-        bail!("{} node(s) could not delete their copies: {}", nodes.len(), nodes.join("; "));
+        let message =
+            format!("{} node(s) could not delete their copies: {}", nodes.len(), nodes.join("; "));
+        return Err(Reported { exit: Exit::Failure, message }.into());
     }
     Ok(())
 }

@@ -34,7 +34,13 @@ fn mib_per_s(bytes: u64, secs: f64) -> f64 {
 }
 
 /// Runs the demo; returns an error (and a non-zero exit) if any byte differs.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs, json: bool) -> anyhow::Result<()> {
+    // With --json the lines below go to stderr and one document to stdout at the end.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if json { eprintln!($($arg)*) } else { println!($($arg)*) }
+        };
+    }
     let tmp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -86,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         user_meta: [("data_offset".to_string(), "1000000".to_string())].into(),
     };
     let saved = client.save(request).await.context("save")?;
-    println!(
+    say!(
         "saved    {} MiB in {:.2} s ({:.0} MiB/s), {} shards, manifest {} on nodes {:?}",
         saved.bytes >> 20,
         saved.elapsed.as_secs_f64(),
@@ -98,7 +104,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let (healthy, _) =
         client.restore(&job, Which::Latest, Rank(0)).await.context("healthy restore")?;
-    println!(
+    say!(
         "restored {} MiB in {:.2} s ({:.0} MiB/s) with every node up, {} stripes decoded",
         healthy.bytes >> 20,
         healthy.elapsed.as_secs_f64(),
@@ -110,7 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for v in victims {
         cluster.kill(v)?;
     }
-    println!(
+    say!(
         "killed nodes {} and {} (racks {} and {}) with SIGKILL",
         victims[0],
         victims[1],
@@ -124,26 +130,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("restore with 2 nodes killed")?;
     let secs = started.elapsed().as_secs_f64();
-    println!("restored {} MiB in {:.2} s ({:.0} MiB/s) with 2 nodes dead, {} stripes rebuilt from parity",
+    say!("restored {} MiB in {:.2} s ({:.0} MiB/s) with 2 nodes dead, {} stripes rebuilt from parity",
         degraded.bytes >> 20, secs, mib_per_s(degraded.bytes, secs), degraded.degraded_stripes);
     for ((name, original), got) in objects.iter().zip(&restored) {
         if got.name != *name || got.bytes.as_slice() != original.as_ref() {
             bail!("object {name} differs after restore");
         }
-        println!(
+        say!(
             "verified {name}: {} bytes identical (blake3 {})",
             original.len(),
             &blake3::hash(original).to_hex()[..16]
         );
     }
     let report = client.verify(&job, Step(1000)).await.context("verify")?;
-    println!(
+    say!(
         "verify   {} shards good, {} unreachable, the checkpoint survives {} more node failure(s)",
         report.shards_ok,
         report.bad_shards.len(),
         report.survives_more_failures.map_or("no".into(), |n| n.to_string())
     );
-    println!("demo passed: every byte restored with 2 of 6 nodes killed");
+    say!("demo passed: every byte restored with 2 of 6 nodes killed");
+    if json {
+        crate::json::print(&crate::json_ops::DemoDoc {
+            command: "demo",
+            ok: true,
+            bytes: saved.bytes,
+            save_s: saved.elapsed.as_secs_f64(),
+            restore_s: healthy.elapsed.as_secs_f64(),
+            killed_nodes: victims.iter().map(|n| n.0).collect(),
+            degraded_restore_s: secs,
+            degraded_stripes: degraded.degraded_stripes,
+            identical: true,
+            survives_more_failures: report.survives_more_failures,
+        });
+    }
     Ok(())
 }
 

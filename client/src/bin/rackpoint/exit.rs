@@ -40,6 +40,30 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// How bad a status is, for the worst of several (`--all-jobs`): lost over unavailable
+    /// over refused over a usage error over any other failure over success.
+    fn severity(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Refused => 3,
+            Exit::Unavailable => 4,
+            Exit::NotRecoverable => 5,
+        }
+    }
+
+    /// The worse of two statuses (see [`Exit::severity`]).
+    pub fn worst(self, other: Exit) -> Exit {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         ExitCode::from(e as u8)
@@ -153,6 +177,24 @@ mod tests {
     fn distinct_causes_are_all_kept_on_one_line() {
         let e = anyhow::anyhow!("disk full\nsee log").context("node 3").context("cannot put");
         assert_eq!(error_line(&e).as_deref(), Some("cannot put: node 3: disk full see log"));
+    }
+
+    #[test]
+    fn the_worst_status_is_lost_then_unavailable_then_refused_then_failure() {
+        let order = [
+            Exit::Success,
+            Exit::Failure,
+            Exit::Usage,
+            Exit::Refused,
+            Exit::Unavailable,
+            Exit::NotRecoverable,
+        ];
+        for (i, a) in order.iter().enumerate() {
+            for b in &order[i..] {
+                assert_eq!(a.worst(*b), *b, "{a:?} then {b:?}");
+                assert_eq!(b.worst(*a), *b, "{b:?} then {a:?}");
+            }
+        }
     }
 
     #[test]

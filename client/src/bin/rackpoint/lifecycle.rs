@@ -1,27 +1,36 @@
 //! The lifecycle commands of the `rackpoint` CLI: `repair` (bring a checkpoint back to full
-//! redundancy) and `gc` (keep the newest N complete checkpoints, collect orphans). Like the
-//! other commands: one summary on stdout, exit status 1 with one line on stderr unless the
-//! job was fully done.
+//! redundancy) and `gc` (keep the newest N complete checkpoints, collect orphans), of one
+//! job or, with `--all-jobs`, of every job (see `all_jobs`). Like the other commands: one
+//! summary on stdout, exit status 1 with one line on stderr unless the job was fully done.
 
-use anyhow::bail;
-use rackpoint_client::gc::GcOptions;
-use rackpoint_client::repair::{RepairOptions, RepairScope};
+use rackpoint_client::gc::{GcOptions, GcReport};
+use rackpoint_client::jobs::JobOverview;
+use rackpoint_client::repair::{RepairOptions, RepairReport, RepairScope};
+use rackpoint_client::Client;
 use rackpoint_proto::limits::{DEFAULT_ORPHAN_GRACE_MS, REPAIR_DEFAULT_READ_BYTES_PER_SEC};
 use rackpoint_proto::{JobName, Step};
 
+use crate::all_jobs;
+use crate::exit::{Exit, Reported};
+use crate::json_ops::{GcDoc, RepairDoc};
 use crate::Global;
 
 /// `rackpoint repair`.
 #[derive(Debug, clap::Args)]
 pub struct RepairArgs {
-    /// The job.
-    job: JobName,
+    /// The job (or --all-jobs).
+    #[arg(required_unless_present = "all_jobs", conflicts_with = "all_jobs")]
+    job: Option<JobName>,
     /// The step to repair.
-    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    #[arg(long, conflicts_with_all = ["all", "all_jobs"], required_unless_present_any = ["all", "all_jobs"])]
     step: Option<u64>,
     /// Repair every checkpoint of the job.
     #[arg(long)]
     all: bool,
+    /// Repair every checkpoint of every job this identity may see (`rackpoint ls` lists
+    /// them): one report per job, then a summary; exits with the worst job's status.
+    #[arg(long)]
+    all_jobs: bool,
     /// Most MiB per second the repair reads from the nodes (0: no limit).
     #[arg(long, value_name = "MIB", default_value_t = REPAIR_DEFAULT_READ_BYTES_PER_SEC >> 20)]
     read_limit_mib: u64,
@@ -30,11 +39,16 @@ pub struct RepairArgs {
 /// `rackpoint gc`.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// The job.
-    job: JobName,
+    /// The job (or --all-jobs).
+    #[arg(required_unless_present = "all_jobs", conflicts_with = "all_jobs")]
+    job: Option<JobName>,
     /// Complete checkpoints to keep (the newest); 0 only collects orphans.
     #[arg(long)]
     keep: usize,
+    /// Collect every job this identity may see (`rackpoint ls` lists them): one report per
+    /// job, then a summary; exits with the worst job's status.
+    #[arg(long)]
+    all_jobs: bool,
     /// Orphan shards younger than this many seconds are kept (a save may still be running).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_ORPHAN_GRACE_MS / 1000)]
     orphan_grace_secs: u64,
@@ -43,14 +57,50 @@ pub struct GcArgs {
 /// `rackpoint repair`.
 pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
-    let scope = match args.step {
+    let limit = (args.read_limit_mib > 0).then_some(args.read_limit_mib << 20);
+    let Some(job) = &args.job else {
+        let run = |job: JobName| {
+            let client = &client;
+            async move { repair_job(global, client, &job, None, limit).await }
+        };
+        // A job with shards but no manifest has nothing to repair (gc collects it).
+        let skip = |j: &JobOverview| (j.checkpoints == 0).then_some("no checkpoint, only shards");
+        return all_jobs::run(global, &client, "repair", skip, run).await;
+    };
+    let (exit, doc) = repair_job(global, &client, job, args.step, limit).await?;
+    crate::commands::emit(global, &doc, || {});
+    if exit != Exit::Success {
+        let left: usize = doc.parts.iter().map(|p| p.problems.len()).sum();
+        let message = format!("{left} stripes or parts are still short of full redundancy");
+        return Err(Reported { exit, message }.into());
+    }
+    Ok(())
+}
+
+/// Repairs one job (a step of it, or all its checkpoints) and prints its text report; the
+/// status it earns (0, or 1 if something is left short) and its JSON document.
+async fn repair_job(
+    global: &Global,
+    client: &Client,
+    job: &JobName,
+    step: Option<u64>,
+    limit: Option<u64>,
+) -> anyhow::Result<(Exit, RepairDoc)> {
+    let scope = match step {
         Some(step) => RepairScope::Step(Step(step)),
         None => RepairScope::All,
     };
-    let limit = (args.read_limit_mib > 0).then_some(args.read_limit_mib << 20);
     let started = std::time::Instant::now();
-    let report = client.repair(&args.job, scope, RepairOptions::limited_to(limit)).await?;
-    let secs = started.elapsed().as_secs_f64();
+    let report = client.repair(job, scope, RepairOptions::limited_to(limit)).await?;
+    let elapsed = started.elapsed();
+    if !global.json {
+        print_repair(job, &report, elapsed.as_secs_f64());
+    }
+    let exit = if report.is_complete() { Exit::Success } else { Exit::Failure };
+    Ok((exit, RepairDoc::new(job, step, &report, elapsed)))
+}
+
+fn print_repair(job: &JobName, report: &RepairReport, secs: f64) {
     for p in &report.parts {
         println!(
             "step {} rank {}: {} shards checked, {} healthy, {} rewritten, {} moved{}{}",
@@ -75,16 +125,10 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "repaired {}: {} shards written, {} MiB read in {secs:.2} s",
-        args.job,
+        "repaired {job}: {} shards written, {} MiB read in {secs:.2} s",
         report.shards_written(),
         report.bytes_read() >> 20
     );
-    if !report.is_complete() {
-        let left: usize = report.parts.iter().map(|p| p.problems.len()).sum();
-        bail!("{left} stripes or parts are still short of full redundancy");
-    }
-    Ok(())
 }
 
 /// `rackpoint gc`.
@@ -92,7 +136,41 @@ pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let options =
         GcOptions { keep: args.keep, orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000) };
-    let r = client.gc(&args.job, options).await?;
+    let Some(job) = &args.job else {
+        let run = |job: JobName| {
+            let client = &client;
+            async move { gc_job(global, client, &job, options).await }
+        };
+        return all_jobs::run(global, &client, "gc", |_| None, run).await;
+    };
+    let (exit, doc) = gc_job(global, &client, job, options).await?;
+    crate::commands::emit(global, &doc, || {});
+    if exit != Exit::Success {
+        let errors: Vec<String> =
+            doc.node_errors.iter().map(|e| format!("node {}: {}", e.node, e.error)).collect();
+        let message = format!("some nodes keep copies: {}", errors.join("; "));
+        return Err(Reported { exit, message }.into());
+    }
+    Ok(())
+}
+
+/// Collects one job and prints its text report; the status it earns (0, or 1 if nodes keep
+/// copies) and its JSON document.
+async fn gc_job(
+    global: &Global,
+    client: &Client,
+    job: &JobName,
+    options: GcOptions,
+) -> anyhow::Result<(Exit, GcDoc)> {
+    let r = client.gc(job, options).await?;
+    if !global.json {
+        print_gc(&r);
+    }
+    let exit = if r.node_errors.is_empty() { Exit::Success } else { Exit::Failure };
+    Ok((exit, GcDoc::new(job, options.keep, &r)))
+}
+
+fn print_gc(r: &GcReport) {
     let steps = |s: &[Step]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ");
     println!("kept {} complete checkpoints: {}", r.kept.len(), steps(&r.kept));
     println!(
@@ -113,10 +191,4 @@ pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
     } else {
         println!("orphans: not judged (too many nodes did not answer)");
     }
-    if !r.node_errors.is_empty() {
-        let errors: Vec<String> =
-            r.node_errors.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
-        bail!("some nodes keep copies: {}", errors.join("; "));
-    }
-    Ok(())
 }

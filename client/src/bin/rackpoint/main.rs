@@ -2,11 +2,13 @@
 //! look at nodes, put/get/ls/verify/rm checkpoints, and run the demo. Global options
 //! (`--cluster`, `--json`) go before or after the subcommand. Exit status: see [`exit::Exit`].
 
+mod all_jobs;
 mod cluster;
 mod commands;
 mod demo;
 mod exit;
 mod json;
+mod json_ops;
 mod lifecycle;
 
 use std::path::PathBuf;
@@ -34,8 +36,9 @@ pub struct Global {
     /// The cluster's cluster.toml (status, put, get, ls, verify, rm).
     #[arg(long, global = true, env = "RACKPOINT_CLUSTER", value_name = "FILE")]
     pub cluster: Option<PathBuf>,
-    /// Print one JSON document on stdout instead of text (status, put, get, ls, verify);
-    /// errors too are one JSON document. The schema is in the README.
+    /// Print one JSON document on stdout instead of text (every command; `cluster up` prints
+    /// one when its nodes are up and one when they stop); errors too are one JSON document on
+    /// stdout, with the same exit status. The schema is in the README.
     #[arg(long, global = true)]
     pub json: bool,
     /// The client certificate to present, instead of the one cluster.toml names (with
@@ -78,15 +81,18 @@ enum Command {
     Put(commands::PutArgs),
     /// Restore a part's objects as files into a folder.
     Get(commands::GetArgs),
-    /// List a job's checkpoints: parts, completeness, bytes, failures survivable.
+    /// List a job's checkpoints (parts, completeness, bytes, failures survivable), or without
+    /// a job the jobs of the cluster (checkpoints, stored bytes, newest step).
     Ls(commands::LsArgs),
     /// Read back every shard of a checkpoint and check hashes and manifest chains.
     Verify(commands::VerifyArgs),
     /// Delete a checkpoint from every node.
     Rm(commands::RmArgs),
-    /// Bring a checkpoint (`--step N`) or every checkpoint (`--all`) back to full redundancy.
+    /// Bring a checkpoint (`--step N`), every checkpoint (`--all`) or every checkpoint of
+    /// every job (`--all-jobs`) back to full redundancy.
     Repair(lifecycle::RepairArgs),
-    /// Keep the newest N complete checkpoints (`--keep N`), delete older ones and orphans.
+    /// Keep the newest N complete checkpoints (`--keep N`) of a job or of every job
+    /// (`--all-jobs`), delete older ones and orphans.
     Gc(lifecycle::GcArgs),
     /// The main job on an embedded default: a 6-node cluster on loopback, a checkpoint saved,
     /// two nodes killed with SIGKILL, the checkpoint restored and verified.
@@ -94,19 +100,19 @@ enum Command {
 }
 
 impl Command {
-    /// The name used in JSON documents, or `None` for commands without JSON output.
-    fn json_name(&self) -> Option<&'static str> {
+    /// The name used in JSON documents (`cluster init`, ...).
+    fn json_name(&self) -> &'static str {
         match self {
-            Command::Status => Some("status"),
-            Command::Put(_) => Some("put"),
-            Command::Get(_) => Some("get"),
-            Command::Ls(_) => Some("ls"),
-            Command::Verify(_) => Some("verify"),
-            Command::Cluster(_)
-            | Command::Rm(_)
-            | Command::Repair(_)
-            | Command::Gc(_)
-            | Command::Demo(_) => None,
+            Command::Cluster(c) => c.json_name(),
+            Command::Status => "status",
+            Command::Put(_) => "put",
+            Command::Get(_) => "get",
+            Command::Ls(_) => "ls",
+            Command::Verify(_) => "verify",
+            Command::Rm(_) => "rm",
+            Command::Repair(_) => "repair",
+            Command::Gc(_) => "gc",
+            Command::Demo(_) => "demo",
         }
     }
 }
@@ -122,15 +128,14 @@ fn main() -> ExitCode {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             let code = exit::code_of(&e);
-            match name {
-                // A command that printed its own report (say, `verify`) prints no second one.
-                Some(_) if json && exit::already_reported(&e) => {}
-                Some(command) if json => json::print(&json::ErrorDoc::new(command, &e, code)),
-                _ => {
-                    if let Some(line) = exit::error_line(&e) {
-                        eprintln!("rackpoint: {line}");
-                    }
+            // The one path of every failure: a JSON document on stdout with `--json` (none
+            // if the command printed its own report, say `verify`), else one line on stderr.
+            if json {
+                if !exit::already_reported(&e) {
+                    json::print(&json::ErrorDoc::new(name, &e, code));
                 }
+            } else if let Some(line) = exit::error_line(&e) {
+                eprintln!("rackpoint: {line}");
             }
             code.into()
         }
@@ -152,11 +157,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { global, command } = cli;
-    if global.json && command.json_name().is_none() {
-        return Err(Usage("--json is supported by status, put, get, ls and verify".into()).into());
-    }
     if let Command::Cluster(c) = command {
-        return cluster::run(c);
+        return cluster::run(c, &global);
     }
     init_logging();
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -171,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rm(a) => commands::rm(&global, a).await,
             Command::Repair(a) => lifecycle::repair(&global, a).await,
             Command::Gc(a) => lifecycle::gc(&global, a).await,
-            Command::Demo(a) => demo::run(a).await,
+            Command::Demo(a) => demo::run(a, global.json).await,
         }
     })
 }

@@ -332,6 +332,11 @@ async fn thirty_two_writers_while_two_nodes_die_and_return() {
     }
     println!("  saves: {acked} committed of {TOTAL_SAVES}; failed by kind: {save_failures:?}");
     println!("  restores during the run: {restores} identical, 0 wrong; failed by kind: {restore_failures:?}");
+    for l in &logs {
+        for (k, v) in l.save_failures.iter().chain(&l.restore_failures) {
+            println!("    {k}: {}", v[0]);
+        }
+    }
     println!(
         "  bytes: {:.1} MiB saved, {:.1} MiB restored during the run; run {:.1} s ({:.1} MiB/s saved)",
         mib(saved),

@@ -342,6 +342,15 @@ impl LocalCluster {
         }
     }
 
+    /// The process id of node `id`'s live process (`None` while it is stopped or exited), to
+    /// read its `/proc/<pid>/status` (memory) from a test.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        if !self.is_running(id) {
+            return None;
+        }
+        self.slot(id).ok()?.as_ref().map(Child::id)
+    }
+
     fn slot(&self, id: NodeId) -> Result<MutexGuard<'_, Option<Child>>, LocalClusterError> {
         let slot = self.nodes.get(&id).ok_or(LocalClusterError::UnknownNode(id))?;
         Ok(slot.lock().unwrap_or_else(|poison| poison.into_inner()))

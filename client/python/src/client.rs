@@ -135,13 +135,26 @@ fn save_request(
 
 #[pymethods]
 impl PyClient {
-    /// `Client(cluster_toml, cert=None, key=None)`: `cert` and `key` (or the
+    /// `Client(cluster_toml=None, cert=None, key=None)`: `cluster_toml` (or the
+    /// `RACKPOINT_CLUSTER` variable, as the CLI takes it) names the cluster's `cluster.toml`;
+    /// `InvalidInput` when neither is given. `cert` and `key` (or the
     /// `RACKPOINT_CERT`/`RACKPOINT_KEY` variables) name the identity to present instead of the
-    /// one the cluster file names; both or neither.
+    /// one the cluster file names; both or neither. An argument wins over its variable; an
+    /// empty variable counts as unset.
     #[new]
-    #[pyo3(signature = (cluster_toml, cert=None, key=None))]
-    fn new(cluster_toml: PathBuf, cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Self> {
-        let from_env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    #[pyo3(signature = (cluster_toml=None, cert=None, key=None))]
+    fn new(
+        cluster_toml: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let from_env =
+            |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let Some(cluster_toml) = cluster_toml.or_else(|| from_env("RACKPOINT_CLUSTER")) else {
+            return Err(invalid(
+                "no cluster given: pass Client(cluster_toml) or set RACKPOINT_CLUSTER to the cluster's cluster.toml",
+            ));
+        };
         let cert = cert.or_else(|| from_env("RACKPOINT_CERT"));
         let key = key.or_else(|| from_env("RACKPOINT_KEY"));
         let identity = match (cert, key) {
@@ -251,9 +264,12 @@ impl PyClient {
         Self::part(slf, job, Some(step), rank)?.read_into(slf.py(), object, buffer)
     }
 
-    /// The newest complete checkpoint that can be read now, or `None` when the job has no
-    /// checkpoint or none complete; raises `Unavailable` when nodes that may hold one do not
-    /// answer (starting afresh then would throw away a checkpoint only out of reach).
+    /// The newest complete checkpoint that can be read now (a `ResumePoint`: `step`,
+    /// `world_size`, `parts`), or `None` when the job has no checkpoint or none complete: a
+    /// new job (a name never saved to) gives `None`, not an exception, so
+    /// `point = client.resume(job)`, then `start = 0 if point is None else point.step + 1`.
+    /// Raises `Unavailable` (with `nodes`) when nodes that may hold one do not answer:
+    /// starting afresh then would throw away a checkpoint only out of reach.
     fn resume(slf: &Bound<'_, Self>, job: &str) -> PyResult<Option<PyResumePoint>> {
         let py = slf.py();
         let job = job_name(job)?;

@@ -3,7 +3,9 @@
 //! one has `kind`, the Rust variant's name; all derive from `RackpointError`. As in Rust,
 //! `NotEnoughShards` (lost: nodes answered that more than m shards are missing or corrupt),
 //! `Unavailable` (nodes that hold it do not answer: `nodes` says which to bring back) and
-//! `NoSuchJob` are told apart.
+//! `NoSuchJob` are told apart. They are defined in module `rackpoint` (`rackpoint.Unavailable`,
+//! not `_native.Unavailable`): that is their `__module__`, what `repr` shows and what a pickle
+//! names.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -13,52 +15,57 @@ use rackpoint_client::error::FailedShardList;
 use rackpoint_client::restore::Which;
 use rackpoint_client::ClientError;
 
-create_exception!(_native, RackpointError, PyException, "Any failure of a Rackpoint call.");
-create_exception!(_native, InvalidInput, RackpointError, "The request itself is invalid.");
+create_exception!(rackpoint, RackpointError, PyException, "Any failure of a Rackpoint call.");
+create_exception!(rackpoint, InvalidInput, RackpointError, "The request itself is invalid.");
 create_exception!(
-    _native,
+    rackpoint,
     NotEnoughShards,
     RackpointError,
     "Lost: nodes answered that more than m shards of a stripe are missing or corrupt."
 );
 create_exception!(
-    _native,
+    rackpoint,
     Unavailable,
     RackpointError,
     "Not lost, out of reach: nodes that hold it do not answer (`nodes`); bring them back."
 );
-create_exception!(_native, NoSuchJob, RackpointError, "The job has no checkpoint on any node.");
+create_exception!(rackpoint, NoSuchJob, RackpointError, "The job has no checkpoint on any node.");
 create_exception!(
-    _native,
+    rackpoint,
     ShardWriteFailed,
     RackpointError,
     "A shard could not be stored on any node."
 );
 create_exception!(
-    _native,
+    rackpoint,
     CommitFailed,
     RackpointError,
     "The manifest reached too few nodes: the part is not committed."
 );
-create_exception!(_native, ManifestNotFound, RackpointError, "No such part on any reachable node.");
-create_exception!(_native, AlreadyExists, RackpointError, "The part is already committed.");
-create_exception!(_native, NoCheckpoint, RackpointError, "The job has no complete checkpoint.");
-create_exception!(_native, NoNodeAnswered, RackpointError, "No node answered.");
 create_exception!(
-    _native,
+    rackpoint,
+    ManifestNotFound,
+    RackpointError,
+    "No such part on any reachable node."
+);
+create_exception!(rackpoint, AlreadyExists, RackpointError, "The part is already committed.");
+create_exception!(rackpoint, NoCheckpoint, RackpointError, "The job has no complete checkpoint.");
+create_exception!(rackpoint, NoNodeAnswered, RackpointError, "No node answered.");
+create_exception!(
+    rackpoint,
     ObjectHashMismatch,
     RackpointError,
     "Restored bytes do not match the manifest's blake3."
 );
 
 create_exception!(
-    _native,
+    rackpoint,
     PermissionDenied,
     RackpointError,
     "The nodes refused this identity: another job, a lower access level, or a revoked or expired certificate."
 );
 create_exception!(
-    _native,
+    rackpoint,
     QuotaExceeded,
     RackpointError,
     "The write would take the job past its byte quota on a node; nothing committed was touched."

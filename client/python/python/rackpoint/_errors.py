@@ -1,6 +1,8 @@
 """Exceptions of the pure-Python part of the package. Like the client's (``_native``, from
-src/errors.rs) each derives from ``RackpointError`` and has ``kind`` and its fields as
-attributes; they pickle, so DCP can gather them from other ranks."""
+src/errors.rs) each derives from ``RackpointError``, has ``kind`` and its fields as
+attributes, and is named in module ``rackpoint`` (``rackpoint.MetadataError``: its
+``__module__``, what ``repr`` of the class and tracebacks show, and what a pickle names); they
+pickle, so DCP can gather them from other ranks."""
 
 from __future__ import annotations
 
@@ -14,11 +16,15 @@ class MetadataError(RackpointError):
     over the size bound, malformed, or not DCP metadata. Attributes ``checkpoint``
     (``rackpoint://JOB/STEP``), ``job``, ``step`` and ``detail``."""
 
+    __module__ = "rackpoint"
+
 
 class UnsafeMetadata(MetadataError):
     """The metadata's pickle asks for something outside the allow-list of DCP's metadata
     types: ``refused`` names it (a global such as ``posix.system``, or an operation). Nothing
     it names was imported or called."""
+
+    __module__ = "rackpoint"
 
 
 class UnsafeObject(RackpointError):
@@ -28,6 +34,8 @@ class UnsafeObject(RackpointError):
     ``fqn`` (the item's name in the state dict), ``refused`` (the global it asks for that
     torch does not allow, such as ``posix.system``; ``None`` when refused for another reason)
     and ``detail``. Nothing it names outside torch's allow-list was imported or called."""
+
+    __module__ = "rackpoint"
 
 
 def metadata_error(cls: type[RackpointError], job: str, step: int, detail: str, **fields: Any) -> RackpointError:

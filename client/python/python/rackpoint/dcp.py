@@ -11,7 +11,9 @@ rebuilt from parity.
 
 Checkpoint ids are ``rackpoint://JOB/STEP``; a reader also takes ``rackpoint://JOB/latest``,
 resolved once on rank 0 (the newest complete, recoverable checkpoint) and broadcast over the
-default process group::
+default process group. A malformed id raises ``rackpoint.InvalidInput`` naming the part that is
+wrong (``checkpoint id 'rackpoint://llm/abc': step 'abc' is not a number ...``). The cluster is
+the ``cluster.toml`` given, or else the one ``RACKPOINT_CLUSTER`` names, as for the CLI::
 
     import torch.distributed.checkpoint as dcp
     from rackpoint.dcp import Reader, Writer
@@ -96,7 +98,13 @@ _PICKLE_PROTOCOL = 4
 # Writer stores. DCP's metadata takes about 200 bytes per write item (a tensor, or a shard of
 # one, on one rank), so this holds some 5 million items.
 MAX_METADATA_BYTES = 1 << 30
-_ID = re.compile(r"^rackpoint://([A-Za-z0-9._-]{1,128})/([0-9]+|latest)/?$")
+_ID_FORM = "rackpoint://JOB/STEP or rackpoint://JOB/latest"
+_JOB_CHAR = re.compile(r"[A-Za-z0-9._-]")
+_MAX_JOB_BYTES = 128  # MAX_JOB_NAME_BYTES of proto/src/limits.rs
+_STEP = re.compile(r"[0-9]+")
+_MAX_STEP = (1 << 64) - 1
+# Longest repr of a malformed id an error message quotes.
+_MAX_SHOWN_ID = 300
 # Object bytes a reader buffers at once for reads that cannot land in place (resharding).
 _READ_STAGING_BYTES = 512 << 20
 _READ_THREADS = 4
@@ -112,12 +120,53 @@ _object_globals_lock = threading.Lock()
 
 
 def parse_checkpoint_id(checkpoint_id: str | os.PathLike) -> tuple[str, int | None]:
-    """``"rackpoint://job/12"`` gives ``("job", 12)``; ``"rackpoint://job/latest"`` gives ``("job", None)``."""
-    match = _ID.match(os.fspath(checkpoint_id))
-    if match is None:
-        raise InvalidInput(f"{checkpoint_id!r} is not a Rackpoint checkpoint id (rackpoint://JOB/STEP or rackpoint://JOB/latest)")
-    job, step = match.groups()
-    return job, None if step == "latest" else int(step)
+    """``"rackpoint://job/12"`` gives ``("job", 12)``; ``"rackpoint://job/latest"`` gives ``("job", None)``.
+
+    Anything else raises ``InvalidInput`` naming the id and the part that is wrong (``part``:
+    ``"id"``, ``"scheme"``, ``"job"`` or ``"step"``; ``checkpoint_id`` and ``detail`` too), for
+    example ``checkpoint id 'rackpoint://llm/abc': step 'abc' is not a number``."""
+    try:
+        text = os.fspath(checkpoint_id)
+    except TypeError:
+        text = None
+    if not isinstance(text, str):
+        raise _bad_id(checkpoint_id, "id", f"is of type {type(checkpoint_id).__name__}, not a string: {_ID_FORM}")
+    if not text.startswith(SCHEME):
+        raise _bad_id(text, "scheme", f"does not start with {SCHEME} (the form is {_ID_FORM})")
+    rest = text[len(SCHEME):]
+    parts = (rest[:-1] if rest.endswith("/") else rest).split("/")
+    if len(parts) == 1:
+        raise _bad_id(text, "step", f"no step after the job (the form is {_ID_FORM})")
+    if len(parts) > 2:
+        raise _bad_id(text, "id", f"{len(parts)} parts after {SCHEME} where there are 2: JOB/STEP or JOB/latest")
+    job, step = parts
+    if not job:
+        raise _bad_id(text, "job", "the job is empty")
+    if len(job.encode()) > _MAX_JOB_BYTES:
+        raise _bad_id(text, "job", f"job {job[:40]!r}... is {len(job.encode())} bytes, over the {_MAX_JOB_BYTES} a job name may have")
+    bad = sorted({c for c in job if not _JOB_CHAR.fullmatch(c)})
+    if bad:
+        raise _bad_id(text, "job", f"job {job!r} has {', '.join(map(repr, bad))}: a job name has only A-Z a-z 0-9 . _ -")
+    if step == "latest":
+        return job, None
+    if not step:
+        raise _bad_id(text, "step", "the step is empty (a whole number, or latest)")
+    if _STEP.fullmatch(step) is None:
+        raise _bad_id(text, "step", f"step {step!r} is not a number (a step is a whole number 0 or more, or latest)")
+    if len(step) > len(str(_MAX_STEP)) or int(step) > _MAX_STEP:
+        raise _bad_id(text, "step", f"step {step[:40]} is over {_MAX_STEP}, the largest step")
+    return job, int(step)
+
+
+def _bad_id(checkpoint_id: Any, part: str, detail: str) -> InvalidInput:
+    """An ``InvalidInput`` about a malformed checkpoint id, naming the ``part`` that is wrong."""
+    shown = repr(checkpoint_id)
+    if len(shown) > _MAX_SHOWN_ID:
+        shown = f"{shown[:_MAX_SHOWN_ID]}..."
+    err = InvalidInput(f"checkpoint id {shown}: {detail}")
+    for name, value in (("kind", "InvalidInput"), ("checkpoint_id", checkpoint_id), ("part", part), ("detail", detail)):
+        setattr(err, name, value)
+    return err
 
 
 @functools.cache
@@ -205,9 +254,10 @@ def _encode_metadata(metadata: Metadata, job: str, step: int, world_size: int) -
 
 def _is_rackpoint_id(checkpoint_id: Any) -> bool:
     try:
-        return _ID.match(os.fspath(checkpoint_id)) is not None
-    except TypeError:
+        parse_checkpoint_id(checkpoint_id)
+    except InvalidInput:
         return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -285,9 +335,17 @@ def _check_object(data: bytes | bytearray, job: str, step: int, fqn: str, where:
 
 class _Connected:
     """The lazily made client, left out of pickles (a writer may be sent to another process).
-    ``cert`` and ``key`` go to ``Client`` only when given (a client without them takes none)."""
+    ``cluster`` is the argument, or else ``RACKPOINT_CLUSTER`` read when the writer or reader
+    is made (``InvalidInput`` when neither is given), as the CLI takes it. ``cert`` and ``key``
+    go to ``Client`` only when given (a client without them takes none, or
+    ``RACKPOINT_CERT``/``RACKPOINT_KEY``)."""
 
-    def __init__(self, cluster: str | os.PathLike, cert: Any = None, key: Any = None) -> None:
+    def __init__(self, cluster: str | os.PathLike | None, cert: Any = None, key: Any = None) -> None:
+        if cluster is None:
+            cluster = os.environ.get("RACKPOINT_CLUSTER") or None
+        if cluster is None:
+            raise InvalidInput(f"no cluster given: pass {type(self).__name__}(cluster) or set RACKPOINT_CLUSTER "
+                               "to the cluster's cluster.toml")
         self.cluster = os.fspath(cluster)
         self._identity = {name: value for name, value in (("cert", cert), ("key", key)) if value is not None}
         self._client: Client | None = None
@@ -307,13 +365,14 @@ class _Connected:
 
 
 class Writer(_Connected, StorageWriter):
-    """DCP ``StorageWriter`` saving to the cluster of ``cluster`` (its ``cluster.toml``).
+    """DCP ``StorageWriter`` saving to the cluster of ``cluster`` (its ``cluster.toml``; when
+    ``None``, the ``RACKPOINT_CLUSTER`` variable's, read now).
 
     ``cert`` and ``key``: the identity the client presents to the cluster, passed to
     ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
     without them the client is made as ``Client(cluster)``). A pickled writer keeps them."""
 
-    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
+    def __init__(self, cluster: str | os.PathLike | None = None, checkpoint_id: str | None = None, *,
                  cert: Any = None, key: Any = None) -> None:
         _Connected.__init__(self, cluster, cert, key)
         StorageWriter.__init__(self)
@@ -329,7 +388,8 @@ class Writer(_Connected, StorageWriter):
         if checkpoint_id is not None:
             job, step = parse_checkpoint_id(checkpoint_id)
             if step is None:
-                raise InvalidInput("a checkpoint is saved at a step: rackpoint://JOB/STEP, not latest")
+                raise _bad_id(os.fspath(checkpoint_id), "step",
+                              "a checkpoint is saved at a step: rackpoint://JOB/STEP, not latest")
             self.job, self.step = job, step
         self._staged = None
 
@@ -391,7 +451,8 @@ class Writer(_Connected, StorageWriter):
 
 
 class Reader(_Connected, StorageReader):
-    """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``).
+    """DCP ``StorageReader`` loading from the cluster of ``cluster`` (its ``cluster.toml``; when
+    ``None``, the ``RACKPOINT_CLUSTER`` variable's, read now).
 
     A ``.metadata`` longer than ``max_metadata_bytes`` is refused unread.
 
@@ -407,7 +468,7 @@ class Reader(_Connected, StorageReader):
     ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
     without them the client is made as ``Client(cluster)``). A pickled reader keeps them."""
 
-    def __init__(self, cluster: str | os.PathLike, checkpoint_id: str | None = None, *,
+    def __init__(self, cluster: str | os.PathLike | None = None, checkpoint_id: str | None = None, *,
                  max_metadata_bytes: int = MAX_METADATA_BYTES, trust_objects: bool = False,
                  cert: Any = None, key: Any = None) -> None:
         _Connected.__init__(self, cluster, cert, key)

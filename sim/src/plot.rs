@@ -553,16 +553,12 @@ fn cost_panel(panel: &JobPanel, area: &DrawingArea<SVGBackend, Shift>) -> Result
             (FONT, 12).into_font().color(&GREY).pos(Pos::new(HPos::Left, VPos::Top)),
         )))
         .map_err(|x| x.to_string())?;
-    // The legend in the band between the rising dashed line and the falling dotted ones,
-    // right of the minima.
-    let (w, h) = chart.plotting_area().dim_in_pixel();
-    let legend_at = ((f64::from(w) * 0.30) as i32, (f64::from(h) * 0.58) as i32);
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font((FONT, 12))
-        .position(SeriesLabelPosition::Coordinate(legend_at.0, legend_at.1))
+        .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(|x| x.to_string())?;
     Ok(())

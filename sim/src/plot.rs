@@ -143,8 +143,9 @@ pub fn recovery_bars(report: &RunReport, path: &Path) -> Result<(), PlotError> {
             (FONT, 22),
         )
         .margin(16)
-        .margin_top(34)
+        .margin_top(10)
         .margin_bottom(8)
+        .top_x_label_area_size(34)
         .x_label_area_size(70)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.6f64..x_end - 0.4, 0f64..111f64)
@@ -241,7 +242,7 @@ pub fn recovery_bars(report: &RunReport, path: &Path) -> Result<(), PlotError> {
     .map_err(|x| e(x.to_string()))?;
     legend_row(
         &root,
-        (x0, 40),
+        (x0, 48),
         &[
             (EXACT.filled(), "exact bytes back"),
             (REFUSED.filled(), "refused cleanly (nothing returned)"),
@@ -316,7 +317,7 @@ pub fn durability_vs_overhead(report: &RunReport, path: &Path) -> Result<(), Plo
         .x_label_formatter(&|x| format!("{x:.1}x"))
         .draw()
         .map_err(|x| e(x.to_string()))?;
-    for (i, (scheme, ovh, p, scenario)) in points.iter().enumerate() {
+    for (scheme, ovh, p, scenario) in &points {
         let si = scenarios.iter().position(|s| s == scenario).unwrap_or(0);
         let color = palette(si);
         chart
@@ -335,7 +336,8 @@ pub fn durability_vs_overhead(report: &RunReport, path: &Path) -> Result<(), Plo
             format!("{scheme}: {what}")
         };
         // Alternate label sides so that close points do not overwrite each other.
-        let (pos, dx) = if i % 2 == 0 { (HPos::Left, 0.06) } else { (HPos::Right, -0.06) };
+        let (pos, dx) =
+            if *ovh < (0.9 + x_hi) / 2.0 { (HPos::Left, 0.06) } else { (HPos::Right, -0.06) };
         chart
             .draw_series(std::iter::once(Text::new(
                 label,
@@ -454,7 +456,13 @@ fn cost_panel(panel: &JobPanel, area: &DrawingArea<SVGBackend, Shift>) -> Result
         let c = cost::interval_cost(job, t, 0.0, job.restore_s);
         c.lost_work_gpu_h + c.recovery_gpu_h
     };
-    let y_hi = (2.2 * min_total).max(1.1 * fixed_line(x_hi_s));
+    // Room above the curves for the legend: they end below half the height on the right.
+    let end_total = panel
+        .schemes
+        .iter()
+        .map(|(_, k)| cost::interval_cost(job, x_hi_s, k.save_stall_s, k.restore_s).total_gpu_h)
+        .fold(0.0, f64::max);
+    let y_hi = (2.2 * min_total).max(1.9 * end_total);
     let to_min = |s: f64| s / 60.0;
     let mut chart = ChartBuilder::on(area)
         .caption(
@@ -549,7 +557,7 @@ fn cost_panel(panel: &JobPanel, area: &DrawingArea<SVGBackend, Shift>) -> Result
     chart
         .draw_series(std::iter::once(Text::new(
             format!("job's interval: {ji:.0} min"),
-            (ji, y_hi * 0.98),
+            (ji, y_hi * 0.62),
             (FONT, 12).into_font().color(&GREY).pos(Pos::new(HPos::Left, VPos::Top)),
         )))
         .map_err(|x| x.to_string())?;

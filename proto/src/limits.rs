@@ -345,6 +345,9 @@ pub const SIM_MAX_REPORTED_FAILURES: usize = 32;
 pub const SIM_FAST_MAX_EVENTS_PER_TRIAL: u64 = 10_000_000;
 /// Most Monte-Carlo runs of the durability check.
 pub const SIM_MAX_MONTE_CARLO_RUNS: u64 = 10_000_000;
+/// Longest free-text note a scenario carries (where a measured input comes from), in
+/// characters.
+pub const SIM_MAX_NOTE_CHARS: usize = 400;
 
 const _: () = assert!(
     SIM_RELAY_MAX_DATAGRAM_BYTES >= QUIC_MAX_UDP_PAYLOAD_BYTES as usize,

@@ -1,13 +1,14 @@
 //! Trial results and what a run reports: per scenario and scheme, the recovery rate, restore
 //! time percentiles, bytes read, detection time, oracle disagreements and the seeds that
-//! replay each failure; as a terminal table and as JSON.
+//! replay each failure; the cost of a failure per scheme; durability with its assumptions.
+//! As terminal tables, each followed by a legend of its columns (units included), and as JSON.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::cost::CostReport;
-use crate::durability::{DurabilityParams, MonteCarlo};
+use crate::durability::{Assumptions, DurabilityParams, MonteCarlo};
 use crate::oracle::Expectation;
 use rackpoint_proto::limits::SIM_MAX_REPORTED_FAILURES;
 
@@ -172,6 +173,8 @@ pub struct CellReport {
     pub clean_failures: u32,
     /// Wrong bytes returned (must be 0).
     pub wrong_bytes: u32,
+    /// Neither exact, nor a clean refusal, nor wrong bytes: a failed save, an error, a hang.
+    pub other_failures: u32,
     /// Trials that disagree with the oracle (must be 0).
     pub disagreements: u32,
     /// `restored / trials`.
@@ -186,6 +189,9 @@ pub struct CellReport {
     pub mean_bytes_read: f64,
     /// Trials whose heal phase brought full redundancy back.
     pub healed_full: u32,
+    /// Trials whose heal phase left the step restoring exactly but short of full redundancy
+    /// (`verify` still found shards missing or corrupt).
+    pub healed_partial: u32,
     /// Trials whose heal phase ran.
     pub healed: u32,
     /// Trials whose heal phase ran the repair.
@@ -236,6 +242,10 @@ impl CellReport {
             expected_recoverable: count(&|t| t.expected.recoverable),
             clean_failures: count(&|t| t.outcome.is_clean_failure()),
             wrong_bytes: count(&|t| matches!(t.outcome, Outcome::WrongBytes(_))),
+            other_failures: count(&|t| {
+                !matches!(t.outcome, Outcome::Restored | Outcome::WrongBytes(_))
+                    && !t.outcome.is_clean_failure()
+            }),
             disagreements: count(&|t| !t.agrees()),
             recovery_rate: if n == 0 { 0.0 } else { f64::from(restored) / f64::from(n) },
             restore_ms: percentiles(trials.iter().filter_map(|t| t.restore_ms)),
@@ -243,6 +253,9 @@ impl CellReport {
             detect_ms: percentiles(trials.iter().filter_map(|t| t.detect_ms)),
             mean_bytes_read: if n == 0 { 0.0 } else { bytes as f64 / f64::from(n) },
             healed_full: count(&|t| t.heal.as_ref().is_some_and(|h| h.full_redundancy)),
+            healed_partial: count(&|t| {
+                t.heal.as_ref().is_some_and(|h| !h.full_redundancy && h.restores_after_heal)
+            }),
             healed: count(&|t| t.heal.is_some()),
             repairs_run: count(&|t| repair_of(t).is_some()),
             repairs_rebuilt: count(&|t| {
@@ -295,6 +308,8 @@ pub struct DurabilityRow {
     pub stripe_mttdl_hours: f64,
     /// Probability of losing the checkpoint within a year.
     pub loss_per_year: f64,
+    /// What the figure assumes (rates, where the repair time comes from, correlation).
+    pub assumptions: Assumptions,
     /// The accelerated inputs of the check (node MTBF divided until losses are countable).
     pub check_params: DurabilityParams,
     /// Hours each check run covers.
@@ -312,10 +327,8 @@ pub struct RunReport {
     pub seed: u64,
     /// `real` or `fast`.
     pub mode: String,
-    /// One per scenario and scheme.
+    /// One per scenario and scheme (each with its cost of a failure).
     pub cells: Vec<CellReport>,
-    /// Per scenario job model, priced with the model's own stall and restore times.
-    pub job_costs: Vec<(String, CostReport)>,
     /// Per scenario with a durability section and scheme.
     pub durability: Vec<DurabilityRow>,
 }
@@ -343,41 +356,193 @@ fn ms(p: &Percentiles) -> String {
     }
 }
 
-/// The terminal table: one row per cell.
+/// The columns of [`table`] and what each one means, units included.
+pub const RECOVERY_LEGEND: &[(&str, &str)] = &[
+    ("nodes", "storage nodes in the cluster"),
+    ("overhead", "bytes stored per byte saved, (k + m) / k (x)"),
+    ("trials", "trials run; each saves a checkpoint, injects the faults and restores"),
+    ("exact", "trials whose restore returned every byte equal to the original (%)"),
+    (
+        "expected",
+        "trials the oracle says must restore: no stripe lost more than m shards (%); \
+         exact must equal it",
+    ),
+    (
+        "refused",
+        "clean refusals: too few shards or no complete checkpoint, nothing returned and \
+         nothing claimed (trials); the right answer beyond m",
+    ),
+    ("wrong", "restores that returned bytes differing from the original (trials; must be 0)"),
+    ("other", "neither of the three: a failed save, an error, a hang (trials)"),
+    ("save ms", "time to commit the save, median/99th percentile (ms; fast mode: simulated)"),
+    ("restore ms", "time from the restore call to its last byte or refusal, p50/p99 (ms)"),
+    (
+        "detect ms",
+        "from a node becoming unavailable to the client's health view marking it down, \
+         p50/p99 (ms; - when no trial made a node unavailable)",
+    ),
+    ("MiB read", "shard bytes one restore read, mean (MiB)"),
+    (
+        "healed",
+        "heal phase after each trial, trials full/part/ran: full = full redundancy back; \
+         part = the step restores exactly but shards are still missing or corrupt",
+    ),
+    ("rebuilt", "trials whose repair rebuilt shards or manifest copies / trials it ran in"),
+    ("repair ms", "repair time, p50/p99 (ms)"),
+];
+
+/// The columns of the cost table and what each one means, units included.
+pub const COST_LEGEND: &[(&str, &str)] = &[
+    ("GPUs", "GPUs in the job model"),
+    ("MTBF h", "mean hours between interruptions of the whole job"),
+    ("interval s", "the job's checkpoint interval (s)"),
+    (
+        "stall s",
+        "training stall per save on this scheme: the job's one-copy stall x overhead \
+         (modelled: a save is bound by the bytes it writes) (s)",
+    ),
+    ("restore s", "the job model's restore time, the same for every scheme (s)"),
+    (
+        "GPU-h/failure",
+        "one failure at the job's interval: GPUs x (interval / 2 lost + detect + restart \
+         + restore) / 3600 (GPU-hours); the one figure per failure",
+    ),
+    ("$/failure", "GPU-h/failure x price per GPU-hour (dollars)"),
+    (
+        "stalls GPU-h",
+        "save stalls between two failures: GPUs x (MTBF / interval) x stall (GPU-hours)",
+    ),
+    ("GPU-h/day", "(GPU-h/failure + stalls GPU-h) x failures per day (GPU-hours)"),
+    (
+        "best s",
+        "the interval that minimizes GPU-h/failure + stalls GPU-h: Young/Daly \
+         sqrt(2 x stall x MTBF) (s)",
+    ),
+    ("total@best", "GPU-h/failure + stalls GPU-h at the best interval (GPU-hours)"),
+    ("useful", "share of wall time spent training at the job's interval (0-1)"),
+    ("useful@best", "the same at the best interval (0-1)"),
+];
+
+/// The columns of the durability table and what each one means, units included.
+pub const DURABILITY_LEGEND: &[(&str, &str)] = &[
+    ("nodes", "storage nodes in the cluster"),
+    ("stripes", "stripes of the checkpoint, each on k + m distinct nodes"),
+    ("overhead", "bytes stored per byte saved (x)"),
+    ("MTTDL h", "mean time to data loss of one stripe's placement group, Markov chain (hours)"),
+    (
+        "P(loss)/yr",
+        "probability of losing any stripe of the checkpoint within a year: \
+         1 - exp(-groups x 8766 h / MTTDL)",
+    ),
+    (
+        "check MTBF h",
+        "the check's node MTBF, shortened until losses are frequent enough to count (hours)",
+    ),
+    ("check yrs", "years each Monte-Carlo run covers"),
+    ("MC P", "Monte-Carlo probability of loss at the check's inputs (losses / runs)"),
+    ("+-95%", "half-width of the Monte-Carlo estimate's 95% confidence interval"),
+    (
+        "chain P",
+        "the chain's probability at the check's inputs; MC P should fall near it (within about \
+         2 x +-95%): the chain treats placement groups as independent though they share \
+         nodes, which makes it slightly pessimistic",
+    ),
+];
+
+/// "scenario", "scheme", then the legend's column names: every column has its legend line.
+fn header<'a>(legend: &[(&'a str, &str)]) -> Vec<&'a str> {
+    let mut h = vec!["scenario", "scheme"];
+    h.extend(legend.iter().map(|(name, _)| *name));
+    h
+}
+
+/// One row, each column padded to its width (negative: left-aligned).
+fn row(out: &mut String, widths: &[isize], cols: &[&str]) {
+    let mut line = String::new();
+    for (w, c) in widths.iter().zip(cols) {
+        let width = w.unsigned_abs();
+        if *w < 0 {
+            let _ = write!(line, "{c:<width$} ");
+        } else {
+            let _ = write!(line, "{c:>width$} ");
+        }
+    }
+    let _ = writeln!(out, "{}", line.trim_end());
+}
+
+fn legend(out: &mut String, rows: &[(&str, &str)]) {
+    let _ = writeln!(out, "Columns:");
+    for (name, meaning) in rows {
+        let _ = writeln!(out, "  {name:<14} {meaning}");
+    }
+}
+
+fn heal_counts(c: &CellReport) -> String {
+    if c.healed == 0 {
+        "-".into()
+    } else {
+        format!("{}/{}/{}", c.healed_full, c.healed_partial, c.healed)
+    }
+}
+
+/// The recovery table (one row per cell) and its legend.
 pub fn table(report: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:<8} {:>5} {:>4} {:>6} {:>9} {:>8} {:>6} {:>5} {:>15} {:>15} {:>10} {:>9} {:>9} {:>15} {:>11} {:>6}",
-        "scenario", "scheme", "nodes", "ovh", "trials", "recovered", "expected", "clean", "wrong",
-        "restore p50/99", "detect p50/99", "MiB read", "healed", "rebuilt", "repair p50/99",
-        "GPU-h/fail", "eff"
+        "Recovery ({} mode): did each restore return the exact bytes, refuse cleanly, or lie?",
+        report.mode
     );
+    const W: [isize; 17] = [-22, -8, 5, 8, 6, 7, 8, 7, 5, 5, 13, 13, 13, 11, 13, 9, 13];
+    row(&mut out, &W, &header(RECOVERY_LEGEND));
+    let units = [
+        "",
+        "",
+        "",
+        "x",
+        "",
+        "%",
+        "%",
+        "trials",
+        "trials",
+        "trials",
+        "p50/p99",
+        "p50/p99",
+        "p50/p99",
+        "per restore",
+        "full/part/ran",
+        "/ran",
+        "p50/p99",
+    ];
+    row(&mut out, &W, &units);
     for c in &report.cells {
-        let (gpu_h, eff) = c.cost.map_or(("-".into(), "-".into()), |k| {
-            (format!("{:.0}", k.per_failure.gpu_hours), format!("{:.3}", k.effective_ratio))
-        });
-        let _ = writeln!(
-            out,
-            "{:<22} {:<8} {:>5} {:>4.2} {:>6} {:>8.1}% {:>7.1}% {:>6} {:>5} {:>15} {:>15} {:>10.1} {:>9} {:>9} {:>15} {:>11} {:>6}",
+        let cells = [
             truncate(&c.scenario, 22),
-            c.scheme,
-            c.nodes,
-            c.overhead,
-            c.trials,
-            100.0 * c.recovery_rate,
-            100.0 * f64::from(c.expected_recoverable) / f64::from(c.trials.max(1)),
-            c.clean_failures,
-            c.wrong_bytes,
+            c.scheme.clone(),
+            c.nodes.to_string(),
+            format!("{:.2}x", c.overhead),
+            c.trials.to_string(),
+            format!("{:.1}%", 100.0 * c.recovery_rate),
+            format!(
+                "{:.1}%",
+                100.0 * f64::from(c.expected_recoverable) / f64::from(c.trials.max(1))
+            ),
+            c.clean_failures.to_string(),
+            c.wrong_bytes.to_string(),
+            c.other_failures.to_string(),
+            ms(&c.save_ms),
             ms(&c.restore_ms),
             ms(&c.detect_ms),
-            c.mean_bytes_read / (1024.0 * 1024.0),
-            format!("{}/{}", c.healed_full, c.healed),
-            format!("{}/{}", c.repairs_rebuilt, c.repairs_run),
+            format!("{:.1}", c.mean_bytes_read / (1024.0 * 1024.0)),
+            heal_counts(c),
+            if c.repairs_run == 0 {
+                "-".into()
+            } else {
+                format!("{}/{}", c.repairs_rebuilt, c.repairs_run)
+            },
             ms(&c.repair_ms),
-            gpu_h,
-            eff,
-        );
+        ];
+        row(&mut out, &W, &cells.each_ref().map(String::as_str));
         if !c.failing_seeds.is_empty() {
             let _ = writeln!(
                 out,
@@ -387,80 +552,128 @@ pub fn table(report: &RunReport) -> String {
             );
         }
     }
+    legend(&mut out, RECOVERY_LEGEND);
     out
 }
 
-/// The job-cost and durability sections under the table.
-pub fn summary(report: &RunReport) -> String {
+/// The cost table: one row per cell, from the cell's [`CostReport`] (the only place its
+/// figures are computed).
+pub fn cost_table(report: &RunReport) -> String {
     let mut out = String::new();
-    if !report.job_costs.is_empty() {
-        let _ = writeln!(out, "\nCost of a failure (job model's stall and restore times):");
+    if report.cells.iter().all(|c| c.cost.is_none()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nCost of a failure per scheme (the scenario's job model; a scheme changes only the \
+         save stall):"
+    );
+    const W: [isize; 15] = [-22, -8, 7, 7, 10, 7, 9, 13, 10, 12, 10, 7, 10, 6, 11];
+    row(&mut out, &W, &header(COST_LEGEND));
+    for c in &report.cells {
+        let Some(k) = &c.cost else { continue };
+        let cells = [
+            truncate(&c.scenario, 22),
+            c.scheme.clone(),
+            k.job.gpus.to_string(),
+            format!("{:.2}", k.job.job_mtbf_hours),
+            format!("{:.0}", k.job.checkpoint_interval_s),
+            format!("{:.1}", k.save_stall_s),
+            format!("{:.0}", k.restore_s),
+            format!("{:.0}", k.per_failure.gpu_hours),
+            format!("{:.0}", k.per_failure.dollars),
+            format!("{:.0}", k.at_interval.checkpointing_gpu_h),
+            format!("{:.0}", k.gpu_hours_lost_per_day),
+            format!("{:.0}", k.young_daly_interval_s),
+            format!("{:.0}", k.at_young_daly.total_gpu_h),
+            format!("{:.3}", k.effective_ratio),
+            format!("{:.3}", k.effective_ratio_at_young_daly),
+        ];
+        row(&mut out, &W, &cells.each_ref().map(String::as_str));
+    }
+    legend(&mut out, COST_LEGEND);
+    out
+}
+
+/// The durability table, its legend and, per scenario, the assumptions behind its figures.
+pub fn durability_table(report: &RunReport) -> String {
+    let mut out = String::new();
+    if report.durability.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nDurability (Markov chain per placement group; Monte-Carlo check at shortened node MTBF):"
+    );
+    const W: [isize; 12] = [-22, -8, 6, 8, 8, 11, 11, 12, 9, 16, 7, 8];
+    row(&mut out, &W, &header(DURABILITY_LEGEND));
+    for d in &report.durability {
+        let p = &d.params;
+        let mc = &d.check_monte_carlo;
+        let cells = [
+            truncate(&d.scenario, 22),
+            d.scheme.clone(),
+            p.nodes.to_string(),
+            p.stripes.to_string(),
+            format!("{:.2}x", overhead(p)),
+            format!("{:.3e}", d.stripe_mttdl_hours),
+            format!("{:.3e}", d.loss_per_year),
+            format!("{:.0}", d.check_params.node_mtbf_hours),
+            format!("{:.2}", d.check_hours / crate::durability::HOURS_PER_YEAR),
+            format!("{:.3} ({}/{})", mc.probability, mc.losses, mc.runs),
+            format!("{:.3}", mc.ci95),
+            format!("{:.3}", d.check_analytic),
+        ];
+        row(&mut out, &W, &cells.each_ref().map(String::as_str));
+    }
+    legend(&mut out, DURABILITY_LEGEND);
+    let mut seen: Vec<&str> = Vec::new();
+    for d in &report.durability {
+        if seen.contains(&d.scenario.as_str()) {
+            continue;
+        }
+        seen.push(&d.scenario);
+        let a = &d.assumptions;
+        let _ = writeln!(out, "Assumptions ({}):", d.scenario);
         let _ = writeln!(
             out,
-            "{:<22} {:>7} {:>8} {:>9} {:>10} {:>11} {:>10} {:>12} {:>12} {:>7} {:>7}",
-            "scenario",
-            "GPUs",
-            "MTBF h",
-            "interval",
-            "lost s",
-            "GPU-h/fail",
-            "$/fail",
-            "GPU-h/day",
-            "Young/Daly s",
-            "eff",
-            "eff@YD"
+            "  node failures: independent, exponential, MTBF {:.0} h ({:.1}% of nodes fail per \
+             year; configured)",
+            a.node_mtbf_hours,
+            100.0 * a.node_failures_per_year
         );
-        for (name, c) in &report.job_costs {
-            let _ = writeln!(
-                out,
-                "{:<22} {:>7} {:>8.2} {:>9.0} {:>10.0} {:>11.0} {:>10.0} {:>12.0} {:>12.0} {:>7.3} {:>7.3}",
-                truncate(name, 22),
-                c.job.gpus,
-                c.job.job_mtbf_hours,
-                c.job.checkpoint_interval_s,
-                c.per_failure.total_s,
-                c.per_failure.gpu_hours,
-                c.per_failure.dollars,
-                c.gpu_hours_lost_per_day,
-                c.young_daly_interval_s,
-                c.effective_ratio,
-                c.effective_ratio_at_young_daly,
-            );
-        }
-    }
-    if !report.durability.is_empty() {
-        let _ = writeln!(out, "\nDurability (Markov chain per placement group; Monte-Carlo check at accelerated failure rates):");
         let _ = writeln!(
             out,
-            "{:<22} {:<8} {:>6} {:>8} {:>9} {:>8} {:>13} {:>12} {:>10} {:>16}",
-            "scenario",
-            "scheme",
-            "nodes",
-            "stripes",
-            "MTBF h",
-            "repair h",
-            "stripe MTTDL h",
-            "P(loss)/yr",
-            "check: MC",
-            "vs chain"
+            "  repair: exponential, in parallel per failed node, mean {:.2} h = {}",
+            a.repair_hours, a.repair_from
         );
-        for d in &report.durability {
-            let _ = writeln!(
-                out,
-                "{:<22} {:<8} {:>6} {:>8} {:>9.0} {:>8.1} {:>13.3e} {:>12.3e} {:>10.3} {:>16}",
-                truncate(&d.scenario, 22),
-                d.scheme,
-                d.params.nodes,
-                d.params.stripes,
-                d.params.node_mtbf_hours,
-                d.params.repair_hours,
-                d.stripe_mttdl_hours,
-                d.loss_per_year,
-                d.check_monte_carlo.probability,
-                format!("{:.3} ±{:.3}", d.check_analytic, d.check_monte_carlo.ci95),
-            );
-        }
+        let _ = writeln!(
+            out,
+            "  correlated failures (a rack, a power domain): {}",
+            if a.correlated_failures {
+                "modelled"
+            } else {
+                "not modelled; a whole-rack outage is outside these figures"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  placement groups: min(stripes, C(nodes, k + m)), each an independent chain \
+             ({:.0} for {})",
+            a.placement_groups, d.scheme
+        );
     }
+    out
+}
+
+fn overhead(p: &DurabilityParams) -> f64 {
+    (f64::from(p.k) + f64::from(p.m)) / f64::from(p.k.max(1))
+}
+
+/// The cost and durability sections under the recovery table.
+pub fn summary(report: &RunReport) -> String {
+    let mut out = cost_table(report);
+    out.push_str(&durability_table(report));
     out
 }
 
@@ -520,13 +733,83 @@ mod tests {
         );
         assert_eq!((cell.restored, cell.disagreements, cell.failing_seeds.len()), (1, 1, 1));
         assert_eq!(cell.recovery_rate, 0.5);
-        let run = RunReport {
-            seed: 1,
-            mode: "fast".into(),
-            cells: vec![cell],
-            job_costs: Vec::new(),
-            durability: Vec::new(),
-        };
+        let run =
+            RunReport { seed: 1, mode: "fast".into(), cells: vec![cell], durability: Vec::new() };
         assert!(table(&run).contains("--trial-seed 0x9"));
+        assert_eq!(cell_other(&run), 1, "the error is neither exact, refused nor wrong");
+    }
+
+    fn cell_other(run: &RunReport) -> u32 {
+        run.cells[0].other_failures
+    }
+
+    #[test]
+    fn every_column_has_a_legend_line_and_a_width() {
+        // The headers are made from the legends, so a column cannot go unexplained; the
+        // widths must cover every one of them.
+        assert_eq!(header(RECOVERY_LEGEND).len(), 17);
+        assert_eq!(header(COST_LEGEND).len(), 15);
+        assert_eq!(header(DURABILITY_LEGEND).len(), 12);
+        for legend in [RECOVERY_LEGEND, COST_LEGEND, DURABILITY_LEGEND] {
+            for (name, meaning) in legend {
+                assert!(meaning.len() > 10, "{name} is explained");
+            }
+        }
+    }
+
+    #[test]
+    fn one_cost_figure_per_cell_in_every_table() {
+        let job = crate::scenario::LLAMA3_16K;
+        let head = CellHead {
+            scenario: "s".into(),
+            scheme: "rep-3".into(),
+            k: 1,
+            m: 2,
+            overhead: 3.0,
+            nodes: 6,
+            mode: "real".into(),
+        };
+        let cost = crate::cost::scheme_report(&job, 3.0);
+        let cell = CellReport::from_trials(head, vec![trial(true, Outcome::Restored)], Some(cost));
+        let run =
+            RunReport { seed: 1, mode: "real".into(), cells: vec![cell], durability: Vec::new() };
+        let text = format!("{}{}", table(&run), summary(&run));
+        // 16,384 GPUs x (900 + 120 + 600 + 120 s) / 3600 = 7,918.9 GPU-hours: printed once.
+        let figure = format!("{:.0}", cost.per_failure.gpu_hours);
+        assert_eq!(figure, "7919");
+        assert_eq!(text.matches(&figure).count(), 1, "{text}");
+        assert!(text.contains("Columns:") && text.contains("GPU-h/failure"));
+        assert!((cost.save_stall_s - 90.0).abs() < 1e-9, "3 copies stall 3 x 30 s");
+    }
+
+    #[test]
+    fn healed_counts_full_and_partial_heals_apart() {
+        let heal = |full: bool, restores: bool| HealOutcome {
+            cluster_back: true,
+            verified_step: Some(1),
+            restores_after_heal: restores,
+            repair: None,
+            full_redundancy: full,
+            bad_shards: u64::from(!full),
+            note: String::new(),
+        };
+        let mut trials = Vec::new();
+        for (full, restores) in [(true, true), (false, true), (false, false)] {
+            let mut t = trial(true, Outcome::Restored);
+            t.heal = Some(heal(full, restores));
+            trials.push(t);
+        }
+        let head = CellHead {
+            scenario: "s".into(),
+            scheme: "rs-4+2".into(),
+            k: 4,
+            m: 2,
+            overhead: 1.5,
+            nodes: 6,
+            mode: "real".into(),
+        };
+        let cell = CellReport::from_trials(head, trials, None);
+        assert_eq!((cell.healed_full, cell.healed_partial, cell.healed), (1, 1, 3));
+        assert_eq!(heal_counts(&cell), "1/1/3");
     }
 }

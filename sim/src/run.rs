@@ -4,10 +4,10 @@
 use rackpoint_proto::limits::SIM_SHUTDOWN_GRACE_MS;
 
 use crate::cost;
-use crate::durability::{self, DurabilityParams};
+use crate::durability::{self, DurabilityParams, HOURS_PER_YEAR};
 use crate::real::{self, RealError, RealOptions};
 use crate::report::{CellReport, DurabilityRow, RunReport};
-use crate::scenario::Scenario;
+use crate::scenario::{DurabilitySpec, Scenario};
 
 /// Where trials run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,44 +179,45 @@ pub fn run(
                 }
                 _ => crate::fast::run_cell(scenario, scheme, trials, seed, opts.replay, tick),
             };
-            attach_cost(&mut cell, &job, opts.mode);
+            attach_cost(&mut cell, &job);
             cells.push(cell);
         }
     }
-    let job_costs = scenarios
-        .iter()
-        .map(|s| {
-            let j = s.job.resolve().expect("validated when loaded");
-            (s.name.clone(), cost::report(&j, j.save_stall_s, j.restore_s))
-        })
-        .collect();
     let durability = scenarios.iter().flat_map(|s| durability_rows(s, opts)).collect();
     Ok(RunReport {
         seed: opts.seed.unwrap_or_else(|| scenarios.first().map_or(0, |s| s.seed)),
         mode: opts.mode.name().into(),
         cells,
-        job_costs,
         durability,
     })
 }
 
-/// Prices a cell's failures: in real mode with its measured save and restore medians as the
-/// stall and restore time (at the scenario's checkpoint size), in fast mode with the job
-/// model's own.
-fn attach_cost(cell: &mut CellReport, job: &crate::scenario::ResolvedJob, mode: Mode) {
-    let (stall, restore) = match mode {
-        Mode::Real if cell.save_ms.count > 0 && cell.restore_ms.count > 0 => {
-            (cell.save_ms.p50 / 1e3, cell.restore_ms.p50 / 1e3)
-        }
-        _ => (job.save_stall_s, job.restore_s),
-    };
-    cell.cost = Some(cost::report(job, stall, restore));
+/// Prices a cell's failures with the job model on the cell's scheme: the modelled stall
+/// `save_stall_s * overhead` and the model's restore time (`cost::scheme_report`), in both
+/// modes. A trial saves a small checkpoint, so its measured times (the recovery table's save
+/// and restore columns) do not stand in for the job's.
+fn attach_cost(cell: &mut CellReport, job: &crate::scenario::ResolvedJob) {
+    cell.cost = Some(cost::scheme_report(job, cell.overhead));
+}
+
+/// Where a durability spec's repair time comes from, in words.
+fn repair_from(spec: &DurabilitySpec) -> String {
+    let source = spec.repair_source.as_deref().unwrap_or("configured");
+    match (spec.repair_hours, spec.repair_mib_s, spec.node_data_bytes) {
+        (Some(h), _, _) => format!("repair_hours = {h} ({source})"),
+        (None, Some(rate), Some(bytes)) => format!(
+            "{:.1} GiB per node / {rate} MiB/s + {} h before it starts; throughput: {source}",
+            bytes as f64 / (1u64 << 30) as f64,
+            spec.repair_start_hours
+        ),
+        _ => source.to_string(),
+    }
 }
 
 /// The durability figures of a scenario with a `[durability]` section, one per scheme.
 fn durability_rows(s: &Scenario, opts: &RunOptions) -> Vec<DurabilityRow> {
-    let Some(spec) = s.durability else { return Vec::new() };
-    let hours = spec.monte_carlo_years * 8766.0;
+    let Some(spec) = &s.durability else { return Vec::new() };
+    let hours = spec.monte_carlo_years * HOURS_PER_YEAR;
     s.schemes
         .iter()
         .map(|scheme| {
@@ -247,7 +248,8 @@ fn durability_rows(s: &Scenario, opts: &RunOptions) -> Vec<DurabilityRow> {
                     params.node_mtbf_hours,
                     params.repair_hours,
                 ),
-                loss_per_year: durability::loss_probability(&params, 8766.0),
+                loss_per_year: durability::loss_probability(&params, HOURS_PER_YEAR),
+                assumptions: durability::assumptions(&params, repair_from(spec)),
                 check_params: check,
                 check_hours: hours,
                 check_analytic: durability::loss_probability(&check, hours),

@@ -9,8 +9,8 @@ use rackpoint_proto::CodeParams;
 use serde::{Deserialize, Serialize};
 
 use rackpoint_proto::limits::{
-    SIM_MAX_CHECKPOINT_BYTES, SIM_MAX_FAULTS, SIM_MAX_FAULT_TIME_MS, SIM_MAX_OBJECTS,
-    SIM_MAX_SCENARIO_FILE_BYTES, SIM_MAX_SCHEMES, SIM_MAX_TRIALS,
+    SIM_MAX_CHECKPOINT_BYTES, SIM_MAX_FAULTS, SIM_MAX_FAULT_TIME_MS, SIM_MAX_NOTE_CHARS,
+    SIM_MAX_OBJECTS, SIM_MAX_SCENARIO_FILE_BYTES, SIM_MAX_SCHEMES, SIM_MAX_TRIALS,
 };
 
 /// Why a scenario was refused.
@@ -253,7 +253,8 @@ pub struct JobModel {
     /// Mean time between job interruptions, in hours.
     #[serde(default)]
     pub job_mtbf_hours: Option<f64>,
-    /// Seconds training stalls per checkpoint save.
+    /// Seconds training stalls per checkpoint save of one copy of the checkpoint (overhead
+    /// 1); a scheme's stall is this times its overhead (`cost::scheme_stall_s`).
     #[serde(default)]
     pub save_stall_s: Option<f64>,
     /// Seconds a restore takes at the job's scale (when not measured).
@@ -278,7 +279,7 @@ pub struct ResolvedJob {
     pub restart_s: f64,
     /// Mean hours between interruptions.
     pub job_mtbf_hours: f64,
-    /// Seconds of stall per save.
+    /// Seconds of stall per save of one copy (overhead 1; see `cost::scheme_stall_s`).
     pub save_stall_s: f64,
     /// Seconds per restore.
     pub restore_s: f64,
@@ -549,8 +550,9 @@ impl Default for HealSpec {
 /// better, derived from a measured repair throughput: a failed node's `node_data_bytes`
 /// rebuilt at `repair_mib_s` (MiB of lost shard bytes rebuilt per second, as the harness's
 /// `repair` measurement reports time to full redundancy after a node is wiped), plus
-/// `repair_start_hours` before the repair begins (detection, an operator).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// `repair_start_hours` before the repair begins (detection, an operator). `repair_source`
+/// says where the throughput (or time) comes from; the report prints it beside the figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DurabilitySpec {
     /// Mean time between failures of one storage node, in hours.
@@ -567,6 +569,10 @@ pub struct DurabilitySpec {
     /// Hours from a node's failure until its repair starts (with the throughput pair).
     #[serde(default)]
     pub repair_start_hours: f64,
+    /// Where the repair throughput or time comes from (a measurement and its setting), at
+    /// most `SIM_MAX_NOTE_CHARS` characters; without it the report says "configured".
+    #[serde(default)]
+    pub repair_source: Option<String>,
     /// Stripes of the checkpoint (each on its own placement group).
     pub stripes: u64,
     /// Years simulated per Monte-Carlo run.
@@ -664,6 +670,12 @@ impl Scenario {
             }
             if d.stripes == 0 {
                 return Err(invalid("durability.stripes", "must be at least 1"));
+            }
+            if d.repair_source.as_ref().is_some_and(|n| n.chars().count() > SIM_MAX_NOTE_CHARS) {
+                return Err(invalid(
+                    "durability.repair_source",
+                    format!("at most {SIM_MAX_NOTE_CHARS} characters"),
+                ));
             }
         }
         Ok(())
@@ -857,7 +869,9 @@ count = 2
         let d = s.durability.expect("present");
         assert!((d.repair_hours() - 1.0).abs() < 1e-9, "450 GiB at 128 MiB/s is an hour");
         let s = Scenario::from_toml(&with("repair_hours = 2.5")).expect("valid");
-        assert_eq!(s.durability.map(|d| d.repair_hours()), Some(2.5));
+        assert_eq!(s.durability.as_ref().map(|d| d.repair_hours()), Some(2.5));
+        let long = format!("repair_hours = 1.0\nrepair_source = \"{}\"", "x".repeat(10_000));
+        assert!(refused(&with(&long)).contains("durability.repair_source"));
         let e = refused(&with("repair_mib_s = 128.0"));
         assert!(e.contains("durability.repair_hours") && e.contains("node_data_bytes"), "{e}");
         let e = refused(&with("repair_hours = 1.0\nrepair_mib_s = 1.0\nnode_data_bytes = 1"));

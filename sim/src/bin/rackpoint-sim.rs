@@ -170,11 +170,8 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             print!("{}", report::table(&report));
             print!("{}", report::summary(&report));
             if let Some(dir) = out {
-                write_outputs(&report, &loaded, &dir)?;
-                println!(
-                    "\nwrote {}/report.json, recovery.svg, restore-time.svg, cost-interval.svg",
-                    dir.display()
-                );
+                let written = write_outputs(&report, &dir)?;
+                println!("\nwrote {}: {}", dir.display(), written.join(", "));
             }
             Ok(if report.all_agree() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -195,21 +192,18 @@ fn progress(total: u64) -> Option<ProgressBar> {
 
 fn write_outputs(
     report: &report::RunReport,
-    scenarios: &[Scenario],
     dir: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<&'static str>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let json = dir.join("report.json");
     std::fs::write(&json, report.to_json()).with_context(|| format!("write {}", json.display()))?;
-    plot::recovery_vs_failed(report, &dir.join("recovery.svg"))?;
+    let mut written = vec!["report.json", "recovery.svg", "restore-time.svg", "cost-interval.svg"];
+    plot::recovery_bars(report, &dir.join("recovery.svg"))?;
     plot::restore_time_cdf(report, &dir.join("restore-time.svg"))?;
-    let mut jobs: Vec<(String, rackpoint_sim::scenario::ResolvedJob)> = Vec::new();
-    for s in scenarios {
-        let j = s.job.resolve()?;
-        if !jobs.iter().any(|(_, k)| *k == j) {
-            jobs.push((format!("{} GPUs, MTBF {:.2} h", j.gpus, j.job_mtbf_hours), j));
-        }
+    plot::cost_vs_interval(report, &dir.join("cost-interval.svg"))?;
+    if !report.durability.is_empty() {
+        plot::durability_vs_overhead(report, &dir.join("durability.svg"))?;
+        written.push("durability.svg");
     }
-    plot::cost_vs_interval(&jobs, &dir.join("cost-interval.svg"))?;
-    Ok(())
+    Ok(written)
 }

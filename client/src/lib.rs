@@ -33,7 +33,7 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    codec, health_view, hedge, listing, manifest, placement, planner, stripe_write,
+    codec, deletion, health_view, hedge, listing, manifest, placement, planner, stripe_write,
 };
 
 pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};

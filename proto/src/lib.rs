@@ -18,7 +18,7 @@ pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
 pub use ids::{
     Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };
-pub use key::{CheckpointRange, ManifestKey, ShardKey};
+pub use key::{CheckpointRange, DeletionMarkKey, ManifestKey, ShardKey};
 pub use wire::{
     ErrorCode, FramePrefix, ManifestEntry, NodeStats, PartShards, Request, Response, WireError,
 };

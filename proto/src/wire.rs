@@ -305,6 +305,27 @@ pub enum Request {
         /// The blake3 the stored shard must have.
         hash: Digest,
     },
+    /// Store a durable deletion mark for checkpoint `(job, step)`: from now on every
+    /// `ListManifests` page names the step as being deleted, and no manifest of it is
+    /// stored. The mark outlives `DeleteCheckpoint` (and restarts) until `ClearDeleting`.
+    /// Marking a step already marked succeeds. A node holds at most
+    /// `MAX_DELETION_MARKS_PER_JOB` marks per job (then `TooLarge`). Answered by
+    /// [`Response::DeletionMark`].
+    MarkDeleting {
+        /// The job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+    },
+    /// Remove the deletion mark of checkpoint `(job, step)` (once every node confirmed its
+    /// delete); removing one that is not there succeeds. Answered by
+    /// [`Response::DeletionMark`].
+    ClearDeleting {
+        /// The job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+    },
 }
 
 /// A node's reply.
@@ -350,6 +371,9 @@ pub enum Response {
         entries: Vec<ManifestEntry>,
         /// Whether more entries follow the last one.
         more: bool,
+        /// Every step of the job this node holds a deletion mark for (at most
+        /// `MAX_DELETION_MARKS_PER_JOB`, in order), on every page.
+        deleting: Vec<Step>,
     },
     /// The node's counters (boxed: by far the largest reply).
     Stats(Box<NodeStats>),
@@ -391,6 +415,11 @@ pub enum Response {
     /// The shard is gone from this node.
     ShardDeleted {
         /// Whether there was one to delete.
+        existed: bool,
+    },
+    /// The deletion mark is stored (`MarkDeleting`) or gone (`ClearDeleting`).
+    DeletionMark {
+        /// Whether the node held the mark before the request.
         existed: bool,
     },
 }
@@ -438,6 +467,8 @@ impl Request {
         "ListParts",
         "DeleteOrphanShards",
         "DeleteShard",
+        "MarkDeleting",
+        "ClearDeleting",
     ];
 
     /// The variant's tag (its index in [`Request::KINDS`] and on the wire).
@@ -457,12 +488,14 @@ impl Request {
             Request::ListParts { .. } => 11,
             Request::DeleteOrphanShards { .. } => 12,
             Request::DeleteShard { .. } => 13,
+            Request::MarkDeleting { .. } => 14,
+            Request::ClearDeleting { .. } => 15,
         }
     }
 }
 
 impl Message for Request {
-    const VARIANTS: u8 = 14;
+    const VARIANTS: u8 = 16;
 
     fn kind(&self) -> &'static str {
         Self::KINDS[self.tag()]
@@ -478,7 +511,7 @@ impl Message for Request {
 }
 
 impl Message for Response {
-    const VARIANTS: u8 = 14;
+    const VARIANTS: u8 = 15;
 
     fn kind(&self) -> &'static str {
         match self {
@@ -496,6 +529,7 @@ impl Message for Response {
             Response::Parts { .. } => "Parts",
             Response::OrphansDeleted { .. } => "OrphansDeleted",
             Response::ShardDeleted { .. } => "ShardDeleted",
+            Response::DeletionMark { .. } => "DeletionMark",
         }
     }
 
@@ -611,7 +645,7 @@ pub fn decode_frame<M: Message>(frame: &[u8]) -> Result<(M, &[u8]), WireError> {
 mod tests {
     use super::*;
     use crate::ids::{ObjectName, ShardIndex, StripeIndex};
-    use crate::limits::{MAX_LIST_ENTRIES, MAX_STATS_CORRUPT_KEYS};
+    use crate::limits::{MAX_DELETION_MARKS_PER_JOB, MAX_LIST_ENTRIES, MAX_STATS_CORRUPT_KEYS};
     use proptest::prelude::*;
 
     proptest! {
@@ -699,6 +733,10 @@ mod tests {
             ),
             (manifest_key(), any::<u64>())
                 .prop_map(|(key, min_age_ms)| (Request::DeleteOrphanShards { key, min_age_ms }, 0)),
+            (job(), any::<u64>())
+                .prop_map(|(job, s)| (Request::MarkDeleting { job, step: Step(s) }, 0)),
+            (job(), any::<u64>())
+                .prop_map(|(job, s)| (Request::ClearDeleting { job, step: Step(s) }, 0)),
         ]
     }
     fn part() -> impl Strategy<Value = PartShards> {
@@ -741,8 +779,18 @@ mod tests {
             Just((Response::ManifestStored, 0)),
             (any::<u32>(), digest(), 1..=MAX_MANIFEST_BYTES)
                 .prop_map(|(world_size, hash, n)| (Response::Manifest { world_size, hash }, n)),
-            (proptest::collection::vec(entry(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
-                .prop_map(|(entries, more)| (Response::Manifests { entries, more }, 0)),
+            (
+                proptest::collection::vec(entry(), 0..=MAX_LIST_ENTRIES as usize),
+                any::<bool>(),
+                proptest::collection::vec(
+                    any::<u64>().prop_map(Step),
+                    0..=MAX_DELETION_MARKS_PER_JOB
+                )
+            )
+                .prop_map(|(entries, more, deleting)| (
+                    Response::Manifests { entries, more, deleting },
+                    0
+                )),
             (
                 any::<u64>(),
                 any::<u64>(),
@@ -771,6 +819,7 @@ mod tests {
                 .prop_map(|(hash, len)| (Response::ShardVerified { hash, len }, 0)),
             any::<bool>().prop_map(|existed| (Response::ManifestDeleted { existed }, 0)),
             any::<bool>().prop_map(|existed| (Response::ShardDeleted { existed }, 0)),
+            any::<bool>().prop_map(|existed| (Response::DeletionMark { existed }, 0)),
             (proptest::collection::vec(part(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
                 .prop_map(|(entries, more)| (Response::Parts { entries, more }, 0)),
             (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(shards, bytes, kept_young)| (
@@ -899,9 +948,12 @@ mod tests {
             revision: u32::MAX,
             base: Digest([0xff; 32]),
         };
-        let page =
-            Response::Manifests { entries: vec![entry; MAX_LIST_ENTRIES as usize], more: true };
-        encode_frame(&page, 0).expect("the fullest manifest page fits");
+        let page = Response::Manifests {
+            entries: vec![entry; MAX_LIST_ENTRIES as usize],
+            more: true,
+            deleting: vec![Step(u64::MAX); MAX_DELETION_MARKS_PER_JOB],
+        };
+        encode_frame(&page, 0).expect("the fullest manifest page, every mark with it, fits");
     }
 
     #[test]

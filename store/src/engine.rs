@@ -76,6 +76,7 @@ use rocksdb::{
 use segments::{Segment, Segments};
 
 mod lifecycle;
+mod marks;
 mod segments;
 
 pub use lifecycle::{ContentCheck, OrphanSweep, PartsPage};
@@ -196,6 +197,13 @@ pub enum EngineError {
         /// What is stored and what was refused.
         reason: String,
     },
+    /// A per-job bound of what the node holds would be passed (deletion marks); nothing
+    /// changed.
+    #[error("over a limit: {reason}")]
+    TooMany {
+        /// What is held, and the bound.
+        reason: String,
+    },
     /// Any other RocksDB failure.
     #[error("rocksdb: {0}")]
     Db(rocksdb::Error),
@@ -209,7 +217,7 @@ impl EngineError {
     pub fn code(&self) -> ErrorCode {
         match self {
             EngineError::NotFound => ErrorCode::NotFound,
-            EngineError::BadLength { .. } => ErrorCode::TooLarge,
+            EngineError::BadLength { .. } | EngineError::TooMany { .. } => ErrorCode::TooLarge,
             EngineError::HashMismatch { .. } => ErrorCode::HashMismatch,
             EngineError::Corrupt { .. } => ErrorCode::Corrupt,
             EngineError::CapacityFull { .. } | EngineError::NoSpace(_) => ErrorCode::DiskFull,
@@ -475,6 +483,8 @@ pub struct Engine {
     counters: Counters,
     key_locks: Vec<Mutex<()>>,
     delete_lock: RwLock<()>,
+    /// Serializes deletion-mark writes, so a job's count of marks is checked and raised at once.
+    marks_lock: Mutex<()>,
     sync_write: WriteOptions,
 }
 
@@ -548,6 +558,7 @@ impl Engine {
             counters: Counters::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             delete_lock: RwLock::new(()),
+            marks_lock: Mutex::new(()),
             sync_write,
         };
         engine.count_stored()?;

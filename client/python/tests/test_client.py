@@ -201,3 +201,18 @@ def test_list_verify_resume_delete(cluster, client):
     shards, manifests = client.delete(JOB, 20)
     assert shards > 0 and manifests > 0
     assert client.resume(JOB) is None
+
+
+def test_a_listing_names_the_nodes_it_did_not_see(cluster, client):
+    client.save(JOB, 40, 0, 1, {"x": seeded(12, 20_000)})
+    listed = client.list(JOB)
+    assert isinstance(listed, rackpoint.CheckpointList)
+    assert listed.unseen_nodes == [] and listed.complete
+    assert [c.step for c in listed] == [40] and len(listed) == 1 and listed[-1].step == 40
+    assert not listed[0].deleting and listed[0].deleting_nodes == []
+    cluster.kill(5)
+    listed = client.list(JOB)
+    assert listed.unseen_nodes == [5] and not listed.complete
+    assert [c.step for c in listed] == [40], "m + 1 manifest copies: still listed"
+    point = client.resume(JOB)
+    assert point.step == 40 and point.unseen_nodes == [5]

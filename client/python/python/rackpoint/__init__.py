@@ -16,6 +16,7 @@ from ._errors import MetadataError, UnsafeMetadata, UnsafeObject
 from ._native import (
     AlreadyExists,
     Checkpoint,
+    CheckpointList,
     Client,
     CommitFailed,
     InvalidInput,
@@ -40,6 +41,7 @@ from ._native import (
 __all__ = [
     "AlreadyExists",
     "Checkpoint",
+    "CheckpointList",
     "Client",
     "CommitFailed",
     "InvalidInput",

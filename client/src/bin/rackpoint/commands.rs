@@ -258,6 +258,19 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stderr line of a listing that some nodes did not answer (nothing when all did).
+pub fn warn_unseen(unseen: &[rackpoint_proto::NodeId]) {
+    if unseen.is_empty() {
+        return;
+    }
+    let nodes: Vec<String> = unseen.iter().map(|n| n.to_string()).collect();
+    let (word, verb) = if nodes.len() == 1 { ("node", "does") } else { ("nodes", "do") };
+    eprintln!(
+        "warning: {word} {} {verb} not answer; this listing may be incomplete (checkpoints whose manifests are all there are not shown)",
+        nodes.join(", ")
+    );
+}
+
 /// The step asked for, or else the newest complete checkpoint that can be restored, with the
 /// newer ones passed over (named on stderr in text mode).
 async fn pick_step(
@@ -270,6 +283,7 @@ async fn pick_step(
         return Ok((Step(s), Vec::new()));
     }
     let point = client.latest(job).await?;
+    warn_unseen(&point.unseen_nodes);
     if !global.json {
         for p in &point.passed_over {
             eprintln!("passed over {p}");
@@ -362,11 +376,12 @@ impl Drop for MadeDirs {
 pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let list = client.list(&args.job).await?;
+    warn_unseen(&list.unseen_nodes);
     if list.is_empty() {
         return Err(ClientError::NoSuchJob { job: args.job }.into());
     }
     let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
-    emit(global, &json::LsDoc::new(&args.job, shown()), || {
+    emit(global, &json::LsDoc::new(&args.job, shown(), &list.unseen_nodes), || {
         println!(
             "{:>12} {:>7} {:>9} {:>14} {:>9}",
             "STEP", "PARTS", "COMPLETE", "BYTES", "SURVIVES"
@@ -374,6 +389,7 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
         for c in shown() {
             // `ls` reads no shard: what it cannot count on is out of reach, not known lost.
             let survives = match (c.survives_more_failures, c.unavailable_nodes.is_empty()) {
+                _ if c.deleting => "DELETING".to_string(),
                 (Some(n), _) => n.to_string(),
                 (None, false) => "UNAVAILABLE".to_string(),
                 (None, true) => "UNREADABLE".to_string(),
@@ -388,6 +404,14 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
             );
         }
     });
+    for c in shown().filter(|c| c.deleting) {
+        let nodes: Vec<String> = c.deleting_nodes.iter().map(|n| n.to_string()).collect();
+        eprintln!(
+            "step {} is being deleted; not finished on node(s) {} (rackpoint gc, rm or repair finishes it once they answer)",
+            c.step,
+            nodes.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -445,14 +469,25 @@ pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let step = Step(args.step);
     let r = client.delete(&args.job, step).await?;
-    if r.shards == 0 && r.manifests == 0 && r.unreachable.is_empty() {
+    if r.shards == 0 && r.manifests == 0 && r.is_complete() && !r.was_pending {
         bail!("no such checkpoint: {} step {step} is on no node; nothing was deleted", args.job);
     }
-    println!("deleted {} step {step}: {} shards, {} manifests", args.job, r.shards, r.manifests);
-    if !r.unreachable.is_empty() {
-        let nodes: Vec<String> =
+    let was = if r.was_pending { " (finishing an earlier delete)" } else { "" };
+    println!(
+        "deleted {} step {step}{was}: {} shards, {} manifests",
+        args.job, r.shards, r.manifests
+    );
+    if !r.is_complete() {
+        let nodes: Vec<String> = r.pending_nodes.iter().map(|n| n.to_string()).collect();
+        let errors: Vec<String> =
             r.unreachable.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
-        bail!("{} node(s) could not delete their copies: {}", nodes.len(), nodes.join("; "));
+        let message = format!(
+            "the delete of {} step {step} is not finished: node(s) {} did not confirm it; the step stays marked as being deleted (never listed as complete nor restored) and `rackpoint rm`, `gc` or `repair` finishes it once they answer ({})",
+            args.job,
+            nodes.join(", "),
+            errors.join("; ")
+        );
+        return Err(Reported { exit: Exit::Unavailable, message }.into());
     }
     Ok(())
 }

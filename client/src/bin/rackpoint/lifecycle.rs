@@ -9,6 +9,7 @@ use rackpoint_client::repair::{RepairOptions, RepairScope};
 use rackpoint_proto::limits::{DEFAULT_ORPHAN_GRACE_MS, REPAIR_DEFAULT_READ_BYTES_PER_SEC};
 use rackpoint_proto::{JobName, Step};
 
+use crate::exit::{Exit, Reported};
 use crate::Global;
 
 /// `rackpoint repair`.
@@ -38,6 +39,11 @@ pub struct GcArgs {
     /// Orphan shards younger than this many seconds are kept (a save may still be running).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_ORPHAN_GRACE_MS / 1000)]
     orphan_grace_secs: u64,
+    /// Delete even while nodes do not answer (without it gc then deletes nothing and exits
+    /// 4): each step is marked as being deleted first, and its delete finishes when they
+    /// return (the next gc, rm or repair).
+    #[arg(long)]
+    force: bool,
 }
 
 /// `rackpoint repair`.
@@ -80,6 +86,22 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
         report.shards_written(),
         report.bytes_read() >> 20
     );
+    if !report.deletions_finished.is_empty() {
+        let steps: Vec<String> = report.deletions_finished.iter().map(|s| s.to_string()).collect();
+        println!("finished the pending deletes of steps {}", steps.join(" "));
+    }
+    if !report.deletions_pending.is_empty() {
+        let each: Vec<String> = report
+            .deletions_pending
+            .iter()
+            .map(|(s, nodes)| format!("step {s} on node(s) {}", node_list(nodes)))
+            .collect();
+        let message = format!(
+            "deletes not finished: {} (bring the nodes back and run repair, gc or rm again)",
+            each.join("; ")
+        );
+        return Err(Reported { exit: Exit::Unavailable, message }.into());
+    }
     if !report.is_complete() {
         let left: usize = report.parts.iter().map(|p| p.problems.len()).sum();
         bail!("{left} stripes or parts are still short of full redundancy");
@@ -90,8 +112,11 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
 /// `rackpoint gc`.
 pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
-    let options =
-        GcOptions { keep: args.keep, orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000) };
+    let options = GcOptions {
+        keep: args.keep,
+        orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000),
+        force: args.force,
+    };
     let r = client.gc(&args.job, options).await?;
     let steps = |s: &[Step]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ");
     println!("kept {} complete checkpoints: {}", r.kept.len(), steps(&r.kept));
@@ -113,10 +138,29 @@ pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
     } else {
         println!("orphans: not judged (too many nodes did not answer)");
     }
+    if !r.finished_pending.is_empty() {
+        println!("finished the pending deletes of steps {}", steps(&r.finished_pending));
+    }
+    if !r.pending.is_empty() {
+        let each: Vec<String> = r
+            .pending
+            .iter()
+            .map(|(s, nodes)| format!("step {s} on node(s) {}", node_list(nodes)))
+            .collect();
+        let message = format!(
+            "deletes not finished: {}; those steps stay marked as being deleted (never listed as complete nor restored) and the next gc, rm or repair finishes them once the nodes answer",
+            each.join("; ")
+        );
+        return Err(Reported { exit: Exit::Unavailable, message }.into());
+    }
     if !r.node_errors.is_empty() {
         let errors: Vec<String> =
             r.node_errors.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
         bail!("some nodes keep copies: {}", errors.join("; "));
     }
     Ok(())
+}
+
+fn node_list(nodes: &[rackpoint_proto::NodeId]) -> String {
+    nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
 }

@@ -446,7 +446,8 @@ pub enum UnavailableDoc {
     /// A delete (`rm`, `gc`) could not store the step's deletion mark on m + 1 nodes, so
     /// nothing was deleted; or `gc` refused to delete while nodes did not answer its listing
     /// (`step` is then `null`; `--force` deletes what can be reached).
-    DeleteUnavailable {
+    #[serde(rename = "delete_unavailable")]
+    Deletion {
         job: String,
         step: Option<u64>,
         /// The nodes to bring back.
@@ -606,14 +607,14 @@ impl UnavailableDoc {
                 })
             }
             ClientError::DeleteNotMarked { job, step, nodes, .. } => {
-                Some(UnavailableDoc::DeleteUnavailable {
+                Some(UnavailableDoc::Deletion {
                     job: job.to_string(),
                     step: Some(step.0),
                     nodes: nodes.0.iter().map(|n| n.0).collect(),
                     force_would_proceed: false,
                 })
             }
-            ClientError::GcRefused { job, nodes, .. } => Some(UnavailableDoc::DeleteUnavailable {
+            ClientError::GcRefused { job, nodes, .. } => Some(UnavailableDoc::Deletion {
                 job: job.to_string(),
                 step: None,
                 nodes: nodes.0.iter().map(|n| n.0).collect(),

@@ -4,7 +4,7 @@
 //! applies the completeness rule, finds and fetches a part's manifest from any replica, and
 //! answers `list`, `resume`, `verify` and `delete`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -15,7 +15,8 @@ use rackpoint_proto::{
 };
 
 use crate::ctx::Ctx;
-use crate::error::{ClientError, NodeErrors, Result};
+use crate::deletion;
+use crate::error::{ClientError, NodeErrors, NodeList, Result};
 pub use crate::error::{PassOverReason, PassedOver};
 use crate::listing::{self, Fetched, ListingQuorum, QuorumState};
 use crate::manifest::{self, ChainProblem, Manifest, ObjectEntry, StripeEntry, Which};
@@ -23,7 +24,7 @@ use crate::planner::ShardFailure;
 use crate::redundancy::{self, Survives};
 use crate::transport::TransportError;
 
-pub use crate::listing::{Listing, PartEntry};
+pub use crate::listing::{JobListing, Listing, PartEntry};
 
 mod absence;
 mod presence;
@@ -31,8 +32,9 @@ mod presence;
 /// Lists a job's parts from every node: a driver over the pure [`ListingQuorum`] (once all
 /// but m nodes have answered, the stragglers get one hedging threshold more, then are
 /// suspected and left out), then settles the parts whose holders list different versions
-/// ([`settle_versions`]). An error only when no node answers.
-pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
+/// ([`settle_versions`]). The result also names the steps being deleted (marked on some node
+/// that answered) and the nodes that did not answer. An error only when no node answers.
+pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<JobListing> {
     let ids: Vec<NodeId> = ctx.map.nodes.iter().map(|n| n.id).collect();
     let mut quorum = ListingQuorum::new(ids.clone(), usize::from(ctx.map.code.m));
     let mut pending: FuturesUnordered<_> =
@@ -50,7 +52,8 @@ pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
             continue;
         };
         match result {
-            Ok(entries) => {
+            Ok((entries, marks)) => {
+                quorum.on_marks(node, &marks);
                 for c in quorum.on_answer(node, entries, Instant::now(), ctx.hedge_after()) {
                     tracing::debug!(node = %c.node, step = %c.step, rank = %c.rank, "node lists another version of this part; the versions will be compared");
                 }
@@ -73,7 +76,9 @@ pub(crate) async fn list_job(ctx: &Ctx, job: &JobName) -> Result<Listing> {
     if quorum.answered().is_empty() {
         return Err(ClientError::NoNodeAnswered(NodeErrors(errors)));
     }
-    Ok(settle_versions(ctx, job, quorum.into_listing()).await)
+    let mut listing = quorum.finish();
+    listing.parts = settle_versions(ctx, job, std::mem::take(&mut listing.parts)).await;
+    Ok(listing)
 }
 
 /// For every part whose holders list more than one version (a revision a repair did not
@@ -104,19 +109,23 @@ async fn settle_versions(ctx: &Ctx, job: &JobName, mut listing: Listing) -> List
     listing
 }
 
+/// Every manifest entry `node` lists for `job`, across pages, and the steps it holds
+/// deletion marks for (every page names them; their union is kept).
 async fn list_node(
     ctx: &Ctx,
     node: NodeId,
     job: &JobName,
-) -> Result<Vec<rackpoint_proto::ManifestEntry>, TransportError> {
+) -> Result<(Vec<rackpoint_proto::ManifestEntry>, Vec<Step>), TransportError> {
     let mut all = Vec::new();
+    let mut marks = BTreeSet::new();
     let mut after = None;
     loop {
-        let (entries, more) = ctx.list_manifests(node, job, after).await?;
+        let (entries, more, deleting) = ctx.list_manifests(node, job, after).await?;
+        marks.extend(deleting);
         after = entries.last().map(|e| (e.step, e.rank));
         all.extend(entries);
         if !more || after.is_none() {
-            return Ok(all);
+            return Ok((all, marks.into_iter().collect()));
         }
         if all.len() >= CLIENT_MAX_LISTED_MANIFESTS {
             // Refuse rather than drop the newest entries (pages come oldest first).
@@ -136,6 +145,10 @@ pub(crate) async fn previous_manifest_id(
     rank: Rank,
 ) -> Result<Option<Digest>> {
     let listing = list_job(ctx, job).await?;
+    if let Some(nodes) = listing.deleting.get(&step) {
+        let nodes = NodeList(nodes.clone());
+        return Err(ClientError::StepBeingDeleted { job: job.clone(), step, nodes });
+    }
     if listing.contains_key(&(step, rank)) {
         return Err(ClientError::AlreadyExists { job: job.clone(), step, rank });
     }
@@ -223,13 +236,50 @@ pub struct CheckpointSummary {
     /// When `survives_more_failures` is `None`, the nodes that do not answer and hold its
     /// shards or manifests: those to bring back.
     pub unavailable_nodes: Vec<NodeId>,
+    /// A delete of it has begun and is not finished on every node (a node that answered
+    /// holds its deletion mark): never complete, never restored; `rm`, `gc` or `repair`
+    /// finishes the delete once `deleting_nodes` answer.
+    pub deleting: bool,
+    /// When `deleting`: the nodes still to finish it (those that still list a manifest of
+    /// it, and those that did not answer the listing); empty otherwise.
+    pub deleting_nodes: Vec<NodeId>,
+}
+
+/// Every checkpoint of a job, oldest first, and the nodes that did not answer the listing.
+/// Dereferences to the checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointList {
+    /// The checkpoints, oldest first (steps being deleted among them, with `deleting`).
+    pub checkpoints: Vec<CheckpointSummary>,
+    /// Nodes of the map that did not answer the listing: checkpoints whose manifests are all
+    /// on them are missing from `checkpoints`, and steps whose deletion marks are all on them
+    /// may show as not being deleted. Empty when every node answered.
+    pub unseen_nodes: Vec<NodeId>,
+}
+
+impl std::ops::Deref for CheckpointList {
+    type Target = [CheckpointSummary];
+
+    fn deref(&self) -> &[CheckpointSummary] {
+        &self.checkpoints
+    }
+}
+
+impl IntoIterator for CheckpointList {
+    type Item = CheckpointSummary;
+    type IntoIter = std::vec::IntoIter<CheckpointSummary>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.checkpoints.into_iter()
+    }
 }
 
 /// Every checkpoint of a job, oldest first.
-pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSummary>> {
+pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<CheckpointList> {
     let listing = list_job(ctx, job).await?;
     // Nothing listed while more than m nodes are silent: the job may be on them.
-    if let Some(e) = absence::out_of_reach(ctx, job, Which::Latest).filter(|_| listing.is_empty()) {
+    let nothing = listing.is_empty() && listing.deleting.is_empty();
+    if let Some(e) = absence::out_of_reach(ctx, job, Which::Latest).filter(|_| nothing) {
         return Err(e);
     }
     let is_down = |n: &NodeId| ctx.health.is_down(*n);
@@ -237,8 +287,27 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSumma
     let presence = presence::measure(ctx, job).await;
     let silent = |n: &NodeId| !presence.answered(*n);
     let mut out = Vec::new();
-    for (step, parts) in by_step(&listing) {
+    let mut steps = by_step(&listing);
+    for step in listing.deleting.keys() {
+        steps.entry(*step).or_default();
+    }
+    for (step, parts) in steps {
         let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
+        if listing.is_deleting(step) {
+            // Half deleted, perhaps: nothing of it is read or counted on.
+            out.push(CheckpointSummary {
+                step,
+                world_size,
+                parts: parts.len() as u32,
+                complete: false,
+                bytes: 0,
+                survives_more_failures: None,
+                unavailable_nodes: Vec::new(),
+                deleting: true,
+                deleting_nodes: deletion::pending_nodes(&listing, step),
+            });
+            continue;
+        }
         let complete = manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r));
         let unbounded = Survives { nodes: usize::MAX, racks: usize::MAX };
         let (mut bytes, mut survives, mut unavailable_nodes) = (0, Some(unbounded), Vec::new());
@@ -277,9 +346,11 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<Vec<CheckpointSumma
             },
             survives_more_failures,
             survives_rack_failures: survives.map(|s| s.racks),
+            deleting: false,
+            deleting_nodes: Vec::new(),
         });
     }
-    Ok(out)
+    Ok(CheckpointList { checkpoints: out, unseen_nodes: listing.unseen.clone() })
 }
 
 fn by_step(listing: &Listing) -> BTreeMap<Step, Vec<(Rank, PartEntry)>> {
@@ -299,6 +370,9 @@ pub struct ResumePoint {
     pub parts: Vec<Manifest>,
     /// The newer checkpoints passed over, newest first, and why.
     pub passed_over: Vec<PassedOver>,
+    /// Nodes that did not answer the listing: a newer checkpoint whose manifests are all on
+    /// them was not seen. Empty when every node answered.
+    pub unseen_nodes: Vec<NodeId>,
 }
 
 impl ResumePoint {
@@ -314,15 +388,21 @@ impl ResumePoint {
 pub(crate) async fn latest(ctx: &Ctx, job: &JobName) -> Result<ResumePoint> {
     let listing = list_job(ctx, job).await?;
     let mut passed_over = Vec::new();
+    let unseen_nodes = listing.unseen.clone();
     for (step, parts) in by_step(&listing).into_iter().rev() {
         let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
+        if let Some(nodes) = listing.deleting.get(&step) {
+            let why = PassOverReason::BeingDeleted { nodes: NodeList(nodes.clone()) };
+            passed_over.push(PassedOver { step, why });
+            continue;
+        }
         if !manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r)) {
             let why = PassOverReason::Incomplete { parts: parts.len(), world_size };
             passed_over.push(PassedOver { step, why });
             continue;
         }
         match recoverable_parts(ctx, job, step, &parts).await {
-            Ok(parts) => return Ok(ResumePoint { step, parts, passed_over }),
+            Ok(parts) => return Ok(ResumePoint { step, parts, passed_over, unseen_nodes }),
             Err(why) => passed_over.push(PassedOver { step, why }),
         }
     }
@@ -390,6 +470,10 @@ pub(crate) async fn find_manifest(
         Which::Step(step) => step,
     };
     let listing = list_job(ctx, job).await?;
+    if let Some(nodes) = listing.deleting.get(&step) {
+        let nodes = NodeList(nodes.clone());
+        return Err(ClientError::StepBeingDeleted { job: job.clone(), step, nodes });
+    }
     let part = listing
         .get(&(step, rank))
         .ok_or_else(|| absence::not_listed(ctx, &listing, job, which, rank))?;
@@ -617,28 +701,119 @@ pub struct DeleteReport {
     pub shards: u64,
     /// Manifests removed over all nodes.
     pub manifests: u64,
-    /// Nodes that could not be reached (they keep their copies until a later delete or GC).
+    /// Nodes that stored the step's deletion mark before anything was deleted.
+    pub marked_on: Vec<NodeId>,
+    /// Whether a node held the mark already: an earlier delete of the step was pending.
+    pub was_pending: bool,
+    /// Nodes of the map that did not confirm the delete (or the clearing of its mark): the
+    /// step stays marked as being deleted, never listed as complete nor restored, and a
+    /// later `rm`, `gc` or `repair` finishes the delete when they answer. Empty: done.
+    pub pending_nodes: Vec<NodeId>,
+    /// Each node that failed a request of the delete, and why.
     pub unreachable: Vec<(NodeId, String)>,
 }
 
-/// Deletes a checkpoint from every node.
+impl DeleteReport {
+    /// Whether the step is gone from every node of the map and its marks are cleared.
+    pub fn is_complete(&self) -> bool {
+        self.pending_nodes.is_empty()
+    }
+}
+
+/// Deletes a checkpoint so that the delete cannot half-happen (see `deletion`): marks the
+/// step on every node that answers (failing, with nothing deleted, unless m + 1 stored the
+/// mark), deletes its key ranges on every node of the map, and clears the marks only when
+/// every one of them confirmed.
 pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<DeleteReport> {
-    let calls = ctx.map.nodes.iter().map(|n| ctx.delete_checkpoint(n.id, job, step));
+    let map: Vec<NodeId> = ctx.map.nodes.iter().map(|n| n.id).collect();
     let mut report = DeleteReport::default();
-    for (node, r) in ctx.map.nodes.iter().map(|n| n.id).zip(futures::future::join_all(calls).await)
-    {
+    let marks = on_every_node(ctx, &map, |n| ctx.deletion_mark(n, job, step, true)).await?;
+    let mut acks = Vec::new();
+    let mut failures = Vec::new();
+    for (node, r) in marks {
+        match r {
+            Ok(existed) => acks.push((node, existed)),
+            Err(e) => {
+                report.unreachable.push((node, e.to_string()));
+                failures.push((node, e));
+            }
+        }
+    }
+    report.marked_on = acks.iter().map(|(n, _)| *n).collect();
+    report.was_pending = acks.iter().any(|(_, existed)| *existed);
+    let m = usize::from(ctx.map.code.m);
+    if !deletion::may_delete(acks.len(), m) {
+        // Show the step as it was: take back only the marks this delete made.
+        let back = deletion::marks_to_take_back(&acks);
+        let _ = on_every_node(ctx, &back, |n| ctx.deletion_mark(n, job, step, false)).await;
+        let mut nodes: Vec<NodeId> = failures.iter().map(|(n, _)| *n).collect();
+        nodes.sort();
+        return Err(ClientError::DeleteNotMarked {
+            job: job.clone(),
+            step,
+            marked: acks.len(),
+            need: deletion::marks_needed(m),
+            nodes: NodeList(nodes),
+            failures: NodeErrors(failures),
+        });
+    }
+    let deletes = on_every_node(ctx, &map, |n| ctx.delete_checkpoint(n, job, step)).await?;
+    let mut confirmed = BTreeSet::new();
+    for (node, r) in deletes {
         match r {
             Ok((shards, manifests)) => {
                 report.shards += shards;
                 report.manifests += manifests;
+                confirmed.insert(node);
             }
-            Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => {}
-            // Every node refuses an identity alike: that is the answer, not an outage.
-            Err(e @ TransportError::Remote { code: ErrorCode::PermissionDenied, .. }) => {
-                return Err(e.into())
+            Err(TransportError::Remote { code: ErrorCode::NotFound, .. }) => {
+                confirmed.insert(node);
             }
             Err(e) => report.unreachable.push((node, e.to_string())),
         }
     }
+    report.pending_nodes = deletion::unconfirmed(&map, &confirmed);
+    if report.pending_nodes.is_empty() {
+        let clears = on_every_node(ctx, &map, |n| ctx.deletion_mark(n, job, step, false)).await?;
+        for (node, r) in clears {
+            if let Err(e) = r {
+                report.unreachable.push((node, e.to_string()));
+                report.pending_nodes.push(node);
+            }
+        }
+    }
     Ok(report)
+}
+
+/// Runs `call` on each of `nodes` at once (a node known down is not asked: it fails at once
+/// as not answering); a refusal of this identity is the answer for all of them.
+async fn on_every_node<T, F, Fut>(
+    ctx: &Ctx,
+    nodes: &[NodeId],
+    call: F,
+) -> Result<Vec<(NodeId, std::result::Result<T, TransportError>)>>
+where
+    F: Fn(NodeId) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, TransportError>>,
+{
+    let calls = nodes.iter().map(|&n| {
+        let down = ctx.health.is_down(n);
+        let fut = (!down).then(|| call(n));
+        async move {
+            match fut {
+                Some(f) => (n, f.await),
+                None => {
+                    let reason = "the node is down (it did not answer this client)".into();
+                    (n, Err(TransportError::ConnectionLost { node: n, reason }))
+                }
+            }
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    for (_, r) in &results {
+        if let Err(e @ TransportError::Remote { code: ErrorCode::PermissionDenied, .. }) = r {
+            return Err(e.clone().into());
+        }
+    }
+    Ok(results)
 }

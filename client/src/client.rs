@@ -10,7 +10,7 @@ use rackpoint_proto::limits::CLIENT_MAX_ASYNC_SAVES;
 use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Step};
 use tokio::sync::Semaphore;
 
-use crate::catalog::{self, CheckpointSummary, DeleteReport, ResumePoint, VerifyReport};
+use crate::catalog::{self, CheckpointList, DeleteReport, ResumePoint, VerifyReport};
 use crate::cluster_dir::{self, IdentityFiles};
 use crate::ctx::{self, Ctx};
 pub use crate::ctx::{ClientOptions, Progress};
@@ -307,8 +307,10 @@ impl Client {
         catalog::latest(&self.ctx, job).await
     }
 
-    /// Every checkpoint of a job, oldest first.
-    pub async fn list(&self, job: &JobName) -> Result<Vec<CheckpointSummary>> {
+    /// Every checkpoint of a job, oldest first (steps being deleted among them, marked
+    /// `deleting`), and the nodes that did not answer (`CheckpointList::unseen_nodes`: the
+    /// listing may miss checkpoints whose manifests are all on them).
+    pub async fn list(&self, job: &JobName) -> Result<CheckpointList> {
         catalog::list(&self.ctx, job).await
     }
 
@@ -324,7 +326,12 @@ impl Client {
         catalog::verify(&self.ctx, job, step).await
     }
 
-    /// Deletes a checkpoint from every reachable node.
+    /// Deletes a checkpoint so that the delete cannot half-happen: its deletion mark goes to
+    /// every node that answers first (`DeleteNotMarked`, nothing deleted, unless m + 1 store
+    /// it), then its shards and manifests on every node, then the marks once every node
+    /// confirmed. `DeleteReport::pending_nodes` names the nodes still to confirm: the step
+    /// stays marked (never listed complete nor restored) until a later `delete`, `gc` or
+    /// `repair` finishes it.
     pub async fn delete(&self, job: &JobName, step: Step) -> Result<DeleteReport> {
         catalog::delete(&self.ctx, job, step).await
     }

@@ -277,11 +277,11 @@ impl Ctx {
         node: NodeId,
         job: &JobName,
         after: Option<(Step, Rank)>,
-    ) -> Result<(Vec<ManifestEntry>, bool), TransportError> {
+    ) -> Result<(Vec<ManifestEntry>, bool, Vec<Step>), TransportError> {
         let req = Request::ListManifests { job: job.clone(), after, limit: MAX_LIST_ENTRIES };
         let reply = self.call(node, &req, Bytes::new()).await?;
         expect(node, "Manifests", reply, |r| match r.response {
-            Response::Manifests { entries, more } => Ok((entries, more)),
+            Response::Manifests { entries, more, deleting } => Ok((entries, more, deleting)),
             response => Err(Reply { response, payload: r.payload }),
         })
     }
@@ -298,6 +298,27 @@ impl Ctx {
         expect(node, "Jobs", reply, |r| match r.response {
             Response::Jobs { jobs, more } => Ok((jobs, more)),
             response => Err(Reply { response, payload: r.payload }),
+        })
+    }
+
+    /// Stores (`mark`) or clears the deletion mark of `(job, step)` on `node`; whether the
+    /// node held it before.
+    pub(crate) async fn deletion_mark(
+        &self,
+        node: NodeId,
+        job: &JobName,
+        step: Step,
+        mark: bool,
+    ) -> Result<bool, TransportError> {
+        let req = if mark {
+            Request::MarkDeleting { job: job.clone(), step }
+        } else {
+            Request::ClearDeleting { job: job.clone(), step }
+        };
+        let reply = self.call(node, &req, Bytes::new()).await?;
+        expect(node, "DeletionMark", reply, |r| match r.response {
+            Response::DeletionMark { existed } => Ok(existed),
+            _ => Err(r),
         })
     }
 

@@ -78,6 +78,12 @@ pub enum PassOverReason {
         /// The stripe, and its nodes that do not answer.
         stripe: LostStripe,
     },
+    /// A delete of it has begun and is not finished (nodes hold its deletion mark).
+    #[error("being deleted (marked on node(s) {nodes})")]
+    BeingDeleted {
+        /// The nodes that answered holding its mark.
+        nodes: NodeList,
+    },
 }
 
 impl std::fmt::Display for PassedOver {
@@ -277,6 +283,45 @@ pub enum ClientError {
     /// No node answered a listing.
     #[error("no node answered ({0})")]
     NoNodeAnswered(NodeErrors),
+    /// The step is being deleted (nodes hold its deletion mark): it is not restored, and no
+    /// part of it is saved until its delete finishes.
+    #[error("{job} step {step} is being deleted (node(s) {nodes} hold its deletion mark); it is neither restored nor saved again until `rackpoint gc`, `rm` or `repair` finishes the delete; save another step")]
+    StepBeingDeleted {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// The nodes that hold its mark.
+        nodes: NodeList,
+    },
+    /// A delete could not store the step's deletion mark on m + 1 nodes (enough that every
+    /// later listing sees one): nothing was deleted.
+    #[error("{job} step {step}: the deletion mark was stored on {marked} of the {need} nodes a delete needs first, so nothing was deleted: bring back node(s) {nodes} and retry ({failures})")]
+    DeleteNotMarked {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// Nodes that stored the mark.
+        marked: usize,
+        /// Nodes that must (m + 1).
+        need: usize,
+        /// The nodes that did not store it.
+        nodes: NodeList,
+        /// Why each of them did not.
+        failures: NodeErrors,
+    },
+    /// `gc` would delete steps while nodes did not answer its listing (they may hold
+    /// manifests it cannot see): nothing was deleted.
+    #[error("gc of {job} refused: node(s) {nodes} did not answer, and the steps it would delete ({}) may have manifests there; nothing was deleted: bring them back, or pass --force to delete what can be reached now (the rest is marked and finished when they return)", steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))]
+    GcRefused {
+        /// The job.
+        job: JobName,
+        /// The nodes that did not answer.
+        nodes: NodeList,
+        /// The steps retention chose.
+        steps: Vec<Step>,
+    },
     /// The restored object's blake3 is not the manifest's: nothing was returned.
     #[error(
         "object {object}: restored bytes do not match the manifest's blake3; nothing was written"

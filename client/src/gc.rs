@@ -1,7 +1,11 @@
 //! Retention and garbage collection. [`gc`] keeps the newest `keep` complete checkpoints of a
-//! job and deletes every older step: first its manifests on every node that holds one (so
-//! from then on no reader picks it), then its shards and manifests by checkpoint range on
-//! every node, which returns their disk space. It also removes orphans: parts that have
+//! job and deletes every older step the way `rm` does (`catalog::delete`: a deletion mark on
+//! m + 1 nodes first, so from then on no listing shows the step as complete, then its shards
+//! and manifests by checkpoint range on every node, which returns their disk space, then the
+//! marks once every node confirmed). It first finishes the deletes left pending (steps still
+//! marked), and it deletes nothing new while a node of the map did not answer its listing
+//! (a step it would delete may have manifests there), unless forced: then what the nodes
+//! down hold is deleted when they return. It also removes orphans: parts that have
 //! shards on some node but no manifest on any, once their newest shard is older than the
 //! grace period by the node's own clock (before that a save may still be writing them).
 //! Orphans are only judged on a listing that all but m nodes answered (every committed
@@ -16,7 +20,8 @@ use rackpoint_proto::{JobName, ManifestKey, NodeId, PartShards, Rank, Step};
 
 use crate::catalog::{self, Listing};
 use crate::ctx::Ctx;
-use crate::error::Result;
+use crate::deletion::{self, GcGate};
+use crate::error::{ClientError, NodeList, Result};
 use crate::manifest;
 use crate::transport::TransportError;
 
@@ -28,12 +33,17 @@ pub struct GcOptions {
     pub keep: usize,
     /// Orphan shards younger than this (by the node's clock) are kept.
     pub orphan_grace_ms: u64,
+    /// Delete even while nodes of the map do not answer the listing (they may hold
+    /// manifests of the steps deleted, or of newer ones): each step is marked first, and its
+    /// delete finishes when they return (a later `gc`, `rm` or `repair`). Without it such a
+    /// collection deletes nothing and fails with `GcRefused`.
+    pub force: bool,
 }
 
 impl GcOptions {
-    /// Keep the newest `keep` complete checkpoints, with the default orphan grace.
+    /// Keep the newest `keep` complete checkpoints, with the default orphan grace, not forced.
     pub fn keep(keep: usize) -> Self {
-        Self { keep, orphan_grace_ms: DEFAULT_ORPHAN_GRACE_MS }
+        Self { keep, orphan_grace_ms: DEFAULT_ORPHAN_GRACE_MS, force: false }
     }
 }
 
@@ -61,6 +71,20 @@ pub struct GcReport {
     /// Nodes that could not be reached or refused, and why (they keep their copies until a
     /// later collection).
     pub node_errors: Vec<(NodeId, String)>,
+    /// Deletes left pending by an earlier `rm` or `gc` (steps still marked) that this one
+    /// finished, oldest first.
+    pub finished_pending: Vec<Step>,
+    /// Steps whose delete is not finished on every node (they stay marked as being deleted,
+    /// never listed as complete nor restored), with the nodes still to confirm it: a later
+    /// `gc`, `rm` or `repair` finishes it once they answer. Empty: every delete is done.
+    pub pending: Vec<(Step, Vec<NodeId>)>,
+}
+
+impl GcReport {
+    /// Whether every delete this collection began or resumed is done on every node.
+    pub fn is_complete(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 /// The steps to delete under "keep the newest `keep` complete checkpoints": every listed
@@ -92,7 +116,7 @@ pub(crate) async fn after_save(ctx: &Ctx, job: &JobName, rank: Rank, keep: usize
     if keep == 0 || rank != Rank(0) {
         return;
     }
-    let options = GcOptions { keep, orphan_grace_ms: u64::MAX };
+    let options = GcOptions { keep, orphan_grace_ms: u64::MAX, force: false };
     match gc_parts(ctx, job, options, false).await {
         Ok(r) if r.node_errors.is_empty() => {}
         Ok(r) => tracing::warn!(%job, errors = ?r.node_errors, "retention after save left copies"),
@@ -108,10 +132,29 @@ pub(crate) async fn gc(ctx: &Ctx, job: &JobName, options: GcOptions) -> Result<G
 /// Retention, then (with `orphans`) orphan collection.
 async fn gc_parts(ctx: &Ctx, job: &JobName, options: GcOptions, orphans: bool) -> Result<GcReport> {
     let listing = catalog::list_job(ctx, job).await?;
-    let (kept, deleted) = retention(&listing, options.keep);
+    // A step being deleted is never a complete checkpoint to keep, nor one to delete anew.
+    let live: Listing = listing
+        .iter()
+        .filter(|((s, _), _)| !listing.is_deleting(*s))
+        .map(|(k, p)| (*k, p.clone()))
+        .collect();
+    let (kept, deleted) = retention(&live, options.keep);
+    if let GcGate::Refuse { unseen } = deletion::gc_gate(&deleted, &listing.unseen, options.force) {
+        return Err(ClientError::GcRefused {
+            job: job.clone(),
+            nodes: NodeList(unseen),
+            steps: deleted,
+        });
+    }
     let mut report = GcReport { kept, ..GcReport::default() };
+    for step in listing.deleting.keys().copied() {
+        if delete_step(ctx, job, step, &mut report).await? {
+            report.finished_pending.push(step);
+        }
+    }
     for step in deleted {
-        delete_step(ctx, job, step, &listing, &mut report).await;
+        delete_step(ctx, job, step, &mut report).await?;
+        report.deleted_steps.push(step);
     }
     if orphans {
         collect_orphans(ctx, job, options.orphan_grace_ms, &mut report).await?;
@@ -121,41 +164,20 @@ async fn gc_parts(ctx: &Ctx, job: &JobName, options: GcOptions, orphans: bool) -
     Ok(report)
 }
 
-/// Deletes one step: its manifests first, wherever listed, then its whole key ranges.
-async fn delete_step(
-    ctx: &Ctx,
-    job: &JobName,
-    step: Step,
-    listing: &Listing,
-    report: &mut GcReport,
-) {
-    let manifests =
-        listing.range((step, Rank(0))..=(step, Rank(u32::MAX))).flat_map(|((_, rank), part)| {
-            let key = ManifestKey { job: job.clone(), step, rank: *rank };
-            part.holders().into_iter().map(move |n| (n, key.clone()))
-        });
-    let deletes =
-        manifests.map(|(n, key)| async move { (n, ctx.delete_manifest(n, key, None).await) });
-    for (n, r) in join_all(deletes).await {
-        if let Err(e) = r {
-            report.node_errors.push((n, e.to_string()));
-        }
+/// Deletes one step as `rm` does (marks, key ranges on every node, then the marks cleared
+/// once every node confirmed); true when it is done everywhere, else the step is recorded
+/// as pending. An error when the mark could not be stored on m + 1 nodes (nothing of the
+/// step was deleted) or the nodes refuse this identity.
+async fn delete_step(ctx: &Ctx, job: &JobName, step: Step, report: &mut GcReport) -> Result<bool> {
+    let r = catalog::delete(ctx, job, step).await?;
+    report.shards_deleted += r.shards;
+    report.manifests_deleted += r.manifests;
+    report.node_errors.extend(r.unreachable);
+    if !r.pending_nodes.is_empty() {
+        report.pending.push((step, r.pending_nodes));
+        return Ok(false);
     }
-    let ranges = ctx
-        .map
-        .nodes
-        .iter()
-        .map(|n| async move { (n.id, ctx.delete_checkpoint(n.id, job, step).await) });
-    for (n, r) in join_all(ranges).await {
-        match r {
-            Ok((shards, manifests)) => {
-                report.shards_deleted += shards;
-                report.manifests_deleted += manifests;
-            }
-            Err(e) => report.node_errors.push((n, e.to_string())),
-        }
-    }
-    report.deleted_steps.push(step);
+    Ok(true)
 }
 
 /// Every part summary one node lists for `job`, across pages.

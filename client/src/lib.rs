@@ -34,8 +34,8 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    codec, health_view, hedge, job_list, listing, manifest, placement, planner, redundancy,
-    stripe_write,
+    codec, deletion, health_view, hedge, job_list, listing, manifest, placement, planner,
+    redundancy, stripe_write,
 };
 
 pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};

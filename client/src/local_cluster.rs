@@ -328,11 +328,6 @@ impl LocalCluster {
         Ok(changed)
     }
 
-    /// The process id of node `id`, while it has a process.
-    pub fn pid(&self, id: NodeId) -> Option<u32> {
-        self.slot(id).ok()?.as_ref().map(Child::id)
-    }
-
     /// Whether node `id` has a process that has not exited (a paused node is running).
     pub fn is_running(&self, id: NodeId) -> bool {
         let Ok(mut slot) = self.slot(id) else { return false };

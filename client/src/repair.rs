@@ -8,7 +8,9 @@
 //! manifest revision committed (`ReplaceManifest`, keeping the part's chain id as `base`), so
 //! a reader sees either the old manifest (whose surviving shards still decode) or the new
 //! one, never a half-repaired state. Last, a part whose manifest lies on fewer than m + 1
-//! nodes in service gets its copies back.
+//! nodes in service gets its copies back. A step being deleted (marked by an `rm` or `gc`
+//! that could not finish on every node) is not repaired: its delete is finished instead
+//! (`catalog::delete` again: key ranges on every node, then the marks cleared).
 
 pub mod plan;
 
@@ -131,12 +133,16 @@ impl PartRepair {
 pub struct RepairReport {
     /// Per part, in (step, rank) order.
     pub parts: Vec<PartRepair>,
+    /// Steps whose pending delete the repair finished (gone from every node, marks cleared).
+    pub deletions_finished: Vec<Step>,
+    /// Steps whose delete is still not finished, with the nodes still to confirm it.
+    pub deletions_pending: Vec<(Step, Vec<NodeId>)>,
 }
 
 impl RepairReport {
-    /// Whether every part is back to full redundancy.
+    /// Whether every part is back to full redundancy and every pending delete is done.
     pub fn is_complete(&self) -> bool {
-        self.parts.iter().all(PartRepair::is_complete)
+        self.parts.iter().all(PartRepair::is_complete) && self.deletions_pending.is_empty()
     }
 
     /// Shards rewritten in place or moved, over all parts.
@@ -189,18 +195,31 @@ pub(crate) async fn repair(
     options: RepairOptions,
 ) -> Result<RepairReport> {
     let listing = catalog::list_job(ctx, job).await?;
+    let in_scope = |s: Step| scope == RepairScope::All || scope == RepairScope::Step(s);
     let parts: Vec<((Step, Rank), &PartEntry)> = listing
         .iter()
-        .filter(|((s, _), _)| scope == RepairScope::All || scope == RepairScope::Step(*s))
+        .filter(|((s, _), _)| in_scope(*s) && !listing.is_deleting(*s))
         .map(|(k, p)| (*k, p))
         .collect();
-    if parts.is_empty() {
+    let deleting: Vec<Step> = listing.deleting.keys().copied().filter(|s| in_scope(*s)).collect();
+    if parts.is_empty() && deleting.is_empty() {
         if let RepairScope::Step(step) = scope {
             return Err(not_found(job, step));
         }
     }
     let reads = Reads::new(options);
     let mut report = RepairReport::default();
+    for step in deleting {
+        match catalog::delete(ctx, job, step).await {
+            Ok(done) if done.is_complete() => report.deletions_finished.push(step),
+            Ok(done) => report.deletions_pending.push((step, done.pending_nodes)),
+            // Too few nodes to mark it again: it stays marked where it is, nothing deleted.
+            Err(ClientError::DeleteNotMarked { nodes, .. }) => {
+                report.deletions_pending.push((step, nodes.0))
+            }
+            Err(e) => return Err(e),
+        }
+    }
     for ((step, rank), part) in parts {
         let repaired = match repair_part(ctx, &reads, job, step, rank, part, None).await {
             Ok(r) => r,

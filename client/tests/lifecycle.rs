@@ -337,13 +337,17 @@ async fn an_orphan_of_a_client_killed_mid_save_goes_after_the_grace_and_not_befo
     assert!(stored > 0);
 
     // Within the grace (an hour): the save might still be running, so nothing goes.
-    let young = c.gc(&job, GcOptions { keep: 0, orphan_grace_ms: 3_600_000 }).await.expect("gc");
+    let young = c
+        .gc(&job, GcOptions { keep: 0, orphan_grace_ms: 3_600_000, force: false })
+        .await
+        .expect("gc");
     assert!(young.orphans_checked);
     assert_eq!((young.orphan_shards_deleted, young.orphan_shards_young), (0, stored), "{young:?}");
     assert_eq!(stats_of(&c).await.iter().map(|s| s.shards).sum::<u64>(), stored);
 
     // Past the grace (a millisecond: every shard was written before the kill), they go.
-    let old = c.gc(&job, GcOptions { keep: 0, orphan_grace_ms: 1 }).await.expect("gc");
+    let old =
+        c.gc(&job, GcOptions { keep: 0, orphan_grace_ms: 1, force: false }).await.expect("gc");
     assert_eq!(old.orphan_shards_deleted, stored, "{old:?}");
     assert_eq!(old.orphan_parts, [(Step(9), Rank(0))]);
     let left: Vec<_> = stats_of(&c).await.iter().map(|s| (s.shards, s.shard_bytes)).collect();

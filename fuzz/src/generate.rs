@@ -175,7 +175,9 @@ fn all_kinds(m: &Manifest, bytes: &[u8]) -> Vec<(Request, Vec<u8>)> {
         (Request::DeleteShard { key: k1, hash: h1 }, vec![]),
         (Request::DeleteManifest { key: key.clone(), hash: Some(hash) }, vec![]),
         (Request::DeleteOrphanShards { key, min_age_ms: 0 }, vec![]),
+        (Request::MarkDeleting { job: m.job.clone(), step: m.step }, vec![]),
         (Request::DeleteCheckpoint { job: m.job.clone(), step: m.step }, vec![]),
+        (Request::ClearDeleting { job: m.job.clone(), step: m.step }, vec![]),
         (Request::GetShard { key: k0 }, vec![]),
     ]
 }

@@ -325,7 +325,7 @@ impl fmt::Display for Need<'_> {
 
 impl Request {
     /// The access this request needs. Saving needs `append`; deleting a checkpoint or a
-    /// manifest needs `write` (an `append` identity may still take back a manifest it stored
+    /// manifest, and marking a step as being deleted or clearing that mark, needs `write` (an `append` identity may still take back a manifest it stored
     /// itself a moment ago: the node decides that, see the handler); repair's requests
     /// (`ReplaceManifest`, `DeleteShard`) and orphan sweeps need `admin`.
     pub fn needs(&self) -> Need<'_> {
@@ -342,7 +342,9 @@ impl Request {
             }
             Request::PutShard { key, .. } => (Access::Append, Scope::Job(&key.job)),
             Request::PutManifest { key, .. } => (Access::Append, Scope::Job(&key.job)),
-            Request::DeleteCheckpoint { job, .. } => (Access::Write, Scope::Job(job)),
+            Request::DeleteCheckpoint { job, .. }
+            | Request::MarkDeleting { job, .. }
+            | Request::ClearDeleting { job, .. } => (Access::Write, Scope::Job(job)),
             Request::DeleteManifest { key, .. } => (Access::Write, Scope::Job(&key.job)),
             Request::ReplaceManifest { key, .. } | Request::DeleteOrphanShards { key, .. } => {
                 (Access::Admin, Scope::Job(&key.job))
@@ -362,6 +364,8 @@ impl Request {
                 | Request::ReplaceManifest { .. }
                 | Request::DeleteOrphanShards { .. }
                 | Request::DeleteShard { .. }
+                | Request::MarkDeleting { .. }
+                | Request::ClearDeleting { .. }
         )
     }
 }
@@ -484,7 +488,14 @@ mod tests {
     fn only_deletes_and_rewrites_are_destructive() {
         let j = job("j");
         assert!(Request::DeleteCheckpoint { job: j.clone(), step: crate::Step(1) }.is_destructive());
-        assert!(!Request::ListManifests { job: j, after: None, limit: 1 }.is_destructive());
+        assert!(!Request::ListManifests { job: j.clone(), after: None, limit: 1 }.is_destructive());
+        for mark in [
+            Request::MarkDeleting { job: j.clone(), step: crate::Step(1) },
+            Request::ClearDeleting { job: j, step: crate::Step(1) },
+        ] {
+            assert!(mark.is_destructive(), "a mark hides a step; clearing it shows it again");
+            assert_eq!(mark.needs().access, Access::Write, "an append identity never marks");
+        }
         assert!(!Request::Hello.is_destructive());
     }
 

@@ -12,6 +12,7 @@ use crate::ids::{JobName, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIn
 
 const SHARD_TAG: u8 = b'S';
 const MANIFEST_TAG: u8 = b'M';
+const DELETION_MARK_TAG: u8 = b'D';
 
 /// The address of one shard.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -237,6 +238,37 @@ impl Table {
     }
 }
 
+/// The address of a checkpoint's deletion mark (`MarkDeleting`): `(job, step)` in a table of
+/// its own, so the checkpoint's shard and manifest ranges never hold it and its delete keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeletionMarkKey {
+    /// The job.
+    pub job: JobName,
+    /// The checkpoint's step.
+    pub step: Step,
+}
+
+impl DeletionMarkKey {
+    /// The key's binary encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        job_step_prefix(DELETION_MARK_TAG, &self.job, self.step)
+    }
+
+    /// Decodes a key made by [`DeletionMarkKey::encode`]; `None` if `b` is not one.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let rest = b.strip_prefix(&[DELETION_MARK_TAG])?;
+        let (job, rest) = split_name(rest)?;
+        let step: [u8; 8] = rest.try_into().ok()?;
+        Some(Self { job: JobName::new(job).ok()?, step: Step(u64::from_be_bytes(step)) })
+    }
+
+    /// The range of every deletion mark of a job.
+    pub fn job_range(job: &JobName) -> CheckpointRange {
+        let start = job_prefix(DELETION_MARK_TAG, job);
+        CheckpointRange { end: prefix_end(start.clone()), start }
+    }
+}
+
 fn split_name(b: &[u8]) -> Option<(String, &[u8])> {
     let nul = b.iter().position(|&c| c == 0)?;
     let name = std::str::from_utf8(&b[..nul]).ok()?.to_owned();
@@ -325,6 +357,23 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = ShardKey::decode(&b);
             let _ = ManifestKey::decode(&b);
+            let _ = DeletionMarkKey::decode(&b);
+        }
+
+        #[test]
+        fn deletion_marks_round_trip_and_stay_out_of_checkpoint_ranges(k in shard_key(), step in any::<u64>()) {
+            let mark = DeletionMarkKey { job: k.job.clone(), step: Step(step) };
+            let e = mark.encode();
+            prop_assert_eq!(DeletionMarkKey::decode(&e), Some(mark.clone()));
+            prop_assert!(ShardKey::decode(&e).is_none() && ManifestKey::decode(&e).is_none());
+            let r = DeletionMarkKey::job_range(&k.job);
+            prop_assert!(r.start <= e && e < r.end);
+            for range in [
+                ShardKey::checkpoint_range(&k.job, Step(step)),
+                ManifestKey::checkpoint_range(&k.job, Step(step)),
+            ] {
+                prop_assert!(!(range.start <= e && e < range.end), "a delete keeps the mark");
+            }
         }
     }
 

@@ -18,7 +18,7 @@ pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
 pub use ids::{
     Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };
-pub use key::{CheckpointRange, ManifestKey, ShardKey, Table};
+pub use key::{CheckpointRange, DeletionMarkKey, ManifestKey, ShardKey, Table};
 pub use wire::{
     ErrorCode, FramePrefix, JobSummary, ManifestEntry, NodeStats, PartShards, Request, Response,
     WireError,

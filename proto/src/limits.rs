@@ -5,8 +5,9 @@
 
 // ---- Wire protocol and framing ----
 
-/// Wire protocol version carried in every header.
-pub const WIRE_VERSION: u8 = 1;
+/// Wire protocol version carried in every header (2: deletion marks, `MarkDeleting` and
+/// `ClearDeleting`, and the marked steps in every `Manifests` page).
+pub const WIRE_VERSION: u8 = 2;
 /// ALPN protocol id negotiated on every QUIC connection.
 pub const ALPN: &[u8] = b"rackpoint/1";
 /// Largest encoded message header (the part before the raw payload).
@@ -23,8 +24,15 @@ pub const MAX_PAYLOAD_BYTES: u32 =
 /// Longest error message carried in an error reply (longer ones are cut).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 /// Most manifest entries returned by one `ListManifests` reply (the client pages); a full
-/// page of the largest entries (about 95 bytes each) fits in `MAX_HEADER_BYTES`.
+/// page of the largest entries (about 95 bytes each) fits in `MAX_HEADER_BYTES`, with every
+/// deletion mark of the job (`MAX_DELETION_MARKS_PER_JOB` steps of at most 10 bytes).
 pub const MAX_LIST_ENTRIES: u32 = 512;
+/// Most steps of one job a node holds deletion marks for at once (`MarkDeleting`): a mark
+/// lives from the start of an `rm` or `gc` of the step until every node confirmed its
+/// delete, so only deletions left unfinished by nodes that do not answer accumulate; past
+/// the limit a node refuses new marks (`TooLarge`) and nothing more is deleted until the
+/// nodes return and `gc`, `rm` or `repair` finishes the pending deletions.
+pub const MAX_DELETION_MARKS_PER_JOB: usize = 256;
 
 /// Most jobs returned by one `ListJobs` reply (the client pages); a full page of the
 /// largest summaries (a 128-byte name and five counters, about 180 bytes) fits in
@@ -295,6 +303,12 @@ const _: () = assert!(
 const _: () = assert!(
     MIN_SHARD_BYTES <= MAX_SHARD_BYTES && MAX_SHARD_BYTES <= MAX_PAYLOAD_BYTES,
     "shard sizes lie within the frame's payload bound"
+);
+const _: () = assert!(
+    // 95: the largest manifest entry; 11: a step as a postcard varint, and slack.
+    MAX_LIST_ENTRIES as usize * 95 + MAX_DELETION_MARKS_PER_JOB * 11 + 64
+        <= MAX_HEADER_BYTES as usize,
+    "a full manifest page and every deletion mark of the job fit one reply header"
 );
 const _: () = assert!(
     HEARTBEAT_TIMEOUT_MS <= HEARTBEAT_INTERVAL_MS,

@@ -322,6 +322,27 @@ pub enum Request {
         /// The blake3 the stored shard must have.
         hash: Digest,
     },
+    /// Store a durable deletion mark for checkpoint `(job, step)`: from now on every
+    /// `ListManifests` page names the step as being deleted, and no manifest of it is
+    /// stored. The mark outlives `DeleteCheckpoint` (and restarts) until `ClearDeleting`.
+    /// Marking a step already marked succeeds. A node holds at most
+    /// `MAX_DELETION_MARKS_PER_JOB` marks per job (then `TooLarge`). Answered by
+    /// [`Response::DeletionMark`].
+    MarkDeleting {
+        /// The job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+    },
+    /// Remove the deletion mark of checkpoint `(job, step)` (once every node confirmed its
+    /// delete); removing one that is not there succeeds. Answered by
+    /// [`Response::DeletionMark`].
+    ClearDeleting {
+        /// The job.
+        job: JobName,
+        /// The checkpoint's step.
+        step: Step,
+    },
     /// The jobs with manifests or shards on this node that the caller's grant reaches (an
     /// admin's: every job), in name order, starting after `after`. Answered by
     /// [`Response::Jobs`].
@@ -376,6 +397,9 @@ pub enum Response {
         entries: Vec<ManifestEntry>,
         /// Whether more entries follow the last one.
         more: bool,
+        /// Every step of the job this node holds a deletion mark for (at most
+        /// `MAX_DELETION_MARKS_PER_JOB`, in order), on every page.
+        deleting: Vec<Step>,
     },
     /// The node's counters (boxed: by far the largest reply).
     Stats(Box<NodeStats>),
@@ -417,6 +441,11 @@ pub enum Response {
     /// The shard is gone from this node.
     ShardDeleted {
         /// Whether there was one to delete.
+        existed: bool,
+    },
+    /// The deletion mark is stored (`MarkDeleting`) or gone (`ClearDeleting`).
+    DeletionMark {
+        /// Whether the node held the mark before the request.
         existed: bool,
     },
     /// A page of jobs.
@@ -471,6 +500,8 @@ impl Request {
         "ListParts",
         "DeleteOrphanShards",
         "DeleteShard",
+        "MarkDeleting",
+        "ClearDeleting",
         "ListJobs",
     ];
 
@@ -491,13 +522,15 @@ impl Request {
             Request::ListParts { .. } => 11,
             Request::DeleteOrphanShards { .. } => 12,
             Request::DeleteShard { .. } => 13,
-            Request::ListJobs { .. } => 14,
+            Request::MarkDeleting { .. } => 14,
+            Request::ClearDeleting { .. } => 15,
+            Request::ListJobs { .. } => 16,
         }
     }
 }
 
 impl Message for Request {
-    const VARIANTS: u8 = 15;
+    const VARIANTS: u8 = 17;
 
     fn kind(&self) -> &'static str {
         Self::KINDS[self.tag()]
@@ -513,7 +546,7 @@ impl Message for Request {
 }
 
 impl Message for Response {
-    const VARIANTS: u8 = 15;
+    const VARIANTS: u8 = 16;
 
     fn kind(&self) -> &'static str {
         match self {
@@ -531,6 +564,7 @@ impl Message for Response {
             Response::Parts { .. } => "Parts",
             Response::OrphansDeleted { .. } => "OrphansDeleted",
             Response::ShardDeleted { .. } => "ShardDeleted",
+            Response::DeletionMark { .. } => "DeletionMark",
             Response::Jobs { .. } => "Jobs",
         }
     }
@@ -647,7 +681,9 @@ pub fn decode_frame<M: Message>(frame: &[u8]) -> Result<(M, &[u8]), WireError> {
 mod tests {
     use super::*;
     use crate::ids::{ObjectName, ShardIndex, StripeIndex};
-    use crate::limits::{MAX_LIST_ENTRIES, MAX_LIST_JOBS, MAX_STATS_CORRUPT_KEYS};
+    use crate::limits::{
+        MAX_DELETION_MARKS_PER_JOB, MAX_LIST_ENTRIES, MAX_LIST_JOBS, MAX_STATS_CORRUPT_KEYS,
+    };
     use proptest::prelude::*;
 
     proptest! {
@@ -735,6 +771,10 @@ mod tests {
             ),
             (manifest_key(), any::<u64>())
                 .prop_map(|(key, min_age_ms)| (Request::DeleteOrphanShards { key, min_age_ms }, 0)),
+            (job(), any::<u64>())
+                .prop_map(|(job, s)| (Request::MarkDeleting { job, step: Step(s) }, 0)),
+            (job(), any::<u64>())
+                .prop_map(|(job, s)| (Request::ClearDeleting { job, step: Step(s) }, 0)),
             (proptest::option::of(job()), any::<u32>())
                 .prop_map(|(after, limit)| (Request::ListJobs { after, limit }, 0)),
         ]
@@ -789,8 +829,18 @@ mod tests {
             Just((Response::ManifestStored, 0)),
             (any::<u32>(), digest(), 1..=MAX_MANIFEST_BYTES)
                 .prop_map(|(world_size, hash, n)| (Response::Manifest { world_size, hash }, n)),
-            (proptest::collection::vec(entry(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
-                .prop_map(|(entries, more)| (Response::Manifests { entries, more }, 0)),
+            (
+                proptest::collection::vec(entry(), 0..=MAX_LIST_ENTRIES as usize),
+                any::<bool>(),
+                proptest::collection::vec(
+                    any::<u64>().prop_map(Step),
+                    0..=MAX_DELETION_MARKS_PER_JOB
+                )
+            )
+                .prop_map(|(entries, more, deleting)| (
+                    Response::Manifests { entries, more, deleting },
+                    0
+                )),
             (
                 any::<u64>(),
                 any::<u64>(),
@@ -819,6 +869,7 @@ mod tests {
                 .prop_map(|(hash, len)| (Response::ShardVerified { hash, len }, 0)),
             any::<bool>().prop_map(|existed| (Response::ManifestDeleted { existed }, 0)),
             any::<bool>().prop_map(|existed| (Response::ShardDeleted { existed }, 0)),
+            any::<bool>().prop_map(|existed| (Response::DeletionMark { existed }, 0)),
             (proptest::collection::vec(part(), 0..=MAX_LIST_ENTRIES as usize), any::<bool>())
                 .prop_map(|(entries, more)| (Response::Parts { entries, more }, 0)),
             (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(shards, bytes, kept_young)| (
@@ -949,9 +1000,12 @@ mod tests {
             revision: u32::MAX,
             base: Digest([0xff; 32]),
         };
-        let page =
-            Response::Manifests { entries: vec![entry; MAX_LIST_ENTRIES as usize], more: true };
-        encode_frame(&page, 0).expect("the fullest manifest page fits");
+        let page = Response::Manifests {
+            entries: vec![entry; MAX_LIST_ENTRIES as usize],
+            more: true,
+            deleting: vec![Step(u64::MAX); MAX_DELETION_MARKS_PER_JOB],
+        };
+        encode_frame(&page, 0).expect("the fullest manifest page, every mark with it, fits");
         let summary = JobSummary {
             job: JobName::new("j".repeat(crate::limits::MAX_JOB_NAME_BYTES)).expect("valid"),
             manifests: u64::MAX,

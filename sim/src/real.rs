@@ -1059,7 +1059,8 @@ async fn heal(
     }
     if saved.keys().any(|s| !committed.contains(s)) {
         // Shards of the interrupted save have no manifest: sweep them now, with no grace.
-        let _ = bounded(client.gc(job, GcOptions { keep: 0, orphan_grace_ms: 0 })).await;
+        let _ =
+            bounded(client.gc(job, GcOptions { keep: 0, orphan_grace_ms: 0, force: false })).await;
     }
     out.note = notes.join("; ");
     out

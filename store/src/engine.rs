@@ -77,6 +77,7 @@ use segments::{Segment, Segments};
 
 mod jobs;
 mod lifecycle;
+mod marks;
 mod segments;
 
 pub use jobs::JobPage;
@@ -198,6 +199,13 @@ pub enum EngineError {
         /// What is stored and what was refused.
         reason: String,
     },
+    /// A per-job bound of what the node holds would be passed (deletion marks); nothing
+    /// changed.
+    #[error("over a limit: {reason}")]
+    TooMany {
+        /// What is held, and the bound.
+        reason: String,
+    },
     /// Any other RocksDB failure.
     #[error("rocksdb: {0}")]
     Db(rocksdb::Error),
@@ -211,7 +219,7 @@ impl EngineError {
     pub fn code(&self) -> ErrorCode {
         match self {
             EngineError::NotFound => ErrorCode::NotFound,
-            EngineError::BadLength { .. } => ErrorCode::TooLarge,
+            EngineError::BadLength { .. } | EngineError::TooMany { .. } => ErrorCode::TooLarge,
             EngineError::HashMismatch { .. } => ErrorCode::HashMismatch,
             EngineError::Corrupt { .. } => ErrorCode::Corrupt,
             EngineError::CapacityFull { .. } | EngineError::NoSpace(_) => ErrorCode::DiskFull,
@@ -477,6 +485,8 @@ pub struct Engine {
     counters: Counters,
     key_locks: Vec<Mutex<()>>,
     delete_lock: RwLock<()>,
+    /// Serializes deletion-mark writes, so a job's count of marks is checked and raised at once.
+    marks_lock: Mutex<()>,
     sync_write: WriteOptions,
 }
 
@@ -550,6 +560,7 @@ impl Engine {
             counters: Counters::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             delete_lock: RwLock::new(()),
+            marks_lock: Mutex::new(()),
             sync_write,
         };
         engine.count_stored()?;

@@ -334,6 +334,8 @@ impl Handler {
                 self.delete_orphan_shards(key, min_age_ms).await
             }
             Request::DeleteShard { key, hash } => self.delete_shard(key, hash).await,
+            Request::MarkDeleting { job, step } => self.deletion_mark(job, step, true).await,
+            Request::ClearDeleting { job, step } => self.deletion_mark(job, step, false).await,
             Request::ListJobs { after, limit } => self.list_jobs(caller, after, limit).await,
         }
     }
@@ -460,8 +462,29 @@ impl Handler {
         limit: u32,
     ) -> Result<Reply, RequestError> {
         let engine = self.engine.clone();
-        let page = blocking(move || engine.list_manifests(&job, after, limit)).await?;
-        Ok(Reply::bare(Response::Manifests { entries: page.entries, more: page.more }))
+        let list =
+            move || Ok((engine.list_manifests(&job, after, limit)?, engine.deletion_marks(&job)?));
+        let (page, deleting) = blocking(list).await?;
+        Ok(Reply::bare(Response::Manifests { entries: page.entries, more: page.more, deleting }))
+    }
+
+    /// Stores (`mark`) or removes the deletion mark of `(job, step)`.
+    async fn deletion_mark(
+        &self,
+        job: JobName,
+        step: Step,
+        mark: bool,
+    ) -> Result<Reply, RequestError> {
+        let engine = self.engine.clone();
+        let existed = blocking(move || {
+            if mark {
+                engine.mark_deleting(&job, step)
+            } else {
+                engine.clear_deleting(&job, step)
+            }
+        })
+        .await?;
+        Ok(Reply::bare(Response::DeletionMark { existed }))
     }
 
     /// The jobs the caller's grant reaches (an admin's: all), looked up only in the name
@@ -629,7 +652,7 @@ mod tests {
         assert_eq!(got.response, Response::Manifest { world_size: 2, hash: digest(m) });
         assert_eq!(&got.payload[..], m);
         let list = Request::ListManifests { job: job(), after: None, limit: 10 };
-        let Response::Manifests { entries, more } =
+        let Response::Manifests { entries, more, .. } =
             h.handle(&admin(), list, Bytes::new()).await.response
         else {
             panic!("expected a manifest page");
@@ -807,6 +830,35 @@ mod tests {
         node.grant = None;
         let refused = h.handle(&node, list(None), Bytes::new()).await;
         assert_eq!(error_code(&refused), Some(ErrorCode::PermissionDenied));
+    }
+
+    #[tokio::test]
+    async fn a_marked_step_is_listed_as_deleting_and_takes_no_manifest_until_cleared() {
+        let f = fixture(0);
+        let h = &f.handler;
+        let mark = Request::MarkDeleting { job: job(), step: Step(5) };
+        let reply = h.handle(&caller(Access::Append, "job"), mark.clone(), Bytes::new()).await;
+        assert_eq!(error_code(&reply), Some(ErrorCode::PermissionDenied), "append never marks");
+        let reply = h.handle(&caller(Access::Write, "job"), mark.clone(), Bytes::new()).await;
+        assert_eq!(reply.response, Response::DeletionMark { existed: false });
+        let list = Request::ListManifests { job: job(), after: None, limit: 10 };
+        let Response::Manifests { deleting, .. } =
+            h.handle(&admin(), list.clone(), Bytes::new()).await.response
+        else {
+            panic!("expected a manifest page");
+        };
+        assert_eq!(deleting, [Step(5)]);
+        let key = ManifestKey { job: job(), step: Step(5), rank: Rank(0) };
+        let m: &'static [u8] = b"manifest bytes";
+        let put = Request::PutManifest { key, world_size: 1, hash: digest(m) };
+        let refused = h.handle(&admin(), put.clone(), Bytes::from_static(m)).await;
+        assert_eq!(error_code(&refused), Some(ErrorCode::Conflict));
+        let Response::Error { message, .. } = &refused.response else { unreachable!() };
+        assert!(message.contains("being deleted"), "{message}");
+        let clear = Request::ClearDeleting { job: job(), step: Step(5) };
+        let reply = h.handle(&admin(), clear, Bytes::new()).await;
+        assert_eq!(reply.response, Response::DeletionMark { existed: true });
+        assert!(h.handle(&admin(), put, Bytes::from_static(m)).await.is_ok());
     }
 
     #[tokio::test]

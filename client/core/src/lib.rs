@@ -7,7 +7,8 @@
 //! - `manifest` — the per-part record, its canonical bytes, validation and chain.
 //! - `planner` — the restore planner: which shard to fetch next for one stripe.
 //! - `stripe_write` — the save side: where each shard of a stripe goes, moves and retries.
-//! - `listing` — the listing quorum over the nodes' manifest lists.
+//! - `listing` — the listing quorum over the nodes' manifest lists (and deletion marks).
+//! - `deletion` — deletes that cannot half-happen: the mark quorum, when to clear, gc's gate.
 //! - `job_list` — the cluster's jobs, merged from the nodes' job pages and manifest lists.
 //! - `hedge` — the hedging policy: when a fetch is late.
 //! - `health_view` — which nodes are down or stalled, with `now` passed in.
@@ -18,6 +19,7 @@
 //! module reads the clock or touches files or the network). Time is always a parameter.
 
 pub mod codec;
+pub mod deletion;
 pub mod health_view;
 pub mod hedge;
 pub mod job_list;

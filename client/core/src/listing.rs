@@ -12,8 +12,12 @@
 //! higher revision only counts when it describes the same content (one node's word never
 //! overrides what the other holders agree on).
 //!
-//! Drive it with [`ListingQuorum::on_answer`] and [`ListingQuorum::on_error`], and ask
-//! [`ListingQuorum::poll`] whether to wait on (and until when) or stop.
+//! Drive it with [`ListingQuorum::on_answer`] (and [`ListingQuorum::on_marks`] with the
+//! steps the node holds deletion marks for) and [`ListingQuorum::on_error`], and ask
+//! [`ListingQuorum::poll`] whether to wait on (and until when) or stop;
+//! [`ListingQuorum::finish`] then gives the [`JobListing`]: the parts, the steps being
+//! deleted (merged from every node that answered) and the nodes that did not answer, whose
+//! manifests the listing may lack.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,6 +120,35 @@ impl PartEntry {
 /// Every part of a job, by (step, rank).
 pub type Listing = BTreeMap<(Step, Rank), PartEntry>;
 
+/// A finished listing of a job: what the nodes that answered list, and what it could not see.
+/// Dereferences to its parts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobListing {
+    /// Every part listed.
+    pub parts: Listing,
+    /// Steps some node that answered holds a deletion mark for, with those nodes: a delete of
+    /// the step has begun and is not known finished everywhere (see `deletion`).
+    pub deleting: BTreeMap<Step, Vec<NodeId>>,
+    /// Nodes of the map that did not answer with a list (silent or failed), in map order:
+    /// parts (and marks) held only by them are missing from this listing.
+    pub unseen: Vec<NodeId>,
+}
+
+impl JobListing {
+    /// Whether `step` is being deleted (some node that answered holds its mark).
+    pub fn is_deleting(&self, step: Step) -> bool {
+        self.deleting.contains_key(&step)
+    }
+}
+
+impl std::ops::Deref for JobListing {
+    type Target = Listing;
+
+    fn deref(&self) -> &Listing {
+        &self.parts
+    }
+}
+
 /// Where a listing stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuorumState {
@@ -148,6 +181,7 @@ pub struct ListingQuorum {
     answered: Vec<NodeId>,
     replied: BTreeSet<NodeId>,
     grace_until: Option<Instant>,
+    deleting: BTreeMap<Step, Vec<NodeId>>,
 }
 
 impl ListingQuorum {
@@ -158,7 +192,23 @@ impl ListingQuorum {
         let members: BTreeSet<NodeId> = nodes.iter().copied().collect();
         let (answered, replied) = (Vec::new(), BTreeSet::new());
         let listing = Listing::new();
-        Self { nodes, members, enough, listing, answered, replied, grace_until: None }
+        let deleting = BTreeMap::new();
+        Self { nodes, members, enough, listing, answered, replied, grace_until: None, deleting }
+    }
+
+    /// Node `node` holds deletion marks for `steps`. Call it with the marks of the node's
+    /// answer, before [`ListingQuorum::on_answer`]; marks of a node outside the set, or of a
+    /// node that replied already, are ignored.
+    pub fn on_marks(&mut self, node: NodeId, steps: &[Step]) {
+        if !self.members.contains(&node) || self.replied.contains(&node) {
+            return;
+        }
+        for step in steps {
+            let holders = self.deleting.entry(*step).or_default();
+            if !holders.contains(&node) {
+                holders.push(node);
+            }
+        }
     }
 
     /// Node `node` listed `entries` at `now`; `grace` is how long stragglers get once the
@@ -205,9 +255,21 @@ impl ListingQuorum {
         &self.answered
     }
 
+    /// Nodes that did not answer with a list: silent, or replied with an error.
+    pub fn unseen(&self) -> Vec<NodeId> {
+        let answered: BTreeSet<NodeId> = self.answered.iter().copied().collect();
+        self.nodes.iter().copied().filter(|n| !answered.contains(n)).collect()
+    }
+
     /// The merged listing.
     pub fn into_listing(self) -> Listing {
         self.listing
+    }
+
+    /// The merged listing, the steps being deleted and the nodes not seen.
+    pub fn finish(self) -> JobListing {
+        let unseen = self.unseen();
+        JobListing { parts: self.listing, deleting: self.deleting, unseen }
     }
 
     /// Records `node`'s reply; false if it had replied already (or is not in the set).
@@ -604,6 +666,30 @@ mod tests {
         other_chain.base = Digest([6; 32]);
         let settled = settle(&other_chain, &[Ok(manifest(1, 10)), Ok(manifest(1, 20))]);
         assert!(settled.dispute.expect("a dispute").detail.contains("another chain id"));
+    }
+
+    #[test]
+    fn marks_are_merged_from_every_node_that_answered_and_the_unseen_are_named() {
+        let (mut q, t0) = (ListingQuorum::new(six(), 2), Instant::now());
+        q.on_marks(NodeId(1), &[Step(4)]);
+        q.on_answer(NodeId(1), vec![entry(4, 0, 1)], t0, GRACE);
+        q.on_marks(NodeId(2), &[Step(4), Step(5)]);
+        q.on_answer(NodeId(2), vec![], t0, GRACE);
+        q.on_error(NodeId(3));
+        q.on_marks(NodeId(3), &[Step(9)]);
+        q.on_marks(NodeId(7), &[Step(9)]);
+        q.on_marks(NodeId(4), &[]);
+        q.on_answer(NodeId(4), vec![], t0, GRACE);
+        assert_eq!(q.unseen(), [NodeId(3), NodeId(5), NodeId(6)]);
+        let l = q.finish();
+        assert_eq!(l.unseen, [NodeId(3), NodeId(5), NodeId(6)], "an error is not seen");
+        assert_eq!(
+            l.deleting,
+            BTreeMap::from([(Step(4), vec![NodeId(1), NodeId(2)]), (Step(5), vec![NodeId(2)])]),
+            "a node that failed or is not in the map marks nothing"
+        );
+        assert!(l.is_deleting(Step(5)) && !l.is_deleting(Step(9)));
+        assert_eq!(l.len(), 1, "the parts, through Deref");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyDict};
+use pyo3::types::{PyByteArray, PyDict, PyList};
 use rackpoint_client::catalog::{CheckpointSummary, VerifyReport};
 use rackpoint_client::cluster_dir::IdentityFiles;
 use rackpoint_client::jobs::JobsReport;
@@ -28,6 +28,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySaveHandle>()?;
     m.add_class::<PySaveReport>()?;
     m.add_class::<PyCheckpoint>()?;
+    m.add_class::<PyCheckpointList>()?;
     m.add_class::<PyResumePoint>()?;
     m.add_class::<PyVerifyReport>()?;
     m.add_class::<PyJobs>()?;
@@ -283,15 +284,23 @@ impl PyClient {
             .into_iter()
             .map(|m| Py::new(py, PyPart { client: slf.clone().unbind(), manifest: Arc::new(m) }))
             .collect::<PyResult<_>>()?;
-        Ok(Some(PyResumePoint { step: point.step.0, world_size, parts }))
+        let unseen_nodes = point.unseen_nodes.iter().map(|n| n.0).collect();
+        Ok(Some(PyResumePoint { step: point.step.0, world_size, parts, unseen_nodes }))
     }
 
-    /// Every checkpoint of a job, oldest first.
-    fn list(&self, py: Python<'_>, job: &str) -> PyResult<Vec<PyCheckpoint>> {
+    /// Every checkpoint of a job, oldest first: a sequence of `Checkpoint` whose
+    /// `unseen_nodes` names the nodes that did not answer (the listing may then miss
+    /// checkpoints whose manifests are all on them).
+    fn list(&self, py: Python<'_>, job: &str) -> PyResult<PyCheckpointList> {
         let job = job_name(job)?;
         let client = self.client(py)?;
         let all = block_on(py, async move { client.list(&job).await })?;
-        Ok(all.into_iter().map(PyCheckpoint::from).collect())
+        let unseen_nodes = all.unseen_nodes.iter().map(|n| n.0).collect();
+        let checkpoints = all
+            .into_iter()
+            .map(|c| Py::new(py, PyCheckpoint::from(c)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PyCheckpointList { checkpoints, unseen_nodes })
     }
 
     /// The jobs of the cluster this identity may see, and the nodes that did not answer.
@@ -504,6 +513,57 @@ pub(crate) struct PyCheckpoint {
     survives_rack_failures: Option<usize>,
     /// With `survives_more_failures` `None`: the nodes that do not answer and hold its shards.
     unavailable_nodes: Vec<u32>,
+    /// A delete of it has begun and is not finished on every node: never complete, never
+    /// restored (the CLI's `gc`, `rm` or `repair` finishes it).
+    deleting: bool,
+    /// With `deleting`: the nodes still to finish it.
+    deleting_nodes: Vec<u32>,
+}
+
+/// What `Client.list` returns: the checkpoints, oldest first (a sequence), and the nodes
+/// that did not answer the listing.
+#[pyclass(frozen, name = "CheckpointList", module = "rackpoint._native")]
+pub(crate) struct PyCheckpointList {
+    checkpoints: Vec<Py<PyCheckpoint>>,
+    /// Nodes that did not answer: checkpoints whose manifests are all on them are missing.
+    #[pyo3(get)]
+    unseen_nodes: Vec<u32>,
+}
+
+#[pymethods]
+impl PyCheckpointList {
+    fn __len__(&self) -> usize {
+        self.checkpoints.len()
+    }
+
+    fn __getitem__(&self, py: Python<'_>, index: isize) -> PyResult<Py<PyCheckpoint>> {
+        let len = self.checkpoints.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if !(0..len).contains(&i) {
+            return Err(pyo3::exceptions::PyIndexError::new_err("checkpoint index out of range"));
+        }
+        Ok(self.checkpoints[i as usize].clone_ref(py))
+    }
+
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let items: Vec<Py<PyCheckpoint>> =
+            self.checkpoints.iter().map(|c| c.clone_ref(py)).collect();
+        Ok(PyList::new(py, items)?.call_method0("__iter__")?.unbind())
+    }
+
+    /// Whether the listing is complete: every node answered.
+    #[getter]
+    fn complete(&self) -> bool {
+        self.unseen_nodes.is_empty()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CheckpointList({} checkpoints, unseen_nodes={:?})",
+            self.checkpoints.len(),
+            self.unseen_nodes
+        )
+    }
 }
 
 impl From<CheckpointSummary> for PyCheckpoint {
@@ -517,6 +577,8 @@ impl From<CheckpointSummary> for PyCheckpoint {
             survives_more_failures: c.survives_more_failures,
             survives_rack_failures: c.survives_rack_failures,
             unavailable_nodes: c.unavailable_nodes.iter().map(|n| n.0).collect(),
+            deleting: c.deleting,
+            deleting_nodes: c.deleting_nodes.iter().map(|n| n.0).collect(),
         }
     }
 }
@@ -525,8 +587,13 @@ impl From<CheckpointSummary> for PyCheckpoint {
 impl PyCheckpoint {
     fn __repr__(&self) -> String {
         format!(
-            "Checkpoint(step={}, parts={}/{}, complete={}, bytes={})",
-            self.step, self.parts, self.world_size, self.complete, self.bytes
+            "Checkpoint(step={}, parts={}/{}, complete={}, bytes={}{})",
+            self.step,
+            self.parts,
+            self.world_size,
+            self.complete,
+            self.bytes,
+            if self.deleting { ", deleting" } else { "" }
         )
     }
 }
@@ -599,6 +666,9 @@ pub(crate) struct PyResumePoint {
     world_size: u32,
     /// `parts[r]` is rank r's part.
     parts: Vec<Py<PyPart>>,
+    /// Nodes that did not answer the listing: a newer checkpoint whose manifests are all on
+    /// them was not seen (empty when every node answered).
+    unseen_nodes: Vec<u32>,
 }
 
 /// What `verify` found.

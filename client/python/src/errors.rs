@@ -195,6 +195,24 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             attrs.set_item("limit", *limit)?;
             (QuotaExceeded::new_err(msg), "QuotaExceeded")
         }
+        ClientError::StepBeingDeleted { job, step, nodes } => {
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("step", step.0)?;
+            attrs.set_item("nodes", nodes.0.iter().map(|n| n.0).collect::<Vec<u32>>())?;
+            (RackpointError::new_err(msg), "StepBeingDeleted")
+        }
+        ClientError::DeleteNotMarked { job, step, nodes, .. } => {
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("step", step.0)?;
+            attrs.set_item("nodes", nodes.0.iter().map(|n| n.0).collect::<Vec<u32>>())?;
+            (Unavailable::new_err(msg), "DeleteNotMarked")
+        }
+        ClientError::GcRefused { job, nodes, .. } => {
+            attrs.set_item("job", job.as_str())?;
+            attrs.set_item("step", None::<u64>)?;
+            attrs.set_item("nodes", nodes.0.iter().map(|n| n.0).collect::<Vec<u32>>())?;
+            (Unavailable::new_err(msg), "GcRefused")
+        }
         other => (RackpointError::new_err(msg), variant_name(other)),
     };
     attrs.set_item("kind", kind)?;

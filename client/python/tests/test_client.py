@@ -230,3 +230,18 @@ def test_jobs_lists_every_job_of_the_cluster(cluster, client):
     assert (a.checkpoints, a.complete_checkpoints, a.newest_complete_step) == (2, 2, 2)
     assert (b.checkpoints, b.complete_checkpoints, b.newest_step) == (1, 0, 5)
     assert b.newest_complete_step is None and a.shard_bytes > 20_000
+
+
+def test_a_listing_names_the_nodes_it_did_not_see(cluster, client):
+    client.save(JOB, 40, 0, 1, {"x": seeded(12, 20_000)})
+    listed = client.list(JOB)
+    assert isinstance(listed, rackpoint.CheckpointList)
+    assert listed.unseen_nodes == [] and listed.complete
+    assert [c.step for c in listed] == [40] and len(listed) == 1 and listed[-1].step == 40
+    assert not listed[0].deleting and listed[0].deleting_nodes == []
+    cluster.kill(5)
+    listed = client.list(JOB)
+    assert listed.unseen_nodes == [5] and not listed.complete
+    assert [c.step for c in listed] == [40], "m + 1 manifest copies: still listed"
+    point = client.resume(JOB)
+    assert point.step == 40 and point.unseen_nodes == [5]

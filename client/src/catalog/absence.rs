@@ -42,7 +42,7 @@ pub(crate) fn no_checkpoint(ctx: &Ctx, job: &JobName, passed_over: Vec<PassedOve
                 nodes.extend(&stripe.nodes);
             }
             PassOverReason::ManifestUnreadable { .. } => blocked |= !nodes.is_empty(),
-            PassOverReason::Incomplete { .. } => {}
+            PassOverReason::Incomplete { .. } | PassOverReason::BeingDeleted { .. } => {}
         }
     }
     nodes.sort();

@@ -136,6 +136,16 @@ impl Engine {
         let k = key.encode();
         let _shared = self.delete_lock.read().unwrap_or_else(|p| p.into_inner());
         let _key = self.lock_key(&k);
+        if self.is_marked_deleting(&key.job, key.step)? {
+            return Err(EngineError::Conflict {
+                reason: format!(
+                    "step {} of job {} is being deleted (this node holds its deletion mark): no \
+                     manifest of it is stored until the deletion finishes (rackpoint gc, rm or \
+                     repair); save another step",
+                    key.step, key.job
+                ),
+            });
+        }
         let stored = self.read_record(&k)?;
         manifest_write_allowed(stored.as_ref(), (world_size, hash), write)?;
         if let (Some(held), Some(check)) = (stored.filter(|s| s.hash != hash), same_content) {

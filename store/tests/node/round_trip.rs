@@ -41,8 +41,8 @@ fn shards_and_manifests_round_trip_and_stats_count_them() {
 
         let list = Request::ListManifests { job: job(), after: None, limit: 10 };
         let listed = t.call(ONE, &list, Bytes::new()).await.expect("list").response;
-        let Response::Manifests { entries, more } = listed else { panic!("{listed:?}") };
-        assert!(!more);
+        let Response::Manifests { entries, more, deleting } = listed else { panic!("{listed:?}") };
+        assert!(!more && deleting.is_empty());
         assert_eq!(entries.len(), 1);
         assert_eq!((entries[0].step, entries[0].len), (Step(7), 1000));
         assert_eq!(entries[0].hash, digest(&manifest));

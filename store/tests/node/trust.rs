@@ -91,6 +91,8 @@ fn one_of_each_kind(job: &JobName) -> Vec<(Request, Bytes)> {
         (Request::ListParts { job: job.clone(), after: None, limit: 10 }, Bytes::new()),
         (Request::DeleteOrphanShards { key: part_of(job, 1), min_age_ms: 0 }, Bytes::new()),
         (Request::DeleteShard { key: shard_of(job, 1), hash }, Bytes::new()),
+        (Request::MarkDeleting { job: job.clone(), step: Step(1) }, Bytes::new()),
+        (Request::ClearDeleting { job: job.clone(), step: Step(1) }, Bytes::new()),
         (Request::ListJobs { after: None, limit: 10 }, Bytes::new()),
     ];
     let kinds: Vec<&str> = rows.iter().map(|(r, _)| r.kind()).collect();
@@ -445,5 +447,46 @@ fn a_quota_refuses_the_write_past_it_and_keeps_everything_stored() {
         let rm = Request::DeleteCheckpoint { job: job(), step: Step(0) };
         t.call(ONE, &rm, Bytes::new()).await.expect("delete");
         put_shard(&t, ONE, &shard_key(3, 0), payload(3, SHARD_BYTES)).await.expect("room again");
+    });
+}
+
+#[test]
+fn only_write_access_to_the_job_marks_or_clears_a_deletion() {
+    let (_dir, cluster) = start(&options(1));
+    let job = named("llm-7b");
+    let read = issue(&cluster, "reader", Access::Read, "llm-*");
+    let append = issue(&cluster, "trainer", Access::Append, "llm-7b");
+    let write = issue(&cluster, "owner", Access::Write, "llm-7b");
+    let other = issue(&cluster, "neighbour", Access::Write, "llm-13b");
+    runtime().block_on(async {
+        let admin = transport(&cluster);
+        let mark = Request::MarkDeleting { job: job.clone(), step: Step(3) };
+        let clear = Request::ClearDeleting { job: job.clone(), step: Step(3) };
+        for who in [&read, &append, &other] {
+            let t = transport_as(&cluster, who);
+            for request in [&mark, &clear] {
+                let result = t.call(ONE, request, Bytes::new()).await;
+                assert!(
+                    is_denied(&result),
+                    "{} as {}: {result:?}",
+                    request.kind(),
+                    who.cert.display()
+                );
+            }
+        }
+        let list = Request::ListManifests { job: job.clone(), after: None, limit: 1 };
+        let deleting = |r: Response| match r {
+            Response::Manifests { deleting, .. } => deleting,
+            other => panic!("{other:?}"),
+        };
+        let listed = admin.call(ONE, &list, Bytes::new()).await.expect("lists").response;
+        assert!(deleting(listed).is_empty(), "no refused mark was stored");
+        let owner = transport_as(&cluster, &write);
+        owner.call(ONE, &mark, Bytes::new()).await.expect("write marks");
+        let listed = admin.call(ONE, &list, Bytes::new()).await.expect("lists").response;
+        assert_eq!(deleting(listed), [Step(3)]);
+        let t = transport_as(&cluster, &append);
+        assert!(is_denied(&t.call(ONE, &clear, Bytes::new()).await), "append never clears one");
+        owner.call(ONE, &clear, Bytes::new()).await.expect("write clears");
     });
 }

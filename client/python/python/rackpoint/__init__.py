@@ -21,6 +21,7 @@ from ._errors import MetadataError, UnsafeMetadata, UnsafeObject
 from ._native import (
     AlreadyExists,
     Checkpoint,
+    CheckpointList,
     Client,
     CommitFailed,
     InvalidInput,
@@ -45,6 +46,7 @@ from ._native import (
 __all__ = [
     "AlreadyExists",
     "Checkpoint",
+    "CheckpointList",
     "Client",
     "CommitFailed",
     "InvalidInput",

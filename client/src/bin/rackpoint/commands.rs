@@ -265,6 +265,19 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stderr line of a listing that some nodes did not answer (nothing when all did).
+pub fn warn_unseen(unseen: &[rackpoint_proto::NodeId]) {
+    if unseen.is_empty() {
+        return;
+    }
+    let nodes: Vec<String> = unseen.iter().map(|n| n.to_string()).collect();
+    let (word, verb) = if nodes.len() == 1 { ("node", "does") } else { ("nodes", "do") };
+    eprintln!(
+        "warning: {word} {} {verb} not answer; this listing may be incomplete (checkpoints whose manifests are all there are not shown)",
+        nodes.join(", ")
+    );
+}
+
 /// The step asked for, or else the newest complete checkpoint that can be restored, with the
 /// newer ones passed over (named on stderr in text mode).
 async fn pick_step(
@@ -277,6 +290,7 @@ async fn pick_step(
         return Ok((Step(s), Vec::new()));
     }
     let point = client.latest(job).await?;
+    warn_unseen(&point.unseen_nodes);
     if !global.json {
         for p in &point.passed_over {
             eprintln!("passed over {p}");
@@ -373,11 +387,12 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
     };
     let args = LsOfJob { job, step: args.step };
     let list = client.list(&args.job).await?;
+    warn_unseen(&list.unseen_nodes);
     if list.is_empty() {
         return Err(ClientError::NoSuchJob { job: args.job }.into());
     }
     let shown = || list.iter().filter(|c| args.step.is_none_or(|s| c.step.0 == s));
-    emit(global, &json::LsDoc::new(&args.job, shown()), || {
+    emit(global, &json::LsDoc::new(&args.job, shown(), &list.unseen_nodes), || {
         // SURVIVES: node failures, RACKS: rack failures, counted from the shards the nodes
         // list as present; `verify` re-hashes them.
         println!(
@@ -388,6 +403,7 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
             // `ls` reads no shard: what it cannot count on is out of reach, not known lost.
             let (survives, racks) = match (c.survives_more_failures, c.unavailable_nodes.is_empty())
             {
+                _ if c.deleting => ("DELETING".to_string(), "-".to_string()),
                 (Some(n), _) => {
                     (n.to_string(), c.survives_rack_failures.map_or("-".into(), |r| r.to_string()))
                 }
@@ -405,6 +421,14 @@ pub async fn ls(global: &Global, args: LsArgs) -> anyhow::Result<()> {
             );
         }
     });
+    for c in shown().filter(|c| c.deleting) {
+        let nodes: Vec<String> = c.deleting_nodes.iter().map(|n| n.to_string()).collect();
+        eprintln!(
+            "step {} is being deleted; not finished on node(s) {} (rackpoint gc, rm or repair finishes it once they answer)",
+            c.step,
+            nodes.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -480,21 +504,27 @@ pub async fn rm(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
     let step = Step(args.step);
     let r = client.delete(&args.job, step).await?;
-    if r.shards == 0 && r.manifests == 0 && r.unreachable.is_empty() {
+    if r.shards == 0 && r.manifests == 0 && r.is_complete() && !r.was_pending {
         bail!("no such checkpoint: {} step {step} is on no node; nothing was deleted", args.job);
     }
+    let was = if r.was_pending { " (finishing an earlier delete)" } else { "" };
     emit(global, &crate::json_ops::RmDoc::new(&args.job, step, &r), || {
         println!(
-            "deleted {} step {step}: {} shards, {} manifests",
+            "deleted {} step {step}{was}: {} shards, {} manifests",
             args.job, r.shards, r.manifests
         );
     });
-    if !r.unreachable.is_empty() {
-        let nodes: Vec<String> =
+    if !r.is_complete() {
+        let nodes: Vec<String> = r.pending_nodes.iter().map(|n| n.to_string()).collect();
+        let errors: Vec<String> =
             r.unreachable.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
-        let message =
-            format!("{} node(s) could not delete their copies: {}", nodes.len(), nodes.join("; "));
-        return Err(Reported { exit: Exit::Failure, message }.into());
+        let message = format!(
+            "the delete of {} step {step} is not finished: node(s) {} did not confirm it; the step stays marked as being deleted (never listed as complete nor restored) and `rackpoint rm`, `gc` or `repair` finishes it once they answer ({})",
+            args.job,
+            nodes.join(", "),
+            errors.join("; ")
+        );
+        return Err(Reported { exit: Exit::Unavailable, message }.into());
     }
     Ok(())
 }

@@ -97,9 +97,10 @@ pub fn already_reported(e: &anyhow::Error) -> bool {
 pub fn client_exit(e: &ClientError) -> Option<Exit> {
     match e {
         ClientError::NotEnoughShards { .. } => Some(Exit::NotRecoverable),
-        ClientError::ShardsUnavailable { .. } | ClientError::Unavailable { .. } => {
-            Some(Exit::Unavailable)
-        }
+        ClientError::ShardsUnavailable { .. }
+        | ClientError::Unavailable { .. }
+        | ClientError::DeleteNotMarked { .. }
+        | ClientError::GcRefused { .. } => Some(Exit::Unavailable),
         _ => None,
     }
 }

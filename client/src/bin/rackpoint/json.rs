@@ -12,7 +12,7 @@ use rackpoint_client::planner::ShardFailure;
 use rackpoint_client::restore::{RestoreReport, Which};
 use rackpoint_client::save::SaveReport;
 use rackpoint_client::{ClientError, NodeStatus};
-use rackpoint_proto::{JobName, Rank, Step};
+use rackpoint_proto::{JobName, NodeId, Rank, Step};
 use serde::Serialize;
 
 use crate::exit::{self, Exit};
@@ -218,6 +218,9 @@ pub struct LsDoc {
     pub ok: bool,
     pub job: String,
     pub checkpoints: Vec<CheckpointDoc>,
+    /// Nodes that did not answer the listing: checkpoints whose manifests are all on them
+    /// are missing from it (empty when every node answered).
+    pub unseen_nodes: Vec<u32>,
 }
 
 /// One checkpoint in `ls`.
@@ -236,10 +239,19 @@ pub struct CheckpointDoc {
     /// With `survives_more_failures` `null`: the nodes that do not answer and hold its shards
     /// or manifests (bring them back); empty otherwise.
     pub unavailable_nodes: Vec<u32>,
+    /// A delete of it has begun and is not finished everywhere: never complete, never
+    /// restored; `rm`, `gc` or `repair` finishes it.
+    pub deleting: bool,
+    /// With `deleting`: the nodes still to finish it; empty otherwise.
+    pub deleting_nodes: Vec<u32>,
 }
 
 impl LsDoc {
-    pub fn new<'a>(job: &JobName, list: impl Iterator<Item = &'a CheckpointSummary>) -> Self {
+    pub fn new<'a>(
+        job: &JobName,
+        list: impl Iterator<Item = &'a CheckpointSummary>,
+        unseen: &[NodeId],
+    ) -> Self {
         let checkpoints = list
             .map(|c| CheckpointDoc {
                 step: c.step.0,
@@ -250,9 +262,12 @@ impl LsDoc {
                 survives_more_failures: c.survives_more_failures,
                 survives_rack_failures: c.survives_rack_failures,
                 unavailable_nodes: c.unavailable_nodes.iter().map(|n| n.0).collect(),
+                deleting: c.deleting,
+                deleting_nodes: c.deleting_nodes.iter().map(|n| n.0).collect(),
             })
             .collect();
-        LsDoc { command: "ls", ok: true, job: job.to_string(), checkpoints }
+        let unseen_nodes = unseen.iter().map(|n| n.0).collect();
+        LsDoc { command: "ls", ok: true, job: job.to_string(), checkpoints, unseen_nodes }
     }
 }
 
@@ -462,6 +477,18 @@ pub enum UnavailableDoc {
         nodes: Vec<u32>,
         passed_over: Vec<PassedOverDoc>,
     },
+    /// A delete (`rm`, `gc`) could not store the step's deletion mark on m + 1 nodes, so
+    /// nothing was deleted; or `gc` refused to delete while nodes did not answer its listing
+    /// (`step` is then `null`; `--force` deletes what can be reached).
+    #[serde(rename = "delete_unavailable")]
+    Deletion {
+        job: String,
+        step: Option<u64>,
+        /// The nodes to bring back.
+        nodes: Vec<u32>,
+        /// Whether `--force` would have gone on (a gc refusal).
+        force_would_proceed: bool,
+    },
 }
 
 /// A newer checkpoint passed over when looking for the latest, and why (`message` says it
@@ -494,6 +521,11 @@ pub enum PassOverDoc {
         /// Shards a stripe can lose.
         m: usize,
     },
+    /// A delete of it has begun and is not finished.
+    BeingDeleted {
+        /// The nodes that answered holding its deletion mark.
+        nodes: Vec<u32>,
+    },
 }
 
 impl From<&PassedOver> for PassedOverDoc {
@@ -513,6 +545,9 @@ impl From<&PassedOver> for PassedOverDoc {
                 lost: stripe.lost,
                 m: stripe.m,
             },
+            PassOverReason::BeingDeleted { nodes } => {
+                PassOverDoc::BeingDeleted { nodes: nodes.0.iter().map(|n| n.0).collect() }
+            }
         };
         PassedOverDoc { step: p.step.0, why, message: p.why.to_string() }
     }
@@ -605,6 +640,20 @@ impl UnavailableDoc {
                     passed_over: passed_over(&list.0),
                 })
             }
+            ClientError::DeleteNotMarked { job, step, nodes, .. } => {
+                Some(UnavailableDoc::Deletion {
+                    job: job.to_string(),
+                    step: Some(step.0),
+                    nodes: nodes.0.iter().map(|n| n.0).collect(),
+                    force_would_proceed: false,
+                })
+            }
+            ClientError::GcRefused { job, nodes, .. } => Some(UnavailableDoc::Deletion {
+                job: job.to_string(),
+                step: None,
+                nodes: nodes.0.iter().map(|n| n.0).collect(),
+                force_would_proceed: true,
+            }),
             _ => None,
         })
     }

@@ -96,7 +96,7 @@ impl JobsDoc {
 #[derive(Debug, Serialize)]
 pub struct RmDoc {
     pub command: &'static str,
-    /// Every node that holds a copy deleted it.
+    /// Every node of the map confirmed the delete (the step's deletion marks are cleared).
     pub ok: bool,
     pub job: String,
     pub step: u64,
@@ -106,6 +106,11 @@ pub struct RmDoc {
     pub manifests: u64,
     /// Nodes that could not delete their copies, and why.
     pub unreachable_nodes: Vec<NodeErrorDoc>,
+    /// Nodes still to confirm the delete: the step stays marked as being deleted until they
+    /// do (`rm`, `gc` or `repair` finishes it).
+    pub pending_nodes: Vec<u32>,
+    /// This delete finished an earlier one that was left pending.
+    pub was_pending: bool,
 }
 
 impl RmDoc {
@@ -114,12 +119,14 @@ impl RmDoc {
             r.unreachable.iter().map(|(n, e)| (*n, e.to_string())).collect();
         RmDoc {
             command: "rm",
-            ok: r.unreachable.is_empty(),
+            ok: r.is_complete(),
             job: job.to_string(),
             step: step.0,
             shards: r.shards,
             manifests: r.manifests,
             unreachable_nodes: node_errors(&unreachable),
+            pending_nodes: r.pending_nodes.iter().map(|n| n.0).collect(),
+            was_pending: r.was_pending,
         }
     }
 }

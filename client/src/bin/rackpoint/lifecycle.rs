@@ -52,6 +52,11 @@ pub struct GcArgs {
     /// Orphan shards younger than this many seconds are kept (a save may still be running).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_ORPHAN_GRACE_MS / 1000)]
     orphan_grace_secs: u64,
+    /// Delete even while nodes do not answer (without it gc then deletes nothing and exits
+    /// 4): each step is marked as being deleted first, and its delete finishes when they
+    /// return (the next gc, rm or repair).
+    #[arg(long)]
+    force: bool,
 }
 
 /// `rackpoint repair`.
@@ -69,6 +74,10 @@ pub async fn repair(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
     };
     let (exit, doc) = repair_job(global, &client, job, args.step, limit).await?;
     crate::commands::emit(global, &doc, || {});
+    if exit == Exit::Unavailable {
+        let message = format!("the deletes of {job} listed above are not finished");
+        return Err(Reported { exit, message }.into());
+    }
     if exit != Exit::Success {
         let left: usize = doc.parts.iter().map(|p| p.problems.len()).sum();
         let message = format!("{left} stripes or parts are still short of full redundancy");
@@ -96,7 +105,14 @@ async fn repair_job(
     if !global.json {
         print_repair(job, &report, elapsed.as_secs_f64());
     }
-    let exit = if report.is_complete() { Exit::Success } else { Exit::Failure };
+    let exit = if let Some(line) = pending_deletes_line(&report.deletions_pending) {
+        eprintln!("rackpoint: {job}: {line}");
+        Exit::Unavailable
+    } else if report.is_complete() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    };
     Ok((exit, RepairDoc::new(job, step, &report, elapsed)))
 }
 
@@ -129,13 +145,20 @@ fn print_repair(job: &JobName, report: &RepairReport, secs: f64) {
         report.shards_written(),
         report.bytes_read() >> 20
     );
+    if !report.deletions_finished.is_empty() {
+        let steps: Vec<String> = report.deletions_finished.iter().map(|s| s.to_string()).collect();
+        println!("finished the pending deletes of steps {}", steps.join(" "));
+    }
 }
 
 /// `rackpoint gc`.
 pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
     let client = global.connect()?;
-    let options =
-        GcOptions { keep: args.keep, orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000) };
+    let options = GcOptions {
+        keep: args.keep,
+        orphan_grace_ms: args.orphan_grace_secs.saturating_mul(1000),
+        force: args.force,
+    };
     let Some(job) = &args.job else {
         let run = |job: JobName| {
             let client = &client;
@@ -145,6 +168,10 @@ pub async fn gc(global: &Global, args: GcArgs) -> anyhow::Result<()> {
     };
     let (exit, doc) = gc_job(global, &client, job, options).await?;
     crate::commands::emit(global, &doc, || {});
+    if exit == Exit::Unavailable {
+        let message = format!("the deletes of {job} listed above are not finished");
+        return Err(Reported { exit, message }.into());
+    }
     if exit != Exit::Success {
         let errors: Vec<String> =
             doc.node_errors.iter().map(|e| format!("node {}: {}", e.node, e.error)).collect();
@@ -166,7 +193,14 @@ async fn gc_job(
     if !global.json {
         print_gc(&r);
     }
-    let exit = if r.node_errors.is_empty() { Exit::Success } else { Exit::Failure };
+    let exit = if let Some(line) = pending_deletes_line(&r.pending) {
+        eprintln!("rackpoint: {job}: {line}");
+        Exit::Unavailable
+    } else if r.node_errors.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    };
     Ok((exit, GcDoc::new(job, options.keep, &r)))
 }
 
@@ -191,4 +225,24 @@ fn print_gc(r: &GcReport) {
     } else {
         println!("orphans: not judged (too many nodes did not answer)");
     }
+    if !r.finished_pending.is_empty() {
+        println!("finished the pending deletes of steps {}", steps(&r.finished_pending));
+    }
+}
+
+/// The line that names the steps whose deletes some nodes have not confirmed yet.
+fn pending_deletes_line(pending: &[(Step, Vec<rackpoint_proto::NodeId>)]) -> Option<String> {
+    if pending.is_empty() {
+        return None;
+    }
+    let each: Vec<String> =
+        pending.iter().map(|(s, nodes)| format!("step {s} on node(s) {}", node_list(nodes))).collect();
+    Some(format!(
+        "deletes not finished: {}; those steps stay marked as being deleted (never listed as complete nor restored) and the next gc, rm or repair finishes them once the nodes answer",
+        each.join("; ")
+    ))
+}
+
+fn node_list(nodes: &[rackpoint_proto::NodeId]) -> String {
+    nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
 }

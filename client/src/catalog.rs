@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::CLIENT_MAX_LISTED_MANIFESTS;
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step,
@@ -557,7 +558,10 @@ pub struct DeleteReport {
 
 /// Deletes a checkpoint from every node.
 pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<DeleteReport> {
-    let calls = ctx.map.nodes.iter().map(|n| ctx.delete_checkpoint(n.id, job, step));
+    failpoint::hit("rm.before_delete");
+    let calls = ctx.map.nodes.iter().map(|n| async move {
+        ctx.delete_checkpoint(n.id, job, step).await.inspect(|_| failpoint::hit("rm.node_deleted"))
+    });
     let mut report = DeleteReport::default();
     for (node, r) in ctx.map.nodes.iter().map(|n| n.id).zip(futures::future::join_all(calls).await)
     {

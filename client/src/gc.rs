@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::DEFAULT_ORPHAN_GRACE_MS;
 use rackpoint_proto::{JobName, ManifestKey, NodeId, PartShards, Rank, Step};
 
@@ -18,6 +19,7 @@ use crate::catalog::{self, Listing};
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::manifest;
+use crate::strays;
 use crate::transport::TransportError;
 
 /// What to keep.
@@ -56,6 +58,8 @@ pub struct GcReport {
     pub orphan_bytes_deleted: u64,
     /// Orphan shards kept because they are younger than the grace period.
     pub orphan_shards_young: u64,
+    /// Stray copies removed: shards of committed parts on nodes their manifests do not name.
+    pub stray_shards_deleted: u64,
     /// Whether orphans were judged (false when too many nodes did not answer).
     pub orphans_checked: bool,
     /// Nodes that could not be reached or refused, and why (they keep their copies until a
@@ -141,11 +145,11 @@ async fn delete_step(
             report.node_errors.push((n, e.to_string()));
         }
     }
-    let ranges = ctx
-        .map
-        .nodes
-        .iter()
-        .map(|n| async move { (n.id, ctx.delete_checkpoint(n.id, job, step).await) });
+    failpoint::hit("gc.manifests_deleted");
+    let ranges = ctx.map.nodes.iter().map(|n| async move {
+        let r = ctx.delete_checkpoint(n.id, job, step).await;
+        (n.id, r.inspect(|_| failpoint::hit("gc.node_deleted")))
+    });
     for (n, r) in join_all(ranges).await {
         match r {
             Ok((shards, manifests)) => {
@@ -201,6 +205,8 @@ async fn collect_orphans(
         return Ok(());
     }
     report.orphans_checked = true;
+    report.stray_shards_deleted =
+        strays::sweep(ctx, job, &summaries, &listing, grace_ms, &mut report.node_errors).await;
     let mut swept: BTreeSet<(Step, Rank)> = BTreeSet::new();
     let mut sweeps = Vec::new();
     for (node, parts) in summaries {
@@ -220,6 +226,9 @@ async fn collect_orphans(
     }
     let calls = sweeps.into_iter().map(|(node, key)| async move {
         let r = ctx.delete_orphan_shards(node, key.clone(), grace_ms).await;
+        if matches!(r, Ok((shards, _, _)) if shards > 0) {
+            failpoint::hit("gc.orphan_swept");
+        }
         (node, key, r)
     });
     for (node, key, r) in join_all(calls).await {

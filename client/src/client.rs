@@ -317,6 +317,13 @@ impl Client {
         catalog::verify(&self.ctx, job, step).await
     }
 
+    /// Closes this client's connections (those of every clone), telling each node at once:
+    /// call it before the process exits, or each node keeps the connection, which counts
+    /// against `NODE_MAX_CONNECTIONS_PER_IDENTITY`, until its idle timeout.
+    pub async fn close(&self) {
+        self.ctx.close().await;
+    }
+
     /// Deletes a checkpoint from every reachable node.
     pub async fn delete(&self, job: &JobName, step: Step) -> Result<DeleteReport> {
         catalog::delete(&self.ctx, job, step).await

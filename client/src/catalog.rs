@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::CLIENT_MAX_LISTED_MANIFESTS;
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step,
@@ -724,7 +725,12 @@ impl DeleteReport {
 /// step on every node that answers (failing, with nothing deleted, unless m + 1 stored the
 /// mark), deletes its key ranges on every node of the map, and clears the marks only when
 /// every one of them confirmed.
-pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<DeleteReport> {
+pub(crate) async fn delete(
+    ctx: &Ctx,
+    job: &JobName,
+    step: Step,
+    by: DeleteBy,
+) -> Result<DeleteReport> {
     let map: Vec<NodeId> = ctx.map.nodes.iter().map(|n| n.id).collect();
     let mut report = DeleteReport::default();
     let marks = on_every_node(ctx, &map, |n| ctx.deletion_mark(n, job, step, true)).await?;
@@ -757,7 +763,11 @@ pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<Delet
             failures: NodeErrors(failures),
         });
     }
-    let deletes = on_every_node(ctx, &map, |n| ctx.delete_checkpoint(n, job, step)).await?;
+    by.marked();
+    let deletes = on_every_node(ctx, &map, |n| async move {
+        ctx.delete_checkpoint(n, job, step).await.inspect(|_| by.node_deleted())
+    })
+    .await?;
     let mut confirmed = BTreeSet::new();
     for (node, r) in deletes {
         match r {
@@ -783,6 +793,33 @@ pub(crate) async fn delete(ctx: &Ctx, job: &JobName, step: Step) -> Result<Delet
         }
     }
     Ok(report)
+}
+
+/// Which command a delete runs for: its crash points are that command's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeleteBy {
+    /// `rm` (and a repair finishing a pending delete).
+    Rm,
+    /// `gc`.
+    Gc,
+}
+
+impl DeleteBy {
+    /// The step is marked on m + 1 nodes; nothing of it is deleted yet.
+    fn marked(self) {
+        match self {
+            DeleteBy::Rm => failpoint::hit("rm.before_delete"),
+            DeleteBy::Gc => failpoint::hit("gc.before_delete"),
+        }
+    }
+
+    /// One node deleted the step.
+    fn node_deleted(self) {
+        match self {
+            DeleteBy::Rm => failpoint::hit("rm.node_deleted"),
+            DeleteBy::Gc => failpoint::hit("gc.node_deleted"),
+        }
+    }
 }
 
 /// Runs `call` on each of `nodes` at once (a node known down is not asked: it fails at once

@@ -326,6 +326,13 @@ impl Client {
         catalog::verify(&self.ctx, job, step).await
     }
 
+    /// Closes this client's connections (those of every clone), telling each node at once:
+    /// call it before the process exits, or each node keeps the connection, which counts
+    /// against `NODE_MAX_CONNECTIONS_PER_IDENTITY`, until its idle timeout.
+    pub async fn close(&self) {
+        self.ctx.close().await;
+    }
+
     /// Deletes a checkpoint so that the delete cannot half-happen: its deletion mark goes to
     /// every node that answers first (`DeleteNotMarked`, nothing deleted, unless m + 1 store
     /// it), then its shards and manifests on every node, then the marks once every node
@@ -333,7 +340,7 @@ impl Client {
     /// stays marked (never listed complete nor restored) until a later `delete`, `gc` or
     /// `repair` finishes it.
     pub async fn delete(&self, job: &JobName, step: Step) -> Result<DeleteReport> {
-        catalog::delete(&self.ctx, job, step).await
+        catalog::delete(&self.ctx, job, step, catalog::DeleteBy::Rm).await
     }
 
     /// Every node's counters, or why it did not answer.

@@ -144,6 +144,11 @@ impl Ctx {
         self.transport.recycle(bufs);
     }
 
+    /// Closes every connection, telling the nodes (see `Transport::close`).
+    pub(crate) async fn close(&self) {
+        self.transport.close().await;
+    }
+
     /// The hedging threshold now (see [`crate::hedge`]).
     pub(crate) fn hedge_after(&self) -> Duration {
         self.hedge.lock().unwrap_or_else(|e| e.into_inner()).threshold()

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::DEFAULT_ORPHAN_GRACE_MS;
 use rackpoint_proto::{JobName, ManifestKey, NodeId, PartShards, Rank, Step};
 
@@ -23,6 +24,7 @@ use crate::ctx::Ctx;
 use crate::deletion::{self, GcGate};
 use crate::error::{ClientError, NodeList, Result};
 use crate::manifest;
+use crate::strays;
 use crate::transport::TransportError;
 
 /// What to keep.
@@ -66,6 +68,8 @@ pub struct GcReport {
     pub orphan_bytes_deleted: u64,
     /// Orphan shards kept because they are younger than the grace period.
     pub orphan_shards_young: u64,
+    /// Stray copies removed: shards of committed parts on nodes their manifests do not name.
+    pub stray_shards_deleted: u64,
     /// Whether orphans were judged (false when too many nodes did not answer).
     pub orphans_checked: bool,
     /// Nodes that could not be reached or refused, and why (they keep their copies until a
@@ -169,7 +173,7 @@ async fn gc_parts(ctx: &Ctx, job: &JobName, options: GcOptions, orphans: bool) -
 /// as pending. An error when the mark could not be stored on m + 1 nodes (nothing of the
 /// step was deleted) or the nodes refuse this identity.
 async fn delete_step(ctx: &Ctx, job: &JobName, step: Step, report: &mut GcReport) -> Result<bool> {
-    let r = catalog::delete(ctx, job, step).await?;
+    let r = catalog::delete(ctx, job, step, catalog::DeleteBy::Gc).await?;
     report.shards_deleted += r.shards;
     report.manifests_deleted += r.manifests;
     report.node_errors.extend(r.unreachable);
@@ -223,6 +227,8 @@ async fn collect_orphans(
         return Ok(());
     }
     report.orphans_checked = true;
+    report.stray_shards_deleted =
+        strays::sweep(ctx, job, &summaries, &listing, grace_ms, &mut report.node_errors).await;
     let mut swept: BTreeSet<(Step, Rank)> = BTreeSet::new();
     let mut sweeps = Vec::new();
     for (node, parts) in summaries {
@@ -242,6 +248,9 @@ async fn collect_orphans(
     }
     let calls = sweeps.into_iter().map(|(node, key)| async move {
         let r = ctx.delete_orphan_shards(node, key.clone(), grace_ms).await;
+        if matches!(r, Ok((shards, _, _)) if shards > 0) {
+            failpoint::hit("gc.orphan_swept");
+        }
         (node, key, r)
     });
     for (node, key, r) in join_all(calls).await {

@@ -9,7 +9,7 @@
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
 //! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `heal`
 //! (heal on read: a restore's damaged stripes repaired in the background), `gc`
-//! (retention and orphan collection), `jobs` (the cluster's jobs, listed from every node), `rollback` (a failed commit taken back), `client` (the
+//! (retention and orphan collection; `strays` finds copies a killed repair left), `jobs` (the cluster's jobs, listed from every node), `rollback` (a failed commit taken back), `client` (the
 //! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
 //! demo and the simulator; feature `testkit`).
 
@@ -30,6 +30,7 @@ pub mod repair;
 pub mod restore;
 mod rollback;
 pub mod save;
+mod strays;
 pub mod tls;
 pub mod transport;
 

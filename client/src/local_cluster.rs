@@ -157,6 +157,8 @@ pub struct LocalCluster {
     /// Each node's process, `None` while stopped. A mutex so that `is_running(&self)` can
     /// reap a process that exited by itself.
     nodes: BTreeMap<NodeId, Mutex<Option<Child>>>,
+    /// Environment variables each node's process starts with (see [`LocalCluster::set_node_env`]).
+    envs: BTreeMap<NodeId, BTreeMap<String, String>>,
 }
 
 /// What a node's stdout watcher reports: its first line, or that stdout ended first.
@@ -183,8 +185,14 @@ impl LocalCluster {
         let loaded = cluster_dir::load(&dir.join(CLUSTER_FILE))?;
         let (map, tls) = (loaded.map, loaded.tls);
         let nodes = map.nodes.iter().map(|n| (n.id, Mutex::new(None))).collect();
-        let mut cluster =
-            Self { dir: dir.to_owned(), store_bin: store_bin.to_owned(), map, tls, nodes };
+        let mut cluster = Self {
+            dir: dir.to_owned(),
+            store_bin: store_bin.to_owned(),
+            map,
+            tls,
+            nodes,
+            envs: BTreeMap::new(),
+        };
         let ids: Vec<NodeId> = cluster.map.nodes.iter().map(|n| n.id).collect();
         let mut pending = Vec::with_capacity(ids.len());
         for id in ids {
@@ -232,6 +240,24 @@ impl LocalCluster {
         edit(&mut config);
         std::fs::write(&path, config.to_toml()).map_err(io)?;
         Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) environment variable `key` of node `id`'s process,
+    /// from its next start on (say, `RACKPOINT_FAILPOINT` to arm a crash point). Nodes never
+    /// inherit `RACKPOINT_FAILPOINT` from this process.
+    pub fn set_node_env(&mut self, id: NodeId, key: &str, value: Option<&str>) {
+        let env = self.envs.entry(id).or_default();
+        match value {
+            Some(v) => env.insert(key.to_owned(), v.to_owned()),
+            None => env.remove(key),
+        };
+    }
+
+    /// How node `id`'s process ended, if it has exited (it is reaped, not removed: a later
+    /// [`LocalCluster::restart`] starts it again).
+    pub fn exit_status(&self, id: NodeId) -> Option<ExitStatus> {
+        let mut slot = self.slot(id).ok()?;
+        slot.as_mut().and_then(|child| child.try_wait().ok().flatten())
     }
 
     /// Kills node `id` with SIGKILL and reaps it.
@@ -384,6 +410,8 @@ impl LocalCluster {
         let mut child = Command::new(&self.store_bin)
             .arg("--config")
             .arg(self.node_dir(id).join(NODE_FILE))
+            .env_remove(rackpoint_proto::failpoint::ENV)
+            .envs(self.envs.get(&id).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{REPAIR_DEFAULT_READ_BYTES_PER_SEC, REPAIR_SURVEY_STRIPES_IN_FLIGHT};
 use rackpoint_proto::pacing::Pacer;
 use rackpoint_proto::{
@@ -210,7 +211,7 @@ pub(crate) async fn repair(
     let reads = Reads::new(options);
     let mut report = RepairReport::default();
     for step in deleting {
-        match catalog::delete(ctx, job, step).await {
+        match catalog::delete(ctx, job, step, catalog::DeleteBy::Rm).await {
             Ok(done) if done.is_complete() => report.deletions_finished.push(step),
             Ok(done) => report.deletions_pending.push((step, done.pending_nodes)),
             // Too few nodes to mark it again: it stays marked where it is, nothing deleted.
@@ -340,6 +341,7 @@ async fn repair_part(
         }
     }
     report.problems.sort_by(|a, b| (&a.object, a.stripe).cmp(&(&b.object, b.stripe)));
+    failpoint::hit("repair.shards_written");
     let committed = if moved.is_empty() {
         None
     } else {
@@ -347,6 +349,7 @@ async fn repair_part(
     };
     report.new_revision = committed.as_ref().map(|(revision, _, _)| *revision);
     if committed.is_some() {
+        failpoint::hit("repair.before_stale_delete");
         let (deleted, left) = delete_stale_copies(ctx, &manifest, &moved).await;
         (report.stale_copies_deleted, report.stale_copies_left) = (deleted, left);
     }
@@ -567,6 +570,7 @@ async fn write_fixes(
     shards: &[Option<Vec<u8>>],
     out: &mut StripeOutcome,
 ) {
+    failpoint::hit("repair.before_put");
     let puts = fixes.iter().map(|fix| {
         let i = usize::from(fix.index.0);
         let bytes = shards[i].clone().map(Bytes::from);
@@ -619,7 +623,9 @@ async fn commit_moves(
     let puts = targets.iter().map(|&n| {
         let (key, bytes) = (key.clone(), bytes.clone());
         async move {
-            ctx.replace_manifest(n, key, part.world_size, hash, (revision, part.base), bytes).await
+            let r =
+                ctx.replace_manifest(n, key, part.world_size, hash, (revision, part.base), bytes);
+            r.await.inspect(|_| failpoint::hit("repair.manifest_stored"))
         }
     });
     let mut stored = Vec::new();

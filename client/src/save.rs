@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{CLIENT_MAX_ATTEMPTS, MAX_WRITER_BYTES};
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
@@ -218,8 +219,10 @@ pub(crate) async fn save_staged(
     }
     let manifest = part_manifest(ctx, &req, objects, prev);
     let bytes = manifest.total_bytes();
+    failpoint::hit("save.shards_done");
     let doubled_stripes = crate::redundancy::doubled_stripes(&manifest);
     let (manifest_id, manifest_nodes) = commit_manifest(ctx, &manifest).await?;
+    failpoint::hit("save.committed");
     let elapsed = started.elapsed();
     tracing::info!(job = %req.job, step = %req.step, rank = %req.rank, bytes, shards, moved_shards,
         ms = elapsed.as_millis() as u64, manifest = %manifest_id, "part committed");
@@ -586,6 +589,7 @@ async fn save_stripe(
 ) -> Result<SavedStripe> {
     let bytes = data.len() as u64;
     let (shards, hashes) = encode(&ctx, codec, data).await?;
+    failpoint::hit("save.before_put");
     let is_down = |n: NodeId| ctx.health.is_down(n);
     let mut write = StripeWrite::new(&ctx.map, at, ctx.map.code, hashes.clone(), &is_down)?;
     let mut inflight = FuturesUnordered::new();
@@ -608,6 +612,9 @@ async fn save_stripe(
                         result.as_ref().err().and_then(|e| refused(&write.id().job, e))
                     {
                         return Err(refusal);
+                    }
+                    if result.is_ok() {
+                        failpoint::hit("save.shard_acked");
                     }
                     write.on_result(i, put_result(result))
                 }
@@ -726,9 +733,10 @@ async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<
         else {
             break;
         };
-        let puts = targets
-            .iter()
-            .map(|&n| ctx.put_manifest(n, key.clone(), manifest.world_size, id, bytes.clone()));
+        let puts = targets.iter().map(|&n| {
+            let put = ctx.put_manifest(n, key.clone(), manifest.world_size, id, bytes.clone());
+            async move { put.await.inspect(|_| failpoint::hit("save.manifest_stored")) }
+        });
         for (n, r) in targets.iter().zip(futures::future::join_all(puts).await) {
             match r {
                 Ok(()) => stored.push(*n),
@@ -740,6 +748,7 @@ async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<
         }
     }
     // Atomic commit: the copies that were stored are taken back, so no part is visible.
+    failpoint::hit("save.rollback");
     rollback::roll_back(ctx, &key, id, &stored).await;
     Err(ClientError::CommitFailed {
         job: job.clone(),

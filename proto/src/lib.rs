@@ -1,12 +1,14 @@
 //! Rackpoint's shared wire crate: ids and names, binary storage keys, the cluster map, wire
 //! messages and their framing, error codes, every limit in one place (`limits`), and the
-//! byte-rate pacer both sides use (`pacing`).
+//! byte-rate pacer both sides use (`pacing`), and the named crash points (`failpoint`).
 //!
-//! Architecture invariant: this crate does no I/O and knows no async runtime. Both the node
+//! Architecture invariant: this crate does no I/O and knows no async runtime (the one
+//! exception: `failpoint` reads its environment variable and can kill the process). Both the node
 //! (`rackpoint-store`) and the client (`rackpoint-client`) depend on it; nothing else is shared.
 
 pub mod access;
 pub mod cluster;
+pub mod failpoint;
 pub mod ids;
 pub mod key;
 pub mod limits;

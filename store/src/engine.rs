@@ -64,6 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{MAX_LIST_ENTRIES, MAX_SHARD_BYTES};
 use rackpoint_proto::wire::ManifestEntry;
 use rackpoint_proto::{
@@ -719,9 +720,11 @@ impl Engine {
         let previous_len = previous.map_or(0, |r| u64::from(r.len));
         let len = bytes.len() as u64;
         let reservation = self.reserve(len.saturating_sub(previous_len))?;
+        failpoint::hit("node.shard_put.before_write");
         match self.segment_of(key, true)? {
             Some(segment) => {
                 let offset = segment.append(bytes).map_err(io_error)?;
+                failpoint::hit("node.shard_put.before_index");
                 let record = IndexRecord::shard(bytes.len() as u32, hash, Some(offset));
                 let mut batch = WriteBatch::default();
                 batch.put_cf(self.index_cf(), &k, record.encode());
@@ -895,6 +898,7 @@ impl Engine {
         if shards == 0 && manifests == 0 {
             return Ok(Deleted::default());
         }
+        failpoint::hit("node.delete.before");
         let mut batch = WriteBatch::default();
         for range in ranges {
             batch.delete_range_cf(self.index_cf(), &range.start, &range.end);
@@ -904,6 +908,7 @@ impl Engine {
         self.counters.shards.fetch_sub(shards, Ordering::SeqCst);
         self.counters.shard_bytes.fetch_sub(shard_bytes, Ordering::SeqCst);
         self.counters.manifests.fetch_sub(manifests, Ordering::SeqCst);
+        failpoint::hit("node.delete.before_segment");
         if let Some(segments) = &self.segments {
             // The index no longer points into the file; a failure leaves it for the next
             // open's sweep of unreferenced files.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rackpoint_proto::access::{Access, Grant, Need, Scope};
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{
     NODE_DEFAULT_ORPHAN_GRACE_MS, NODE_MAX_INFLIGHT_BYTES, NODE_MAX_RECENT_MANIFEST_WRITES,
     NODE_ROLLBACK_WINDOW_MS,
@@ -371,6 +372,7 @@ impl Handler {
             Ok(Ok(()))
         });
         stored.await??;
+        failpoint::hit("node.shard_put.before_ack");
         self.counters.forget_corrupt(&key);
         Ok(Reply::bare(Response::ShardStored))
     }

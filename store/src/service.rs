@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, TransportConfig, VarInt};
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{
     MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, NODE_BUDGET_WAIT_MS,
     NODE_CONNECTION_INFLIGHT_BYTES, NODE_IDENTITY_INFLIGHT_BYTES,
@@ -444,12 +445,18 @@ async fn timed<T>(
 
 impl StreamTask {
     async fn run(self, mut send: SendStream, mut recv: RecvStream) {
+        let mut put_shard = false;
         let reply = match self.read_request(&mut recv).await {
-            Ok(read) => self.handle(read).await,
+            Ok(read) => {
+                put_shard = matches!(read.request, Request::PutShard { .. });
+                self.handle(read).await
+            }
             Err(failure) => self.refuse(failure),
         };
+        let stored = put_shard && reply.is_ok();
         drop(recv);
         match tokio::time::timeout(io_timeout(), write_reply(&mut send, reply)).await {
+            Ok(Ok(())) if stored => failpoint::hit("node.shard_put.after_ack"),
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, "reply not delivered: {e}"),
             Err(_) => {

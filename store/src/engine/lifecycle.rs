@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
+use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{MAX_LIST_ENTRIES, MAX_MANIFEST_BYTES, NODE_DELETE_BATCH_KEYS};
 use rackpoint_proto::wire::PartShards;
 use rackpoint_proto::{Digest, JobName, ManifestKey, Rank, ShardKey, Step};
@@ -161,7 +162,9 @@ impl Engine {
         }
         let (revision, base) = (write.revision(), write.base(hash));
         let record = IndexRecord::manifest(bytes.len() as u32, world_size, hash, revision, base);
+        failpoint::hit("node.manifest_write.before");
         self.write(self.put_batch(&k, &record, bytes))?;
+        failpoint::hit("node.manifest_write.after");
         if stored.is_none() {
             self.counters.manifests.fetch_add(1, Ordering::SeqCst);
         }

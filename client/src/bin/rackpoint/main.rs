@@ -65,8 +65,11 @@ impl Global {
             _ => None,
         };
         // The cluster's errors name the file they are about.
-        Client::connect_as(file, identity.as_ref(), ClientOptions::default())
-            .context("cannot use the cluster")
+        let client = Client::connect_as(file, identity.as_ref(), ClientOptions::default());
+        if let Ok(c) = &client {
+            OPEN.lock().unwrap_or_else(|p| p.into_inner()).push(c.clone());
+        }
+        client.context("cannot use the cluster")
     }
 }
 
@@ -163,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging();
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
-        match command {
+        let result = match command {
             Command::Cluster(_) => unreachable!("handled above"),
             Command::Status => commands::status(&global).await,
             Command::Put(a) => commands::put(&global, a).await,
@@ -174,9 +177,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Repair(a) => lifecycle::repair(&global, a).await,
             Command::Gc(a) => lifecycle::gc(&global, a).await,
             Command::Demo(a) => demo::run(a, global.json).await,
-        }
+        };
+        // Tell the nodes this process is done with its connections: left open, each would
+        // hold one of the identity's connection slots on its node until the idle timeout.
+        let open = std::mem::take(&mut *OPEN.lock().unwrap_or_else(|p| p.into_inner()));
+        futures::future::join_all(open.iter().map(Client::close)).await;
+        result
     })
 }
+
+/// The clients this process opened (closed before it exits).
+static OPEN: std::sync::Mutex<Vec<Client>> = std::sync::Mutex::new(Vec::new());
 
 /// Logs to stderr, errors only unless `RUST_LOG` says otherwise (`RUST_LOG=warn` shows nodes
 /// going down and up), so that a failing command ends with exactly one line of reason.

@@ -303,6 +303,7 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<CheckpointList> {
                 complete: false,
                 bytes: 0,
                 survives_more_failures: None,
+                survives_rack_failures: None,
                 unavailable_nodes: Vec::new(),
                 deleting: true,
                 deleting_nodes: deletion::pending_nodes(&listing, step),

@@ -4,9 +4,11 @@
 //! lists it; the nodes that did not answer are named, since what they hold is not counted
 //! (and a job all of whose copies are on them is missing).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use futures::stream::{self, StreamExt};
 use rackpoint_proto::limits::{CLIENT_MAX_LISTED_JOBS, CLIENT_MAX_LISTED_MANIFESTS};
-use rackpoint_proto::{ErrorCode, JobName, JobSummary, ManifestEntry, NodeId};
+use rackpoint_proto::{ErrorCode, JobName, JobSummary, ManifestEntry, NodeId, Step};
 
 use crate::ctx::Ctx;
 use crate::error::{ClientError, NodeErrors, Result};
@@ -84,9 +86,27 @@ pub(crate) async fn jobs(ctx: &Ctx) -> Result<JobsReport> {
             (job, node, entries)
         })
         .buffer_unordered(LISTINGS_IN_FLIGHT);
-    while let Some((job, node, entries)) = listed.next().await {
-        match entries {
-            Ok(entries) => merge.on_manifests(&job, &entries),
+    let mut answers = Vec::new();
+    while let Some(answer) = listed.next().await {
+        answers.push(answer);
+    }
+    // A step any node marks as being deleted is no checkpoint of its job any more.
+    let mut marked: BTreeMap<JobName, BTreeSet<Step>> = BTreeMap::new();
+    for (job, _, answer) in &answers {
+        if let Ok((_, deleting)) = answer {
+            marked.entry(job.clone()).or_default().extend(deleting.iter().copied());
+        }
+    }
+    for (job, node, answer) in answers {
+        match answer {
+            Ok((entries, _)) => {
+                let gone = marked.get(&job);
+                let live: Vec<ManifestEntry> = entries
+                    .into_iter()
+                    .filter(|e| !gone.is_some_and(|g| g.contains(&e.step)))
+                    .collect();
+                merge.on_manifests(&job, &live)
+            }
             Err(e) => merge.on_unseen(node, e.to_string()),
         }
     }
@@ -117,20 +137,21 @@ async fn node_jobs(ctx: &Ctx, node: NodeId) -> Result<Vec<JobSummary>, Transport
     }
 }
 
-/// Every manifest entry of `job` on one node, page by page.
+/// Every manifest entry of `job` on one node, page by page, and the steps it marks as being
+/// deleted.
 async fn node_manifests(
     ctx: &Ctx,
     node: NodeId,
     job: &JobName,
-) -> Result<Vec<ManifestEntry>, TransportError> {
+) -> Result<(Vec<ManifestEntry>, Vec<Step>), TransportError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let (entries, more) = ctx.list_manifests(node, job, after).await?;
+        let (entries, more, deleting) = ctx.list_manifests(node, job, after).await?;
         after = entries.last().map(|e| (e.step, e.rank));
         all.extend(entries);
         if !more || after.is_none() {
-            return Ok(all);
+            return Ok((all, deleting));
         }
         if all.len() >= CLIENT_MAX_LISTED_MANIFESTS {
             let reason = format!(

@@ -32,7 +32,10 @@ pub const ALL: &[(&str, &str)] = &[
         "the rewritten manifest is committed; moved shards' old copies remain",
     ),
     // The client's `rackpoint rm`.
-    ("rm.before_delete", "the step is marked as being deleted on m + 1 nodes; nothing is deleted yet"),
+    (
+        "rm.before_delete",
+        "the step is marked as being deleted on m + 1 nodes; nothing is deleted yet",
+    ),
     ("rm.node_deleted", "one node deleted the step; others may not have"),
     // The client's garbage collection (`rackpoint gc`).
     ("gc.before_delete", "a step to delete is marked on m + 1 nodes; nothing of it is deleted yet"),

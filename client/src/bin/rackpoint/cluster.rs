@@ -260,7 +260,10 @@ fn up(args: UpArgs, json: bool) -> anyhow::Result<()> {
         json::print(&up_doc("up", nodes, None));
     } else {
         for n in &nodes {
-            println!("node {} listening {} ({}) pid {}, log {}", n.id, n.addr, n.rack, n.pid, n.log);
+            println!(
+                "node {} listening {} ({}) pid {}, log {}",
+                n.id, n.addr, n.rack, n.pid, n.log
+            );
         }
         println!("{} nodes up; use --cluster {}; Ctrl-C stops them", ids.len(), file.display());
     }

@@ -235,8 +235,10 @@ fn pending_deletes_line(pending: &[(Step, Vec<rackpoint_proto::NodeId>)]) -> Opt
     if pending.is_empty() {
         return None;
     }
-    let each: Vec<String> =
-        pending.iter().map(|(s, nodes)| format!("step {s} on node(s) {}", node_list(nodes))).collect();
+    let each: Vec<String> = pending
+        .iter()
+        .map(|(s, nodes)| format!("step {s} on node(s) {}", node_list(nodes)))
+        .collect();
     Some(format!(
         "deletes not finished: {}; those steps stay marked as being deleted (never listed as complete nor restored) and the next gc, rm or repair finishes them once the nodes answer",
         each.join("; ")

@@ -110,7 +110,7 @@ fn cases() -> Vec<Case> {
 
 impl Case {
     fn job(&self) -> JobName {
-        JobName::new(self.point.replace('.', "-").replace('_', "-")).expect("a valid job name")
+        JobName::new(self.point.replace(['.', '_'], "-")).expect("a valid job name")
     }
 
     fn kills_nodes(&self) -> bool {

@@ -384,7 +384,7 @@ mod tests {
         fn jobs_ranges_hold_the_keys_of_the_jobs_in_them(
             k in shard_key(),
             pattern in prop_oneof![
-                "[A-Za-z0-9._-]{1,3}".prop_map(|p| crate::access::JobPattern::Prefix(p)),
+                "[A-Za-z0-9._-]{1,3}".prop_map(crate::access::JobPattern::Prefix),
                 job().prop_map(crate::access::JobPattern::Exact),
                 Just(crate::access::JobPattern::All),
             ],

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{data, six_nodes};
+use common::{data, doc, rackpoint, rackpoint_args, rackpoint_bin, s, six_nodes, text};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use rackpoint_proto::NodeId;
@@ -21,37 +21,6 @@ use serde_json::Value;
 const SHARD: u32 = 64 * 1024;
 /// Generous bound on a `cluster up` starting or stopping its nodes (the machine is shared).
 const CLUSTER_UP_BOUND: Duration = Duration::from_secs(120);
-
-fn rackpoint_bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rackpoint"));
-    c.env_remove("RUST_LOG").env_remove("RACKPOINT_CLUSTER");
-    c
-}
-
-/// Runs `rackpoint ARGS` with `RACKPOINT_CLUSTER=cluster`.
-fn rackpoint(cluster: &Path, args: &[&str]) -> Output {
-    rackpoint_bin().args(args).env("RACKPOINT_CLUSTER", cluster).output().expect("run rackpoint")
-}
-
-/// Runs `rackpoint ARGS` with no cluster in the environment.
-fn rackpoint_args(args: &[&str]) -> Output {
-    rackpoint_bin().args(args).output().expect("run rackpoint")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// The one JSON document a `--json` run printed.
-fn doc(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().count(), 1, "one document: {stdout} / {}", text(&out.stderr));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
 
 /// Every file name in `dir`, sorted.
 fn names_in(dir: &Path) -> Vec<String> {

@@ -9,9 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use common::{data, six_nodes};
+use common::{data, doc, rackpoint, rackpoint_bin, s, six_nodes, text};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use rackpoint_client::cluster_dir::NODE_DATA_DIR;
@@ -20,40 +20,11 @@ use serde_json::Value;
 
 const SHARD: u32 = 64 * 1024;
 
-fn rackpoint_bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rackpoint"));
-    c.env_remove("RUST_LOG")
-        .env_remove("RACKPOINT_CLUSTER")
-        .env_remove("RACKPOINT_CERT")
-        .env_remove("RACKPOINT_KEY");
-    c
-}
-
-/// Runs `rackpoint ARGS` against `cluster`.
-fn rackpoint(cluster: &Path, args: &[&str]) -> Output {
-    rackpoint_bin().args(args).env("RACKPOINT_CLUSTER", cluster).output().expect("run rackpoint")
-}
-
 /// Runs `rackpoint ARGS` against `cluster` as the identity `(cert, key)`.
 fn rackpoint_as(cluster: &Path, id: &(PathBuf, PathBuf), args: &[&str]) -> Output {
     let mut c = rackpoint_bin();
     c.env("RACKPOINT_CLUSTER", cluster).arg("--cert").arg(&id.0).arg("--key").arg(&id.1);
     c.args(args).output().expect("run rackpoint")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// The one JSON document a `--json` run printed on stdout.
-fn doc(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().count(), 1, "one document: {stdout} / {}", text(&out.stderr));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 fn ok(out: &Output, what: &str) {

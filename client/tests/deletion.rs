@@ -9,34 +9,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bytes::Bytes;
-use common::{client, data, job, request, six_nodes};
+use common::{client, data, doc as json_doc, job, rackpoint, request, six_nodes, text};
 use rackpoint_client::transport::Transport;
 use rackpoint_proto::{NodeId, Request, Response};
 use serde_json::Value;
 
 const SHARD: u32 = 64 * 1024;
-
-fn rackpoint(cluster: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rackpoint"))
-        .env_remove("RUST_LOG")
-        .env("RACKPOINT_CLUSTER", cluster)
-        .args(args)
-        .output()
-        .expect("run rackpoint")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn json_doc(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
 
 fn code(out: &Output) -> i32 {
     out.status.code().expect("exited")

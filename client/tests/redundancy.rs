@@ -10,35 +10,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::{data, six_nodes};
+use common::{data, doc, rackpoint, six_nodes, text};
 use rackpoint_client::cluster_dir::NODE_DATA_DIR;
 use rackpoint_proto::NodeId;
-use serde_json::Value;
 
 const SHARD: u32 = 64 * 1024;
-
-/// Runs `rackpoint ARGS` against `cluster`.
-fn rackpoint(cluster: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rackpoint"))
-        .env_remove("RUST_LOG")
-        .env("RACKPOINT_CLUSTER", cluster)
-        .args(args)
-        .output()
-        .expect("run rackpoint")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The one JSON document a `--json` run printed.
-fn doc(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().count(), 1, "one document: {stdout} / {}", text(&out.stderr));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use bytes::Bytes;
 use rackpoint_client::cluster_dir::InitOptions;
@@ -71,4 +73,41 @@ pub fn request(
             .collect(),
         user_meta: BTreeMap::from([("data_offset".to_string(), format!("{}", step * 1000))]),
     }
+}
+
+/// The `rackpoint` binary with none of the caller's cluster, identity or log settings.
+pub fn rackpoint_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rackpoint"));
+    c.env_remove("RUST_LOG")
+        .env_remove("RACKPOINT_CLUSTER")
+        .env_remove("RACKPOINT_CERT")
+        .env_remove("RACKPOINT_KEY");
+    c
+}
+
+/// Runs `rackpoint ARGS` with `RACKPOINT_CLUSTER=cluster`.
+pub fn rackpoint(cluster: &Path, args: &[&str]) -> Output {
+    rackpoint_bin().args(args).env("RACKPOINT_CLUSTER", cluster).output().expect("run rackpoint")
+}
+
+/// Runs `rackpoint ARGS` with no cluster in the environment.
+pub fn rackpoint_args(args: &[&str]) -> Output {
+    rackpoint_bin().args(args).output().expect("run rackpoint")
+}
+
+/// Bytes a process printed, as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The one JSON document a `--json` run printed on stdout.
+pub fn doc(out: &Output) -> serde_json::Value {
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one document: {stdout} / {}", text(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }

@@ -1,9 +1,10 @@
-//! rackpoint-sim: the fault-injection simulator. It runs scenarios (`scenario`) against real
+//! rackpoint-sim: the fault-injection simulator. It runs scenarios (`scenario`, their faults
+//! resolved per trial by `schedule`, their checkpoints made by `workload`) against real
 //! `rackpoint-store` processes behind controllable UDP relays (`real`, `relay`) or against a
 //! deterministic in-process model that drives the client's own pure decision code (`fast`),
 //! judges every restore against an oracle (`oracle`), and reports recovery rates, restore
 //! times, the cost of failures (`cost`), durability (`durability`), tables, JSON (`report`)
-//! and SVG plots (`plot`).
+//! and SVG plots (`plot`); `run` runs a whole set of scenarios in either mode.
 
 pub mod cost;
 pub mod durability;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod schedule;
+pub mod workload;
 
 /// The seed of trial `t` of a run seeded `run_seed` (splitmix64 of the pair), so that any
 /// one trial can be replayed alone with `--trial-seed`.

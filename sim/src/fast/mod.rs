@@ -301,7 +301,7 @@ pub fn fast_spec(spec: &CheckpointSpec) -> (CheckpointSpec, u64) {
 
 /// The seeded objects of a trial (the same generator as real mode).
 fn objects_of(spec: &CheckpointSpec, seed: u64) -> Vec<Vec<u8>> {
-    crate::real::checkpoint_objects(spec, seed).into_iter().map(|(_, b)| b).collect()
+    crate::workload::checkpoint_objects(spec, seed).into_iter().map(|(_, b)| b).collect()
 }
 
 /// Draws one trial's faults from the atlas (see [`Atlas`]).

@@ -139,24 +139,37 @@ mod tests {
     use super::*;
     use crate::real::tests::{manifest_of, objects};
 
-    #[test]
-    fn every_needle_is_the_middle_of_a_stored_shard_on_that_node() {
-        let objects = objects(&[10_000, 3_000]);
-        let (manifest, shards) = manifest_of(2, 1, 1024, &objects, 4);
-        let mut seen = 0;
-        for node in 1..=4 {
-            for (flat, i, needle) in needles(&manifest, &objects, NodeId(node), usize::MAX) {
-                let (on, bytes) = &shards[flat][usize::from(i)];
-                assert_eq!(*on, NodeId(node));
-                let mid = bytes.len() / 2;
-                assert_eq!(needle, bytes[mid - 32..mid + 32]);
-                seen += 1;
-            }
+    proptest::proptest! {
+        /// The needles for a node are, in checkpoint order and up to the limit, the middle
+        /// 64 bytes of every shard the manifest puts on it that is at least that long (the
+        /// bytes that node stores).
+        #[test]
+        fn needles_are_the_middles_of_that_nodes_long_shards(
+            lens in proptest::collection::vec(1usize..6_000, 1..4),
+            k in 1u8..5,
+            m in 1u8..4,
+            shard_size in proptest::sample::select(vec![64u32, 256, 1024]),
+            nodes in 1u32..8,
+            node in 1u32..9,
+            limit in 0usize..12,
+        ) {
+            let objects = objects(&lens);
+            let (manifest, shards) = manifest_of(k, m, shard_size, &objects, nodes);
+            let want: Vec<Needle> = shards
+                .iter()
+                .enumerate()
+                .flat_map(|(flat, stripe)| {
+                    stripe.iter().enumerate().map(move |(i, (on, bytes))| (flat, i, on, bytes))
+                })
+                .filter(|(_, _, on, bytes)| **on == NodeId(node) && bytes.len() >= NEEDLE_BYTES)
+                .map(|(flat, i, _, bytes)| {
+                    let mid = bytes.len() / 2;
+                    (flat, i as u8, bytes[mid - 32..mid + 32].to_vec())
+                })
+                .take(limit)
+                .collect();
+            proptest::prop_assert_eq!(needles(&manifest, &objects, NodeId(node), limit), want);
         }
-        // Every shard of these objects is long enough.
-        let long = shards.iter().flatten().filter(|(_, b)| b.len() >= NEEDLE_BYTES).count();
-        assert_eq!(seen, long);
-        assert!(long > 0);
     }
 
     #[test]

@@ -386,7 +386,7 @@ pub(crate) async fn latest(ctx: &Ctx, job: &JobName) -> Result<ResumePoint> {
     let unseen_nodes = listing.unseen.clone();
     let mut choice = CheckpointChoice::latest(&listing);
     loop {
-        match choice.next() {
+        match choice.decide() {
             Decision::Read { step, rank, part } => {
                 let m = fetch_manifest(ctx, job, step, rank, &part).await;
                 let is_down = |n: NodeId| ctx.health.is_down(n);

@@ -14,7 +14,7 @@
 //! For a named step ([`CheckpointChoice::step`]) only the deletion rule applies: its parts
 //! are read as listed, and a stripe short of shards is for the restore to find.
 //!
-//! Drive it with [`CheckpointChoice::next`]; answer each [`Decision::Read`] with
+//! Drive it with [`CheckpointChoice::decide`]; answer each [`Decision::Read`] with
 //! [`CheckpointChoice::on_manifest`]. When nothing is left, [`why_none`] tells an outage
 //! (nodes that may hold it do not answer) from a job with no checkpoint to restore.
 
@@ -194,7 +194,7 @@ impl CheckpointChoice {
     }
 
     /// What to do next.
-    pub fn next(&mut self) -> Decision {
+    pub fn decide(&mut self) -> Decision {
         loop {
             if let Some(reading) = &mut self.reading {
                 if let Some((rank, part)) = reading.unread.front() {
@@ -359,7 +359,7 @@ mod tests {
     ) -> (Decision, usize) {
         let mut reads = 0;
         loop {
-            match choice.next() {
+            match choice.decide() {
                 Decision::Read { step, rank, part } => {
                     reads += 1;
                     choice.on_manifest((step, rank), read(step, rank, part.world_size), is_down);
@@ -443,10 +443,10 @@ mod tests {
     fn an_answer_for_another_part_is_ignored() {
         let l = listing(&[(10, 0, 1)], &[]);
         let mut c = CheckpointChoice::latest(&l);
-        assert!(matches!(c.next(), Decision::Read { step: Step(10), rank: Rank(0), .. }));
+        assert!(matches!(c.decide(), Decision::Read { step: Step(10), rank: Rank(0), .. }));
         c.on_manifest((Step(11), Rank(0)), Err("stray".into()), UP);
         c.on_manifest((Step(10), Rank(0)), Ok(manifest(Step(10), Rank(0), 1, [1, 2, 3])), UP);
-        assert!(matches!(c.next(), Decision::Restore(Chosen { step: Step(10), .. })));
+        assert!(matches!(c.decide(), Decision::Restore(Chosen { step: Step(10), .. })));
     }
 
     #[test]
@@ -460,14 +460,14 @@ mod tests {
             why: PassOverReason::ManifestUnreadable { rank: Rank(0), error: "x".into() },
         };
         assert_eq!(why_none(&[], &[], 1), WhyNone::NoSuchJob);
-        assert_eq!(why_none(&[incomplete.clone()], &[], 1), WhyNone::NoCheckpoint);
+        assert_eq!(why_none(std::slice::from_ref(&incomplete), &[], 1), WhyNone::NoCheckpoint);
         let two_down = [NodeId(3), NodeId(2)];
         assert_eq!(
             why_none(&[], &two_down, 1),
             WhyNone::Unavailable { nodes: vec![NodeId(2), NodeId(3)] },
             "more than m down: the job may be on them"
         );
-        assert_eq!(why_none(&[unreadable.clone()], &[], 1), WhyNone::NoCheckpoint);
+        assert_eq!(why_none(std::slice::from_ref(&unreadable), &[], 1), WhyNone::NoCheckpoint);
         assert_eq!(
             why_none(&[unreadable], &[NodeId(7)], 1),
             WhyNone::Unavailable { nodes: vec![NodeId(7)] }

@@ -168,7 +168,7 @@ impl Sim<'_> {
         };
         let mut read = None;
         loop {
-            match choice.next() {
+            match choice.decide() {
                 Decision::Read { step, rank, part } => {
                     let Some(i) = candidates.iter().position(|(s, _)| s.manifest_id == part.hash)
                     else {

@@ -1,7 +1,7 @@
 //! What checkpoints exist and what state they are in: lists manifests from every reachable
 //! node and merges them, settles which version of a part to trust when its holders list
 //! different ones (a higher revision counts only when it describes the same content),
-//! applies the completeness rule, finds and fetches a part's manifest from any replica, and
+//! drives the core's checkpoint choice (completeness, lost-stripe and deletion rules), finds and fetches a part's manifest from any replica, and
 //! answers `list`, `resume`, `verify` and `delete`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,7 @@ use rackpoint_proto::{
     StripeIndex,
 };
 
+use crate::checkpoint_choice::{self, CheckpointChoice, Chosen, Decision};
 use crate::ctx::Ctx;
 use crate::deletion;
 use crate::error::{ClientError, NodeErrors, NodeList, Result};
@@ -288,12 +289,12 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<CheckpointList> {
     let presence = presence::measure(ctx, job).await;
     let silent = |n: &NodeId| !presence.answered(*n);
     let mut out = Vec::new();
-    let mut steps = by_step(&listing);
+    let mut steps = checkpoint_choice::by_step(&listing);
     for step in listing.deleting.keys() {
         steps.entry(*step).or_default();
     }
     for (step, parts) in steps {
-        let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
+        let world_size = checkpoint_choice::world_size(&parts);
         if listing.is_deleting(step) {
             // Half deleted, perhaps: nothing of it is read or counted on.
             out.push(CheckpointSummary {
@@ -310,7 +311,7 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<CheckpointList> {
             });
             continue;
         }
-        let complete = manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r));
+        let complete = checkpoint_choice::step_is_complete(&parts);
         let unbounded = Survives { nodes: usize::MAX, racks: usize::MAX };
         let (mut bytes, mut survives, mut unavailable_nodes) = (0, Some(unbounded), Vec::new());
         for (rank, part) in &parts {
@@ -355,14 +356,6 @@ pub(crate) async fn list(ctx: &Ctx, job: &JobName) -> Result<CheckpointList> {
     Ok(CheckpointList { checkpoints: out, unseen_nodes: listing.unseen.clone() })
 }
 
-fn by_step(listing: &Listing) -> BTreeMap<Step, Vec<(Rank, PartEntry)>> {
-    let mut steps: BTreeMap<Step, Vec<(Rank, PartEntry)>> = BTreeMap::new();
-    for ((step, rank), part) in listing {
-        steps.entry(*step).or_default().push((*rank, part.clone()));
-    }
-    steps
-}
-
 /// A checkpoint to resume from.
 #[derive(Debug, Clone)]
 pub struct ResumePoint {
@@ -386,29 +379,27 @@ impl ResumePoint {
 
 /// The newest complete checkpoint whose every stripe can be read with the nodes up, or why
 /// there is none (`Unavailable`, `NoSuchJob` or `NoCheckpoint`, naming every checkpoint passed
-/// over and why).
+/// over and why): a driver of the pure [`CheckpointChoice`], which asks for the manifests of
+/// the steps it judges, one at a time.
 pub(crate) async fn latest(ctx: &Ctx, job: &JobName) -> Result<ResumePoint> {
     let listing = list_job(ctx, job).await?;
-    let mut passed_over = Vec::new();
     let unseen_nodes = listing.unseen.clone();
-    for (step, parts) in by_step(&listing).into_iter().rev() {
-        let world_size = parts.iter().map(|(_, p)| p.world_size).max().unwrap_or(0);
-        if let Some(nodes) = listing.deleting.get(&step) {
-            let why = PassOverReason::BeingDeleted { nodes: NodeList(nodes.clone()) };
-            passed_over.push(PassedOver { step, why });
-            continue;
-        }
-        if !manifest::is_complete(world_size, parts.iter().map(|(r, _)| *r)) {
-            let why = PassOverReason::Incomplete { parts: parts.len(), world_size };
-            passed_over.push(PassedOver { step, why });
-            continue;
-        }
-        match recoverable_parts(ctx, job, step, &parts).await {
-            Ok(parts) => return Ok(ResumePoint { step, parts, passed_over, unseen_nodes }),
-            Err(why) => passed_over.push(PassedOver { step, why }),
+    let mut choice = CheckpointChoice::latest(&listing);
+    loop {
+        match choice.decide() {
+            Decision::Read { step, rank, part } => {
+                let m = fetch_manifest(ctx, job, step, rank, &part).await;
+                let is_down = |n: NodeId| ctx.health.is_down(n);
+                choice.on_manifest((step, rank), m.map_err(|e| e.to_string()), &is_down);
+            }
+            Decision::Restore(Chosen { step, parts, passed_over }) => {
+                return Ok(ResumePoint { step, parts, passed_over, unseen_nodes })
+            }
+            Decision::Nothing(passed_over) => {
+                return Err(absence::no_checkpoint(ctx, job, passed_over))
+            }
         }
     }
-    Err(absence::no_checkpoint(ctx, job, passed_over))
 }
 
 /// [`latest`], with "no such job" and "no complete checkpoint" as `None` (logged with the
@@ -425,25 +416,6 @@ pub(crate) async fn resume(ctx: &Ctx, job: &JobName) -> Result<Option<ResumePoin
         Err(ClientError::NoSuchJob { .. }) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-async fn recoverable_parts(
-    ctx: &Ctx,
-    job: &JobName,
-    step: Step,
-    parts: &[(Rank, PartEntry)],
-) -> Result<Vec<Manifest>, PassOverReason> {
-    let mut manifests = Vec::with_capacity(parts.len());
-    for (rank, part) in parts {
-        let m = fetch_manifest(ctx, job, step, *rank, part).await.map_err(|e| {
-            PassOverReason::ManifestUnreadable { rank: *rank, error: e.to_string() }
-        })?;
-        if let Some(stripe) = m.lost_stripe(&|n| ctx.health.is_down(n)) {
-            return Err(PassOverReason::Unavailable { rank: *rank, stripe });
-        }
-        manifests.push(m);
-    }
-    Ok(manifests)
 }
 
 /// Finds the manifest of `(job, which, rank)`.

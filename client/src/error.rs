@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use rackpoint_proto::{JobName, NodeId, ObjectName, Rank, ShardIndex, Step, StripeIndex};
 
-use crate::manifest::{LostStripe, Which};
+use crate::manifest::Which;
 use crate::planner::ShardFailure;
 use crate::transport::TransportError;
 
@@ -42,79 +42,7 @@ impl std::fmt::Display for NodeErrors {
     }
 }
 
-/// A newer checkpoint that `resume` passed over, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassedOver {
-    /// Its step.
-    pub step: Step,
-    /// Why it was not taken.
-    pub why: PassOverReason,
-}
-
-/// Why `resume` passed over a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PassOverReason {
-    /// Not every rank committed its part.
-    #[error("{parts} of {world_size} parts committed")]
-    Incomplete {
-        /// Parts committed.
-        parts: usize,
-        /// Parts the checkpoint has.
-        world_size: u32,
-    },
-    /// No replica of a part's manifest could be read.
-    #[error("rank {rank}: manifest unreadable: {error}")]
-    ManifestUnreadable {
-        /// The part.
-        rank: Rank,
-        /// Why, with what each replica said.
-        error: String,
-    },
-    /// A stripe has more than m shards on nodes that do not answer (down, not known lost).
-    #[error("rank {rank}: object {} stripe {} has {} shards on nodes that do not answer ({}), more than m = {}", stripe.object, stripe.stripe, stripe.lost, NodeList(stripe.nodes.clone()), stripe.m)]
-    Unavailable {
-        /// The part.
-        rank: Rank,
-        /// The stripe, and its nodes that do not answer.
-        stripe: LostStripe,
-    },
-    /// A delete of it has begun and is not finished (nodes hold its deletion mark).
-    #[error("being deleted (marked on node(s) {nodes})")]
-    BeingDeleted {
-        /// The nodes that answered holding its mark.
-        nodes: NodeList,
-    },
-}
-
-impl std::fmt::Display for PassedOver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "step {}: {}", self.step, self.why)
-    }
-}
-
-/// Checkpoints passed over, newest first; prints as one line (empty when none).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PassedOverList(pub Vec<PassedOver>);
-
-impl std::fmt::Display for PassedOverList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        write!(f, " (passed over: {})", list(&self.0))
-    }
-}
-
-/// Nodes, for error reports; prints as "4, 5, 6".
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeList(pub Vec<NodeId>);
-
-impl std::fmt::Display for NodeList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nodes: Vec<String> = self.0.iter().map(|n| n.to_string()).collect();
-        f.write_str(&nodes.join(", "))
-    }
-}
+pub use crate::checkpoint_choice::{NodeList, PassOverReason, PassedOver, PassedOverList};
 
 /// Everything a client call can fail with. Three kinds of "cannot restore" are told apart:
 /// `NotEnoughShards` (lost: nodes answered that more than m shards of a stripe are missing or

@@ -1,5 +1,5 @@
 //! Retention and garbage collection. [`gc`] keeps the newest `keep` complete checkpoints of a
-//! job and deletes every older step the way `rm` does (`catalog::delete`: a deletion mark on
+//! job (the core's `retention` rule) and deletes every older step the way `rm` does (`catalog::delete`: a deletion mark on
 //! m + 1 nodes first, so from then on no listing shows the step as complete, then its shards
 //! and manifests by checkpoint range on every node, which returns their disk space, then the
 //! marks once every node confirmed). It first finishes the deletes left pending (steps still
@@ -12,18 +12,18 @@
 //! manifest lies on m + 1 nodes, so such a listing sees every committed part), and a node
 //! that holds a manifest of the part refuses the sweep.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use futures::future::join_all;
 use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::DEFAULT_ORPHAN_GRACE_MS;
 use rackpoint_proto::{JobName, ManifestKey, NodeId, PartShards, Rank, Step};
 
-use crate::catalog::{self, Listing};
+use crate::catalog;
 use crate::ctx::Ctx;
 use crate::deletion::{self, GcGate};
 use crate::error::{ClientError, NodeList, Result};
-use crate::manifest;
+use crate::retention::{self, Retention};
 use crate::strays;
 use crate::transport::TransportError;
 
@@ -91,29 +91,6 @@ impl GcReport {
     }
 }
 
-/// The steps to delete under "keep the newest `keep` complete checkpoints": every listed
-/// step older than the oldest one kept; nothing while fewer than `keep` are complete.
-/// Returns (kept, deleted), oldest first.
-pub fn retention(listing: &Listing, keep: usize) -> (Vec<Step>, Vec<Step>) {
-    let mut steps: BTreeMap<Step, (u32, Vec<Rank>)> = BTreeMap::new();
-    for ((step, rank), part) in listing {
-        let e = steps.entry(*step).or_insert((part.world_size, Vec::new()));
-        e.1.push(*rank);
-    }
-    let complete: Vec<Step> = steps
-        .iter()
-        .filter(|(_, (world, ranks))| manifest::is_complete(*world, ranks.iter().copied()))
-        .map(|(s, _)| *s)
-        .collect();
-    if keep == 0 || complete.len() < keep {
-        return (complete, Vec::new());
-    }
-    let kept = complete[complete.len() - keep..].to_vec();
-    let oldest_kept = kept[0];
-    let deleted = steps.keys().copied().filter(|s| *s < oldest_kept).collect();
-    (kept, deleted)
-}
-
 /// `keep_last` after a committed save: rank 0 applies retention (no orphan sweep) with
 /// `keep` (0: off). Failures are logged; the save stands.
 pub(crate) async fn after_save(ctx: &Ctx, job: &JobName, rank: Rank, keep: usize) {
@@ -137,12 +114,7 @@ pub(crate) async fn gc(ctx: &Ctx, job: &JobName, options: GcOptions) -> Result<G
 async fn gc_parts(ctx: &Ctx, job: &JobName, options: GcOptions, orphans: bool) -> Result<GcReport> {
     let listing = catalog::list_job(ctx, job).await?;
     // A step being deleted is never a complete checkpoint to keep, nor one to delete anew.
-    let live: Listing = listing
-        .iter()
-        .filter(|((s, _), _)| !listing.is_deleting(*s))
-        .map(|(k, p)| (*k, p.clone()))
-        .collect();
-    let (kept, deleted) = retention(&live, options.keep);
+    let Retention { kept, deleted } = retention::plan(&listing, options.keep);
     if let GcGate::Refuse { unseen } = deletion::gc_gate(&deleted, &listing.unseen, options.force) {
         return Err(ClientError::GcRefused {
             job: job.clone(),
@@ -268,54 +240,4 @@ async fn collect_orphans(
     }
     report.orphan_parts = swept.into_iter().collect();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::catalog::PartEntry;
-    use rackpoint_proto::Digest;
-
-    fn listing(parts: &[(u64, u32, u32)]) -> Listing {
-        parts
-            .iter()
-            .map(|&(step, rank, world_size)| {
-                let entry = PartEntry {
-                    world_size,
-                    hash: Digest::default(),
-                    nodes: vec![NodeId(1)],
-                    revision: 0,
-                    base: Digest::default(),
-                    others: Vec::new(),
-                    dispute: None,
-                };
-                ((Step(step), Rank(rank)), entry)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn retention_keeps_the_newest_complete_checkpoints() {
-        // Steps 10, 20, 40 complete; 30 missing rank 1; 50 still being written.
-        let l = listing(&[
-            (10, 0, 2),
-            (10, 1, 2),
-            (20, 0, 2),
-            (20, 1, 2),
-            (30, 0, 2),
-            (40, 0, 2),
-            (40, 1, 2),
-            (50, 1, 2),
-        ]);
-        let (kept, deleted) = retention(&l, 2);
-        assert_eq!(kept, [Step(20), Step(40)]);
-        assert_eq!(deleted, [Step(10)], "incomplete 30 and 50 are newer than the oldest kept");
-        let (kept, deleted) = retention(&l, 1);
-        assert_eq!((kept, deleted), (vec![Step(40)], vec![Step(10), Step(20), Step(30)]));
-        let (_, deleted) = retention(&l, 3);
-        assert!(deleted.is_empty(), "exactly three are complete: keep all");
-        let (_, deleted) = retention(&l, 4);
-        assert!(deleted.is_empty(), "fewer complete than asked: delete nothing");
-        assert!(retention(&l, 0).1.is_empty(), "0 keeps everything");
-    }
 }

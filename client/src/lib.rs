@@ -2,12 +2,13 @@
 //!
 //! Pure logic without I/O lives in the `rackpoint-core` crate and is re-exported here under
 //! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`, `listing`,
-//! `hedge`, `health_view`, `redundancy`.
+//! `hedge`, `health_view`, `redundancy`, `checkpoint_choice`, `repair_plan`, `retention`.
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
-//! pipelines), `repair` (back to full redundancy; its pure planner in `repair::plan`), `heal`
+//! pipelines), `repair` (back to full redundancy; its pure planner is the core's `repair_plan`, also
+//! `repair::plan`), `heal`
 //! (heal on read: a restore's damaged stripes repaired in the background), `gc`
 //! (retention and orphan collection; `strays` finds copies a killed repair left), `jobs` (the cluster's jobs, listed from every node), `rollback` (a failed commit taken back), `client` (the
 //! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
@@ -35,8 +36,8 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    codec, deletion, health_view, hedge, job_list, listing, manifest, placement, planner,
-    redundancy, stripe_write,
+    checkpoint_choice, codec, deletion, health_view, hedge, job_list, listing, manifest, placement,
+    planner, redundancy, repair_plan, retention, stripe_write,
 };
 
 pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};

@@ -12,7 +12,8 @@
 //! that could not finish on every node) is not repaired: its delete is finished instead
 //! (`catalog::delete` again: key ranges on every node, then the marks cleared).
 
-pub mod plan;
+/// The pure planner this driver carries out (the core's `repair_plan`, by its old path).
+pub use rackpoint_core::repair_plan as plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

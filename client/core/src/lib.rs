@@ -13,11 +13,16 @@
 //! - `hedge` — the hedging policy: when a fetch is late.
 //! - `health_view` — which nodes are down or stalled, with `now` passed in.
 //! - `redundancy` — how many more node and rack failures a stripe or part survives.
+//! - `checkpoint_choice` — which checkpoint to restore (newest complete, readable, not lost
+//!   to nodes down, not being deleted), or why none.
+//! - `repair_plan` — the repair planner: per stripe, which shards to rewrite, where, from what.
+//! - `retention` — gc's rule: keep the newest `keep` complete checkpoints, delete older steps.
 //!
 //! Architecture invariant: this crate depends on no async runtime, socket or clock (the
 //! compiler enforces the first two through `Cargo.toml`; `tests/tidy.rs` checks that no
 //! module reads the clock or touches files or the network). Time is always a parameter.
 
+pub mod checkpoint_choice;
 pub mod codec;
 pub mod deletion;
 pub mod health_view;
@@ -28,4 +33,6 @@ pub mod manifest;
 pub mod placement;
 pub mod planner;
 pub mod redundancy;
+pub mod repair_plan;
+pub mod retention;
 pub mod stripe_write;

@@ -5,8 +5,9 @@
 
 use rackpoint_proto::{JobName, NodeId, Rank};
 
+use crate::checkpoint_choice::{why_none, WhyNone};
 use crate::ctx::Ctx;
-use crate::error::{ClientError, NodeList, PassOverReason, PassedOver, PassedOverList};
+use crate::error::{ClientError, NodeList, PassedOver, PassedOverList};
 use crate::listing::Listing;
 use crate::manifest::Which;
 
@@ -29,32 +30,20 @@ pub(crate) fn out_of_reach(ctx: &Ctx, job: &JobName, asked: Which) -> Option<Cli
     })
 }
 
-/// Why `latest` found no checkpoint to take, after passing over `passed_over` (newest first):
-/// unavailable if one was passed over for nodes that do not answer or the listing may miss
-/// parts; else no such job if nothing was listed; else no complete checkpoint.
+/// Why `latest` found no checkpoint to take, after passing over `passed_over` (newest first),
+/// as the core's [`why_none`] judges it: unavailable (naming the nodes to bring back), no
+/// such job, or no complete checkpoint.
 pub(crate) fn no_checkpoint(ctx: &Ctx, job: &JobName, passed_over: Vec<PassedOver>) -> ClientError {
-    let mut nodes = down_nodes(ctx);
-    let mut blocked = nodes.len() > usize::from(ctx.map.code.m);
-    for p in &passed_over {
-        match &p.why {
-            PassOverReason::Unavailable { stripe, .. } => {
-                blocked = true;
-                nodes.extend(&stripe.nodes);
-            }
-            PassOverReason::ManifestUnreadable { .. } => blocked |= !nodes.is_empty(),
-            PassOverReason::Incomplete { .. } | PassOverReason::BeingDeleted { .. } => {}
-        }
-    }
-    nodes.sort();
-    nodes.dedup();
     let job = job.clone();
-    if blocked {
-        let (nodes, passed_over) = (NodeList(nodes), PassedOverList(passed_over));
-        ClientError::Unavailable { job, asked: Which::Latest, nodes, passed_over }
-    } else if passed_over.is_empty() {
-        ClientError::NoSuchJob { job }
-    } else {
-        ClientError::NoCheckpoint { job, passed_over: PassedOverList(passed_over) }
+    match why_none(&passed_over, &down_nodes(ctx), usize::from(ctx.map.code.m)) {
+        WhyNone::Unavailable { nodes } => {
+            let (nodes, passed_over) = (NodeList(nodes), PassedOverList(passed_over));
+            ClientError::Unavailable { job, asked: Which::Latest, nodes, passed_over }
+        }
+        WhyNone::NoSuchJob => ClientError::NoSuchJob { job },
+        WhyNone::NoCheckpoint => {
+            ClientError::NoCheckpoint { job, passed_over: PassedOverList(passed_over) }
+        }
     }
 }
 

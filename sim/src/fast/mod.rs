@@ -1,9 +1,12 @@
 //! Fast mode: a whole cluster in one process on a simulated clock, deterministic per seed.
-//! Trials drive the client's own pure code (`placement`, `planner`, `codec`) against
+//! Trials drive the client's own pure code (`placement`, `stripe_write`, `planner`, `codec`,
+//! `listing`, `checkpoint_choice`, `repair_plan`) over real manifests ([`manifest`]) against
 //! simulated nodes, links and disks ([`world`]); a fault atlas draws each trial's faults from
 //! its seed, within the code's tolerance or beyond it on purpose. Fast mode never reads the
 //! wall clock (see [`world::origin`] for the one fixed `Instant` the planner's type needs).
 
+pub mod manifest;
+pub mod repair;
 pub mod restore;
 pub mod save;
 pub mod world;
@@ -12,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rackpoint_client::hedge::HedgePolicy;
 use rackpoint_client::placement;
+use rackpoint_client::redundancy;
 use rackpoint_client::stripe_write::StripeWrite;
 use rackpoint_proto::cluster::ClientTlsPaths;
 use rackpoint_proto::{
@@ -25,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use crate::oracle::{self, Damage, StripeNodes};
 use crate::report::{CellHead, CellReport, HealOutcome, Outcome, TrialResult};
 use crate::scenario::{
-    Atlas, CheckpointSpec, ClusterShape, Fault, FaultKind, Phase, Scenario, Scheme,
+    Atlas, CheckpointSpec, ClusterShape, Fault, FaultKind, HealSpec, Phase, Scenario, Scheme,
 };
 use crate::schedule::{resolve, Action};
 use crate::trial_seed;
@@ -219,7 +223,14 @@ impl<'a> Sim<'a> {
         for &id in &a.nodes {
             let Some(n) = self.world.nodes.get_mut(&id) else { continue };
             match f.kind {
-                FaultKind::Kill | FaultKind::KillRack | FaultKind::Wipe => {
+                FaultKind::Kill | FaultKind::KillRack => {
+                    self.world.set_state(id, NodeState::Dead, now)
+                }
+                FaultKind::Wipe => {
+                    // A lost disk: its shards and manifest copies are gone for good.
+                    n.shards.clear();
+                    n.rotten.clear();
+                    n.manifests.clear();
                     self.world.set_state(id, NodeState::Dead, now)
                 }
                 FaultKind::Restart => self.world.set_state(id, NodeState::Up, now),
@@ -522,8 +533,7 @@ pub fn run_trial(
     result.bytes_read = restored.bytes_read;
     result.degraded_stripes = restored.degraded;
     if scenario.heal.restart {
-        let heal_want = Want::Step(target.step);
-        result.heal = Some(heal(&mut sim, &target, &candidates, heal_want, scenario.heal.verify));
+        result.heal = Some(heal(&mut sim, &saves, target.step, scenario.heal));
     }
     result
 }
@@ -534,15 +544,16 @@ fn finish(mut sim: Sim<'_>, mut result: TrialResult) -> TrialResult {
     result
 }
 
-/// The heal phase: every node back up and thawed, links clean; then the checkpoint must
-/// restore exactly again, and `verify` counts the shards a repair would have to rebuild
-/// (fast mode does not model repair: real mode runs the client's).
+/// The heal phase: every node back up and thawed, links clean, disks given back; then (with
+/// `spec.repair`) the repair of step `target` with the client's planner ([`repair`]); then
+/// (with `spec.verify`) the step must restore exactly again, and full redundancy means no
+/// shard missing or corrupt where the manifest says, no stripe with two shards on a node,
+/// and the manifest on m + 1 nodes.
 fn heal(
     sim: &mut Sim<'_>,
-    saved: &Saved,
-    candidates: &[(&Saved, &[Vec<u8>])],
-    want: Want,
-    verify: bool,
+    saves: &[(Saved, Vec<Vec<u8>>)],
+    target: u64,
+    spec: HealSpec,
 ) -> HealOutcome {
     let now = sim.now;
     let ids: Vec<NodeId> = sim.world.nodes.keys().copied().collect();
@@ -557,23 +568,51 @@ fn heal(
     sim.world.health = world::Health::default();
     let mut out = HealOutcome {
         cluster_back: true,
-        verified_step: Some(saved.step),
+        verified_step: Some(target),
         restores_after_heal: false,
         repair: None,
         full_redundancy: false,
         bad_shards: 0,
         note: String::new(),
     };
-    if !verify {
+    let mut saves = saves.to_vec();
+    let Some(t) = saves.iter().position(|(s, _)| s.step == target) else {
+        out.note = format!("step {target} was never saved");
         return out;
+    };
+    let mut notes = Vec::new();
+    if spec.repair {
+        let repaired = sim.repair(&mut saves[t].0);
+        notes.extend(repaired.problems.iter().map(|p| format!("repair: {p}")));
+        out.repair = Some(repaired.outcome);
     }
-    let (again, _) = sim.restore(candidates, want);
-    out.restores_after_heal = again.outcome == Outcome::Restored;
-    out.bad_shards = sim.damage(saved).corrupt.len() as u64;
-    out.full_redundancy = out.bad_shards == 0;
-    if !out.full_redundancy {
-        out.note = format!("{} shard(s) need repair (not modelled in fast mode)", out.bad_shards);
+    if spec.verify {
+        let candidates: Vec<(&Saved, &[Vec<u8>])> =
+            saves.iter().map(|(s, o)| (s, o.as_slice())).collect();
+        let (again, _) = sim.restore(&candidates, Want::Step(target));
+        out.restores_after_heal = again.outcome == Outcome::Restored;
+        if !out.restores_after_heal {
+            notes.push(format!("restore after heal: {:?}", again.outcome));
+        }
+        let saved = &saves[t].0;
+        out.bad_shards = sim.damage(saved).corrupt.len() as u64;
+        let doubled = saved.manifest.objects.iter().flat_map(|o| &o.stripes);
+        let doubled = doubled.filter(|e| redundancy::crowded_node(e).is_some()).count();
+        let holds = |n: &world::Node| n.manifests.get(&saved.step) == Some(&saved.manifest_id);
+        let copies = sim.world.nodes.values().filter(|n| holds(n)).count();
+        let need = usize::from(sim.code.m) + 1;
+        out.full_redundancy = out.bad_shards == 0 && doubled == 0 && copies >= need;
+        if out.bad_shards > 0 {
+            notes.push(format!("{} shard(s) missing or corrupt", out.bad_shards));
+        }
+        if doubled > 0 {
+            notes.push(format!("{doubled} stripe(s) with two shards on a node"));
+        }
+        if copies < need {
+            notes.push(format!("manifest on {copies} of {need} nodes"));
+        }
     }
+    out.note = notes.join("; ");
     out
 }
 

@@ -2,12 +2,16 @@
 //! by the client's own `StripePlanner` (data shards first, parity for failed, down or stalled
 //! nodes) and decoded with the real codec, which checks every shard's hash; a corrupt shard
 //! found there is failed back into the planner. Every stripe's bytes are compared with the
-//! original. Stripes are in flight all at once; nodes queue their requests.
+//! original. Stripes are in flight all at once; nodes queue their requests. Which checkpoint
+//! to restore is the core's `CheckpointChoice`, over the saves' real manifests.
 
 use std::time::Duration;
 
+use rackpoint_client::checkpoint_choice::{
+    why_none, CheckpointChoice, Decision, NodeList, PassedOverList, WhyNone,
+};
 use rackpoint_client::codec::{Codec, CodecError};
-use rackpoint_client::listing::{Listing, ListingQuorum, QuorumState};
+use rackpoint_client::listing::{JobListing, ListingQuorum, QuorumState};
 use rackpoint_client::planner::{Outcome as Plan, ShardFailure, StripePlanner};
 use rackpoint_proto::{ManifestEntry, NodeId, Rank, ShardIndex, Step};
 
@@ -67,7 +71,7 @@ impl Sim<'_> {
         let start = self.now;
         let mut out =
             Restored { outcome: Outcome::Restored, elapsed_us: 0, bytes_read: 0, degraded: 0 };
-        let picked = self.list().and_then(|listing| self.pick(&listing, candidates, want));
+        let picked = self.list().and_then(|listing| self.choose(&listing, candidates, want));
         let pick = match picked {
             Ok(i) => i,
             Err(o) => {
@@ -84,7 +88,7 @@ impl Sim<'_> {
     /// Lists every node's manifests of the job, driving the client's `ListingQuorum`: once
     /// all but m nodes answered, the silent ones get one hedging threshold, then are left
     /// out and suspected (marked down), as the client's catalog does.
-    fn list(&mut self) -> Result<Listing, Outcome> {
+    fn list(&mut self) -> Result<JobListing, Outcome> {
         let ids: Vec<NodeId> = self.map.nodes.iter().map(|n| n.id).collect();
         let mut quorum = ListingQuorum::new(ids.clone(), usize::from(self.code.m));
         for &node in &ids {
@@ -143,53 +147,73 @@ impl Sim<'_> {
         if quorum.answered().is_empty() {
             return Err(Outcome::Error("no node answered the listing".into()));
         }
-        Ok(quorum.into_listing())
+        Ok(quorum.finish())
     }
 
-    /// Picks the checkpoint from the listing as the client's catalog does (for `Latest`:
-    /// newest first, passing over one whose manifest cannot be fetched or one with a
-    /// stripe that lost more than m shards to nodes known down) and fetches its manifest.
-    fn pick(
+    /// Chooses the checkpoint from the listing as the client's catalog does, by driving the
+    /// core's [`CheckpointChoice`] (for `Latest`: newest complete step first, passing over
+    /// steps being deleted, incomplete ones, one whose manifest cannot be fetched, and one
+    /// with a stripe beyond m on nodes known down): each manifest it asks for is fetched from
+    /// the replicas the listing named, and is the real manifest of the trial's save the
+    /// listed id names. Returns the candidate chosen, or why none (a clean `NotFound`).
+    fn choose(
         &mut self,
-        listing: &Listing,
+        listing: &JobListing,
         candidates: &[(&Saved, &[Vec<u8>])],
         want: Want,
     ) -> Result<usize, Outcome> {
-        let m = usize::from(self.code.m);
-        let steps: Vec<u64> = match want {
-            Want::Step(s) => vec![s],
-            Want::Latest => listing.keys().rev().map(|(s, _)| s.0).collect(),
+        let mut choice = match want {
+            Want::Latest => CheckpointChoice::latest(listing),
+            Want::Step(s) => CheckpointChoice::step(listing, Step(s)),
         };
-        let mut passed = Vec::new();
-        for step in steps {
-            let Some(part) = listing.get(&(Step(step), Rank(0))) else {
-                return Err(Outcome::NotFound(format!("step {step} is not listed")));
-            };
-            let Some(i) = candidates.iter().position(|(s, _)| s.step == step) else {
-                return Err(Outcome::Error(format!("step {step} is listed but was never saved")));
-            };
-            if let Err(o) = self.fetch_manifest(candidates[i].0, &part.nodes) {
-                match want {
-                    Want::Step(_) => return Err(o),
-                    Want::Latest => {
-                        passed.push(format!("step {step}: manifest unreadable"));
-                        continue;
-                    }
+        let mut read = None;
+        loop {
+            match choice.decide() {
+                Decision::Read { step, rank, part } => {
+                    let Some(i) = candidates.iter().position(|(s, _)| s.manifest_id == part.hash)
+                    else {
+                        let e = format!("step {step}'s listed manifest was never saved");
+                        return Err(Outcome::Error(e));
+                    };
+                    let saved = candidates[i].0;
+                    let fetched = self.fetch_manifest(saved, &part.nodes);
+                    let fetched = fetched.map(|()| saved.manifest.clone()).map_err(|o| match o {
+                        Outcome::NotFound(e) => e,
+                        other => format!("{other:?}"),
+                    });
+                    read = Some(i);
+                    let health = &self.world.health;
+                    choice.on_manifest((step, rank), fetched, &|n: NodeId| health.is_down(n));
+                }
+                Decision::Restore(chosen) => {
+                    return read
+                        .filter(|&i| candidates[i].0.step == chosen.step.0)
+                        .ok_or_else(|| Outcome::Error("a step chosen unread".into()));
+                }
+                Decision::Nothing(passed_over) => {
+                    let health = &self.world.health;
+                    let down: Vec<NodeId> = self
+                        .map
+                        .nodes
+                        .iter()
+                        .map(|n| n.id)
+                        .filter(|n| health.is_down(*n))
+                        .collect();
+                    let passed = PassedOverList(passed_over.clone());
+                    let why = match why_none(&passed_over, &down, usize::from(self.code.m)) {
+                        WhyNone::Unavailable { nodes } => {
+                            format!("unavailable: nodes {} do not answer{passed}", NodeList(nodes))
+                        }
+                        WhyNone::NoSuchJob => match want {
+                            Want::Step(s) => format!("step {s} is not listed"),
+                            Want::Latest => "no checkpoint is listed".into(),
+                        },
+                        WhyNone::NoCheckpoint => format!("no checkpoint to restore{passed}"),
+                    };
+                    return Err(Outcome::NotFound(why));
                 }
             }
-            let health = &self.world.health;
-            let lost = candidates[i]
-                .0
-                .stripes
-                .iter()
-                .any(|s| s.nodes.iter().filter(|n| health.is_down(**n)).count() > m);
-            if lost && want == Want::Latest {
-                passed.push(format!("step {step}: a stripe lost more than m shards"));
-                continue;
-            }
-            return Ok(i);
         }
-        Err(Outcome::NotFound(format!("no checkpoint to restore ({})", passed.join("; "))))
     }
 
     /// Restores the stripes of `saved` (whose objects were `originals`), from `start`.

@@ -4,10 +4,12 @@
 //! manifest on `m + 1` nodes chosen by `place_manifest`. Stripes are in flight all at once.
 
 use rackpoint_client::codec::{Codec, ObjectLayout};
+use rackpoint_client::manifest::Manifest;
 use rackpoint_client::placement;
 use rackpoint_client::stripe_write::{Action, PutResult, StripeWrite};
 use rackpoint_proto::{Digest, NodeId, Rank, Step, StripeId, StripeIndex};
 
+use super::manifest::{empty_manifest, manifest_of};
 use super::world::{instant, Micros, NodeState};
 use super::{Ev, Sim};
 
@@ -42,7 +44,12 @@ pub struct Saved {
     pub manifest_nodes: Vec<NodeId>,
     /// Whether the manifest reached `m + 1` nodes.
     pub committed: bool,
-    /// The simulated manifest's id (what nodes list for it).
+    /// Its part's manifest, as the client's save builds it (see `fast::manifest`): where
+    /// every shard is, with its hash. Its shard nodes are placeholders until the stripes are
+    /// placed (`Saved::seal_manifest`).
+    pub manifest: Manifest,
+    /// The manifest's id, blake3 of its bytes: what nodes list for it (sealed once the
+    /// stripes are placed).
     pub manifest_id: Digest,
     /// When the save ended (committed, failed or killed).
     pub ended_at: Micros,
@@ -122,20 +129,22 @@ impl Sim<'_> {
                 });
             }
         }
-        let mut id = blake3::Hasher::new();
-        id.update(&step.to_le_bytes());
-        for h in stripes.iter().flat_map(|s| &s.hashes) {
-            id.update(&h.0);
-        }
+        let part = (&self.job, step);
+        let manifest = manifest_of(part, code, &self.object_names, objects, &stripes);
         let mut saved = Saved {
             step,
             stripes,
             manifest_nodes: Vec::new(),
             committed: false,
-            manifest_id: Digest(*id.finalize().as_bytes()),
+            manifest: manifest.clone().unwrap_or_else(|_| empty_manifest(part, code)),
+            manifest_id: Digest::default(),
             ended_at: self.now,
             moved_shards: 0,
         };
+        if let Err(e) = manifest {
+            // Refused before anything is stored, as the client's save refuses such a part.
+            return (saved, Some(SaveFailure::Placement(format!("the part's manifest: {e}"))));
+        }
         let failure = self.drive_save(&mut saved);
         saved.ended_at = self.now;
         (saved, failure)
@@ -219,6 +228,7 @@ impl Sim<'_> {
             s.nodes = w.nodes().to_vec();
             saved.moved_shards += w.moved();
         }
+        saved.seal_manifest();
         self.commit(saved)
     }
 

@@ -356,6 +356,7 @@ fn write_node(
         revoked: None,
         quota: Vec::new(),
         min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
+        wire_version_max: None,
     };
     write_atomically(&folder.join(NODE_FILE), &config.to_toml())
 }

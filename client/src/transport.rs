@@ -2,6 +2,14 @@
 //! cached connection per node (opened lazily, shared by concurrent calls, replaced once
 //! closed), one bidirectional stream per request.
 //!
+//! Wire versions: each node's calls go in the newest version both sides speak. A call starts in
+//! the newest this client speaks (`RACKPOINT_WIRE_VERSION_MAX` caps it); a node of an older
+//! release answers `BadVersion` in its own version, and the call is sent again in that one,
+//! which the node's connection then keeps (a new connection, perhaps to an upgraded node, starts
+//! from the newest again). A request the node's version lacks is [`TransportError::PeerTooOld`]
+//! and is never sent; a reply in a version newer than this client's is
+//! [`TransportError::PeerTooNew`].
+//!
 //! A call writes `prefix + header + payload`, finishes the stream, and reads the reply frame,
 //! allocating only what the validated prefix and header allow (a reply payload goes into a
 //! buffer from the receive cache when one was handed back, [`Transport::recycle`], so a
@@ -11,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +29,7 @@ use rackpoint_proto::cluster::node_server_name;
 use rackpoint_proto::limits::{
     CLIENT_CONNECT_TIMEOUT_MS, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_REQUEST_TIMEOUT_MS,
 };
-use rackpoint_proto::wire::{decode_header, encode_frame, PREFIX_BYTES};
+use rackpoint_proto::wire::{decode_header_in, encode_frame_at, Versions, PREFIX_BYTES};
 use rackpoint_proto::{ClusterMap, ErrorCode, FramePrefix, NodeId, Request, Response, WireError};
 use tokio::sync::OnceCell;
 
@@ -30,6 +39,10 @@ use crate::tls::{client_endpoint_sized, ClientTls, TlsError};
 const ABANDONED_STREAM: VarInt = VarInt::from_u32(1);
 /// Application error code the client closes its connections with.
 const CLIENT_CLOSING: VarInt = VarInt::from_u32(0);
+/// The environment variable that caps the wire version the client speaks (unset: the newest
+/// this build speaks). Set to the previous version, this client speaks exactly as the
+/// previous release did.
+pub const WIRE_VERSION_MAX_ENV: &str = "RACKPOINT_WIRE_VERSION_MAX";
 
 /// Why a call to a node failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,9 +112,47 @@ pub enum TransportError {
         /// The encoder's reason.
         error: WireError,
     },
+    /// The node speaks an older wire version (an older release), which lacks this request;
+    /// nothing was sent.
+    #[error("node {node} speaks wire version {version}, which has no {kind} (it came with version {since}): upgrade the node to this release")]
+    PeerTooOld {
+        /// The node.
+        node: NodeId,
+        /// The request kind the node's version lacks.
+        kind: &'static str,
+        /// The node's wire version.
+        version: u8,
+        /// The version that brought the request.
+        since: u8,
+    },
+    /// The node answered in a wire version newer than this client speaks (a newer release
+    /// that no longer speaks this client's versions).
+    #[error("node {node} answers in wire version {version}, newer than this client speaks ({min}..={max}): upgrade the client")]
+    PeerTooNew {
+        /// The node.
+        node: NodeId,
+        /// The version of the node's reply.
+        version: u8,
+        /// Oldest version this client speaks.
+        min: u8,
+        /// Newest version this client speaks.
+        max: u8,
+    },
     /// The client endpoint or TLS configuration could not be set up.
     #[error("cannot set up the QUIC client: {0}")]
     Setup(Arc<TlsError>),
+    /// `RACKPOINT_WIRE_VERSION_MAX` is not a wire version this build speaks.
+    #[error(
+        "{WIRE_VERSION_MAX_ENV}={value:?} is not a wire version this build speaks ({min}..={max})"
+    )]
+    BadVersionSetting {
+        /// The variable's value.
+        value: String,
+        /// Oldest version this build speaks.
+        min: u8,
+        /// Newest version this build speaks.
+        max: u8,
+    },
 }
 
 impl TransportError {
@@ -115,8 +166,10 @@ impl TransportError {
             | TransportError::Remote { node, .. }
             | TransportError::Protocol { node, .. }
             | TransportError::UnexpectedReply { node, .. }
-            | TransportError::InvalidRequest { node, .. } => Some(*node),
-            TransportError::Setup(_) => None,
+            | TransportError::InvalidRequest { node, .. }
+            | TransportError::PeerTooOld { node, .. }
+            | TransportError::PeerTooNew { node, .. } => Some(*node),
+            TransportError::Setup(_) | TransportError::BadVersionSetting { .. } => None,
         }
     }
 
@@ -150,6 +203,9 @@ struct NodeSlot {
     addr: SocketAddr,
     server_name: String,
     attempt: Mutex<Attempt>,
+    /// The wire version to send in: the newest the client speaks until the node's current
+    /// connection answered `BadVersion` in an older one.
+    version: AtomicU8,
 }
 
 impl NodeSlot {
@@ -182,6 +238,28 @@ pub struct Transport {
     slots: HashMap<NodeId, NodeSlot>,
     recv_cache: RecvCache,
     recv_buffer_bytes: usize,
+    versions: Versions,
+}
+
+/// The wire versions the client speaks: every one this build does, capped by
+/// `RACKPOINT_WIRE_VERSION_MAX` when it is set.
+fn client_versions() -> Result<Versions, TransportError> {
+    let Some(value) = std::env::var_os(WIRE_VERSION_MAX_ENV) else { return Ok(Versions::ALL) };
+    let value = value.to_string_lossy().into_owned();
+    let bad = || TransportError::BadVersionSetting {
+        value: value.clone(),
+        min: Versions::ALL.min(),
+        max: Versions::ALL.max(),
+    };
+    let max: u8 = value.trim().parse().map_err(|_| bad())?;
+    Versions::capped(max).map_err(|_| bad())
+}
+
+/// A reply frame as read: the message, its payload, and the wire version it came in.
+struct ReplyFrame {
+    response: Response,
+    payload: Vec<u8>,
+    version: u8,
 }
 
 /// Reply buffers handed back for reuse, at most `CLIENT_MAX_INFLIGHT_BYTES` of them.
@@ -230,6 +308,7 @@ impl Transport {
     /// One client endpoint for the whole map; connections are opened on first use. Must be
     /// called inside a tokio runtime.
     pub fn new(map: &ClusterMap, tls: &ClientTls) -> Result<Self, TransportError> {
+        let versions = client_versions()?;
         let setup = |e| TransportError::Setup(Arc::new(e));
         let config = tls.quinn_client_config().map_err(setup)?;
         let ipv6 = map.nodes.iter().any(|n| n.addr.is_ipv6());
@@ -242,12 +321,32 @@ impl Transport {
                     addr: n.addr,
                     server_name: node_server_name(n.id),
                     attempt: Mutex::default(),
+                    version: AtomicU8::new(versions.max()),
                 };
                 (n.id, slot)
             })
             .collect();
         let recv_cache = RecvCache::default();
-        Ok(Self { endpoint, config, map: map.clone(), slots, recv_cache, recv_buffer_bytes })
+        Ok(Self {
+            endpoint,
+            config,
+            map: map.clone(),
+            slots,
+            recv_cache,
+            recv_buffer_bytes,
+            versions,
+        })
+    }
+
+    /// The wire versions this transport speaks.
+    pub fn wire_versions(&self) -> Versions {
+        self.versions
+    }
+
+    /// The wire version calls to `node` go in now (the newest the client speaks until the
+    /// node answered in an older one).
+    pub fn wire_version(&self, node: NodeId) -> Option<u8> {
+        self.slots.get(&node).map(|s| s.version.load(Ordering::SeqCst))
     }
 
     /// The UDP receive buffer the kernel gave this endpoint's socket (as `SO_RCVBUF` reads).
@@ -280,7 +379,9 @@ impl Transport {
     /// One request on its own bidirectional stream: writes prefix, header and payload,
     /// finishes, and reads the reply frame. The connection (if it has to be opened) is
     /// bounded by `CLIENT_CONNECT_TIMEOUT_MS`; the exchange by `timeout`. A
-    /// `Response::Error` becomes `TransportError::Remote`.
+    /// `Response::Error` becomes `TransportError::Remote`. A node that answers `BadVersion`
+    /// in an older version this client speaks gets the request again in that version (see
+    /// the module doc).
     pub async fn call_with_timeout(
         &self,
         node: NodeId,
@@ -288,14 +389,62 @@ impl Transport {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
+        let slot = self.slots.get(&node).ok_or(TransportError::UnknownNode(node))?;
         let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let frame = encode_frame(req, payload_len)
-            .map_err(|error| TransportError::InvalidRequest { node, error })?;
+        // In a version the node answered in, a kind it lacks is the node's age; in the
+        // client's own newest, the client's (a capped client).
+        let encode = |version: u8| {
+            encode_frame_at(req, payload_len, version).map_err(|error| match error {
+                WireError::NotInVersion { kind, version, since }
+                    if version < self.versions.max() =>
+                {
+                    TransportError::PeerTooOld { node, kind, version, since }
+                }
+                error => TransportError::InvalidRequest { node, error },
+            })
+        };
+        // Checked before the network: a payload length the kind does not allow.
+        let mut version = self.versions.max();
+        let mut frame = encode(version)?;
         let conn = self.connection(node).await?;
-        let exchange = exchange(node, &conn, frame, payload, &self.recv_cache);
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout { node, after_ms: millis(timeout) }),
+        let spoken = slot.version.load(Ordering::SeqCst);
+        if spoken != version {
+            version = spoken;
+            frame = encode(version)?;
+        }
+        loop {
+            let exchange = exchange(
+                node,
+                &conn,
+                std::mem::take(&mut frame),
+                payload.clone(),
+                &self.recv_cache,
+                self.versions,
+            );
+            let reply = match tokio::time::timeout(timeout, exchange).await {
+                Ok(reply) => reply?,
+                Err(_) => return Err(TransportError::Timeout { node, after_ms: millis(timeout) }),
+            };
+            match reply.response {
+                Response::Error { code: ErrorCode::BadVersion, .. }
+                    if reply.version < version && self.versions.contains(reply.version) =>
+                {
+                    // The node speaks an older version: this connection keeps to it.
+                    tracing::debug!(%node, from = version, to = reply.version, "wire version falls back");
+                    slot.version.fetch_min(reply.version, Ordering::SeqCst);
+                    version = reply.version;
+                    frame = encode(version)?;
+                }
+                Response::Error { code, message } => {
+                    return Err(TransportError::Remote { node, code, message })
+                }
+                _ if reply.version != version => {
+                    let reason =
+                        format!("a version {} reply to a version {version} request", reply.version);
+                    return Err(TransportError::Protocol { node, reason });
+                }
+                response => return Ok(Reply { response, payload: reply.payload }),
+            }
         }
     }
 
@@ -331,7 +480,11 @@ impl Transport {
             .map_err(|e| connect_error(e.to_string()))?;
         let bound = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
         match tokio::time::timeout(bound, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(conn)) => {
+                // A new connection (perhaps to an upgraded node) starts from the newest.
+                slot.version.store(self.versions.max(), Ordering::SeqCst);
+                Ok(conn)
+            }
             Ok(Err(e)) => Err(connect_error(e.to_string())),
             Err(_) => Err(TransportError::Timeout { node, after_ms: CLIENT_CONNECT_TIMEOUT_MS }),
         }
@@ -368,11 +521,12 @@ async fn exchange(
     frame: Vec<u8>,
     payload: Bytes,
     cache: &RecvCache,
-) -> Result<Reply, TransportError> {
+    versions: Versions,
+) -> Result<ReplyFrame, TransportError> {
     let (send, mut recv) = conn.open_bi().await.map_err(|e| lost(node, &e))?;
     let mut send = AbandonGuard { stream: send, finished: false };
     let write = write_request(&mut send, frame, payload);
-    let read = read_reply(node, &mut recv, cache);
+    let read = read_reply(node, &mut recv, cache, versions);
     tokio::pin!(write, read);
     tokio::select! {
         reply = &mut read => reply,
@@ -402,20 +556,27 @@ async fn write_request(
     Ok(())
 }
 
-/// Reads one reply frame, then requires the end of the stream.
+/// Reads one reply frame in any version of `versions`, then requires the end of the stream.
 async fn read_reply(
     node: NodeId,
     recv: &mut RecvStream,
     cache: &RecvCache,
-) -> Result<Reply, TransportError> {
+    versions: Versions,
+) -> Result<ReplyFrame, TransportError> {
     let protocol = |reason: String| TransportError::Protocol { node, reason };
     let mut prefix = [0u8; PREFIX_BYTES];
     read_exact(node, recv, &mut prefix, "reply prefix").await?;
     let prefix = FramePrefix::parse(prefix).map_err(|e| protocol(format!("reply prefix: {e}")))?;
     let mut header = vec![0u8; prefix.header_len as usize];
     read_exact(node, recv, &mut header, "reply header").await?;
-    let response: Response = decode_header(&header, prefix.payload_len)
-        .map_err(|e| protocol(format!("reply header: {e}")))?;
+    let (response, version) =
+        match decode_header_in::<Response>(&header, prefix.payload_len, versions) {
+            Ok(decoded) => decoded,
+            Err(WireError::BadVersion { got, min, max }) if got > max => {
+                return Err(TransportError::PeerTooNew { node, version: got, min, max })
+            }
+            Err(e) => return Err(protocol(format!("reply header: {e}"))),
+        };
     let mut payload = cache.take(prefix.payload_len as usize);
     read_exact(node, recv, &mut payload, "reply payload").await?;
     match recv.read(&mut [0u8; 1]).await {
@@ -423,10 +584,7 @@ async fn read_reply(
         Ok(Some(_)) => return Err(protocol("bytes after the reply frame".into())),
         Err(e) => return Err(read_error(node, e)),
     }
-    match response {
-        Response::Error { code, message } => Err(TransportError::Remote { node, code, message }),
-        response => Ok(Reply { response, payload }),
-    }
+    Ok(ReplyFrame { response, payload, version })
 }
 
 async fn read_exact(

@@ -251,6 +251,11 @@ pub struct NodeConfig {
     /// at most `bytes` of shard payload on this node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota: Vec<QuotaRule>,
+    /// The newest wire version the node speaks (`MIN_WIRE_VERSION..=WIRE_VERSION`; unset:
+    /// `WIRE_VERSION`). Set to the previous version, the node speaks exactly as the previous
+    /// release did: what the upgrade test runs as the old node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire_version_max: Option<u8>,
 }
 
 /// One `[[quota]]` of a `node.toml`.
@@ -290,7 +295,19 @@ impl NodeConfig {
                 message: e.to_string(),
             })?;
         }
+        c.wire_versions()?;
         Ok(c)
+    }
+
+    /// The wire versions the node speaks: every one this build does, up to `wire_version_max`.
+    pub fn wire_versions(&self) -> Result<crate::wire::Versions, ConfigError> {
+        match self.wire_version_max {
+            None => Ok(crate::wire::Versions::ALL),
+            Some(max) => crate::wire::Versions::capped(max).map_err(|e| ConfigError::Parse {
+                what: "node config wire_version_max",
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// The config as TOML.
@@ -368,6 +385,14 @@ mod tests {
         let c = NodeConfig::from_toml(text).expect("valid");
         assert_eq!(c.id, NodeId(3));
         assert_eq!(c.scrub_bytes_per_sec, default_scrub_rate());
-        assert_eq!(NodeConfig::from_toml(&c.to_toml()), Ok(c));
+        assert_eq!(NodeConfig::from_toml(&c.to_toml()), Ok(c.clone()));
+        assert_eq!(c.wire_versions(), Ok(crate::wire::Versions::ALL));
+        let capped =
+            NodeConfig::from_toml(&format!("{text}\nwire_version_max = 1")).expect("valid");
+        assert_eq!(capped.wire_versions().map(|v| v.max()), Ok(1));
+        for bad in [0, crate::limits::WIRE_VERSION + 1] {
+            let err = NodeConfig::from_toml(&format!("{text}\nwire_version_max = {bad}"));
+            assert!(matches!(err, Err(ConfigError::Parse { .. })), "{bad}: {err:?}");
+        }
     }
 }

@@ -5,9 +5,14 @@
 
 // ---- Wire protocol and framing ----
 
-/// Wire protocol version carried in every header (2: deletion marks, `MarkDeleting` and
-/// `ClearDeleting`, and the marked steps in every `Manifests` page).
+/// Newest wire protocol version this build speaks, carried in every header (2: deletion
+/// marks, `MarkDeleting` and `ClearDeleting`, the marked steps in every `Manifests` page, and
+/// `ListJobs`).
 pub const WIRE_VERSION: u8 = 2;
+/// Oldest wire protocol version this build still speaks, as node and as client: the previous
+/// release's (1: request and response tags 0..=13, `Manifests` without `deleting`), so that
+/// every pair of this release and the previous one talks during a rolling upgrade.
+pub const MIN_WIRE_VERSION: u8 = 1;
 /// ALPN protocol id negotiated on every QUIC connection.
 pub const ALPN: &[u8] = b"rackpoint/1";
 /// Largest encoded message header (the part before the raw payload).
@@ -383,4 +388,8 @@ const _: () = assert!(
     SIM_REAL_RESTORE_TIMEOUT_MS > CLIENT_REQUEST_TIMEOUT_MS
         && SIM_REAL_SAVE_TIMEOUT_MS > CLIENT_REQUEST_TIMEOUT_MS,
     "a trial's save or restore bound outlasts any one request's timeout"
+);
+const _: () = assert!(
+    0 < MIN_WIRE_VERSION && MIN_WIRE_VERSION <= WIRE_VERSION,
+    "a build speaks a non-empty range of wire versions, never version 0"
 );

@@ -9,6 +9,17 @@
 //! The header is small and bounded (`MAX_HEADER_BYTES`); bulk bytes (a shard, a manifest) are
 //! the raw payload after it, never inside it. Each message kind says which payload lengths it
 //! allows, so a receiver knows every bound before it allocates.
+//!
+//! Versions: a build speaks `MIN_WIRE_VERSION..=WIRE_VERSION` ([`Versions`]). A version only
+//! adds message kinds at the end of the tag list, or fields at the end of a message; encoding
+//! at an older version writes exactly what that version's build wrote (a kind the version
+//! does not have is [`WireError::NotInVersion`], never a misparse), and decoding at it reads
+//! only its tags. A node answers in the request's version; a request of a version it does not
+//! speak gets `BadVersion` in the nearest version it does, so the client reads the reply's
+//! header version and falls back to it (see [`Versions::reply_version`]). Version 1 is the
+//! one release before deletion marks: tags 0..=13 both ways and `Manifests` without
+//! `deleting`; version 2 added `MarkDeleting` (14), `ClearDeleting` (15), `ListJobs` (16),
+//! `DeletionMark` (14), `Jobs` (15) and `Manifests.deleting`.
 
 use std::ops::RangeInclusive;
 
@@ -19,7 +30,7 @@ use crate::ids::{Digest, JobName, NodeId, Rank, Step};
 use crate::key::{ManifestKey, ShardKey};
 use crate::limits::{
     MAX_ERROR_MESSAGE_BYTES, MAX_HEADER_BYTES, MAX_MANIFEST_BYTES, MAX_PAYLOAD_BYTES,
-    MAX_SHARD_BYTES, WIRE_VERSION,
+    MAX_SHARD_BYTES, MIN_WIRE_VERSION, WIRE_VERSION,
 };
 
 /// Bytes of the fixed frame prefix.
@@ -48,13 +59,26 @@ pub enum WireError {
         /// Largest allowed.
         max: u32,
     },
-    /// The header's version is not ours.
-    #[error("wire version {got} is not supported (this build speaks {want})")]
+    /// The header's version is not one this side speaks.
+    #[error("wire version {got} is not supported (this side speaks versions {min}..={max})")]
     BadVersion {
         /// Version in the header.
         got: u8,
-        /// Version we speak.
-        want: u8,
+        /// Oldest version this side speaks.
+        min: u8,
+        /// Newest version this side speaks.
+        max: u8,
+    },
+    /// The message kind does not exist in the wire version it is to be encoded in (the peer
+    /// speaks an older version): nothing was sent.
+    #[error("{kind} is not in wire version {version} (it came with version {since})")]
+    NotInVersion {
+        /// The message kind (or field) the older version lacks.
+        kind: &'static str,
+        /// The version it was to be encoded in.
+        version: u8,
+        /// The version that brought it.
+        since: u8,
     },
     /// The message tag is not one we know.
     #[error("unknown message tag {tag}")]
@@ -75,7 +99,9 @@ impl WireError {
                 ErrorCode::TooLarge
             }
             WireError::BadVersion { .. } => ErrorCode::BadVersion,
-            WireError::UnknownMessage { .. } => ErrorCode::UnknownMessage,
+            WireError::UnknownMessage { .. } | WireError::NotInVersion { .. } => {
+                ErrorCode::UnknownMessage
+            }
             WireError::Malformed(_) => ErrorCode::Malformed,
         }
     }
@@ -480,6 +506,81 @@ pub trait Message: Serialize + DeserializeOwned {
     fn kind(&self) -> &'static str;
     /// Payload lengths this message allows.
     fn payload_bounds(&self) -> RangeInclusive<u32>;
+    /// How many variants wire version `version` has (its tags are `0..variants_in`).
+    fn variants_in(version: u8) -> u8;
+    /// The wire version that brought this message's kind.
+    fn since(&self) -> u8;
+    /// Appends the message (tag and fields) as wire version `version` writes it, to `out`;
+    /// the version has the kind (`since() <= version`).
+    fn encode_body(&self, _version: u8, out: Vec<u8>) -> Result<Vec<u8>, WireError> {
+        postcard::to_extend(self, out).map_err(|e| WireError::Malformed(e.to_string()))
+    }
+    /// Reads a message (tag and fields) as wire version `version` writes it, and what follows
+    /// it; the tag is one of the version's.
+    fn decode_body(_version: u8, body: &[u8]) -> Result<(Self, &[u8]), WireError> {
+        postcard::take_from_bytes::<Self>(body).map_err(|e| WireError::Malformed(e.to_string()))
+    }
+}
+
+/// The wire versions one side speaks: `MIN_WIRE_VERSION..=max`, where `max` is
+/// `WIRE_VERSION` unless capped (a node's `wire_version_max`, a client's
+/// `RACKPOINT_WIRE_VERSION_MAX`), so that this build speaks exactly as an older one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    max: u8,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Versions {
+    /// Every version this build speaks.
+    pub const ALL: Versions = Versions { max: WIRE_VERSION };
+
+    /// `MIN_WIRE_VERSION..=max`; a `max` outside the versions this build speaks is
+    /// `BadVersion`.
+    pub fn capped(max: u8) -> Result<Self, WireError> {
+        if (MIN_WIRE_VERSION..=WIRE_VERSION).contains(&max) {
+            Ok(Self { max })
+        } else {
+            Err(WireError::BadVersion { got: max, min: MIN_WIRE_VERSION, max: WIRE_VERSION })
+        }
+    }
+
+    /// The oldest version spoken.
+    pub fn min(self) -> u8 {
+        MIN_WIRE_VERSION
+    }
+
+    /// The newest version spoken.
+    pub fn max(self) -> u8 {
+        self.max
+    }
+
+    /// Whether `version` is spoken.
+    pub fn contains(self, version: u8) -> bool {
+        (MIN_WIRE_VERSION..=self.max).contains(&version)
+    }
+
+    /// The version to answer a request whose header says `requested`: that version when it
+    /// is spoken; else the newest (a newer peer reads the reply's header version and falls
+    /// back to it) or, for an older request, the oldest (the reply's `BadVersion` message
+    /// names the range).
+    pub fn reply_version(self, requested: u8) -> u8 {
+        requested.clamp(MIN_WIRE_VERSION, self.max)
+    }
+
+    fn refuse(self, got: u8) -> WireError {
+        WireError::BadVersion { got, min: MIN_WIRE_VERSION, max: self.max }
+    }
+}
+
+/// The wire version a frame's header says it is in (its first byte), if it has one.
+pub fn header_version(header: &[u8]) -> Option<u8> {
+    header.first().copied()
 }
 
 impl Request {
@@ -536,6 +637,22 @@ impl Message for Request {
         Self::KINDS[self.tag()]
     }
 
+    fn variants_in(version: u8) -> u8 {
+        if version <= 1 {
+            14
+        } else {
+            Self::VARIANTS
+        }
+    }
+
+    fn since(&self) -> u8 {
+        if self.tag() < 14 {
+            1
+        } else {
+            2
+        }
+    }
+
     fn payload_bounds(&self) -> RangeInclusive<u32> {
         match self {
             Request::PutShard { .. } => 1..=MAX_SHARD_BYTES,
@@ -545,8 +662,74 @@ impl Message for Request {
     }
 }
 
+/// Tag of [`Response::Manifests`], whose version 1 form has no `deleting`.
+const MANIFESTS_TAG: u8 = 6;
+
+/// [`Response::Manifests`] as wire version 1 writes it.
+#[derive(Serialize)]
+struct ManifestsV1<'a> {
+    entries: &'a [ManifestEntry],
+    more: bool,
+}
+
+/// [`Response::Manifests`] as wire version 1 writes it, read back.
+#[derive(Deserialize)]
+struct ManifestsV1Read {
+    entries: Vec<ManifestEntry>,
+    more: bool,
+}
+
 impl Message for Response {
     const VARIANTS: u8 = 16;
+
+    fn variants_in(version: u8) -> u8 {
+        if version <= 1 {
+            14
+        } else {
+            Self::VARIANTS
+        }
+    }
+
+    fn since(&self) -> u8 {
+        match self {
+            Response::DeletionMark { .. } | Response::Jobs { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    fn encode_body(&self, version: u8, mut out: Vec<u8>) -> Result<Vec<u8>, WireError> {
+        let malformed = |e: postcard::Error| WireError::Malformed(e.to_string());
+        match self {
+            Response::Manifests { entries, more, deleting } if version <= 1 => {
+                // Version 1 has no deletion marks: a node leaves marked steps out of what it
+                // lists to a version 1 client rather than have them dropped here unseen.
+                if !deleting.is_empty() {
+                    let kind = "Manifests.deleting";
+                    return Err(WireError::NotInVersion { kind, version, since: 2 });
+                }
+                out.push(MANIFESTS_TAG);
+                postcard::to_extend(&ManifestsV1 { entries, more: *more }, out).map_err(malformed)
+            }
+            _ => postcard::to_extend(self, out).map_err(malformed),
+        }
+    }
+
+    fn decode_body(version: u8, body: &[u8]) -> Result<(Self, &[u8]), WireError> {
+        let malformed = |e: postcard::Error| WireError::Malformed(e.to_string());
+        match body.split_first() {
+            Some((&MANIFESTS_TAG, fields)) if version <= 1 => {
+                let (v1, rest) =
+                    postcard::take_from_bytes::<ManifestsV1Read>(fields).map_err(malformed)?;
+                let page = Response::Manifests {
+                    entries: v1.entries,
+                    more: v1.more,
+                    deleting: Vec::new(),
+                };
+                Ok((page, rest))
+            }
+            _ => postcard::take_from_bytes::<Self>(body).map_err(malformed),
+        }
+    }
 
     fn kind(&self) -> &'static str {
         match self {
@@ -607,12 +790,30 @@ impl FramePrefix {
     }
 }
 
-/// Encodes a frame's prefix and header for `msg` followed by `payload_len` payload bytes.
+/// Encodes a frame's prefix and header for `msg` followed by `payload_len` payload bytes, in
+/// the newest wire version.
 pub fn encode_frame<M: Message>(msg: &M, payload_len: u32) -> Result<Vec<u8>, WireError> {
+    encode_frame_at(msg, payload_len, WIRE_VERSION)
+}
+
+/// Encodes a frame's prefix and header for `msg` in wire version `version`, byte for byte as
+/// that version's build wrote it. A kind (or a field's content) the version does not have is
+/// `NotInVersion`; a version this build does not speak is `BadVersion`.
+pub fn encode_frame_at<M: Message>(
+    msg: &M,
+    payload_len: u32,
+    version: u8,
+) -> Result<Vec<u8>, WireError> {
+    if !Versions::ALL.contains(version) {
+        return Err(Versions::ALL.refuse(version));
+    }
+    if msg.since() > version {
+        return Err(WireError::NotInVersion { kind: msg.kind(), version, since: msg.since() });
+    }
     check_payload(msg, payload_len)?;
     let mut out = vec![0u8; PREFIX_BYTES];
-    out.push(WIRE_VERSION);
-    let mut out = postcard::to_extend(msg, out).map_err(|e| WireError::Malformed(e.to_string()))?;
+    out.push(version);
+    let mut out = msg.encode_body(version, out)?;
     let header_len = (out.len() - PREFIX_BYTES) as u32;
     if header_len > MAX_HEADER_BYTES {
         return Err(WireError::HeaderTooLarge { len: header_len, max: MAX_HEADER_BYTES });
@@ -622,26 +823,38 @@ pub fn encode_frame<M: Message>(msg: &M, payload_len: u32) -> Result<Vec<u8>, Wi
     Ok(out)
 }
 
-/// Decodes a header (the bytes after the prefix) and checks the declared payload length
-/// against what the message allows.
+/// Decodes a header (the bytes after the prefix) in any wire version this build speaks, and
+/// checks the declared payload length against what the message allows.
 pub fn decode_header<M: Message>(header: &[u8], payload_len: u32) -> Result<M, WireError> {
+    decode_header_in(header, payload_len, Versions::ALL).map(|(msg, _)| msg)
+}
+
+/// Decodes a header in one of `versions` (a version outside them is `BadVersion`, a tag the
+/// header's version does not have is `UnknownMessage`), checks the declared payload length,
+/// and says which version it was.
+pub fn decode_header_in<M: Message>(
+    header: &[u8],
+    payload_len: u32,
+    versions: Versions,
+) -> Result<(M, u8), WireError> {
     let (&version, body) =
         header.split_first().ok_or_else(|| WireError::Malformed("empty header".into()))?;
-    if version != WIRE_VERSION {
-        return Err(WireError::BadVersion { got: version, want: WIRE_VERSION });
+    if !versions.contains(version) {
+        return Err(versions.refuse(version));
     }
     match body.first() {
-        Some(&tag) if tag >= M::VARIANTS => return Err(WireError::UnknownMessage { tag }),
+        Some(&tag) if tag >= M::variants_in(version) => {
+            return Err(WireError::UnknownMessage { tag })
+        }
         None => return Err(WireError::Malformed("no message".into())),
         _ => {}
     }
-    let (msg, rest) =
-        postcard::take_from_bytes::<M>(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (msg, rest) = M::decode_body(version, body)?;
     if !rest.is_empty() {
         return Err(WireError::Malformed(format!("{} trailing bytes in header", rest.len())));
     }
     check_payload(&msg, payload_len)?;
-    Ok(msg)
+    Ok((msg, version))
 }
 
 fn check_payload<M: Message>(msg: &M, len: u32) -> Result<(), WireError> {
@@ -916,6 +1129,97 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// A kind version 1 has is written at version 1 exactly as at version 2 but for the
+        /// version byte (the one exception, `Manifests`, is checked below), and reads back.
+        #[test]
+        fn version_1_frames_differ_only_in_the_version_byte((req, n) in request()) {
+            let at_2 = encode_frame_at(&req, n, 2).expect("encodes");
+            match encode_frame_at(&req, n, 1) {
+                Ok(at_1) => {
+                    prop_assert!(req.since() == 1);
+                    prop_assert_eq!(at_1[PREFIX_BYTES], 1);
+                    prop_assert_eq!(&at_1[..PREFIX_BYTES], &at_2[..PREFIX_BYTES]);
+                    prop_assert_eq!(&at_1[PREFIX_BYTES + 1..], &at_2[PREFIX_BYTES + 1..]);
+                    let (back, v) =
+                        decode_header_in::<Request>(&at_1[PREFIX_BYTES..], n, Versions::ALL)
+                            .expect("decodes");
+                    prop_assert_eq!((back, v), (req, 1));
+                }
+                Err(e) => {
+                    prop_assert!(req.since() == 2);
+                    let not_in = WireError::NotInVersion { kind: req.kind(), version: 1, since: 2 };
+                    prop_assert_eq!(e, not_in);
+                    // Read as version 1, the same body is an unknown tag, never a misparse.
+                    let mut as_1 = at_2.clone();
+                    as_1[PREFIX_BYTES] = 1;
+                    let tag = as_1[PREFIX_BYTES + 1];
+                    prop_assert_eq!(
+                        decode_header_in::<Request>(&as_1[PREFIX_BYTES..], n, Versions::ALL),
+                        Err(WireError::UnknownMessage { tag })
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn every_version_1_response_round_trips_at_version_1((resp, n) in response()) {
+            let marks = matches!(&resp, Response::Manifests { deleting, .. } if !deleting.is_empty());
+            match encode_frame_at(&resp, n, 1) {
+                Ok(frame) => {
+                    prop_assert!(resp.since() == 1 && !marks);
+                    let (back, v) =
+                        decode_header_in::<Response>(&frame[PREFIX_BYTES..], n, Versions::ALL)
+                            .expect("decodes");
+                    prop_assert_eq!((back, v), (resp, 1));
+                }
+                Err(WireError::NotInVersion { version: 1, since: 2, .. }) => {
+                    prop_assert!(resp.since() == 2 || marks);
+                }
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_1_manifest_page_has_no_deleting_field() {
+        let page = Response::Manifests { entries: Vec::new(), more: true, deleting: Vec::new() };
+        let at_1 = encode_frame_at(&page, 0, 1).expect("encodes");
+        // version, tag 6, zero entries, more = true; nothing after.
+        assert_eq!(&at_1[PREFIX_BYTES..], &[1, 6, 0, 1]);
+        let at_2 = encode_frame_at(&page, 0, 2).expect("encodes");
+        assert_eq!(&at_2[PREFIX_BYTES..], &[2, 6, 0, 1, 0]);
+        // A version 2 page read as version 1 has a trailing byte: refused, not misread.
+        let mut as_1 = at_2.clone();
+        as_1[PREFIX_BYTES] = 1;
+        assert!(matches!(decode_frame::<Response>(&as_1), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_capped_side_refuses_newer_headers_and_answers_in_its_newest() {
+        let v1 = Versions::capped(1).expect("spoken");
+        assert_eq!((v1.min(), v1.max()), (MIN_WIRE_VERSION, 1));
+        let frame = encode_frame(&Request::Stats, 0).expect("encodes");
+        assert_eq!(
+            decode_header_in::<Request>(&frame[PREFIX_BYTES..], 0, v1),
+            Err(WireError::BadVersion { got: WIRE_VERSION, min: MIN_WIRE_VERSION, max: 1 })
+        );
+        assert_eq!(v1.reply_version(WIRE_VERSION), 1);
+        assert_eq!(v1.reply_version(1), 1);
+        assert_eq!(Versions::ALL.reply_version(1), 1);
+        assert_eq!(Versions::ALL.reply_version(200), WIRE_VERSION);
+        assert_eq!(Versions::ALL.reply_version(0), MIN_WIRE_VERSION);
+        assert!(Versions::capped(0).is_err() && Versions::capped(WIRE_VERSION + 1).is_err());
+        assert_eq!(
+            encode_frame_at(&Request::Stats, 0, WIRE_VERSION + 1),
+            Err(WireError::BadVersion {
+                got: WIRE_VERSION + 1,
+                min: MIN_WIRE_VERSION,
+                max: WIRE_VERSION
+            })
+        );
+    }
+
     fn key() -> ShardKey {
         ShardKey {
             job: JobName::new("j").expect("valid"),
@@ -1034,7 +1338,7 @@ mod tests {
         frame[PREFIX_BYTES] = 9;
         assert_eq!(
             decode_frame::<Request>(&frame).map(|_| ()),
-            Err(WireError::BadVersion { got: 9, want: WIRE_VERSION })
+            Err(WireError::BadVersion { got: 9, min: MIN_WIRE_VERSION, max: WIRE_VERSION })
         );
         let mut frame = encode_frame(&Request::Stats, 0).expect("encodes");
         frame[PREFIX_BYTES + 1] = 42;

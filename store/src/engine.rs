@@ -76,11 +76,13 @@ use rocksdb::{
 };
 use segments::{Segment, Segments};
 
+mod format;
 mod jobs;
 mod lifecycle;
 mod marks;
 mod segments;
 
+pub use format::{DATA_FORMAT, FORMAT_FILE};
 pub use jobs::JobPage;
 pub use lifecycle::{ContentCheck, OrphanSweep, PartsPage};
 
@@ -207,6 +209,25 @@ pub enum EngineError {
         /// What is held, and the bound.
         reason: String,
     },
+    /// The data folder is of a newer format than this build reads (written by a newer
+    /// release): it is not opened. Run that release, or a newer one, on it.
+    #[error("data dir {dir} is in data format {found}, newer than this build reads (format {newest} at most): run the release that wrote it, or a newer one")]
+    NewerFormat {
+        /// The data dir.
+        dir: PathBuf,
+        /// The format its `FORMAT` file names.
+        found: u32,
+        /// The newest format this build reads.
+        newest: u32,
+    },
+    /// The data folder's `FORMAT` file is unreadable or not a format line.
+    #[error("cannot read the data format from {path}: {reason}")]
+    BadFormatFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Any other RocksDB failure.
     #[error("rocksdb: {0}")]
     Db(rocksdb::Error),
@@ -227,6 +248,8 @@ impl EngineError {
             EngineError::Conflict { .. } => ErrorCode::Conflict,
             EngineError::Locked { .. }
             | EngineError::CreateDir { .. }
+            | EngineError::NewerFormat { .. }
+            | EngineError::BadFormatFile { .. }
             | EngineError::Db(_)
             | EngineError::Io(_) => ErrorCode::Internal,
         }
@@ -539,6 +562,7 @@ impl Engine {
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir)
             .map_err(|error| EngineError::CreateDir { dir: dir.to_owned(), error })?;
+        format::check_and_stamp(dir)?;
         let families = [
             ColumnFamilyDescriptor::new(INDEX_CF, index_cf_options()),
             ColumnFamilyDescriptor::new(DATA_CF, data_cf_options(options.values)),

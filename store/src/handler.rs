@@ -11,9 +11,9 @@ use rackpoint_proto::access::{Access, Grant, Need, Scope};
 use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::{
     NODE_DEFAULT_ORPHAN_GRACE_MS, NODE_MAX_INFLIGHT_BYTES, NODE_MAX_RECENT_MANIFEST_WRITES,
-    NODE_ROLLBACK_WINDOW_MS,
+    NODE_ROLLBACK_WINDOW_MS, WIRE_VERSION,
 };
-use rackpoint_proto::wire::Message;
+use rackpoint_proto::wire::{Message, Versions};
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, Rank, Request, Response, ShardKey, Step,
 };
@@ -154,6 +154,8 @@ pub struct NodePolicy {
     pub min_orphan_grace_ms: u64,
     /// Byte quotas of the jobs here.
     pub quotas: Quotas,
+    /// The wire versions the node speaks (`node.toml`'s `wire_version_max` caps them).
+    pub wire_versions: Versions,
 }
 
 impl Default for NodePolicy {
@@ -162,6 +164,7 @@ impl Default for NodePolicy {
             revocations: Revocations::none(),
             min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS,
             quotas: Quotas::default(),
+            wire_versions: Versions::ALL,
         }
     }
 }
@@ -280,13 +283,31 @@ impl Handler {
     /// counts it as served or failed. Errors become error replies; destructive requests
     /// leave an audit line with their outcome.
     pub async fn handle(&self, caller: &Caller, request: Request, payload: Bytes) -> Reply {
+        self.handle_at(caller, request, payload, WIRE_VERSION).await
+    }
+
+    /// The wire versions this node speaks.
+    pub fn wire_versions(&self) -> Versions {
+        self.policy.wire_versions
+    }
+
+    /// [`Handler::handle`] for a request that came in wire version `version`: the reply is
+    /// one that version has (a version 1 caller knows no deletion marks, so a listing leaves
+    /// out the steps being deleted rather than show them as checkpoints).
+    pub async fn handle_at(
+        &self,
+        caller: &Caller,
+        request: Request,
+        payload: Bytes,
+        version: u8,
+    ) -> Reply {
         let kind = request.kind();
         if let Err(refused) = self.admit(caller, &request) {
             self.counters.record_request(kind, false);
             return refused;
         }
         let audit = request.is_destructive().then(|| format!("{request:?}"));
-        let reply = self.dispatch(caller, request, payload).await;
+        let reply = self.dispatch(caller, request, payload, version).await;
         let reply = reply.unwrap_or_else(|e| Reply::error(e.code(), e.to_string()));
         self.counters.record_request(kind, reply.is_ok());
         if let Some(request) = audit {
@@ -302,6 +323,7 @@ impl Handler {
         caller: &Caller,
         request: Request,
         payload: Bytes,
+        version: u8,
     ) -> Result<Reply, RequestError> {
         match request {
             Request::Hello => Ok(Reply::bare(self.hello())),
@@ -315,7 +337,7 @@ impl Handler {
             }
             Request::GetManifest { key } => self.get_manifest(key).await,
             Request::ListManifests { job, after, limit } => {
-                self.list_manifests(job, after, limit).await
+                self.list_manifests(job, after, limit, version).await
             }
             Request::Stats => {
                 let mut stats = self.counters.snapshot(self.identity.node_id, self.engine.counts());
@@ -457,17 +479,35 @@ impl Handler {
         Ok(Reply::with_payload(response, manifest.bytes, permit))
     }
 
+    /// A page of the job's manifests and its marked steps; at a wire version without marks
+    /// (1), the page without the manifests of marked steps instead (pages that would be empty
+    /// for that are skipped, so a caller that stops at an empty page misses nothing).
     async fn list_manifests(
         &self,
         job: JobName,
         after: Option<(Step, Rank)>,
         limit: u32,
+        version: u8,
     ) -> Result<Reply, RequestError> {
         let engine = self.engine.clone();
-        let list =
-            move || Ok((engine.list_manifests(&job, after, limit)?, engine.deletion_marks(&job)?));
-        let (page, deleting) = blocking(list).await?;
-        Ok(Reply::bare(Response::Manifests { entries: page.entries, more: page.more, deleting }))
+        let list = move || {
+            let deleting = engine.deletion_marks(&job)?;
+            let mut after = after;
+            loop {
+                let page = engine.list_manifests(&job, after, limit)?;
+                if version >= 2 || deleting.is_empty() {
+                    return Ok((page.entries, page.more, deleting));
+                }
+                after = page.entries.last().map(|e| (e.step, e.rank));
+                let mut entries = page.entries;
+                entries.retain(|e| !deleting.contains(&e.step));
+                if !entries.is_empty() || !page.more || after.is_none() {
+                    return Ok((entries, page.more, Vec::new()));
+                }
+            }
+        };
+        let (entries, more, deleting) = blocking(list).await?;
+        Ok(Reply::bare(Response::Manifests { entries, more, deleting }))
     }
 
     /// Stores (`mark`) or removes the deletion mark of `(job, step)`.
@@ -861,6 +901,49 @@ mod tests {
         let reply = h.handle(&admin(), clear, Bytes::new()).await;
         assert_eq!(reply.response, Response::DeletionMark { existed: true });
         assert!(h.handle(&admin(), put, Bytes::from_static(m)).await.is_ok());
+    }
+
+    /// Wire version 1 has no deletion marks: a version 1 listing leaves the marked steps out
+    /// (a page that would hold only them is skipped, never sent empty with more to come).
+    #[tokio::test]
+    async fn a_version_1_listing_leaves_out_the_steps_being_deleted() {
+        let f = fixture(0);
+        let h = &f.handler;
+        for step in 1..=6 {
+            let key = ManifestKey { job: job(), step: Step(step), rank: Rank(0) };
+            let m: &'static [u8] = b"manifest bytes";
+            let put = Request::PutManifest { key, world_size: 1, hash: digest(m) };
+            assert!(h.handle(&admin(), put, Bytes::from_static(m)).await.is_ok());
+        }
+        for step in [2, 3, 4] {
+            let mark = Request::MarkDeleting { job: job(), step: Step(step) };
+            assert!(h.handle(&admin(), mark, Bytes::new()).await.is_ok());
+        }
+        let mut after = None;
+        let mut steps = Vec::new();
+        loop {
+            let list = Request::ListManifests { job: job(), after, limit: 1 };
+            let Response::Manifests { entries, more, deleting } =
+                h.handle_at(&admin(), list, Bytes::new(), 1).await.response
+            else {
+                panic!("expected a manifest page");
+            };
+            assert!(deleting.is_empty(), "version 1 has no marks to name");
+            assert!(!entries.is_empty(), "no empty page");
+            steps.extend(entries.iter().map(|e| e.step.0));
+            after = entries.last().map(|e| (e.step, e.rank));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(steps, [1, 5, 6]);
+        let list = Request::ListManifests { job: job(), after: None, limit: 10 };
+        let Response::Manifests { entries, deleting, .. } =
+            h.handle(&admin(), list, Bytes::new()).await.response
+        else {
+            panic!("expected a manifest page");
+        };
+        assert_eq!((entries.len(), deleting), (6, vec![Step(2), Step(3), Step(4)]));
     }
 
     #[tokio::test]

@@ -44,6 +44,9 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// `wire_version_max` names a version this build does not speak.
+    #[error(transparent)]
+    Config(#[from] rackpoint_proto::cluster::ConfigError),
     /// The UDP address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -96,6 +99,7 @@ impl Node {
             TlsFiles { ca: config.ca.clone(), cert: config.cert.clone(), key: config.key.clone() };
         let crypto = tls::server_crypto(&files)?;
         let revocations = Revocations::load(config.revoked.as_deref())?;
+        let wire_versions = config.wire_versions()?;
         private_dir(&config.data_dir)?;
         let engine = Arc::new(open_engine(config).await?);
         let bind_error = |error| StartError::Bind { addr: config.listen, error };
@@ -108,6 +112,7 @@ impl Node {
             revocations,
             min_orphan_grace_ms: config.min_orphan_grace_ms,
             quotas: Quotas::new(&config.quota),
+            wire_versions,
         };
         let handler =
             Handler::new(engine.clone(), counters.clone(), identity, InflightBudget::default())

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, TransportConfig, VarInt};
 use rackpoint_proto::failpoint;
+use rackpoint_proto::limits::MIN_WIRE_VERSION;
 use rackpoint_proto::limits::{
     MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, NODE_BUDGET_WAIT_MS,
     NODE_CONNECTION_INFLIGHT_BYTES, NODE_IDENTITY_INFLIGHT_BYTES,
@@ -20,7 +21,9 @@ use rackpoint_proto::limits::{
     NODE_REQUEST_IO_TIMEOUT_MS, QUIC_CONNECTION_WINDOW_BYTES, QUIC_IDLE_TIMEOUT_MS,
     QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES, UDP_SOCKET_BUFFER_BYTES,
 };
-use rackpoint_proto::wire::{decode_header, encode_frame, Message, PREFIX_BYTES};
+use rackpoint_proto::wire::{
+    decode_header_in, encode_frame_at, header_version, Message, PREFIX_BYTES,
+};
 use rackpoint_proto::{ErrorCode, FramePrefix, Request, Response, WireError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -356,35 +359,23 @@ impl ReadRequestError {
     }
 }
 
-/// A request read in full, with the budget its header and payload hold.
+/// A request read in full, with the budget its header and payload hold, and the wire
+/// version it came in (the reply's).
 struct ReadRequest {
     request: Request,
     payload: Bytes,
+    version: u8,
     _permit: SharePermit,
 }
 
-/// A failed read, with the request kind if its header decoded.
+/// A failed read, with the request kind if its header decoded, and the wire version to
+/// answer in: the request's when the node speaks it, else the nearest one it does
+/// ([`rackpoint_proto::wire::Versions::reply_version`]); the oldest before a header was read,
+/// which every client can parse.
 struct ReadFailure {
     kind: &'static str,
     error: ReadRequestError,
-}
-
-impl From<ReadRequestError> for ReadFailure {
-    fn from(error: ReadRequestError) -> Self {
-        Self { kind: INVALID_KIND, error }
-    }
-}
-
-impl From<WireError> for ReadFailure {
-    fn from(e: WireError) -> Self {
-        ReadRequestError::from(e).into()
-    }
-}
-
-impl From<RequestError> for ReadFailure {
-    fn from(e: RequestError) -> Self {
-        ReadRequestError::from(e).into()
-    }
+    version: u8,
 }
 
 async fn read_exact(
@@ -446,16 +437,20 @@ async fn timed<T>(
 impl StreamTask {
     async fn run(self, mut send: SendStream, mut recv: RecvStream) {
         let mut put_shard = false;
-        let reply = match self.read_request(&mut recv).await {
+        let (reply, version) = match self.read_request(&mut recv).await {
             Ok(read) => {
                 put_shard = matches!(read.request, Request::PutShard { .. });
-                self.handle(read).await
+                let version = read.version;
+                (self.handle(read).await, version)
             }
-            Err(failure) => self.refuse(failure),
+            Err(failure) => {
+                let version = failure.version;
+                (self.refuse(failure), version)
+            }
         };
         let stored = put_shard && reply.is_ok();
         drop(recv);
-        match tokio::time::timeout(io_timeout(), write_reply(&mut send, reply)).await {
+        match tokio::time::timeout(io_timeout(), write_reply(&mut send, reply, version)).await {
             Ok(Ok(())) if stored => failpoint::hit("node.shard_put.after_ack"),
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, "reply not delivered: {e}"),
@@ -470,20 +465,27 @@ impl StreamTask {
     /// of the share and reads the payload within its deadline ([`payload_deadline`]). A
     /// refused request never reads or holds its payload.
     async fn read_request(&self, recv: &mut RecvStream) -> Result<ReadRequest, ReadFailure> {
-        let (request, prefix, header_permit) = timed(async {
+        let versions = self.handler.wire_versions();
+        let mut version = MIN_WIRE_VERSION;
+        let read = timed(async {
             let mut prefix = [0u8; PREFIX_BYTES];
             read_exact(recv, "prefix", &mut prefix).await?;
             let prefix = FramePrefix::parse(prefix)?;
             let permit = self.share.acquire(&self.handler, prefix.header_len).await?;
             let mut header = vec![0u8; prefix.header_len as usize];
             read_exact(recv, "header", &mut header).await?;
-            let request = decode_header::<Request>(&header, prefix.payload_len)?;
+            if let Some(requested) = header_version(&header) {
+                version = versions.reply_version(requested);
+            }
+            let (request, _) = decode_header_in::<Request>(&header, prefix.payload_len, versions)?;
             Ok::<_, ReadRequestError>((request, prefix, permit))
         })
-        .await?;
+        .await;
+        let (request, prefix, header_permit) =
+            read.map_err(|error| ReadFailure { kind: INVALID_KIND, error, version })?;
         drop(header_permit);
         let kind = request.kind();
-        let failure = |error: ReadRequestError| ReadFailure { kind, error };
+        let failure = |error: ReadRequestError| ReadFailure { kind, error, version };
         self.handler
             .admit(&self.caller, &request)
             .map_err(|reply| failure(ReadRequestError::Refused(reply)))?;
@@ -497,12 +499,13 @@ impl StreamTask {
                 ms: deadline.as_millis() as u64,
             }))
             .map_err(failure)?;
-        Ok(ReadRequest { request, payload, _permit: permit })
+        Ok(ReadRequest { request, payload, version, _permit: permit })
     }
 
     async fn handle(&self, read: ReadRequest) -> Reply {
         let kind = read.request.kind();
-        let reply = self.handler.handle(&self.caller, read.request, read.payload).await;
+        let reply =
+            self.handler.handle_at(&self.caller, read.request, read.payload, read.version).await;
         if let Response::Error { code, message } = &reply.response {
             tracing::warn!(peer = %self.peer, kind, ?code, "request failed: {message}");
         }
@@ -510,7 +513,7 @@ impl StreamTask {
     }
 
     fn refuse(&self, failure: ReadFailure) -> Reply {
-        let ReadFailure { kind, error } = failure;
+        let ReadFailure { kind, error, .. } = failure;
         self.handler.counters().record_request(kind, false);
         if let ReadRequestError::Refused(reply) = error {
             return reply;
@@ -531,26 +534,30 @@ enum WriteReplyError {
     Stopped(#[from] quinn::StoppedError),
 }
 
-/// The frame header of a reply, or of an `Internal` error reply (and no payload) if the
-/// reply does not encode.
-fn reply_frame(reply: &Reply) -> (Vec<u8>, bool) {
+/// The frame header of a reply in wire version `version`, or of an `Internal` error reply
+/// (and no payload) if the reply does not encode.
+fn reply_frame(reply: &Reply, version: u8) -> (Vec<u8>, bool) {
     let len = u32::try_from(reply.payload.len()).unwrap_or(u32::MAX);
-    match encode_frame(&reply.response, len) {
+    match encode_frame_at(&reply.response, len, version) {
         Ok(frame) => (frame, true),
         Err(e) => {
             tracing::error!("reply does not encode: {e}");
             let error = Response::error(ErrorCode::Internal, format!("reply does not encode: {e}"));
-            let frame =
-                encode_frame(&error, 0).expect("an error reply with a bounded message encodes");
+            let frame = encode_frame_at(&error, 0, version)
+                .expect("an error reply with a bounded message encodes in every version");
             (frame, false)
         }
     }
 }
 
-/// Writes the reply, finishes the stream, and waits until the peer has acknowledged every
-/// byte; only then is the reply's budget released.
-async fn write_reply(send: &mut SendStream, reply: Reply) -> Result<(), WriteReplyError> {
-    let (frame, with_payload) = reply_frame(&reply);
+/// Writes the reply in wire version `version`, finishes the stream, and waits until the peer
+/// has acknowledged every byte; only then is the reply's budget released.
+async fn write_reply(
+    send: &mut SendStream,
+    reply: Reply,
+    version: u8,
+) -> Result<(), WriteReplyError> {
+    let (frame, with_payload) = reply_frame(&reply, version);
     let mut chunks = vec![Bytes::from(frame)];
     if with_payload && !reply.payload.is_empty() {
         chunks.push(reply.payload);

@@ -95,6 +95,7 @@ pub fn node_config(dir: &Path, ca: &TestCa, id: NodeId) -> NodeConfig {
         revoked: None,
         quota: Vec::new(),
         min_orphan_grace_ms: 0,
+        wire_version_max: None,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::certs::ClusterCa;
 use quinn::crypto::rustls::QuicServerConfig;
 use rackpoint_proto::cluster::{ClientTlsPaths, CodeParams, NodeInfo};
 use rackpoint_proto::limits::ALPN;
+use rackpoint_proto::wire::{decode_header, encode_frame};
 use rackpoint_proto::Digest;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -355,4 +356,104 @@ async fn concurrent_calls_to_a_dead_node_share_one_failed_attempt() {
     }
     let bound = Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS);
     assert!(started.elapsed() < bound * 2, "one shared attempt, not one per call");
+}
+
+/// A node of the previous release: it speaks wire version 1 only, and answers a request of
+/// any other version with `BadVersion` in version 1 (as that release's node did); counts the
+/// requests it got in each version.
+fn version_1_node(ca: &ClusterCa, seen: Arc<[AtomicUsize; 3]>) -> TestNode {
+    start_node(
+        ca,
+        NodeId(1),
+        Arc::new(move |request: &[u8]| {
+            let version = request[PREFIX_BYTES];
+            seen[usize::from(version.min(2))].fetch_add(1, Ordering::SeqCst);
+            let reply = if version == 1 {
+                Response::Hello {
+                    node_id: NodeId(1),
+                    rack: "r".into(),
+                    capacity_bytes: 0,
+                    used_bytes: 0,
+                }
+            } else {
+                Response::error(
+                    ErrorCode::BadVersion,
+                    "wire version 2 is not supported (this build speaks 1)",
+                )
+            };
+            Action::Reply(encode_frame_at(&reply, 0, 1).expect("encodes"))
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_client_falls_back_to_an_older_nodes_version_once_per_connection() {
+    let ca = ClusterCa::generate().expect("CA");
+    let seen: Arc<[AtomicUsize; 3]> = Arc::default();
+    let node = version_1_node(&ca, seen.clone());
+    let transport = client(&ca, &[(NodeId(1), node.addr)]);
+    assert_eq!(transport.wire_version(NodeId(1)), Some(rackpoint_proto::limits::WIRE_VERSION));
+    for _ in 0..3 {
+        let reply = transport.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect("call");
+        assert!(matches!(reply.response, Response::Hello { .. }));
+    }
+    assert_eq!(seen[2].load(Ordering::SeqCst), 1, "one request in version 2, refused");
+    assert_eq!(seen[1].load(Ordering::SeqCst), 3, "then every call in version 1");
+    assert_eq!(transport.wire_version(NodeId(1)), Some(1));
+    // A request version 1 lacks is never sent to that node, and says why.
+    let mark = Request::MarkDeleting { job: shard_key().job, step: rackpoint_proto::Step(1) };
+    let err = transport.call(NodeId(1), &mark, Bytes::new()).await.expect_err("too old");
+    assert!(
+        matches!(
+            err,
+            TransportError::PeerTooOld { kind: "MarkDeleting", version: 1, since: 2, .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade the node"), "{err}");
+    assert!(!err.is_node_failure());
+    assert_eq!(seen[1].load(Ordering::SeqCst) + seen[2].load(Ordering::SeqCst), 4);
+    // A new connection (the node may have been upgraded meanwhile) starts from the newest.
+    transport.forget(NodeId(1));
+    transport.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect("call");
+    assert_eq!(seen[2].load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_reply_in_a_newer_version_says_to_upgrade_the_client() {
+    let ca = ClusterCa::generate().expect("CA");
+    let node = start_node(
+        &ca,
+        NodeId(1),
+        Arc::new(|_| {
+            let mut reply = hello(1);
+            reply[PREFIX_BYTES] = rackpoint_proto::limits::WIRE_VERSION + 1;
+            Action::Reply(reply)
+        }),
+    );
+    let transport = client(&ca, &[(NodeId(1), node.addr)]);
+    let err = transport.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect_err("newer");
+    assert!(matches!(err, TransportError::PeerTooNew { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade the client"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reply_in_another_version_than_the_request_is_a_protocol_error() {
+    let ca = ClusterCa::generate().expect("CA");
+    let node = start_node(
+        &ca,
+        NodeId(1),
+        Arc::new(|_| {
+            let hello = Response::Hello {
+                node_id: NodeId(1),
+                rack: "r".into(),
+                capacity_bytes: 0,
+                used_bytes: 0,
+            };
+            Action::Reply(encode_frame_at(&hello, 0, 1).expect("encodes"))
+        }),
+    );
+    let transport = client(&ca, &[(NodeId(1), node.addr)]);
+    let err = transport.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect_err("mixed");
+    assert!(matches!(err, TransportError::Protocol { .. }), "{err}");
 }

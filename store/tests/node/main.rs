@@ -7,6 +7,7 @@ mod common;
 
 mod bad_frames;
 mod corruption;
+mod data_format;
 mod deletion_marks;
 mod durability;
 mod immutable;

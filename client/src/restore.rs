@@ -75,13 +75,47 @@ impl Sink {
         Sink::Dir { dir: dir.to_path_buf(), overwrite, ready: Vec::new() }
     }
 
-    /// Refuses, before anything is fetched, to restore over an existing file unless asked to.
+    /// Refuses, before anything is fetched: an object whose path below the folder crosses a
+    /// symbolic link or a file (nested names such as `tokenizer/vocab.json` never write
+    /// outside the folder), an object that would be a folder of another (`a` and `a/b`), and,
+    /// unless asked to overwrite, an existing file.
     fn check_targets(&self, manifest: &Manifest) -> Result<()> {
-        let Sink::Dir { dir, overwrite: false, .. } = self else { return Ok(()) };
+        let Sink::Dir { dir, overwrite, .. } = self else { return Ok(()) };
+        let names: std::collections::BTreeSet<&str> =
+            manifest.objects.iter().map(|o| o.name.as_str()).collect();
         for obj in &manifest.objects {
-            let path = dir.join(obj.name.as_str());
-            if path.symlink_metadata().is_ok() {
-                return Err(ClientError::FileExists { path });
+            let name = obj.name.as_str();
+            let path = dir.join(name);
+            let mut folder = dir.clone();
+            let components: Vec<&str> = name.split('/').collect();
+            for (i, c) in components[..components.len() - 1].iter().enumerate() {
+                if names.contains(components[..=i].join("/").as_str()) {
+                    return Err(ClientError::InvalidInput(format!(
+                        "object {name} would be inside object {}, which is a file",
+                        components[..=i].join("/")
+                    )));
+                }
+                folder.push(c);
+                match folder.symlink_metadata() {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(ClientError::InvalidInput(format!(
+                            "{} is not a folder (a file or a symbolic link): object {name} is not restored through it",
+                            folder.display()
+                        )))
+                    }
+                    Err(_) => break, // made when the object is placed
+                }
+            }
+            match path.symlink_metadata() {
+                Ok(m) if m.file_type().is_symlink() || m.is_dir() => {
+                    return Err(ClientError::InvalidInput(format!(
+                        "{} is a folder or a symbolic link: object {name} is not restored over it",
+                        path.display()
+                    )))
+                }
+                Ok(_) if !overwrite => return Err(ClientError::FileExists { path }),
+                _ => {}
             }
         }
         Ok(())
@@ -91,9 +125,18 @@ impl Sink {
     /// placed are removed again (without `overwrite` they are new files) and the temporary
     /// files left are dropped, which removes them.
     fn publish(&mut self) -> Result<()> {
-        let Sink::Dir { overwrite, ready, .. } = self else { return Ok(()) };
+        let Sink::Dir { dir, overwrite, ready } = self else { return Ok(()) };
         let mut placed: Vec<PathBuf> = Vec::with_capacity(ready.len());
+        let mut made = MadeFolders::default();
         for (tmp, path) in std::mem::take(ready) {
+            if let Err(error) = made.parents_of(dir, &path) {
+                if !*overwrite {
+                    for p in &placed {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+                return Err(ClientError::Io { path, error });
+            }
             let renamed =
                 if *overwrite { tmp.persist(&path) } else { tmp.persist_noclobber(&path) };
             if let Err(e) = renamed {
@@ -111,7 +154,50 @@ impl Sink {
             }
             placed.push(path);
         }
+        made.keep();
         Ok(())
+    }
+}
+
+/// The folders a restore made for nested object names (`a/b/c` needs `a` and `a/b`), removed
+/// again, deepest first, when dropped unless kept: a failed restore leaves no empty folder.
+#[derive(Default)]
+struct MadeFolders(Vec<PathBuf>);
+
+impl MadeFolders {
+    /// Makes the missing folders between `dir` and `path`'s parent, one at a time (never
+    /// through a symbolic link: `create_dir` fails on an existing entry of any kind, and an
+    /// existing one must be a real folder).
+    fn parents_of(&mut self, dir: &Path, path: &Path) -> std::io::Result<()> {
+        let Some(parent) = path.parent() else { return Ok(()) };
+        let Ok(below) = parent.strip_prefix(dir) else { return Ok(()) };
+        let mut folder = dir.to_path_buf();
+        for c in below.components() {
+            folder.push(c);
+            match std::fs::create_dir(&folder) {
+                Ok(()) => self.0.push(folder.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !folder.symlink_metadata()?.is_dir() {
+                        let why = format!("{} is not a folder", folder.display());
+                        return Err(std::io::Error::other(why));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for MadeFolders {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d); // only empty ones go
+        }
     }
 }
 
@@ -621,6 +707,36 @@ mod sink_tests {
         );
         assert_eq!(std::fs::read(dir.path().join("b.bin")).expect("kept"), b"theirs");
         assert_eq!(names(dir.path()), ["b.bin"], "a.bin taken back, temporary files gone");
+    }
+
+    #[test]
+    fn nested_names_get_their_folders_and_a_failed_publish_takes_them_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = Sink::dir(dir.path(), false);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "tok/en/vocab.json", b"v"));
+        queue.push(ready(dir.path(), "cfg.json", b"c"));
+        std::fs::write(dir.path().join("cfg.json"), b"theirs").expect("write");
+        sink.publish().expect_err("cfg.json is in the way");
+        assert_eq!(names(dir.path()), ["cfg.json"], "tok/en made and taken back");
+
+        let mut sink = Sink::dir(dir.path(), false);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "tok/en/vocab.json", b"v"));
+        sink.publish().expect("publish");
+        assert_eq!(std::fs::read(dir.path().join("tok/en/vocab.json")).expect("read"), b"v");
+    }
+
+    #[test]
+    fn a_symbolic_link_on_the_way_is_never_followed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outside = tempfile::tempdir().expect("temp dir");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("tok")).expect("symlink");
+        let mut sink = Sink::dir(dir.path(), true);
+        let Sink::Dir { ready: queue, .. } = &mut sink else { unreachable!("made as Dir") };
+        queue.push(ready(dir.path(), "tok/vocab.json", b"v"));
+        sink.publish().expect_err("tok is a link");
+        assert!(names(outside.path()).is_empty(), "nothing written through the link");
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub enum NameError {
         /// The limit.
         max: usize,
     },
+    /// An object name that is not a relative path of plain components.
+    #[error("object name {name:?} is not a relative path of plain components ('/' separates them; none may be empty, '.' or '..', and none may lead or trail)")]
+    BadPath {
+        /// The refused name.
+        name: String,
+    },
     /// The name holds a character it may not.
     #[error("{what} name {name:?} has a character that is not allowed ({allowed})")]
     BadChar {
@@ -73,8 +79,10 @@ impl JobName {
     }
 }
 
-/// An object's name inside a part: 1 to 255 bytes of UTF-8 with no control characters, no
-/// `/` or `\`, and not `.` or `..`, so that it is always safe as a file name.
+/// An object's name inside a part: 1 to 255 bytes of UTF-8, a relative path whose only
+/// separator is `/` (a folder tree saved by `rackpoint put DIR`): no control characters, no
+/// `\\`, no leading or trailing `/`, no empty, `.` or `..` component. It is always safe as a
+/// path below the folder it is restored into.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ObjectName(String);
@@ -84,8 +92,11 @@ impl ObjectName {
     pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
         let s = s.into();
         check_len("object", &s, MAX_OBJECT_NAME_BYTES)?;
-        if s == "." || s == ".." || s.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
-            return Err(bad_char("object", &s, "no control characters, '/', '\\', '.' or '..'"));
+        if s.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(bad_char("object", &s, "no control characters or '\\'"));
+        }
+        if s.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(NameError::BadPath { name: s });
         }
         Ok(Self(s))
     }
@@ -229,13 +240,41 @@ mod tests {
     }
 
     #[test]
-    fn object_names_are_safe_file_names() {
-        assert!(ObjectName::new("model.layers.0.weight").is_ok());
-        assert!(ObjectName::new("optimizer état.bin").is_ok());
-        for bad in [".", "..", "a/b", "a\\b", "a\nb", "a\0b", ""] {
+    fn object_names_are_safe_relative_paths() {
+        for good in [
+            "model.layers.0.weight",
+            "optimizer état.bin",
+            "a/b",
+            "tok/en/izer.json",
+            "..a/b..",
+            ".metadata",
+        ] {
+            assert!(ObjectName::new(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            ".", "..", "a\\b", "a\nb", "a\0b", "", "/a", "a/", "a//b", "a/./b", "a/../b", "../a",
+            "a/..",
+        ] {
             assert!(ObjectName::new(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectName::new("x".repeat(256)).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, an accepted name is a path of plain components: joined to a
+        /// folder it never leaves it (no root, no `..`, no `.`).
+        #[test]
+        fn an_accepted_object_name_stays_below_its_folder(name in "[a-z./\\\\]{1,12}") {
+            if let Ok(n) = ObjectName::new(name.clone()) {
+                let joined = std::path::Path::new("/base").join(n.as_str());
+                proptest::prop_assert!(joined.starts_with("/base"));
+                let below: Vec<_> = joined.strip_prefix("/base").expect("below").components().collect();
+                proptest::prop_assert_eq!(below.len(), name.split('/').count());
+                for c in below {
+                    proptest::prop_assert!(matches!(c, std::path::Component::Normal(_)), "{name:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rackpoint_client::{Client, ClientError};
 use rackpoint_proto::{JobName, ObjectName, Rank, Step};
 
 use crate::exit::{Exit, Reported, Usage};
-use crate::{json, Global};
+use crate::{folder_tree, json, Global};
 
 /// `rackpoint put`.
 #[derive(Debug, clap::Args)]
@@ -25,10 +25,13 @@ pub struct PutArgs {
     job: JobName,
     /// The step.
     step: u64,
-    /// Files to save; each becomes an object named by its file name. Pipes, FIFOs and
-    /// process substitutions (`<(cmd)`) are read to their end; `-` reads standard input
-    /// (name its object with --name). A folder, a socket or a device is refused.
-    #[arg(required = true)]
+    /// Files and folders to save. A file becomes an object named by its file name; a
+    /// folder, every regular file below it, named by its path relative to the folder
+    /// (`tokenizer/vocab.json`; `get` recreates the tree; symbolic links to files are
+    /// followed, empty folders are not kept). Pipes, FIFOs and process substitutions
+    /// (`<(cmd)`) are read to their end; `-` reads standard input (name its object with
+    /// --name). A socket or a device is refused.
+    #[arg(required = true, value_name = "FILE|DIR")]
     files: Vec<PathBuf>,
     /// The object's name: of the one read from `-` (required there), or else of the only
     /// FILE given.
@@ -138,23 +141,36 @@ fn put_objects(files: &[PathBuf], name: Option<&ObjectName>) -> anyhow::Result<V
         let why = "--name names the object read from `-`, or the only FILE given";
         return Err(Usage(why.into()).into());
     }
-    files
-        .iter()
-        .map(|f| {
-            if is_stdin(f) {
-                let Some(name) = name else {
-                    let why = "`-` (standard input) needs --name NAME, the object's name";
-                    return Err(Usage(why.into()).into());
-                };
-                return Ok(ObjectData { name: name.clone(), source: ObjectSource::Stdin });
+    let mut objects = Vec::new();
+    for f in files {
+        if is_stdin(f) {
+            let Some(name) = name else {
+                let why = "`-` (standard input) needs --name NAME, the object's name";
+                return Err(Usage(why.into()).into());
+            };
+            objects.push(ObjectData { name: name.clone(), source: ObjectSource::Stdin });
+        } else if std::fs::metadata(f).is_ok_and(|m| m.is_dir()) {
+            if name.is_some() && stdins == 0 {
+                return Err(Usage("--name names one file, not a folder".into()).into());
             }
+            let tree = folder_tree::files_below(f)?;
+            if tree.is_empty() {
+                bail!("{} holds no file to save", f.display());
+            }
+            objects.extend(
+                tree.into_iter()
+                    .map(|(name, path)| ObjectData { name, source: ObjectSource::File(path) }),
+            );
+        } else {
             let name = match name {
                 Some(n) if stdins == 0 => n.clone(),
                 _ => object_name(f)?,
             };
-            Ok(ObjectData { name, source: ObjectSource::File(f.clone()) })
-        })
-        .collect()
+            objects.push(ObjectData { name, source: ObjectSource::File(f.clone()) });
+        }
+    }
+    folder_tree::check_names(objects.iter().map(|o| &o.name))?;
+    Ok(objects)
 }
 
 fn object_name(path: &Path) -> anyhow::Result<ObjectName> {
@@ -233,10 +249,15 @@ pub async fn put(global: &Global, args: PutArgs) -> anyhow::Result<()> {
         user_meta: args.meta.into_iter().collect(),
     };
     // A stream's length is known only at its end: then the bar counts bytes without a total.
-    let sizes: Option<Vec<u64>> = args
-        .files
+    let sizes: Option<Vec<u64>> = req
+        .objects
         .iter()
-        .map(|f| std::fs::metadata(f).ok().filter(|m| m.is_file() && !is_stdin(f)).map(|m| m.len()))
+        .map(|o| match &o.source {
+            ObjectSource::File(f) => {
+                std::fs::metadata(f).ok().filter(|m| m.is_file()).map(|m| m.len())
+            }
+            _ => None,
+        })
         .collect();
     let bar = progress_bar(&client, sizes.map(|s| s.iter().sum()));
     let r = client.save(req).await;

@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod demo;
 mod exit;
+mod folder_tree;
 mod json;
 mod json_ops;
 mod lifecycle;

@@ -1,8 +1,10 @@
 //! One way to call a node. [`Ctx`] is what every pipeline shares (the cluster map, the QUIC
 //! transport, the live health view, this client's limits) and [`Ctx::call`] is the one path
 //! every request takes: it waits for one of the node's request slots, tracks the request in
-//! the health view (any answer is progress), feeds the latency estimate that sets the hedging
-//! threshold, and on a node-level failure marks the node down and drops its connection. The
+//! the health view (any answer is progress; a node-level failure, `is_node_failure`, marks
+//! the node down: `health_view`'s rules), feeds the latency estimate that sets the hedging
+//! threshold (what counts is `HedgePolicy::observe`'s rule), and on a node-level failure
+//! drops the node's connection. The
 //! typed wrappers (`put_shard`, `get_shard`, the manifest calls, `delete_checkpoint`, `stats`,
 //! `hello`, and the maintenance calls `verify_shard`, `delete_manifest`, `replace_manifest`,
 //! `list_parts`, `delete_orphan_shards`, and `list_jobs`) turn an unexpected reply into
@@ -29,7 +31,7 @@ use rackpoint_proto::{
 use tokio::sync::Semaphore;
 
 use crate::health::Health;
-use crate::hedge::HedgePolicy;
+use crate::hedge::{HedgePolicy, RequestKind};
 use crate::planner::ShardFailure;
 use crate::pool::BufferPool;
 use crate::tls::ClientTls;
@@ -189,23 +191,24 @@ impl Ctx {
             .call_with_timeout(node, req, payload, Duration::from_millis(timeout_ms))
             .await;
         match &result {
-            Err(e) if e.is_node_failure() => self.node_failed(node),
+            Err(e) if e.is_node_failure() => {
+                outstanding.node_failed();
+                // A fresh connection next time (after a restart, say) instead of waiting out
+                // the old one's idle timeout.
+                self.transport.forget(node);
+            }
             _ => {
                 outstanding.answered();
-                if matches!(req, Request::PutShard { .. } | Request::GetShard { .. }) {
-                    self.hedge.lock().unwrap_or_else(|e| e.into_inner()).record(started.elapsed());
-                }
+                let kind = match req {
+                    Request::PutShard { .. } => RequestKind::ShardPut,
+                    Request::GetShard { .. } => RequestKind::ShardGet,
+                    _ => RequestKind::Other,
+                };
+                let mut hedge = self.hedge.lock().unwrap_or_else(|e| e.into_inner());
+                hedge.observe(kind, started.elapsed());
             }
         }
         result
-    }
-
-    /// A node-level failure: mark the node down and drop its connection, so the next call
-    /// (after a restart, say) opens a fresh one instead of waiting out the old one's idle
-    /// timeout.
-    fn node_failed(&self, node: NodeId) {
-        self.health.mark_down(node);
-        self.transport.forget(node);
     }
 
     /// Stores a shard; returns once the node says it is durable.

@@ -1,20 +1,21 @@
 //! The client's live view of which nodes are up: the pure [`HealthView`] behind a lock, fed
-//! with the real clock, with a log line when a node goes down or comes back. A node is marked
-//! down when a request to it fails at the node level (connect, timeout, lost connection), so
-//! every later stripe plans around it at once: a dead node costs one timeout, not one per
-//! shard. Any answer brings it back, including the heartbeats (`Hello` every
-//! `HEARTBEAT_INTERVAL_MS`, sent by `ctx`).
+//! with the real clock, with a log line when a node goes down or comes back. The rules are
+//! the view's: a request that fails at the node level (connect, timeout, lost connection)
+//! marks its node down, so every later stripe plans around it at once: a dead node costs one
+//! timeout, not one per shard. Any answer brings it back, including the heartbeats (`Hello`
+//! every `HEARTBEAT_INTERVAL_MS`, sent by `ctx`).
 //!
 //! It also tells a busy node from a stalled one: a node with requests outstanding that has
-//! completed none for a while (`is_stalled`) is stopped or partitioned, while a node that
-//! keeps answering is merely loaded, and hedging around it would only add load.
+//! completed none for a while is stopped or partitioned (`suspect_stalled` marks it down),
+//! while a node that keeps answering is merely loaded, and hedging around it would only add
+//! load.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rackpoint_proto::NodeId;
 
-use crate::health_view::{Change, HealthView};
+use crate::health_view::{Change, HealthView, RequestEnd};
 
 /// Shared up/down state of every node in the map.
 #[derive(Debug, Default)]
@@ -38,19 +39,30 @@ impl Health {
         log(id, self.lock().mark_up(id));
     }
 
-    /// A request to `id` starts; the guard ends it (as a failure unless `answered` is called).
+    /// A request to `id` starts; the guard ends it (abandoned unless `answered` or
+    /// `node_failed` is called).
     pub fn begin(self: &Arc<Self>, id: NodeId) -> Outstanding {
         self.lock().begin(id, Instant::now());
-        Outstanding { health: self.clone(), id, answered: false }
+        Outstanding { health: self.clone(), id, how: RequestEnd::Abandoned }
     }
 
-    /// Whether `id` has requests outstanding and has answered none for `after`.
-    pub fn is_stalled(&self, id: NodeId, now: Instant, after: Duration) -> bool {
-        self.lock().is_stalled(id, now, after)
+    /// Stall suspicion (see [`HealthView::suspect_stalled`]): marks down the `late` nodes
+    /// that answered nothing for a whole `hedge_after` at `now`; returns those it took down.
+    pub fn suspect_stalled(
+        &self,
+        late: Vec<NodeId>,
+        now: Instant,
+        hedge_after: Duration,
+    ) -> Vec<NodeId> {
+        let suspected = self.lock().suspect_stalled(late, now, hedge_after);
+        for &n in &suspected {
+            log(n, Change::WentDown);
+        }
+        suspected
     }
 
-    fn end(&self, id: NodeId, answered: bool) {
-        log(id, self.lock().end(id, answered, Instant::now()));
+    fn end(&self, id: NodeId, how: RequestEnd) {
+        log(id, self.lock().end(id, how, Instant::now()));
     }
 
     /// Ids currently believed down.
@@ -73,24 +85,30 @@ fn log(id: NodeId, change: Change) -> Change {
     change
 }
 
-/// One outstanding request; dropping it without `answered` counts as no progress.
+/// One outstanding request; dropping it without `answered` or `node_failed` counts as
+/// abandoned (no progress, no failure).
 #[derive(Debug)]
 pub struct Outstanding {
     health: Arc<Health>,
     id: NodeId,
-    answered: bool,
+    how: RequestEnd,
 }
 
 impl Outstanding {
     /// The node answered (with data or with an error of its own): it is alive.
     pub fn answered(mut self) {
-        self.answered = true;
+        self.how = RequestEnd::Answered;
+    }
+
+    /// The request failed at the node level: the node is down.
+    pub fn node_failed(mut self) {
+        self.how = RequestEnd::NodeFailure;
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.health.end(self.id, self.answered);
+        self.health.end(self.id, self.how);
     }
 }
 
@@ -112,22 +130,31 @@ mod tests {
     }
 
     #[test]
-    fn stalled_means_outstanding_without_progress() {
+    fn a_stalled_node_is_suspected_and_an_answer_brings_it_back() {
         let h = Arc::new(Health::default());
         let (id, hedge) = (NodeId(3), Duration::from_millis(100));
         let t0 = Instant::now();
-        assert!(!h.is_stalled(id, t0 + hedge * 10, hedge), "nothing outstanding");
+        assert!(h.suspect_stalled(vec![id], t0 + hedge * 10, hedge).is_empty(), "nothing out");
         let first = h.begin(id);
         let second = h.begin(id);
-        assert!(!h.is_stalled(id, Instant::now(), hedge));
-        assert!(h.is_stalled(id, Instant::now() + hedge, hedge), "no answer for the whole window");
+        assert!(h.suspect_stalled(vec![id], Instant::now(), hedge).is_empty(), "not yet");
         first.answered();
-        assert!(!h.is_stalled(id, Instant::now(), hedge), "an answer is progress");
-        h.mark_down(id);
+        let later = Instant::now() + hedge;
+        assert_eq!(h.suspect_stalled(vec![id], later, hedge), vec![id], "no answer since");
+        assert!(h.is_down(id));
         let third = h.begin(id);
         third.answered();
         assert!(!h.is_down(id), "an answer brings a suspected node back");
         drop(second);
-        assert!(!h.is_stalled(id, Instant::now() + hedge * 10, hedge), "nothing outstanding");
+        assert!(!h.is_down(id), "an abandoned request is no failure");
+        assert!(h.suspect_stalled(vec![id], later + hedge * 10, hedge).is_empty(), "nothing out");
+    }
+
+    #[test]
+    fn a_node_level_failure_takes_the_node_down() {
+        let h = Arc::new(Health::default());
+        h.begin(NodeId(5)).node_failed();
+        assert!(h.is_down(NodeId(5)));
+        assert_eq!(h.down_nodes(), vec![NodeId(5)]);
     }
 }

@@ -1,8 +1,9 @@
 //! Rackpoint client: what a training process links in to save and restore checkpoints.
 //!
 //! Pure logic without I/O lives in the `rackpoint-core` crate and is re-exported here under
-//! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`, `listing`,
-//! `hedge`, `health_view`, `redundancy`, `checkpoint_choice`, `repair_plan`, `retention`.
+//! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`,
+//! `manifest_commit`, `listing`, `hedge`, `health_view`, `redundancy`, `checkpoint_choice`,
+//! `repair_plan`, `retention`.
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
@@ -36,8 +37,8 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    checkpoint_choice, codec, deletion, health_view, hedge, job_list, listing, manifest, placement,
-    planner, redundancy, repair_plan, retention, stripe_write,
+    checkpoint_choice, codec, deletion, health_view, hedge, job_list, listing, manifest,
+    manifest_commit, placement, planner, redundancy, repair_plan, retention, stripe_write,
 };
 
 pub use client::{BlockingClient, Client, ClientOptions, NodeStatus, Progress, SaveHandle};

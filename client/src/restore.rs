@@ -545,13 +545,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// A late fetch on a node that answered nothing for a whole threshold: suspect the node, so
-/// this and later stripes plan around it until it answers again.
+/// this and later stripes plan around it until it answers again (the rule is
+/// `HealthView::suspect_stalled`'s).
 fn suspect_stalled(ctx: &Ctx, planner: &StripePlanner, s: StripeIndex) {
-    let (now, hedge_after) = (Instant::now(), ctx.hedge_after());
-    for node in planner.late_nodes(now) {
-        if ctx.health.is_stalled(node, now, hedge_after) && ctx.health.mark_down(node) {
-            tracing::warn!(node = %node, stripe = %s, "node stalled: hedging with parity");
-        }
+    let now = Instant::now();
+    for node in ctx.health.suspect_stalled(planner.late_nodes(now), now, ctx.hedge_after()) {
+        tracing::warn!(node = %node, stripe = %s, "node stalled: hedging with parity");
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rackpoint_proto::failpoint;
-use rackpoint_proto::limits::{CLIENT_MAX_ATTEMPTS, MAX_WRITER_BYTES};
+use rackpoint_proto::limits::MAX_WRITER_BYTES;
 use rackpoint_proto::{
     Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
 };
@@ -32,10 +32,10 @@ use crate::codec::{Codec, ObjectLayout};
 use crate::ctx::Ctx;
 use crate::error::{ClientError, NodeErrors, Result};
 use crate::manifest::{CodeSpec, Manifest, ObjectEntry, StripeEntry};
-use crate::placement;
+use crate::manifest_commit::{CommitAction, ManifestCommit};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::rollback;
-use crate::stripe_write::{Action, Put, PutResult, StripeWrite, WriteFailure};
+use crate::stripe_write::{Action, Put, PutFailure, PutResult, StripeWrite, WriteFailure};
 use crate::transport::TransportError;
 
 /// Where an object's bytes come from.
@@ -661,13 +661,12 @@ fn log_move(id: &StripeId, put: &Put) {
     }
 }
 
-/// A put's outcome for the machine: a failure moves the shard (node down, full, shutting
-/// down, or holding other bytes under the key) or is retried on the same node.
+/// A put's outcome for the machine; which failures move the shard is
+/// [`PutFailure::result`]'s rule.
 fn put_result(r: Result<(), TransportError>) -> PutResult {
     match r {
         Ok(()) => PutResult::Stored,
-        Err(e) if moves_shard(&e) => PutResult::Refused(e.to_string()),
-        Err(e) => PutResult::Failed(e.to_string()),
+        Err(e) => put_failure(&e).result(e.to_string()),
     }
 }
 
@@ -690,19 +689,15 @@ fn refused(job: &JobName, e: &TransportError) -> Option<ClientError> {
     }
 }
 
-/// Whether a failed put should go to another node (rather than be retried on the same one).
-/// `Conflict`: the node holds other bytes under the shard's key (say, orphans of a crashed
-/// earlier attempt of this uncommitted step) and never replaces them, so a retry there
-/// would fail the same way.
-fn moves_shard(e: &TransportError) -> bool {
-    e.is_node_failure()
-        || matches!(
-            e,
-            TransportError::Remote {
-                code: ErrorCode::DiskFull | ErrorCode::ShuttingDown | ErrorCode::Conflict,
-                ..
-            }
-        )
+/// A failed put's kind, as the stripe-write machine sorts it.
+fn put_failure(e: &TransportError) -> PutFailure {
+    match e {
+        TransportError::Remote { code: ErrorCode::DiskFull, .. } => PutFailure::DiskFull,
+        TransportError::Remote { code: ErrorCode::ShuttingDown, .. } => PutFailure::ShuttingDown,
+        TransportError::Remote { code: ErrorCode::Conflict, .. } => PutFailure::Conflict,
+        e if e.is_node_failure() => PutFailure::NodeDown,
+        _ => PutFailure::Other,
+    }
 }
 
 fn write_failed(id: &StripeId, f: WriteFailure) -> ClientError {
@@ -715,49 +710,51 @@ fn write_failed(id: &StripeId, f: WriteFailure) -> ClientError {
     }
 }
 
-/// Stores the manifest on m + 1 nodes (distinct racks first). Returns its id and the nodes.
+/// Stores the manifest on m + 1 nodes (distinct racks first), as [`ManifestCommit`]
+/// decides: each round's puts in parallel. Returns its id and the nodes.
 async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<NodeId>)> {
     let bytes = Bytes::from(manifest.to_checked_bytes()?);
     let id = Digest::of(&bytes);
-    let need = (usize::from(ctx.map.code.m) + 1).min(ctx.map.nodes.len());
     let (job, step, rank) = (&manifest.job, manifest.step, manifest.rank);
     let key = ManifestKey { job: job.clone(), step, rank };
-    let mut stored: Vec<NodeId> = Vec::new();
+    let mut commit = ManifestCommit::new(&ctx.map, job.clone(), step, rank);
     let mut failures: Vec<(NodeId, TransportError)> = Vec::new();
-    for _ in 0..CLIENT_MAX_ATTEMPTS {
-        let avoid = |n: NodeId| {
-            ctx.health.is_down(n) || failures.iter().any(|(f, _)| *f == n) || stored.contains(&n)
-        };
-        let Ok(targets) =
-            placement::place_manifest(&ctx.map, job, step, rank, need - stored.len(), &avoid)
-        else {
-            break;
-        };
-        let puts = targets.iter().map(|&n| {
-            let put = ctx.put_manifest(n, key.clone(), manifest.world_size, id, bytes.clone());
-            async move { put.await.inspect(|_| failpoint::hit("save.manifest_stored")) }
-        });
-        for (n, r) in targets.iter().zip(futures::future::join_all(puts).await) {
-            match r {
-                Ok(()) => stored.push(*n),
-                Err(e) => failures.push((*n, e)),
+    loop {
+        let action = commit.poll(&ctx.map, &|n| ctx.health.is_down(n));
+        match action {
+            CommitAction::Send(targets) => {
+                let puts = targets.iter().map(|&n| {
+                    let put =
+                        ctx.put_manifest(n, key.clone(), manifest.world_size, id, bytes.clone());
+                    async move { put.await.inspect(|_| failpoint::hit("save.manifest_stored")) }
+                });
+                for (n, r) in targets.iter().zip(futures::future::join_all(puts).await) {
+                    commit.on_result(*n, r.is_ok());
+                    if let Err(e) = r {
+                        failures.push((*n, e));
+                    }
+                }
+            }
+            CommitAction::Wait => {
+                return Err(ClientError::Task("manifest commit: a put went unanswered".into()));
+            }
+            CommitAction::Committed(nodes) => return Ok((id, nodes)),
+            CommitAction::RollBack(stored) => {
+                // Atomic commit: the copies that were stored are taken back, so no part is
+                // visible.
+                failpoint::hit("save.rollback");
+                rollback::roll_back(ctx, &key, id, &stored).await;
+                return Err(ClientError::CommitFailed {
+                    job: job.clone(),
+                    step,
+                    rank,
+                    need: commit.need(),
+                    stored: stored.len(),
+                    failures: NodeErrors(failures),
+                });
             }
         }
-        if stored.len() >= need {
-            return Ok((id, stored));
-        }
     }
-    // Atomic commit: the copies that were stored are taken back, so no part is visible.
-    failpoint::hit("save.rollback");
-    rollback::roll_back(ctx, &key, id, &stored).await;
-    Err(ClientError::CommitFailed {
-        job: job.clone(),
-        step,
-        rank,
-        need,
-        stored: stored.len(),
-        failures: NodeErrors(failures),
-    })
 }
 
 #[cfg(test)]
@@ -935,6 +932,11 @@ mod tests {
         assert!(matches!(remote(ErrorCode::Internal), PutResult::Failed(_)), "retried in place");
         assert!(matches!(remote(ErrorCode::HashMismatch), PutResult::Failed(_)));
         assert_eq!(put_result(Ok(())), PutResult::Stored);
+        let timeout = TransportError::Timeout { node: NodeId(3), after_ms: 5 };
+        assert_eq!(put_failure(&timeout), PutFailure::NodeDown, "a node-level failure");
+        assert!(matches!(put_result(Err(timeout)), PutResult::Refused(_)));
+        let broken = TransportError::Protocol { node: NodeId(3), reason: "bad frame".into() };
+        assert!(matches!(put_result(Err(broken)), PutResult::Failed(_)), "retried in place");
     }
 
     #[test]

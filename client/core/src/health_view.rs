@@ -3,11 +3,15 @@
 //! clock, so the client (`health`, behind a lock, with the real clock) and the simulator's
 //! fast mode (with its own clock) drive the same rules:
 //!
-//! - a node-level failure marks a node down at once (a dead node costs one timeout, not one
-//!   per shard); any answer, of any kind, brings it back;
+//! - a request ends one of three ways ([`RequestEnd`]): a node-level failure marks the node
+//!   down at once (a dead node costs one timeout, not one per shard); any answer, of any
+//!   kind, brings it back; a request the caller abandoned changes neither;
 //! - a node is *stalled* when it has requests outstanding and has answered none for a whole
 //!   window (its last answer, or the moment its first outstanding request began, is older
-//!   than the window): stopped or partitioned, unlike a busy node that still answers.
+//!   than the window): stopped or partitioned, unlike a busy node that still answers;
+//! - stall suspicion ([`HealthView::suspect_stalled`]): a node a restore has a late fetch on
+//!   and that stalled for a whole hedging threshold is marked down, so every stripe plans
+//!   around it until it answers again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,6 +25,18 @@ struct NodeState {
     outstanding: u32,
     /// Last answer, or when `outstanding` last went from 0 to 1.
     progress_at: Option<Instant>,
+}
+
+/// How a request to a node ended, as the health rules take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestEnd {
+    /// The node replied, with data or with an error of its own: progress, and it is up.
+    Answered,
+    /// A node-level failure (no connection, no answer in time, the connection lost, the node
+    /// shutting down): it is down from now on.
+    NodeFailure,
+    /// The caller stopped waiting (a fetch no longer needed): neither progress nor failure.
+    Abandoned,
 }
 
 /// What changed for a node, for the caller to log.
@@ -75,16 +91,34 @@ impl HealthView {
         }
     }
 
-    /// A request to `id` ended at `now`: `answered` if the node replied (with data or an
-    /// error of its own), which is progress and brings the node back up.
-    pub fn end(&mut self, id: NodeId, answered: bool, now: Instant) -> Change {
+    /// A request to `id` ended at `now`, as `how` says (see [`RequestEnd`]).
+    pub fn end(&mut self, id: NodeId, how: RequestEnd, now: Instant) -> Change {
         let s = self.nodes.entry(id).or_default();
         s.outstanding = s.outstanding.saturating_sub(1);
-        if !answered {
-            return Change::None;
+        match how {
+            RequestEnd::Answered => {
+                s.progress_at = Some(now);
+                bring_up(s)
+            }
+            RequestEnd::NodeFailure => self.mark_down(id, now),
+            RequestEnd::Abandoned => Change::None,
         }
-        s.progress_at = Some(now);
-        bring_up(s)
+    }
+
+    /// Stall suspicion at `now`: of the `late` nodes (those a restore planner has a fetch
+    /// outstanding on for longer than the hedging threshold `hedge_after`), marks down each
+    /// that is stalled for the whole threshold; returns the nodes this took down.
+    pub fn suspect_stalled(
+        &mut self,
+        late: impl IntoIterator<Item = NodeId>,
+        now: Instant,
+        hedge_after: Duration,
+    ) -> Vec<NodeId> {
+        late.into_iter()
+            .filter(|&n| {
+                self.is_stalled(n, now, hedge_after) && self.mark_down(n, now) == Change::WentDown
+            })
+            .collect()
     }
 
     /// Whether `id` has requests outstanding and has answered none for `window` at `now`.
@@ -145,23 +179,57 @@ mod tests {
         h.begin(id, t0 + WINDOW / 2);
         assert!(!h.is_stalled(id, t0 + WINDOW / 2, WINDOW));
         assert!(h.is_stalled(id, t0 + WINDOW, WINDOW), "the window runs from the first request");
-        assert_eq!(h.end(id, true, t0 + WINDOW), Change::None);
+        assert_eq!(h.end(id, RequestEnd::Answered, t0 + WINDOW), Change::None);
         assert!(!h.is_stalled(id, t0 + WINDOW, WINDOW), "an answer restarts the window");
         assert!(h.is_stalled(id, t0 + WINDOW * 2, WINDOW), "one still outstanding");
         h.mark_down(id, t0 + WINDOW * 2);
-        assert_eq!(h.end(id, false, t0 + WINDOW * 3), Change::None, "a timeout is no answer");
-        assert!(h.is_down(id));
+        assert_eq!(h.end(id, RequestEnd::Abandoned, t0 + WINDOW * 3), Change::None);
+        assert!(h.is_down(id), "an abandoned request is no answer");
         h.begin(id, t0 + WINDOW * 3);
-        assert_eq!(h.end(id, true, t0 + WINDOW * 3), Change::BackUp);
+        assert_eq!(h.end(id, RequestEnd::Answered, t0 + WINDOW * 3), Change::BackUp);
         assert!(!h.is_stalled(id, t0 + WINDOW * 10, WINDOW), "nothing outstanding");
+    }
+
+    #[test]
+    fn a_node_level_failure_marks_the_node_down_once() {
+        let (mut h, t0) = (HealthView::default(), Instant::now());
+        let id = NodeId(2);
+        h.begin(id, t0);
+        h.begin(id, t0);
+        assert_eq!(h.end(id, RequestEnd::NodeFailure, t0 + WINDOW), Change::WentDown);
+        assert_eq!(h.down_since(id), Some(t0 + WINDOW));
+        assert_eq!(h.end(id, RequestEnd::NodeFailure, t0 + WINDOW * 2), Change::None);
+        assert_eq!(h.outstanding(id), 0, "both requests ended");
+        assert_eq!(h.down_since(id), Some(t0 + WINDOW), "down since the first failure");
+    }
+
+    #[test]
+    fn only_late_nodes_stalled_for_the_whole_threshold_are_suspected() {
+        let (mut h, t0) = (HealthView::default(), Instant::now());
+        let (stalled, busy, idle, down) = (NodeId(1), NodeId(2), NodeId(3), NodeId(4));
+        for n in [stalled, busy, down] {
+            h.begin(n, t0);
+            h.begin(n, t0);
+        }
+        h.end(busy, RequestEnd::Answered, t0 + WINDOW / 2);
+        h.mark_down(down, t0);
+        let late = [stalled, busy, idle, down];
+        assert!(h.suspect_stalled(late, t0 + WINDOW / 2, WINDOW).is_empty(), "not yet");
+        assert_eq!(h.suspect_stalled(late, t0 + WINDOW, WINDOW), vec![stalled]);
+        assert!(h.is_down(stalled));
+        assert!(!h.is_down(busy), "it answered within the threshold");
+        assert!(!h.is_down(idle), "nothing outstanding");
+        assert!(h.suspect_stalled([stalled], t0 + WINDOW * 2, WINDOW).is_empty(), "already");
+        assert!(h.suspect_stalled([NodeId(9)], t0 + WINDOW * 9, WINDOW).is_empty(), "never asked");
     }
 
     proptest! {
         /// Outstanding counts never underflow and match begins minus ends; a node is down
-        /// exactly when its last up/down event was a failure; a node with nothing
+        /// exactly when its last up/down event was a failure (a mark or a node-level end; an
+        /// abandoned request is neither); a node with nothing
         /// outstanding is never stalled.
         #[test]
-        fn the_view_follows_its_events(events in proptest::collection::vec((0u32..4, 0u8..5, 0u64..300), 0..80)) {
+        fn the_view_follows_its_events(events in proptest::collection::vec((0u32..4, 0u8..6, 0u64..300), 0..80)) {
             let (mut h, t0) = (HealthView::default(), Instant::now());
             let mut outstanding = [0u32; 4];
             let mut down = [false; 4];
@@ -172,14 +240,22 @@ mod tests {
                 let i = node as usize;
                 match what {
                     0 => { h.begin(id, now); outstanding[i] += 1; }
-                    1 | 2 => {
-                        let answered = what == 1;
-                        h.end(id, answered, now);
+                    1 => {
+                        h.end(id, RequestEnd::Answered, now);
                         outstanding[i] = outstanding[i].saturating_sub(1);
-                        if answered { down[i] = false; }
+                        down[i] = false;
+                    }
+                    2 => {
+                        h.end(id, RequestEnd::Abandoned, now);
+                        outstanding[i] = outstanding[i].saturating_sub(1);
                     }
                     3 => { h.mark_down(id, now); down[i] = true; }
-                    _ => { h.mark_up(id); down[i] = false; }
+                    4 => { h.mark_up(id); down[i] = false; }
+                    _ => {
+                        h.end(id, RequestEnd::NodeFailure, now);
+                        outstanding[i] = outstanding[i].saturating_sub(1);
+                        down[i] = true;
+                    }
                 }
                 for n in 0..4u32 {
                     prop_assert_eq!(h.outstanding(NodeId(n)), outstanding[n as usize]);

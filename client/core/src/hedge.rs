@@ -2,6 +2,11 @@
 //! past which a fetch counts as late (a multiple of the typical fetch, never below
 //! `HEDGE_MIN_MS`), and how soon a late fetch is looked at again. The restore planner and
 //! the client's call path use it; the simulator drives the same numbers.
+//!
+//! Which latencies count is a rule of its own ([`HedgePolicy::observe`]): every shard put and
+//! shard get the node answered (with the shard, or with an error of its own). Other requests
+//! (listings, manifests, heartbeats) are not shard transfers, and a node-level failure's
+//! latency is a timeout's, not the node's.
 
 use std::time::Duration;
 
@@ -18,6 +23,17 @@ pub const EWMA_DENOMINATOR: u64 = 8;
 /// of the threshold (1/2): often enough to notice a stall, rarely enough to cost nothing.
 pub const RECHECK_DIVISOR: u32 = 2;
 
+/// A request as the estimate sorts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A shard put.
+    ShardPut,
+    /// A shard get.
+    ShardGet,
+    /// Anything else.
+    Other,
+}
+
 /// The typical request latency, as an exponentially weighted moving average.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HedgePolicy {
@@ -25,7 +41,15 @@ pub struct HedgePolicy {
 }
 
 impl HedgePolicy {
-    /// Feeds one request's latency (the first sample sets the estimate).
+    /// Feeds the latency of a request of `kind` that its node answered, if that kind counts
+    /// (see the module doc): the one way drivers feed the estimate.
+    pub fn observe(&mut self, kind: RequestKind, latency: Duration) {
+        if matches!(kind, RequestKind::ShardPut | RequestKind::ShardGet) {
+            self.record(latency);
+        }
+    }
+
+    /// Feeds one latency sample (the first sample sets the estimate).
     pub fn record(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
         self.typical_us = if self.typical_us == 0 {
@@ -73,6 +97,17 @@ mod tests {
         fast.record(Duration::from_millis(1));
         assert_eq!(fast.threshold(), Duration::from_millis(HEDGE_MIN_MS));
         assert_eq!(recheck_after(Duration::from_millis(400)), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn shard_puts_and_gets_count_and_nothing_else() {
+        let mut p = HedgePolicy::default();
+        p.observe(RequestKind::Other, Duration::from_millis(500));
+        assert_eq!(p.typical(), Duration::ZERO, "a listing is not a shard transfer");
+        p.observe(RequestKind::ShardPut, Duration::from_millis(80));
+        assert_eq!(p.typical(), Duration::from_millis(80));
+        p.observe(RequestKind::ShardGet, Duration::from_millis(160));
+        assert_eq!(p.typical(), Duration::from_millis(90));
     }
 
     proptest! {

@@ -7,6 +7,7 @@
 //! - `manifest` — the per-part record, its canonical bytes, validation and chain.
 //! - `planner` — the restore planner: which shard to fetch next for one stripe.
 //! - `stripe_write` — the save side: where each shard of a stripe goes, moves and retries.
+//! - `manifest_commit` — the save's last step: the manifest's copies, rounds and rollback.
 //! - `listing` — the listing quorum over the nodes' manifest lists (and deletion marks).
 //! - `deletion` — deletes that cannot half-happen: the mark quorum, when to clear, gc's gate.
 //! - `job_list` — the cluster's jobs, merged from the nodes' job pages and manifest lists.
@@ -30,6 +31,7 @@ pub mod hedge;
 pub mod job_list;
 pub mod listing;
 pub mod manifest;
+pub mod manifest_commit;
 pub mod placement;
 pub mod planner;
 pub mod redundancy;

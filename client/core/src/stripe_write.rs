@@ -39,6 +39,41 @@ pub enum PutResult {
     Failed(String),
 }
 
+/// Why a put did not store its shard, as far as the save's decision goes. Drivers map their
+/// own errors to it; [`PutFailure::result`] is the one rule of which failures move a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutFailure {
+    /// A node-level failure: no connection, no answer in time, the connection lost.
+    NodeDown,
+    /// The node says it is shutting down.
+    ShuttingDown,
+    /// The node's disk is full.
+    DiskFull,
+    /// The node holds other bytes under the shard's key (say, orphans of a crashed earlier
+    /// attempt of this uncommitted step) and never replaces them.
+    Conflict,
+    /// Anything else (an internal error, a hash mismatch in transit, a broken reply), which
+    /// may not happen again.
+    Other,
+}
+
+impl PutFailure {
+    /// Whether the shard goes to another node, because a retry on this one would fail the
+    /// same way (every kind but [`PutFailure::Other`], which is retried in place).
+    pub fn moves_shard(self) -> bool {
+        !matches!(self, PutFailure::Other)
+    }
+
+    /// The machine's result for a put that failed this way, for the reason `why`.
+    pub fn result(self, why: String) -> PutResult {
+        if self.moves_shard() {
+            PutResult::Refused(why)
+        } else {
+            PutResult::Failed(why)
+        }
+    }
+}
+
 /// One put to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Put {

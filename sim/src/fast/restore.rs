@@ -16,7 +16,7 @@ use rackpoint_client::planner::{Outcome as Plan, ShardFailure, StripePlanner};
 use rackpoint_proto::{ManifestEntry, NodeId, Rank, ShardIndex, Step};
 
 use super::save::{Saved, MANIFEST_LEN};
-use super::world::{instant, origin, Micros, Rot};
+use super::world::{instant, micros_of, Micros, Rot};
 use super::{Ev, Sim};
 use crate::report::Outcome;
 
@@ -38,11 +38,6 @@ struct StripeRun {
     shards: Vec<Option<Vec<u8>>>,
     done: bool,
     next_tick: Option<Micros>,
-}
-
-/// A planner or machine instant back as simulated time.
-pub fn micros_of(i: std::time::Instant) -> Micros {
-    u64::try_from(i.saturating_duration_since(origin()).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Which checkpoint a restore asks for (the client's `Which`).
@@ -414,11 +409,7 @@ impl Sim<'_> {
             return;
         }
         let now = instant(self.now);
-        for node in run.planner.late_nodes(now) {
-            if self.world.health.is_stalled(node, self.now, hedge) {
-                self.world.health.mark_down(node, self.now);
-            }
-        }
+        self.world.health.view_mut().suspect_stalled(run.planner.late_nodes(now), now, hedge);
         let health = &self.world.health;
         let down = |n: NodeId| health.is_down(n);
         let more = run.planner.on_tick(now, &down);

@@ -1,16 +1,21 @@
 //! Fast mode's save driver: encodes every stripe with the real codec and lets the client's
 //! own stripe-write machine (`StripeWrite`: placement, degraded doubling-up, moves after a
-//! refusal, retries with backoff) decide every put against simulated nodes; then commits the
-//! manifest on `m + 1` nodes chosen by `place_manifest`. Stripes are in flight all at once.
+//! refusal, retries with backoff) decide every put against simulated nodes, a failed put
+//! sorted by the client's rule (`PutFailure`); then commits the manifest as the client's
+//! `ManifestCommit` decides (`m + 1` copies, bounded rounds, rollback when short). Stripes are
+//! in flight all at once; every answered put feeds the hedging estimate, as in the client.
+
+use std::time::Duration;
 
 use rackpoint_client::codec::{Codec, ObjectLayout};
+use rackpoint_client::hedge::RequestKind;
 use rackpoint_client::manifest::Manifest;
-use rackpoint_client::placement;
-use rackpoint_client::stripe_write::{Action, PutResult, StripeWrite};
+use rackpoint_client::manifest_commit::{CommitAction, ManifestCommit};
+use rackpoint_client::stripe_write::{Action, PutFailure, PutResult, StripeWrite};
 use rackpoint_proto::{Digest, NodeId, Rank, Step, StripeId, StripeIndex};
 
 use super::manifest::{empty_manifest, manifest_of};
-use super::world::{instant, Micros, NodeState};
+use super::world::{instant, micros_of, Micros, NodeState};
 use super::{Ev, Sim};
 
 /// Bytes of a simulated manifest copy.
@@ -42,7 +47,7 @@ pub struct Saved {
     pub stripes: Vec<SavedStripe>,
     /// Nodes holding its manifest.
     pub manifest_nodes: Vec<NodeId>,
-    /// Whether the manifest reached `m + 1` nodes.
+    /// Whether the manifest commit reached its copies (`m + 1`, capped at the nodes).
     pub committed: bool,
     /// Its part's manifest, as the client's save builds it (see `fast::manifest`): where
     /// every shard is, with its hash. Its shard nodes are placeholders until the stripes are
@@ -69,7 +74,7 @@ pub enum SaveFailure {
         /// The shard.
         index: u8,
     },
-    /// The manifest reached fewer than `m + 1` nodes.
+    /// The manifest commit gave up short of its copies (and rolled back).
     CommitFailed {
         /// Copies stored.
         stored: usize,
@@ -229,7 +234,7 @@ impl Sim<'_> {
             saved.moved_shards += w.moved();
         }
         saved.seal_manifest();
-        self.commit(saved)
+        self.drive_commit(saved)
     }
 
     /// Does what the stripe's machine says now.
@@ -257,7 +262,7 @@ impl Sim<'_> {
             }
             Action::Wait => {}
             Action::Sleep(at) => {
-                let at = super::restore::micros_of(at).max(self.now + 1);
+                let at = micros_of(at).max(self.now + 1);
                 self.queue.push(at, Ev::Wake { stripe });
             }
             Action::Done => {
@@ -288,13 +293,14 @@ impl Sim<'_> {
                 return None;
             }
             self.world.health.end(node, self.now, false);
-            return Some(PutResult::Refused(format!("node {node} did not answer")));
+            return Some(PutFailure::NodeDown.result(format!("node {node} did not answer")));
         }
         self.world.health.end(node, self.now, true);
+        self.hedge.observe(RequestKind::ShardPut, Duration::from_micros(self.now - sent));
         let len = saved.stripes[stripe].shards[usize::from(index)].len() as u64;
         let n = self.world.nodes.get_mut(&node).expect("placed nodes exist");
         if n.free_bytes.is_some_and(|free| free < len) {
-            return Some(PutResult::Refused(format!("node {node}: disk full")));
+            return Some(PutFailure::DiskFull.result(format!("node {node}: disk full")));
         }
         if let Some(free) = n.free_bytes.as_mut() {
             *free -= len;
@@ -303,48 +309,45 @@ impl Sim<'_> {
         Some(PutResult::Stored)
     }
 
-    /// Stores the manifest on `m + 1` nodes (replacing failed ones in the replica order).
-    fn commit(&mut self, saved: &mut Saved) -> Option<SaveFailure> {
-        let need = usize::from(self.code.m) + 1;
-        let down = |n: NodeId| self.world.health.is_down(n);
-        let order = placement::place_manifest(
-            &self.map,
-            &self.job,
-            Step(saved.step),
-            Rank(0),
-            self.map.nodes.len() - self.world.health.down_count(),
-            &down,
-        )
-        .unwrap_or_default();
-        let mut candidates = order.into_iter();
-        let mut stored = Vec::new();
-        let mut in_flight = 0;
-        for node in candidates.by_ref().take(need) {
-            self.send_manifest(node);
-            in_flight += 1;
-        }
-        while stored.len() < need {
-            if in_flight == 0 {
-                match candidates.next() {
-                    Some(node) => {
+    /// Commits the manifest as the client's `ManifestCommit` decides: each round's copies
+    /// sent at once, the next round once all are answered. A `KillClient` event ends it where
+    /// it stands: the copies already stored stay (and are listed), as no rollback runs.
+    fn drive_commit(&mut self, saved: &mut Saved) -> Option<SaveFailure> {
+        let mut commit =
+            ManifestCommit::new(&self.map, self.job.clone(), Step(saved.step), Rank(0));
+        loop {
+            let health = &self.world.health;
+            match commit.poll(&self.map, &|n| health.is_down(n)) {
+                CommitAction::Send(targets) => {
+                    for node in targets {
                         self.send_manifest(node);
-                        in_flight += 1;
-                        continue;
                     }
-                    None => {
-                        self.rollback(saved.step, &stored);
-                        return Some(SaveFailure::CommitFailed { stored: stored.len(), need });
-                    }
+                }
+                CommitAction::Wait => {}
+                CommitAction::Committed(nodes) => {
+                    saved.manifest_nodes = nodes;
+                    saved.committed = true;
+                    return None;
+                }
+                CommitAction::RollBack(stored) => {
+                    self.rollback(saved.step, &stored);
+                    return Some(SaveFailure::CommitFailed {
+                        stored: stored.len(),
+                        need: commit.need(),
+                    });
                 }
             }
             let Some(ev) = self.next_event() else {
+                let stored = commit.stored().to_vec();
                 self.rollback(saved.step, &stored);
-                return Some(SaveFailure::CommitFailed { stored: stored.len(), need });
+                return Some(SaveFailure::CommitFailed {
+                    stored: stored.len(),
+                    need: commit.need(),
+                });
             };
             match ev {
                 Ev::KillClient => {
-                    // The copies already stored stay (and are listed): no rollback ran.
-                    saved.manifest_nodes = stored;
+                    saved.manifest_nodes = commit.stored().to_vec();
                     return Some(SaveFailure::ClientKilled);
                 }
                 Ev::Manifest { node, epoch, sent } => {
@@ -355,30 +358,25 @@ impl Sim<'_> {
                             continue;
                         }
                         self.world.health.end(node, self.now, false);
-                        in_flight -= 1;
-                        if let Some(next) = candidates.next() {
-                            self.send_manifest(next);
-                            in_flight += 1;
-                        }
+                        commit.on_result(node, false);
                         continue;
                     }
                     self.world.health.end(node, self.now, true);
-                    in_flight -= 1;
-                    stored.push(node);
-                    if let Some(n) = self.world.nodes.get_mut(&node) {
-                        n.manifests.insert(saved.step, saved.manifest_id);
+                    let before = commit.stored().len();
+                    commit.on_result(node, true);
+                    if commit.stored().len() > before {
+                        if let Some(n) = self.world.nodes.get_mut(&node) {
+                            n.manifests.insert(saved.step, saved.manifest_id);
+                        }
                     }
                 }
                 other => self.handle_other(other),
             }
         }
-        saved.manifest_nodes = stored;
-        saved.committed = true;
-        None
     }
 
-    /// A commit short of `m + 1` copies deletes the copies it stored (the client's
-    /// `rollback`), so no part is visible.
+    /// A commit that gave up deletes the copies it stored (the client's `rollback`), so no
+    /// part is visible.
     fn rollback(&mut self, step: u64, stored: &[NodeId]) {
         for node in stored {
             if let Some(n) = self.world.nodes.get_mut(node) {

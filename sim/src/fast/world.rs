@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rackpoint_client::health_view::HealthView;
+use rackpoint_client::health_view::{HealthView, RequestEnd};
 use rackpoint_proto::limits::{
     CLIENT_CONNECT_TIMEOUT_MS, CLIENT_REQUEST_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TIMEOUT_MS,
@@ -48,6 +48,11 @@ pub fn origin() -> Instant {
 /// A simulated time as the `Instant` the client's state machines take.
 pub fn instant(t: Micros) -> Instant {
     origin() + Duration::from_micros(t)
+}
+
+/// A planner or machine instant back as simulated time.
+pub fn micros_of(i: Instant) -> Micros {
+    u64::try_from(i.saturating_duration_since(origin()).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What a node is doing.
@@ -120,7 +125,8 @@ pub enum Answer {
     NodeFailed,
 }
 
-/// The client's health view (the client's own pure `HealthView`), fed simulated times.
+/// The client's health view (the client's own pure `HealthView`, whose rules decide), fed
+/// simulated times.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     view: HealthView,
@@ -132,13 +138,12 @@ impl Health {
         self.view.begin(node, instant(now));
     }
 
-    /// A request to `node` ended at `now`: `answered` when the node said anything (which
-    /// brings it back up); otherwise a node-level failure, which marks it down.
+    /// A request to `node` ended at `now`: `answered` when the node said anything; otherwise
+    /// it did not answer at all, a node-level failure (a simulated node never refuses at the
+    /// node level otherwise). What that does to the node is the view's rule.
     pub fn end(&mut self, node: NodeId, now: Micros, answered: bool) {
-        self.view.end(node, answered, instant(now));
-        if !answered {
-            self.view.mark_down(node, instant(now));
-        }
+        let how = if answered { RequestEnd::Answered } else { RequestEnd::NodeFailure };
+        self.view.end(node, how, instant(now));
     }
 
     /// Whether `node` is believed down.
@@ -161,9 +166,10 @@ impl Health {
         self.view.down_nodes().len()
     }
 
-    /// Whether `node` has requests outstanding and answered none for `window` at `now`.
-    pub fn is_stalled(&self, node: NodeId, now: Micros, window: Duration) -> bool {
-        self.view.is_stalled(node, instant(now), window)
+    /// The core view itself, for the rules that fast mode drives directly with an
+    /// [`instant`] (stall suspicion: `HealthView::suspect_stalled`).
+    pub fn view_mut(&mut self) -> &mut HealthView {
+        &mut self.view
     }
 }
 

@@ -56,6 +56,18 @@ fn sent(action: Action) -> Vec<Put> {
 }
 
 #[test]
+fn every_failure_but_other_moves_the_shard() {
+    for kind in
+        [PutFailure::NodeDown, PutFailure::ShuttingDown, PutFailure::DiskFull, PutFailure::Conflict]
+    {
+        assert!(kind.moves_shard(), "{kind:?}");
+        assert_eq!(kind.result("why".into()), PutResult::Refused("why".into()));
+    }
+    assert!(!PutFailure::Other.moves_shard());
+    assert_eq!(PutFailure::Other.result("why".into()), PutResult::Failed("why".into()));
+}
+
+#[test]
 fn a_healthy_stripe_goes_to_its_placement_in_one_round() {
     let (map, t0) = (map(6, 3), Instant::now());
     let mut w = write(&map, 0, &none_down);

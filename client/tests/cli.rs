@@ -205,12 +205,19 @@ fn put_reads_pipes_fifos_and_standard_input_to_their_end() {
         assert!(std::fs::read(out.join("optim.bin")).expect("restored") == optim, "step {step}");
     }
 
-    // What is neither a file nor a stream is refused, by name, and nothing is saved.
-    let folder = rackpoint(&cluster, &["put", "myjob", "405", s(root)]);
+    // What is neither a file nor a stream is refused, by name, and nothing is saved: in a
+    // folder (saved as a tree, client/tests/folders.rs) only regular files are taken, so this
+    // one, which holds a FIFO, is refused naming it.
+    let tree = root.join("tree");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    std::fs::write(tree.join("a.bin"), b"a").expect("write");
+    let made = Command::new("mkfifo").arg(tree.join("b.fifo")).status().expect("run mkfifo");
+    assert!(made.success());
+    let folder = rackpoint(&cluster, &["put", "myjob", "405", s(&tree)]);
     assert_eq!(folder.status.code(), Some(1), "{}", text(&folder.stderr));
     let line = text(&folder.stderr);
     assert_eq!(line.lines().count(), 1, "{line}");
-    assert!(line.contains(s(root)) && line.contains("is a directory"), "{line}");
+    assert!(line.contains("b.fifo") && line.contains("not a regular file"), "{line}");
     let device = rackpoint(&cluster, &["put", "myjob", "405", "/dev/zero", "--name", "z"]);
     assert_eq!(device.status.code(), Some(1), "{}", text(&device.stderr));
     assert!(text(&device.stderr).contains("is a character device"), "{}", text(&device.stderr));

@@ -50,7 +50,7 @@ impl HedgePolicy {
     }
 
     /// Feeds one latency sample (the first sample sets the estimate).
-    pub fn record(&mut self, latency: Duration) {
+    fn record(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
         self.typical_us = if self.typical_us == 0 {
             us

@@ -38,3 +38,5 @@ pub mod redundancy;
 pub mod repair_plan;
 pub mod retention;
 pub mod stripe_write;
+#[cfg(test)]
+mod test_map;

@@ -134,29 +134,11 @@ pub fn copies_needed(map: &ClusterMap) -> usize {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::net::SocketAddr;
 
     use proptest::prelude::*;
-    use rackpoint_proto::cluster::ClientTlsPaths;
-    use rackpoint_proto::{CodeParams, NodeInfo};
 
     use super::*;
-
-    /// `nodes` nodes over `racks` racks, code k = 4, m = 2.
-    fn map(nodes: u32, racks: u32) -> ClusterMap {
-        ClusterMap {
-            code: CodeParams::new(4, 2, 4096).expect("valid"),
-            tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
-            nodes: (1..=nodes)
-                .map(|id| NodeInfo {
-                    id: NodeId(id),
-                    addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
-                    rack: format!("rack-{}", id % racks),
-                    decommissioned: false,
-                })
-                .collect(),
-        }
-    }
+    use crate::test_map::map;
 
     fn commit(map: &ClusterMap) -> ManifestCommit {
         ManifestCommit::new(map, JobName::new("job").expect("valid"), Step(7), Rank(0))

@@ -298,24 +298,10 @@ mod tests {
     use super::*;
     use crate::manifest::ShardEntry;
     use proptest::prelude::*;
-    use rackpoint_proto::cluster::{ClientTlsPaths, NodeInfo};
     use rackpoint_proto::{Digest, JobName, ObjectName, Rank, Step, StripeIndex};
     use std::collections::BTreeMap;
 
-    fn map(nodes: u32, racks: u32) -> ClusterMap {
-        ClusterMap {
-            code: CodeParams::new(4, 2, 1 << 16).expect("valid"),
-            tls: ClientTlsPaths { ca: "ca".into(), cert: "c".into(), key: "k".into() },
-            nodes: (1..=nodes)
-                .map(|id| NodeInfo {
-                    id: NodeId(id),
-                    addr: ([127, 0, 0, 1], 7000 + id as u16).into(),
-                    rack: format!("rack-{}", id % racks),
-                    decommissioned: false,
-                })
-                .collect(),
-        }
-    }
+    use crate::test_map::map;
 
     fn stripe(n: u32) -> StripeId {
         StripeId {

@@ -450,7 +450,8 @@ pub fn run_trial(
     sim.start_phase(Phase::BeforeSave);
     let save_start = sim.now;
     let baseline = kill_client.then(|| sim.save(1, &objects));
-    let second_objects = kill_client.then(|| objects_of(&spec, seed ^ 0xC1));
+    let second_objects =
+        kill_client.then(|| objects_of(&spec, crate::workload::killed_save_seed(seed)));
     sim.start_phase(Phase::DuringSave);
     let step = if kill_client { 2 } else { 1 };
     let (saved, failure) = sim.save(step, second_objects.as_ref().unwrap_or(&objects));

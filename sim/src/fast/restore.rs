@@ -11,6 +11,7 @@ use rackpoint_client::checkpoint_choice::{
     why_none, CheckpointChoice, Decision, NodeList, PassedOverList, WhyNone,
 };
 use rackpoint_client::codec::{Codec, CodecError};
+use rackpoint_client::hedge::RequestKind;
 use rackpoint_client::listing::{JobListing, ListingQuorum, QuorumState};
 use rackpoint_client::planner::{Outcome as Plan, ShardFailure, StripePlanner};
 use rackpoint_proto::{ManifestEntry, NodeId, Rank, ShardIndex, Step};
@@ -386,9 +387,10 @@ impl Sim<'_> {
                 None => Ok(saved.stripes[stripe].shards[usize::from(index)].clone()),
             }
         };
+        // The node answered (bytes, missing or corrupt): its latency counts, as in the client.
+        self.hedge.observe(RequestKind::ShardGet, Duration::from_micros(self.now - sent));
         match answer {
             Ok(bytes) => {
-                self.hedge.record(Duration::from_micros(self.now - sent));
                 out.bytes_read += bytes.len() as u64 * self.world.byte_scale;
                 run.shards[usize::from(index)] = Some(bytes);
                 run.planner.on_arrived(i);

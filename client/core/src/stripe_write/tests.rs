@@ -2,28 +2,13 @@
 //! (k = 4, m = 2) unless a test says otherwise.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use proptest::prelude::*;
-use rackpoint_proto::cluster::ClientTlsPaths;
-use rackpoint_proto::{JobName, NodeInfo, ObjectName, Rank, Step, StripeIndex};
+use rackpoint_proto::{JobName, ObjectName, Rank, Step, StripeIndex};
 
 use super::*;
 
-fn map(nodes: u32, racks: u32) -> ClusterMap {
-    ClusterMap {
-        code: CodeParams::new(4, 2, 4096).expect("valid"),
-        tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
-        nodes: (1..=nodes)
-            .map(|id| NodeInfo {
-                id: NodeId(id),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
-                rack: format!("rack-{}", id % racks),
-                decommissioned: false,
-            })
-            .collect(),
-    }
-}
+use crate::test_map::map;
 
 fn id(stripe: u32) -> StripeId {
     StripeId {

@@ -89,10 +89,10 @@ impl Sink {
             let mut folder = dir.clone();
             let components: Vec<&str> = name.split('/').collect();
             for (i, c) in components[..components.len() - 1].iter().enumerate() {
-                if names.contains(components[..=i].join("/").as_str()) {
+                let above = components[..=i].join("/");
+                if names.contains(above.as_str()) {
                     return Err(ClientError::InvalidInput(format!(
-                        "object {name} would be inside object {}, which is a file",
-                        components[..=i].join("/")
+                        "object {name} would be inside object {above}, which is a file"
                     )));
                 }
                 folder.push(c);
@@ -129,28 +129,25 @@ impl Sink {
         let mut placed: Vec<PathBuf> = Vec::with_capacity(ready.len());
         let mut made = MadeFolders::default();
         for (tmp, path) in std::mem::take(ready) {
-            if let Err(error) = made.parents_of(dir, &path) {
-                if !*overwrite {
-                    for p in &placed {
-                        let _ = std::fs::remove_file(p);
+            let renamed = made
+                .parents_of(dir, &path)
+                .map_err(|error| ClientError::Io { path: path.clone(), error });
+            let renamed = renamed.and_then(|()| {
+                let r = if *overwrite { tmp.persist(&path) } else { tmp.persist_noclobber(&path) };
+                r.map_err(|e| match e.error.kind() {
+                    std::io::ErrorKind::AlreadyExists if !*overwrite => {
+                        ClientError::FileExists { path: path.clone() }
                     }
-                }
-                return Err(ClientError::Io { path, error });
-            }
-            let renamed =
-                if *overwrite { tmp.persist(&path) } else { tmp.persist_noclobber(&path) };
+                    _ => ClientError::Io { path: path.clone(), error: e.error },
+                })
+            });
             if let Err(e) = renamed {
                 if !*overwrite {
                     for p in &placed {
                         let _ = std::fs::remove_file(p); // best effort: the rename error is the one to report
                     }
                 }
-                return Err(match e.error.kind() {
-                    std::io::ErrorKind::AlreadyExists if !*overwrite => {
-                        ClientError::FileExists { path }
-                    }
-                    _ => ClientError::Io { path, error: e.error },
-                });
+                return Err(e);
             }
             placed.push(path);
         }

@@ -112,6 +112,26 @@ pub struct TrialResult {
 }
 
 impl TrialResult {
+    /// A trial's result before anything ran: restored, as the oracle expects of no damage
+    /// (each mode's driver then records what happened).
+    pub fn fresh(trial: u32, seed: u64, k: usize) -> Self {
+        TrialResult {
+            trial,
+            seed,
+            faulty_nodes: 0,
+            expected: Expectation { recoverable: true, weakest_good: k, most_lost: 0 },
+            outcome: Outcome::Restored,
+            save_ms: 0.0,
+            restore_ms: None,
+            bytes_read: 0,
+            detect_ms: None,
+            degraded_stripes: 0,
+            heal: None,
+        }
+    }
+}
+
+impl TrialResult {
     /// Whether the trial agrees with the oracle (and returned no wrong bytes).
     pub fn agrees(&self) -> bool {
         match &self.outcome {

@@ -106,33 +106,8 @@ impl Saved {
 
 #[cfg(test)]
 mod tests {
-    use rackpoint_client::codec::{Codec, ObjectLayout};
-    use rackpoint_proto::StripeIndex;
-
     use super::*;
-
-    /// The stripes of `objects`, encoded as a save encodes them, not placed yet.
-    fn stripes(code: CodeParams, objects: &[Vec<u8>]) -> Vec<SavedStripe> {
-        let codec = Codec::new(code).expect("valid code");
-        let mut out = Vec::new();
-        for (o, bytes) in objects.iter().enumerate() {
-            let layout = ObjectLayout::new(code, bytes.len() as u64);
-            for s in 0..layout.stripe_count() {
-                let r = layout.stripe_range(StripeIndex(s));
-                let enc =
-                    codec.encode_stripe(&bytes[r.start as usize..r.end as usize]).expect("enc");
-                out.push(SavedStripe {
-                    object: o,
-                    stripe: StripeIndex(s),
-                    layout,
-                    nodes: Vec::new(),
-                    hashes: enc.hashes,
-                    shards: enc.shards,
-                });
-            }
-        }
-        out
-    }
+    use crate::fast::save::saved_stripes_of as stripes;
 
     #[test]
     fn a_sealed_manifest_names_where_each_shard_went_and_reads_back() {

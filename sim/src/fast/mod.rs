@@ -434,19 +434,7 @@ pub fn run_trial(
     sim.world.byte_scale = scale;
     let k = usize::from(code.k);
     let kill_client = actions.iter().any(|a| a.fault.kind == FaultKind::KillClient);
-    let mut result = TrialResult {
-        trial,
-        seed,
-        faulty_nodes: 0,
-        expected: oracle::Expectation { recoverable: true, weakest_good: k, most_lost: 0 },
-        outcome: Outcome::Restored,
-        save_ms: 0.0,
-        restore_ms: None,
-        bytes_read: 0,
-        detect_ms: None,
-        degraded_stripes: 0,
-        heal: None,
-    };
+    let mut result = TrialResult::fresh(trial, seed, k);
     sim.start_phase(Phase::BeforeSave);
     let save_start = sim.now;
     let baseline = kill_client.then(|| sim.save(1, &objects));

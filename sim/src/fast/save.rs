@@ -12,7 +12,7 @@ use rackpoint_client::hedge::RequestKind;
 use rackpoint_client::manifest::Manifest;
 use rackpoint_client::manifest_commit::{CommitAction, ManifestCommit};
 use rackpoint_client::stripe_write::{Action, PutFailure, PutResult, StripeWrite};
-use rackpoint_proto::{Digest, NodeId, Rank, Step, StripeId, StripeIndex};
+use rackpoint_proto::{CodeParams, Digest, NodeId, Rank, Step, StripeId, StripeIndex};
 
 use super::manifest::{empty_manifest, manifest_of};
 use super::world::{instant, micros_of, Micros, NodeState};
@@ -100,6 +100,31 @@ impl std::fmt::Display for SaveFailure {
     }
 }
 
+/// The stripes of `objects`, encoded with the real codec as a save encodes them, not placed
+/// yet (`nodes` empty).
+pub fn saved_stripes_of(code: CodeParams, objects: &[Vec<u8>]) -> Vec<SavedStripe> {
+    let codec = Codec::new(code).expect("the scenario's code was validated");
+    let mut stripes = Vec::new();
+    for (o, bytes) in objects.iter().enumerate() {
+        let layout = ObjectLayout::new(code, bytes.len() as u64);
+        for s in 0..layout.stripe_count() {
+            let r = layout.stripe_range(StripeIndex(s));
+            let enc = codec
+                .encode_stripe(&bytes[r.start as usize..r.end as usize])
+                .expect("a stripe range is 1..=k*S bytes");
+            stripes.push(SavedStripe {
+                object: o,
+                stripe: StripeIndex(s),
+                layout,
+                nodes: Vec::new(),
+                hashes: enc.hashes,
+                shards: enc.shards,
+            });
+        }
+    }
+    stripes
+}
+
 impl Sim<'_> {
     fn stripe_id(&self, step: u64, s: &SavedStripe) -> StripeId {
         StripeId {
@@ -115,25 +140,7 @@ impl Sim<'_> {
     /// commit, if it did not. A `KillClient` event ends it where it stands.
     pub fn save(&mut self, step: u64, objects: &[Vec<u8>]) -> (Saved, Option<SaveFailure>) {
         let code = self.code;
-        let codec = Codec::new(code).expect("the scenario's code was validated");
-        let mut stripes = Vec::new();
-        for (o, bytes) in objects.iter().enumerate() {
-            let layout = ObjectLayout::new(code, bytes.len() as u64);
-            for s in 0..layout.stripe_count() {
-                let r = layout.stripe_range(StripeIndex(s));
-                let enc = codec
-                    .encode_stripe(&bytes[r.start as usize..r.end as usize])
-                    .expect("a stripe range is 1..=k*S bytes");
-                stripes.push(SavedStripe {
-                    object: o,
-                    stripe: StripeIndex(s),
-                    layout,
-                    nodes: Vec::new(),
-                    hashes: enc.hashes,
-                    shards: enc.shards,
-                });
-            }
-        }
+        let stripes = saved_stripes_of(code, objects);
         let part = (&self.job, step);
         let manifest = manifest_of(part, code, &self.object_names, objects, &stripes);
         let mut saved = Saved {

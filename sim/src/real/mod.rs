@@ -27,7 +27,7 @@ use rand::SeedableRng;
 pub use cell::stop_all_clusters;
 pub use save::save_worker;
 
-use crate::oracle::{Expectation, StripeNodes};
+use crate::oracle::StripeNodes;
 use crate::report::{CellHead, CellReport, HealOutcome, Outcome, TrialResult};
 use crate::scenario::{CheckpointSpec, FaultKind, Scenario, Scheme};
 use crate::schedule::{resolve, Action};
@@ -162,7 +162,7 @@ async fn run_trial(
     let kill_client = actions.iter().find(|a| a.fault.kind == FaultKind::KillClient);
     let saves = workload::trial_saves(&scenario.checkpoint, seed, kill_client.is_some());
     let state = Mutex::new(FaultState::default());
-    let mut result = fresh_result(trial, seed, k);
+    let mut result = TrialResult::fresh(trial, seed, k);
     let watcher = match cell.client() {
         Ok(c) => c,
         Err(e) => {
@@ -197,23 +197,6 @@ async fn run_trial(
     result
 }
 
-/// A trial's result before anything ran: restored, as the oracle expects of no damage.
-fn fresh_result(trial: u32, seed: u64, k: usize) -> TrialResult {
-    TrialResult {
-        trial,
-        seed,
-        faulty_nodes: 0,
-        expected: Expectation { recoverable: true, weakest_good: k, most_lost: 0 },
-        outcome: Outcome::Restored,
-        save_ms: 0.0,
-        restore_ms: None,
-        bytes_read: 0,
-        detect_ms: None,
-        degraded_stripes: 0,
-        heal: None,
-    }
-}
-
 /// Every stripe of a manifest in checkpoint order: its object's number, its index in the
 /// object, and its shards' nodes.
 fn stripes_of(manifest: &Manifest) -> Vec<(usize, StripeIndex, StripeNodes)> {
@@ -233,6 +216,7 @@ fn stripes_of(manifest: &Manifest) -> Vec<(usize, StripeIndex, StripeNodes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oracle::Expectation;
     use rackpoint_client::codec::{Codec, ObjectLayout};
     use rackpoint_client::manifest::{
         CodeSpec, ObjectEntry, ShardEntry, StripeEntry, MANIFEST_FORMAT_VERSION,
@@ -334,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_fresh_result_expects_a_clean_restore() {
-        let r = fresh_result(4, 99, 3);
+        let r = TrialResult::fresh(4, 99, 3);
         assert_eq!((r.trial, r.seed), (4, 99));
         assert_eq!(r.outcome, Outcome::Restored);
         assert_eq!(r.expected, Expectation { recoverable: true, weakest_good: 3, most_lost: 0 });

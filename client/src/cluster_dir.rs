@@ -93,6 +93,17 @@ pub enum ClusterDirError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// `hosts` was given with a count other than the node count, with a repeated address,
+    /// or without a base port.
+    #[error("--hosts needs one distinct address per node ({nodes} nodes, {given} addresses given{repeated}) and --base-port (every node listens on its host at that port)")]
+    Hosts {
+        /// Addresses given.
+        given: usize,
+        /// Nodes.
+        nodes: usize,
+        /// ", X twice" when an address repeats, else empty.
+        repeated: String,
+    },
     /// Free ports could not be found.
     #[error("cannot find free UDP ports on {LOCAL_IP}: {0}")]
     PortProbe(std::io::Error),
@@ -124,6 +135,9 @@ pub struct InitOptions {
     pub racks: usize,
     /// Node `id` listens on `base_port + id - 1`; `None` picks free ports.
     pub base_port: Option<u16>,
+    /// The nodes' hosts, one distinct address per node (node `id` listens on
+    /// `hosts[id - 1]:base_port`); empty: every node on 127.0.0.1.
+    pub hosts: Vec<IpAddr>,
     /// Data shards per stripe.
     pub k: u8,
     /// Parity shards per stripe.
@@ -146,6 +160,7 @@ impl InitOptions {
             nodes,
             racks: 3,
             base_port: None,
+            hosts: Vec::new(),
             k: 4,
             m: 2,
             shard_size_bytes: 1 << 20,
@@ -296,21 +311,47 @@ fn plan_nodes(opts: &InitOptions) -> Result<Vec<NodeInfo>, ClusterDirError> {
     if opts.racks == 0 {
         return Err(ClusterDirError::NoRacks);
     }
-    let ports = match opts.base_port {
-        Some(base_port) => consecutive_ports(base_port, opts.nodes)?,
-        None => free_udp_ports(opts.nodes).map_err(ClusterDirError::PortProbe)?,
-    };
-    let nodes = ports
+    let addrs = node_addrs(opts)?;
+    let nodes = addrs
         .into_iter()
         .enumerate()
-        .map(|(index, port)| NodeInfo {
+        .map(|(index, addr)| NodeInfo {
             id: NodeId(u32::try_from(index + 1).expect("node count is at most MAX_NODES")),
-            addr: SocketAddr::new(LOCAL_IP, port),
+            addr,
             rack: format!("rack-{}", index % opts.racks),
             decommissioned: false,
         })
         .collect();
     Ok(nodes)
+}
+
+/// Where each node listens: one port on each of `hosts`, or consecutive (or free) ports on
+/// 127.0.0.1.
+fn node_addrs(opts: &InitOptions) -> Result<Vec<SocketAddr>, ClusterDirError> {
+    if opts.hosts.is_empty() {
+        let ports = match opts.base_port {
+            Some(base_port) => consecutive_ports(base_port, opts.nodes)?,
+            None => free_udp_ports(opts.nodes).map_err(ClusterDirError::PortProbe)?,
+        };
+        return Ok(ports.into_iter().map(|port| SocketAddr::new(LOCAL_IP, port)).collect());
+    }
+    let repeated = opts
+        .hosts
+        .iter()
+        .enumerate()
+        .find(|(i, host)| opts.hosts[..*i].contains(host))
+        .map(|(_, host)| format!(", {host} twice"));
+    let hosts_error = |repeated: Option<String>| ClusterDirError::Hosts {
+        given: opts.hosts.len(),
+        nodes: opts.nodes,
+        repeated: repeated.unwrap_or_default(),
+    };
+    match opts.base_port {
+        Some(port) if port != 0 && repeated.is_none() && opts.hosts.len() == opts.nodes => {
+            Ok(opts.hosts.iter().map(|&host| SocketAddr::new(host, port)).collect())
+        }
+        _ => Err(hosts_error(repeated)),
+    }
 }
 
 fn consecutive_ports(base_port: u16, nodes: usize) -> Result<Vec<u16>, ClusterDirError> {
@@ -519,6 +560,37 @@ mod tests {
         for opts in cases {
             let dir = tempfile::tempdir().expect("temp dir");
             assert!(init(dir.path(), &opts).is_err(), "{opts:?}");
+            assert!(!dir.path().join(CLUSTER_FILE).exists(), "nothing written for {opts:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_give_each_node_its_address_at_one_port_and_are_checked() {
+        let hosts: Vec<IpAddr> =
+            ["10.77.0.1", "10.77.0.2", "10.77.0.3"].iter().map(|h| h.parse().unwrap()).collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = InitOptions { base_port: Some(7100), hosts: hosts.clone(), ..small(3) };
+        let map = init(dir.path(), &opts).expect("init");
+        let addrs: Vec<SocketAddr> = map.nodes.iter().map(|n| n.addr).collect();
+        let want: Vec<SocketAddr> = hosts.iter().map(|&h| SocketAddr::new(h, 7100)).collect();
+        assert_eq!(addrs, want);
+        for node in &map.nodes {
+            let text = std::fs::read_to_string(node_dir(dir.path(), node.id).join(NODE_FILE))
+                .expect("node.toml");
+            let config = NodeConfig::from_toml(&text).expect("node.toml parses");
+            assert_eq!(config.listen, node.addr, "node {} listens where the map says", node.id);
+        }
+        let twice = vec![hosts[0], hosts[1], hosts[0]];
+        let cases = [
+            InitOptions { base_port: None, hosts: hosts.clone(), ..small(3) },
+            InitOptions { base_port: Some(7100), hosts: hosts[..2].to_vec(), ..small(3) },
+            InitOptions { base_port: Some(7100), hosts: twice, ..small(3) },
+            InitOptions { base_port: Some(0), hosts, ..small(3) },
+        ];
+        for opts in cases {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let err = init(dir.path(), &opts).expect_err("refused");
+            assert!(matches!(err, ClusterDirError::Hosts { .. }), "{opts:?}: {err}");
             assert!(!dir.path().join(CLUSTER_FILE).exists(), "nothing written for {opts:?}");
         }
     }

@@ -72,9 +72,14 @@ pub struct InitArgs {
     /// Number of racks (failure domains); node i is in rack-((i - 1) mod R).
     #[arg(long, default_value_t = 3)]
     racks: usize,
-    /// Node i listens on BASE_PORT + i - 1 (default: free ports chosen now).
+    /// Node i listens on BASE_PORT + i - 1 (default: free ports chosen now); with --hosts,
+    /// every node listens on its own host at BASE_PORT.
     #[arg(long)]
     base_port: Option<u16>,
+    /// The nodes' hosts, one address per node in id order (node i listens on the i-th at
+    /// --base-port); default: every node on 127.0.0.1.
+    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',', requires = "base_port")]
+    hosts: Vec<std::net::IpAddr>,
     /// Data shards per stripe.
     #[arg(long, default_value_t = 4)]
     k: u8,
@@ -166,6 +171,7 @@ fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
         nodes: args.nodes,
         racks: args.racks,
         base_port: args.base_port,
+        hosts: args.hosts,
         k: args.k,
         m: args.m,
         shard_size_bytes: args.shard_size_bytes,

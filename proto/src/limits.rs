@@ -295,6 +295,9 @@ pub const METRICS_HEAD_TIMEOUT_MS: u64 = 5_000;
 pub const METRICS_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 /// Scrape connections served at once; more wait in the listen backlog.
 pub const METRICS_MAX_CONNECTIONS: usize = 8;
+/// How often a node that holds no shard yet looks whether it does, to leave its data
+/// folder's marker (`store::data_marker`) once it does.
+pub const NODE_DATA_MARKER_CHECK_MS: u64 = 1_000;
 
 // ---- Relations that must hold (checked at compile time) ----
 

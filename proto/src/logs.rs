@@ -36,7 +36,10 @@ impl LogFormat {
     }
 
     /// The format `RACKPOINT_LOG_FORMAT`'s value `env` asks for, else `configured`, else text.
-    pub fn chosen(env: Option<&str>, configured: Option<LogFormat>) -> Result<Self, UnknownLogFormat> {
+    pub fn chosen(
+        env: Option<&str>,
+        configured: Option<LogFormat>,
+    ) -> Result<Self, UnknownLogFormat> {
         match env {
             Some(name) => Self::parse(name),
             None => Ok(configured.unwrap_or_default()),

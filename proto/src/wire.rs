@@ -1469,7 +1469,8 @@ mod tests {
         let at_3 = encode_frame_at(&reply, 0, 3).expect("encodes");
         let back = decode_header_in::<Response>(&at_3[PREFIX_BYTES..], 0, Versions::ALL);
         assert_eq!(back, Ok((reply.clone(), 3)));
-        let older = NodeStats { disk_free_bytes: 0, inflight_bytes: 0, started_empty: false, ..stats };
+        let older =
+            NodeStats { disk_free_bytes: 0, inflight_bytes: 0, started_empty: false, ..stats };
         for version in [1, 2] {
             let frame = encode_frame_at(&reply, 0, version).expect("encodes");
             let back = decode_header_in::<Response>(&frame[PREFIX_BYTES..], 0, Versions::ALL);
@@ -1487,7 +1488,10 @@ mod tests {
         let mut frame = encode_frame_with_id(&Request::Stats, 0, 3, id).expect("encodes");
         frame[tag_at(3)] = 200;
         let header = &frame[PREFIX_BYTES..];
-        assert_eq!(decode_header::<Request>(header, 0), Err(WireError::UnknownMessage { tag: 200 }));
+        assert_eq!(
+            decode_header::<Request>(header, 0),
+            Err(WireError::UnknownMessage { tag: 200 })
+        );
         assert_eq!(header_request_id(header), id);
         assert_eq!(id.map(|id| id.to_string()).as_deref(), Some("0123456789abcdef"));
         // A version 3 header cut inside its id is malformed, and names no id.

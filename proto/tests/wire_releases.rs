@@ -35,9 +35,12 @@ fn reencode<M: Message>(name: &str, bytes: &[u8], version: u8) -> (Vec<u8>, &'st
     let prefix = FramePrefix::parse(bytes[..PREFIX_BYTES].try_into().expect("8 bytes"))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let header_end = PREFIX_BYTES + prefix.header_len as usize;
-    let (msg, meta) =
-        decode_header_meta::<M>(&bytes[PREFIX_BYTES..header_end], prefix.payload_len, Versions::ALL)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (msg, meta) = decode_header_meta::<M>(
+        &bytes[PREFIX_BYTES..header_end],
+        prefix.payload_len,
+        Versions::ALL,
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(meta.version, version, "{name} is a version {version} frame");
     assert_eq!(meta.request_id, None, "{name}: version {version} has no request id");
     let mut again = encode_frame_at(&msg, prefix.payload_len, version)
@@ -68,7 +71,11 @@ fn every_frame_is_written_again_byte_for_byte(version: u8) {
     responses.sort();
     responses.dedup();
     let variants = |n: u8| usize::from(n);
-    assert_eq!(requests.len(), variants(<Request as Message>::variants_in(version)), "{requests:?}");
+    assert_eq!(
+        requests.len(),
+        variants(<Request as Message>::variants_in(version)),
+        "{requests:?}"
+    );
     assert_eq!(
         responses.len(),
         variants(<Response as Message>::variants_in(version)),

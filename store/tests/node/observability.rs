@@ -134,7 +134,9 @@ fn a_node_serves_metrics_that_move_with_real_requests_and_logs_request_ids() {
         t.close().await;
     });
 
-    // Each put's id is in the node's request span, with its kind.
+    // Each put's id is in the node's request span, with its kind (stopped first, so that
+    // every line of the requests it served is written).
+    cluster.terminate(ONE).expect("stops");
     let logged: Vec<(String, String)> = log_lines(&cluster)
         .iter()
         .filter(|l| message(l) == "request done")

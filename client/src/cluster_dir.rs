@@ -398,6 +398,8 @@ fn write_node(
         quota: Vec::new(),
         min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
         wire_version_max: None,
+        metrics_addr: None,
+        log_format: None,
     };
     write_atomically(&folder.join(NODE_FILE), &config.to_toml())
 }

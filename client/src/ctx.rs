@@ -29,13 +29,14 @@ use rackpoint_proto::{
     NodeStats, PartShards, Rank, Request, Response, ShardKey, Step,
 };
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::health::Health;
 use crate::hedge::{HedgePolicy, RequestKind};
 use crate::planner::ShardFailure;
 use crate::pool::BufferPool;
 use crate::tls::ClientTls;
-use crate::transport::{Reply, Transport, TransportError};
+use crate::transport::{next_request_id, Reply, Transport, TransportError};
 
 /// A callback told of object bytes saved or restored as stripes complete.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -186,10 +187,21 @@ impl Ctx {
         let timeout_ms = if probe { HEARTBEAT_TIMEOUT_MS } else { CLIENT_REQUEST_TIMEOUT_MS };
         let started = Instant::now();
         let outstanding = self.health.begin(node);
+        // The node logs the same id in its request span (wire version 3 on).
+        let id = next_request_id();
+        let span = tracing::debug_span!("request", %id, %node, kind = req.kind());
+        let timeout = Duration::from_millis(timeout_ms);
         let result = self
             .transport
-            .call_with_timeout(node, req, payload, Duration::from_millis(timeout_ms))
+            .call_with_id(node, req, payload, timeout, id)
+            .instrument(span.clone())
             .await;
+        span.in_scope(|| match &result {
+            Ok(_) => {
+                tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "request done")
+            }
+            Err(e) => tracing::debug!(error = %e, "request failed"),
+        });
         match &result {
             Err(e) if e.is_node_failure() => {
                 outstanding.node_failed();

@@ -10,6 +10,11 @@
 //! and is never sent; a reply in a version newer than this client's is
 //! [`TransportError::PeerTooNew`].
 //!
+//! Request ids: every call carries one ([`next_request_id`]: a random per-process prefix and
+//! a counter), in the header from wire version 3 on; the node logs it in its request span and
+//! echoes it in the reply, which must name the same id. A call sent again in an older version
+//! keeps its id (the version has no room for it, but the logs do).
+//!
 //! A call writes `prefix + header + payload`, finishes the stream, and reads the reply frame,
 //! allocating only what the validated prefix and header allow (a reply payload goes into a
 //! buffer from the receive cache when one was handed back, [`Transport::recycle`], so a
@@ -19,8 +24,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +34,9 @@ use rackpoint_proto::cluster::node_server_name;
 use rackpoint_proto::limits::{
     CLIENT_CONNECT_TIMEOUT_MS, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_REQUEST_TIMEOUT_MS,
 };
-use rackpoint_proto::wire::{decode_header_in, encode_frame_at, Versions, PREFIX_BYTES};
+use rackpoint_proto::wire::{
+    decode_header_meta, encode_frame_with_id, RequestId, Versions, PREFIX_BYTES, REQUEST_ID_SINCE,
+};
 use rackpoint_proto::{ClusterMap, ErrorCode, FramePrefix, NodeId, Request, Response, WireError};
 use tokio::sync::OnceCell;
 
@@ -255,11 +262,31 @@ fn client_versions() -> Result<Versions, TransportError> {
     Versions::capped(max).map_err(|_| bad())
 }
 
-/// A reply frame as read: the message, its payload, and the wire version it came in.
+/// A new request id: this process's random 32-bit prefix (drawn once, odd) and a 32-bit counter,
+/// so ids are unique within a process and, across processes, apart with odds of 2^-32.
+pub fn next_request_id() -> RequestId {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        // std's hasher keys are drawn from the OS's randomness once per process.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        (h.finish() >> 32) as u32 | 1
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // The prefix is odd, so the id is never 0.
+    RequestId::new(u64::from(prefix) << 32 | u64::from(count))
+        .expect("an odd prefix makes a non-zero id")
+}
+
+/// A reply frame as read: the message, its payload, the wire version it came in and the
+/// request id its header names.
 struct ReplyFrame {
     response: Response,
     payload: Vec<u8>,
     version: u8,
+    request_id: Option<RequestId>,
 }
 
 /// Reply buffers handed back for reuse, at most `CLIENT_MAX_INFLIGHT_BYTES` of them.
@@ -389,12 +416,25 @@ impl Transport {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
+        self.call_with_id(node, req, payload, timeout, next_request_id()).await
+    }
+
+    /// [`Transport::call_with_timeout`] under request id `id` (a retry of the same request
+    /// may keep its id). From wire version 3 on the reply must name the same id.
+    pub async fn call_with_id(
+        &self,
+        node: NodeId,
+        req: &Request,
+        payload: Bytes,
+        timeout: Duration,
+        id: RequestId,
+    ) -> Result<Reply, TransportError> {
         let slot = self.slots.get(&node).ok_or(TransportError::UnknownNode(node))?;
         let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         // In a version the node answered in, a kind it lacks is the node's age; in the
         // client's own newest, the client's (a capped client).
         let encode = |version: u8| {
-            encode_frame_at(req, payload_len, version).map_err(|error| match error {
+            encode_frame_with_id(req, payload_len, version, Some(id)).map_err(|error| match error {
                 WireError::NotInVersion { kind, version, since }
                     if version < self.versions.max() =>
                 {
@@ -441,6 +481,11 @@ impl Transport {
                 _ if reply.version != version => {
                     let reason =
                         format!("a version {} reply to a version {version} request", reply.version);
+                    return Err(TransportError::Protocol { node, reason });
+                }
+                _ if version >= REQUEST_ID_SINCE && reply.request_id != Some(id) => {
+                    let named = reply.request_id.map_or("none".into(), |r| r.to_string());
+                    let reason = format!("the reply names request id {named}, not {id}");
                     return Err(TransportError::Protocol { node, reason });
                 }
                 response => return Ok(Reply { response, payload: reply.payload }),
@@ -569,8 +614,8 @@ async fn read_reply(
     let prefix = FramePrefix::parse(prefix).map_err(|e| protocol(format!("reply prefix: {e}")))?;
     let mut header = vec![0u8; prefix.header_len as usize];
     read_exact(node, recv, &mut header, "reply header").await?;
-    let (response, version) =
-        match decode_header_in::<Response>(&header, prefix.payload_len, versions) {
+    let (response, meta) =
+        match decode_header_meta::<Response>(&header, prefix.payload_len, versions) {
             Ok(decoded) => decoded,
             Err(WireError::BadVersion { got, min, max }) if got > max => {
                 return Err(TransportError::PeerTooNew { node, version: got, min, max })
@@ -584,7 +629,7 @@ async fn read_reply(
         Ok(Some(_)) => return Err(protocol("bytes after the reply frame".into())),
         Err(e) => return Err(read_error(node, e)),
     }
-    Ok(ReplyFrame { response, payload, version })
+    Ok(ReplyFrame { response, payload, version: meta.version, request_id: meta.request_id })
 }
 
 async fn read_exact(

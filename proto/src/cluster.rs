@@ -256,6 +256,14 @@ pub struct NodeConfig {
     /// release did: what the upgrade test runs as the old node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wire_version_max: Option<u8>,
+    /// TCP address of the Prometheus metrics endpoint (`GET /metrics`); unset: none. Port 0
+    /// takes a free port, which the node prints (`metrics <ip:port>` on stdout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// The log line format on stderr: `text` (the default) or `json` (one object a line,
+    /// for log shippers); `RACKPOINT_LOG_FORMAT` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<crate::logs::LogFormat>,
 }
 
 /// One `[[quota]]` of a `node.toml`.
@@ -390,6 +398,16 @@ mod tests {
         let capped =
             NodeConfig::from_toml(&format!("{text}\nwire_version_max = 1")).expect("valid");
         assert_eq!(capped.wire_versions().map(|v| v.max()), Ok(1));
+        assert_eq!((c.metrics_addr, c.log_format), (None, None));
+        let watched = NodeConfig::from_toml(&format!(
+            "{text}\nmetrics_addr = \"127.0.0.1:9464\"\nlog_format = \"json\""
+        ))
+        .expect("valid");
+        assert_eq!(watched.metrics_addr, Some(([127, 0, 0, 1], 9464).into()));
+        assert_eq!(watched.log_format, Some(crate::logs::LogFormat::Json));
+        assert_eq!(NodeConfig::from_toml(&watched.to_toml()), Ok(watched.clone()));
+        let bad = NodeConfig::from_toml(&format!("{text}\nlog_format = \"xml\""));
+        assert!(matches!(bad, Err(ConfigError::Parse { .. })), "{bad:?}");
         for bad in [0, crate::limits::WIRE_VERSION + 1] {
             let err = NodeConfig::from_toml(&format!("{text}\nwire_version_max = {bad}"));
             assert!(matches!(err, Err(ConfigError::Parse { .. })), "{bad}: {err:?}");

@@ -12,6 +12,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod key;
 pub mod limits;
+pub mod logs;
 pub mod pacing;
 pub mod wire;
 

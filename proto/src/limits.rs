@@ -7,11 +7,12 @@
 
 /// Newest wire protocol version this build speaks, carried in every header (2: deletion
 /// marks, `MarkDeleting` and `ClearDeleting`, the marked steps in every `Manifests` page, and
-/// `ListJobs`).
-pub const WIRE_VERSION: u8 = 2;
-/// Oldest wire protocol version this build still speaks, as node and as client: the previous
-/// release's (1: request and response tags 0..=13, `Manifests` without `deleting`), so that
-/// every pair of this release and the previous one talks during a rolling upgrade.
+/// `ListJobs`; 3: the request id in every header, `wire::RequestId`).
+pub const WIRE_VERSION: u8 = 3;
+/// Oldest wire protocol version this build still speaks, as node and as client (1: request
+/// and response tags 0..=13, `Manifests` without `deleting`; the previous release spoke 1 and
+/// 2), so that every pair of this release and the previous two talks during a rolling
+/// upgrade.
 pub const MIN_WIRE_VERSION: u8 = 1;
 /// ALPN protocol id negotiated on every QUIC connection.
 pub const ALPN: &[u8] = b"rackpoint/1";
@@ -278,6 +279,26 @@ pub const HEAL_MAX_IN_FLIGHT: usize = 4;
 /// Finished heal reports a client keeps until they are collected; the oldest go first.
 pub const HEAL_MAX_REPORTS_KEPT: usize = 64;
 
+// ---- Metrics endpoint and logs (issue 18, item 3) ----
+
+/// Jobs a node's metrics name one by one (those holding the most shard bytes here), so the
+/// endpoint's label cardinality is bounded whatever the node holds; every other job is summed
+/// under the label value `(other)`, which no job name can be.
+pub const METRICS_TOP_JOBS: usize = 20;
+/// Largest HTTP request head the metrics listener reads (hyper's smallest read buffer): a
+/// longer one is answered with an error status and the connection closed.
+pub const METRICS_MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+/// Time a scraper has to send its request head once connected.
+pub const METRICS_HEAD_TIMEOUT_MS: u64 = 5_000;
+/// Time one scrape connection may stay open in all (request and reply): a slow or silent
+/// scraper is dropped.
+pub const METRICS_CONNECTION_TIMEOUT_MS: u64 = 10_000;
+/// Scrape connections served at once; more wait in the listen backlog.
+pub const METRICS_MAX_CONNECTIONS: usize = 8;
+/// How often a node that holds no shard yet looks whether it does, to leave its data
+/// folder's marker (`store::data_marker`) once it does.
+pub const NODE_DATA_MARKER_CHECK_MS: u64 = 1_000;
+
 // ---- Relations that must hold (checked at compile time) ----
 
 const _: () = assert!(
@@ -314,6 +335,10 @@ const _: () = assert!(
     MAX_LIST_ENTRIES as usize * 95 + MAX_DELETION_MARKS_PER_JOB * 11 + 64
         <= MAX_HEADER_BYTES as usize,
     "a full manifest page and every deletion mark of the job fit one reply header"
+);
+const _: () = assert!(
+    METRICS_HEAD_TIMEOUT_MS < METRICS_CONNECTION_TIMEOUT_MS,
+    "a scraper gets its head read before its connection's time is up"
 );
 const _: () = assert!(
     HEARTBEAT_TIMEOUT_MS <= HEARTBEAT_INTERVAL_MS,

@@ -3,7 +3,9 @@
 //! One request per bidirectional QUIC stream, one response on the same stream. A frame is
 //!
 //! ```text
-//! [header_len: u32 BE][payload_len: u32 BE][header: version u8, postcard message][payload]
+//! [header_len: u32 BE][payload_len: u32 BE][header][payload]
+//! header, versions 1 and 2:  [version u8][postcard message]
+//! header, version 3 on:      [version u8][request id u64 BE][postcard message]
 //! ```
 //!
 //! The header is small and bounded (`MAX_HEADER_BYTES`); bulk bytes (a shard, a manifest) are
@@ -19,8 +21,12 @@
 //! header version and falls back to it (see [`Versions::reply_version`]). Version 1 is the
 //! one release before deletion marks: tags 0..=13 both ways and `Manifests` without
 //! `deleting`; version 2 added `MarkDeleting` (14), `ClearDeleting` (15), `ListJobs` (16),
-//! `DeletionMark` (14), `Jobs` (15) and `Manifests.deleting`.
+//! `DeletionMark` (14), `Jobs` (15) and `Manifests.deleting`; version 3 put the request id
+//! ([`RequestId`]) in the header, between the version byte and the message: the client makes
+//! one per request, the node answers with the same id, and both log it; 0 stands for "no
+//! id", and a version 1 or 2 frame has none (encoding at those versions leaves it out).
 
+use std::num::NonZeroU64;
 use std::ops::RangeInclusive;
 
 use serde::de::DeserializeOwned;
@@ -35,6 +41,68 @@ use crate::limits::{
 
 /// Bytes of the fixed frame prefix.
 pub const PREFIX_BYTES: usize = 8;
+
+/// The wire version that put the request id in every header.
+pub const REQUEST_ID_SINCE: u8 = 3;
+
+/// Bytes of the request id in a header of wire version `REQUEST_ID_SINCE` on.
+pub const REQUEST_ID_BYTES: usize = 8;
+
+/// A request's id: made by the client for each request (a retry of the same request may keep
+/// it), carried in the header of the request and of its reply from wire version 3 on, and
+/// logged on both sides, so a client's failure can be found in the node's log. Never 0 (0 on
+/// the wire means "no id"). Shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(NonZeroU64);
+
+impl RequestId {
+    /// The id `raw`; `None` for 0, which stands for "no id".
+    pub fn new(raw: u64) -> Option<Self> {
+        NonZeroU64::new(raw).map(Self)
+    }
+
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// What a header says besides its message: its wire version and, from version 3 on, the
+/// request id (`None`: an older version, or id 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderMeta {
+    /// The header's wire version.
+    pub version: u8,
+    /// The request id it carries.
+    pub request_id: Option<RequestId>,
+}
+
+/// Bytes a header of wire version `version` has before its message: the version byte, and
+/// the request id from version 3 on.
+pub fn header_fields_bytes(version: u8) -> usize {
+    if version >= REQUEST_ID_SINCE {
+        1 + REQUEST_ID_BYTES
+    } else {
+        1
+    }
+}
+
+/// The request id a header carries, read before (and whether or not) its message decodes, so
+/// that a refusal of a malformed request can still name it.
+pub fn header_request_id(header: &[u8]) -> Option<RequestId> {
+    let version = header_version(header)?;
+    if version < REQUEST_ID_SINCE {
+        return None;
+    }
+    let raw: [u8; REQUEST_ID_BYTES] = header.get(1..1 + REQUEST_ID_BYTES)?.try_into().ok()?;
+    RequestId::new(u64::from_be_bytes(raw))
+}
 
 /// What went wrong reading or writing a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,7 +305,71 @@ pub struct NodeStats {
     pub corrupt_shards: Vec<ShardKey>,
     /// Per message kind.
     pub requests: Vec<RequestCounters>,
+    /// Free bytes of the file system holding the data folder, for an unprivileged writer
+    /// (wire version 3 on; read as 0 from an older node).
+    pub disk_free_bytes: u64,
+    /// Request bytes held in the node's in-flight budget now (of `NODE_MAX_INFLIGHT_BYTES`;
+    /// wire version 3 on).
+    pub inflight_bytes: u64,
+    /// The node started on an empty data folder that should have held shards (a replaced
+    /// disk: its marker file was gone, see the node's `data_marker`); its shards must be
+    /// rebuilt by `rackpoint repair` (wire version 3 on).
+    pub started_empty: bool,
 }
+
+/// [`NodeStats`] as wire versions 1 and 2 write it: without the fields version 3 added.
+#[derive(Serialize)]
+struct NodeStatsV2<'a> {
+    node_id: NodeId,
+    shards: u64,
+    shard_bytes: u64,
+    manifests: u64,
+    corrupt_shards_found: u64,
+    scrubbed_shards: u64,
+    scrub_passes: u64,
+    corrupt_shards: &'a [ShardKey],
+    requests: &'a [RequestCounters],
+}
+
+/// [`NodeStats`] as wire versions 1 and 2 write it, read back.
+#[derive(Deserialize)]
+struct NodeStatsV2Read {
+    node_id: NodeId,
+    shards: u64,
+    shard_bytes: u64,
+    manifests: u64,
+    corrupt_shards_found: u64,
+    scrubbed_shards: u64,
+    scrub_passes: u64,
+    corrupt_shards: Vec<ShardKey>,
+    requests: Vec<RequestCounters>,
+}
+
+/// The version 3 fields of a [`NodeStats`] of an older node: zero and false.
+impl From<NodeStatsV2Read> for NodeStats {
+    fn from(s: NodeStatsV2Read) -> Self {
+        NodeStats {
+            node_id: s.node_id,
+            shards: s.shards,
+            shard_bytes: s.shard_bytes,
+            manifests: s.manifests,
+            corrupt_shards_found: s.corrupt_shards_found,
+            scrubbed_shards: s.scrubbed_shards,
+            scrub_passes: s.scrub_passes,
+            corrupt_shards: s.corrupt_shards,
+            requests: s.requests,
+            disk_free_bytes: 0,
+            inflight_bytes: 0,
+            started_empty: false,
+        }
+    }
+}
+
+/// Tag of [`Response::Stats`], whose version 1 and 2 form lacks the version 3 fields.
+const STATS_TAG: u8 = 7;
+
+/// The wire version that added the fields at the end of [`NodeStats`].
+const STATS_FIELDS_SINCE: u8 = 3;
 
 /// A request from a client to a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -710,6 +842,22 @@ impl Message for Response {
                 out.push(MANIFESTS_TAG);
                 postcard::to_extend(&ManifestsV1 { entries, more: *more }, out).map_err(malformed)
             }
+            // An older client knows no version 3 counters: they are left out, not refused.
+            Response::Stats(stats) if version < STATS_FIELDS_SINCE => {
+                out.push(STATS_TAG);
+                let old = NodeStatsV2 {
+                    node_id: stats.node_id,
+                    shards: stats.shards,
+                    shard_bytes: stats.shard_bytes,
+                    manifests: stats.manifests,
+                    corrupt_shards_found: stats.corrupt_shards_found,
+                    scrubbed_shards: stats.scrubbed_shards,
+                    scrub_passes: stats.scrub_passes,
+                    corrupt_shards: &stats.corrupt_shards,
+                    requests: &stats.requests,
+                };
+                postcard::to_extend(&old, out).map_err(malformed)
+            }
             _ => postcard::to_extend(self, out).map_err(malformed),
         }
     }
@@ -726,6 +874,11 @@ impl Message for Response {
                     deleting: Vec::new(),
                 };
                 Ok((page, rest))
+            }
+            Some((&STATS_TAG, fields)) if version < STATS_FIELDS_SINCE => {
+                let (old, rest) =
+                    postcard::take_from_bytes::<NodeStatsV2Read>(fields).map_err(malformed)?;
+                Ok((Response::Stats(Box::new(old.into())), rest))
             }
             _ => postcard::take_from_bytes::<Self>(body).map_err(malformed),
         }
@@ -797,12 +950,25 @@ pub fn encode_frame<M: Message>(msg: &M, payload_len: u32) -> Result<Vec<u8>, Wi
 }
 
 /// Encodes a frame's prefix and header for `msg` in wire version `version`, byte for byte as
-/// that version's build wrote it. A kind (or a field's content) the version does not have is
-/// `NotInVersion`; a version this build does not speak is `BadVersion`.
+/// that version's build wrote it, without a request id. A kind (or a field's content) the
+/// version does not have is `NotInVersion`; a version this build does not speak is
+/// `BadVersion`.
 pub fn encode_frame_at<M: Message>(
     msg: &M,
     payload_len: u32,
     version: u8,
+) -> Result<Vec<u8>, WireError> {
+    encode_frame_with_id(msg, payload_len, version, None)
+}
+
+/// [`encode_frame_at`] with request id `request_id` in the header when `version` has one
+/// (from version 3 on; an older version's header is written as that version's build wrote
+/// it, without the id).
+pub fn encode_frame_with_id<M: Message>(
+    msg: &M,
+    payload_len: u32,
+    version: u8,
+    request_id: Option<RequestId>,
 ) -> Result<Vec<u8>, WireError> {
     if !Versions::ALL.contains(version) {
         return Err(Versions::ALL.refuse(version));
@@ -813,6 +979,9 @@ pub fn encode_frame_at<M: Message>(
     check_payload(msg, payload_len)?;
     let mut out = vec![0u8; PREFIX_BYTES];
     out.push(version);
+    if version >= REQUEST_ID_SINCE {
+        out.extend_from_slice(&request_id.map_or(0, RequestId::get).to_be_bytes());
+    }
     let mut out = msg.encode_body(version, out)?;
     let header_len = (out.len() - PREFIX_BYTES) as u32;
     if header_len > MAX_HEADER_BYTES {
@@ -837,11 +1006,23 @@ pub fn decode_header_in<M: Message>(
     payload_len: u32,
     versions: Versions,
 ) -> Result<(M, u8), WireError> {
-    let (&version, body) =
-        header.split_first().ok_or_else(|| WireError::Malformed("empty header".into()))?;
+    decode_header_meta(header, payload_len, versions).map(|(msg, meta)| (msg, meta.version))
+}
+
+/// [`decode_header_in`], saying also which request id the header carries.
+pub fn decode_header_meta<M: Message>(
+    header: &[u8],
+    payload_len: u32,
+    versions: Versions,
+) -> Result<(M, HeaderMeta), WireError> {
+    let &version = header.first().ok_or_else(|| WireError::Malformed("empty header".into()))?;
     if !versions.contains(version) {
         return Err(versions.refuse(version));
     }
+    let body = header
+        .get(header_fields_bytes(version)..)
+        .ok_or_else(|| WireError::Malformed("header shorter than its request id".into()))?;
+    let meta = HeaderMeta { version, request_id: header_request_id(header) };
     match body.first() {
         Some(&tag) if tag >= M::variants_in(version) => {
             return Err(WireError::UnknownMessage { tag })
@@ -854,7 +1035,7 @@ pub fn decode_header_in<M: Message>(
         return Err(WireError::Malformed(format!("{} trailing bytes in header", rest.len())));
     }
     check_payload(&msg, payload_len)?;
-    Ok((msg, version))
+    Ok((msg, meta))
 }
 
 fn check_payload<M: Message>(msg: &M, len: u32) -> Result<(), WireError> {
@@ -1074,6 +1255,9 @@ mod tests {
                             .chain(["Invalid"].iter())
                             .map(|k| RequestCounters { kind: (*k).into(), served: a, failed: b })
                             .collect(),
+                        // Version 3 fields: zero, so the frame reads back the same at every
+                        // version (`stats_fields_of_version_3_...` sets them).
+                        ..NodeStats::default()
                     })),
                     0
                 )),
@@ -1220,6 +1404,109 @@ mod tests {
         );
     }
 
+    /// Where a frame of wire version `version` has its message tag.
+    fn tag_at(version: u8) -> usize {
+        PREFIX_BYTES + header_fields_bytes(version)
+    }
+
+    fn request_id() -> impl Strategy<Value = Option<RequestId>> {
+        proptest::option::of(any::<u64>()).prop_map(|raw| raw.and_then(RequestId::new))
+    }
+
+    proptest! {
+        /// At every version, a frame reads back as the message, its version and its request
+        /// id, which only version 3 on carries (an older header has none and is written as
+        /// that version's build wrote it).
+        #[test]
+        fn every_frame_round_trips_with_its_request_id_at_every_version(
+            (req, n) in request(),
+            (resp, rn) in response(),
+            id in request_id(),
+        ) {
+            for version in MIN_WIRE_VERSION..=WIRE_VERSION {
+                let carried = if version >= REQUEST_ID_SINCE { id } else { None };
+                let want = HeaderMeta { version, request_id: carried };
+                if let Ok(frame) = encode_frame_with_id(&req, n, version, id) {
+                    prop_assert_eq!(&frame, &encode_frame_with_id(&req, n, version, carried).expect("encodes"));
+                    let back = decode_header_meta::<Request>(&frame[PREFIX_BYTES..], n, Versions::ALL);
+                    prop_assert_eq!(back, Ok((req.clone(), want)));
+                    prop_assert_eq!(header_request_id(&frame[PREFIX_BYTES..]), carried);
+                }
+                if let Ok(frame) = encode_frame_with_id(&resp, rn, version, id) {
+                    let back = decode_header_meta::<Response>(&frame[PREFIX_BYTES..], rn, Versions::ALL);
+                    prop_assert_eq!(back, Ok((resp.clone(), want)));
+                }
+            }
+        }
+
+        /// A version 3 frame is the version 2 frame with the version byte raised and the
+        /// request id (big-endian, 0 for none) put before the message.
+        #[test]
+        fn version_3_frames_are_version_2_frames_with_the_request_id((req, n) in request(), id in request_id()) {
+            let at_2 = encode_frame_at(&req, n, 2).expect("every kind is in version 2");
+            let at_3 = encode_frame_with_id(&req, n, 3, id).expect("encodes");
+            prop_assert_eq!(at_3[PREFIX_BYTES], 3);
+            let raw = id.map_or(0, RequestId::get).to_be_bytes();
+            prop_assert_eq!(&at_3[PREFIX_BYTES + 1..tag_at(3)], &raw[..]);
+            prop_assert_eq!(&at_3[tag_at(3)..], &at_2[tag_at(2)..]);
+            let header_len = u32::from_be_bytes(at_3[..4].try_into().expect("4 bytes"));
+            prop_assert_eq!(header_len as usize, at_2.len() - PREFIX_BYTES + REQUEST_ID_BYTES);
+        }
+    }
+
+    #[test]
+    fn stats_fields_of_version_3_are_left_out_below_it_and_read_back_as_zero() {
+        let stats = NodeStats {
+            node_id: NodeId(3),
+            shards: 5,
+            requests: vec![RequestCounters { kind: "Hello".into(), served: 1, failed: 2 }],
+            disk_free_bytes: 1 << 40,
+            inflight_bytes: 4096,
+            started_empty: true,
+            ..NodeStats::default()
+        };
+        let reply = Response::Stats(Box::new(stats.clone()));
+        let at_3 = encode_frame_at(&reply, 0, 3).expect("encodes");
+        let back = decode_header_in::<Response>(&at_3[PREFIX_BYTES..], 0, Versions::ALL);
+        assert_eq!(back, Ok((reply.clone(), 3)));
+        let older =
+            NodeStats { disk_free_bytes: 0, inflight_bytes: 0, started_empty: false, ..stats };
+        for version in [1, 2] {
+            let frame = encode_frame_at(&reply, 0, version).expect("encodes");
+            let back = decode_header_in::<Response>(&frame[PREFIX_BYTES..], 0, Versions::ALL);
+            assert_eq!(back, Ok((Response::Stats(Box::new(older.clone())), version)));
+            // The older form is the version 3 body without its last three fields.
+            let v3_body = &at_3[tag_at(3)..];
+            let body = &frame[tag_at(version)..];
+            assert!(v3_body.starts_with(body) && v3_body.len() > body.len());
+        }
+    }
+
+    #[test]
+    fn a_request_id_is_read_even_from_a_header_whose_message_is_bad() {
+        let id = RequestId::new(0x0123_4567_89ab_cdef);
+        let mut frame = encode_frame_with_id(&Request::Stats, 0, 3, id).expect("encodes");
+        frame[tag_at(3)] = 200;
+        let header = &frame[PREFIX_BYTES..];
+        assert_eq!(
+            decode_header::<Request>(header, 0),
+            Err(WireError::UnknownMessage { tag: 200 })
+        );
+        assert_eq!(header_request_id(header), id);
+        assert_eq!(id.map(|id| id.to_string()).as_deref(), Some("0123456789abcdef"));
+        // A version 3 header cut inside its id is malformed, and names no id.
+        for cut in 1..=REQUEST_ID_BYTES {
+            let short = &header[..cut];
+            assert_eq!(header_request_id(short), None);
+            assert!(matches!(decode_header::<Request>(short, 0), Err(WireError::Malformed(_))));
+        }
+        // Id 0 is "no id"; versions 1 and 2 carry none.
+        assert_eq!(RequestId::new(0), None);
+        let v2 = encode_frame_with_id(&Request::Stats, 0, 2, id).expect("encodes");
+        assert_eq!(v2, encode_frame_at(&Request::Stats, 0, 2).expect("encodes"));
+        assert_eq!(header_request_id(&v2[PREFIX_BYTES..]), None);
+    }
+
     fn key() -> ShardKey {
         ShardKey {
             job: JobName::new("j").expect("valid"),
@@ -1263,7 +1550,7 @@ mod tests {
             assert!(seen.insert(kind), "{kind} is listed twice");
         }
         let frame = encode_frame(&Request::VerifyShard { key: key() }, 0).expect("encodes");
-        assert_eq!(frame[PREFIX_BYTES + 1], 8, "VerifyShard's tag");
+        assert_eq!(frame[tag_at(WIRE_VERSION)], 8, "VerifyShard's tag");
         assert_eq!(Request::VerifyShard { key: key() }.kind(), Request::KINDS[8]);
     }
 
@@ -1341,7 +1628,7 @@ mod tests {
             Err(WireError::BadVersion { got: 9, min: MIN_WIRE_VERSION, max: WIRE_VERSION })
         );
         let mut frame = encode_frame(&Request::Stats, 0).expect("encodes");
-        frame[PREFIX_BYTES + 1] = 42;
+        frame[tag_at(WIRE_VERSION)] = 42;
         assert_eq!(
             decode_frame::<Request>(&frame).map(|_| ()),
             Err(WireError::UnknownMessage { tag: 42 })
@@ -1360,8 +1647,8 @@ mod tests {
         )
         .expect("encodes");
         let mut bad = frame.clone();
-        // "ok" starts after version, tag and the string's length byte.
-        bad[PREFIX_BYTES + 3] = b' ';
+        // "ok" starts after the tag and the string's length byte.
+        bad[tag_at(WIRE_VERSION) + 2] = b' ';
         assert!(matches!(decode_frame::<Request>(&bad), Err(WireError::Malformed(_))));
     }
 }

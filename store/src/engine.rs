@@ -58,6 +58,7 @@
 //! exclusively, a reader-writer lock, so a delete counts exactly what it removes.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -486,6 +487,55 @@ struct Counters {
     /// Bytes reserved by puts in progress (counted against the capacity).
     reserved_bytes: AtomicU64,
     manifests: AtomicU64,
+    /// `shards` and `shard_bytes` per job (a job leaves the map with its last shard), raised
+    /// and lowered with them, by [`Counters::shard_stored`] and [`Counters::shards_removed`].
+    per_job: Mutex<HashMap<JobName, JobUsage>>,
+}
+
+/// The shards one job holds on this node, as [`Engine::job_usage`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobUsage {
+    /// Shards of the job stored here.
+    pub shards: u64,
+    /// Their payload bytes.
+    pub shard_bytes: u64,
+}
+
+impl Counters {
+    fn per_job(&self) -> MutexGuard<'_, HashMap<JobName, JobUsage>> {
+        self.per_job.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A shard of `job` of `len` bytes is stored, in place of one of `previous` bytes if any.
+    fn shard_stored(&self, job: &JobName, len: u64, previous: Option<u64>) {
+        // Add before subtracting: the counter may briefly over-count, never under-count.
+        self.shard_bytes.fetch_add(len, Ordering::SeqCst);
+        self.shard_bytes.fetch_sub(previous.unwrap_or(0), Ordering::SeqCst);
+        if previous.is_none() {
+            self.shards.fetch_add(1, Ordering::SeqCst);
+        }
+        let mut per_job = self.per_job();
+        let usage = match per_job.get_mut(job) {
+            Some(usage) => usage,
+            None => per_job.entry(job.clone()).or_default(),
+        };
+        usage.shard_bytes = (usage.shard_bytes + len).saturating_sub(previous.unwrap_or(0));
+        usage.shards += u64::from(previous.is_none());
+    }
+
+    /// `shards` shards of `job` holding `bytes` bytes are deleted.
+    fn shards_removed(&self, job: &JobName, shards: u64, bytes: u64) {
+        self.shards.fetch_sub(shards, Ordering::SeqCst);
+        self.shard_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        let mut per_job = self.per_job();
+        if let Some(usage) = per_job.get_mut(job) {
+            usage.shards = usage.shards.saturating_sub(shards);
+            usage.shard_bytes = usage.shard_bytes.saturating_sub(bytes);
+            if usage.shards == 0 {
+                per_job.remove(job);
+            }
+        }
+    }
 }
 
 /// Capacity reserved by one put in progress; released on drop.
@@ -661,22 +711,29 @@ impl Engine {
         self.db.cf_handle(DATA_CF).expect("the data family is created at open")
     }
 
+    /// The shards and shard bytes of each job stored here, in no order.
+    pub fn job_usage(&self) -> Vec<(JobName, JobUsage)> {
+        self.counters.per_job().iter().map(|(job, usage)| (job.clone(), *usage)).collect()
+    }
+
+    /// The folder the store lives in.
+    pub fn dir(&self) -> &Path {
+        self.db.path()
+    }
+
     fn count_stored(&self) -> Result<(), EngineError> {
-        let mut counts = EngineCounts::default();
+        let mut manifests = 0;
         let iter = self.db.iterator_cf(self.index_cf(), IteratorMode::Start);
         for item in iter {
             let (key, value) = item.map_err(db_error)?;
             let len = IndexRecord::decode(&value).map(|r| u64::from(r.len)).unwrap_or(0);
-            if ShardKey::decode(&key).is_some() {
-                counts.shards += 1;
-                counts.shard_bytes += len;
+            if let Some(shard) = ShardKey::decode(&key) {
+                self.counters.shard_stored(&shard.job, len, None);
             } else if ManifestKey::decode(&key).is_some() {
-                counts.manifests += 1;
+                manifests += 1;
             }
         }
-        self.counters.shards.store(counts.shards, Ordering::SeqCst);
-        self.counters.shard_bytes.store(counts.shard_bytes, Ordering::SeqCst);
-        self.counters.manifests.store(counts.manifests, Ordering::SeqCst);
+        self.counters.manifests.store(manifests, Ordering::SeqCst);
         Ok(())
     }
 
@@ -765,12 +822,7 @@ impl Engine {
         if let Some(previous) = &previous {
             self.free_segment_bytes(key, previous);
         }
-        // Add before subtracting: the counter may briefly over-count, never under-count.
-        self.counters.shard_bytes.fetch_add(len, Ordering::SeqCst);
-        self.counters.shard_bytes.fetch_sub(previous_len, Ordering::SeqCst);
-        if previous.is_none() {
-            self.counters.shards.fetch_add(1, Ordering::SeqCst);
-        }
+        self.counters.shard_stored(&key.job, len, previous.map(|_| previous_len));
         drop(reservation);
         Ok(())
     }
@@ -929,8 +981,7 @@ impl Engine {
             batch.delete_range_cf(self.data_cf(), &range.start, &range.end);
         }
         self.write(batch)?;
-        self.counters.shards.fetch_sub(shards, Ordering::SeqCst);
-        self.counters.shard_bytes.fetch_sub(shard_bytes, Ordering::SeqCst);
+        self.counters.shards_removed(job, shards, shard_bytes);
         self.counters.manifests.fetch_sub(manifests, Ordering::SeqCst);
         failpoint::hit("node.delete.before_segment");
         if let Some(segments) = &self.segments {

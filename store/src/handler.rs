@@ -15,7 +15,8 @@ use rackpoint_proto::limits::{
 };
 use rackpoint_proto::wire::{Message, Versions};
 use rackpoint_proto::{
-    Digest, ErrorCode, JobName, ManifestKey, NodeId, Rank, Request, Response, ShardKey, Step,
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, NodeStats, Rank, Request, Response, ShardKey,
+    Step,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -28,7 +29,7 @@ mod lifecycle;
 /// The tracing target of the audit lines: every refusal, and every destructive or repairing
 /// request with its outcome, naming the identity.
 pub const AUDIT_TARGET: &str = "rackpoint::audit";
-use crate::stats::{FoundBy, NodeCounters};
+use crate::stats::{disk_free_bytes, FoundBy, NodeCounters, NodeGauges};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +71,18 @@ impl RequestError {
 /// The bound on payload bytes held in memory across all requests (`NODE_MAX_INFLIGHT_BYTES`):
 /// a request acquires its payload's size before reading it or loading it.
 #[derive(Debug, Clone)]
-pub struct InflightBudget(Arc<Semaphore>);
+pub struct InflightBudget(Arc<Semaphore>, usize);
 
 impl InflightBudget {
     /// A budget of `bytes` (at most `NODE_MAX_INFLIGHT_BYTES` is ever asked for).
     pub fn new(bytes: u64) -> Self {
         let permits = usize::try_from(bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Self(Arc::new(Semaphore::new(permits)))
+        Self(Arc::new(Semaphore::new(permits)), permits)
+    }
+
+    /// Bytes held now.
+    pub fn in_use(&self) -> u64 {
+        self.1.saturating_sub(self.0.available_permits()) as u64
     }
 
     /// Waits until `bytes` are free and holds them until the permit drops.
@@ -238,6 +244,21 @@ impl Handler {
         &self.counters
     }
 
+    /// The node's store (the metrics endpoint reads its per-job usage).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Every counter of the node now, unfiltered: what `Stats` answers an admin, and what the
+    /// metrics endpoint exports (one source for both).
+    pub fn stats(&self) -> NodeStats {
+        let gauges = NodeGauges {
+            disk_free_bytes: disk_free_bytes(self.engine.dir()),
+            inflight_bytes: self.budget.in_use(),
+        };
+        self.counters.snapshot(self.identity.node_id, self.engine.counts(), gauges)
+    }
+
     /// Checks that `caller` may send `request` (its certificate unexpired and not revoked,
     /// its grant reaching the request's job at the level the request needs), before its
     /// payload is read. A refusal is a `PermissionDenied` reply naming the job, the access
@@ -302,14 +323,15 @@ impl Handler {
         version: u8,
     ) -> Reply {
         let kind = request.kind();
+        let started = Instant::now();
         if let Err(refused) = self.admit(caller, &request) {
-            self.counters.record_request(kind, false);
+            self.counters.record_request(kind, false, started.elapsed());
             return refused;
         }
         let audit = request.is_destructive().then(|| format!("{request:?}"));
         let reply = self.dispatch(caller, request, payload, version).await;
         let reply = reply.unwrap_or_else(|e| Reply::error(e.code(), e.to_string()));
-        self.counters.record_request(kind, reply.is_ok());
+        self.counters.record_request(kind, reply.is_ok(), started.elapsed());
         if let Some(request) = audit {
             let outcome = format!("{:?}", reply.response);
             tracing::info!(target: AUDIT_TARGET, identity = %caller.name, serial = %caller.serial,
@@ -340,7 +362,7 @@ impl Handler {
                 self.list_manifests(job, after, limit, version).await
             }
             Request::Stats => {
-                let mut stats = self.counters.snapshot(self.identity.node_id, self.engine.counts());
+                let mut stats = self.stats();
                 // Corrupt keys name jobs: a caller sees only those of jobs it reaches.
                 let reaches = |job: &JobName| caller.grant.as_ref().is_some_and(|g| g.covers(job));
                 stats.corrupt_shards.retain(|key| reaches(&key.job));

@@ -9,6 +9,8 @@
 //! - [`quota`]: per-job byte quotas of this node.
 //! - [`scrub`]: background re-hashing of stored shards at a bounded rate.
 //! - [`stats`]: request and corruption counters.
+//! - [`metrics`]: the Prometheus endpoint (`GET /metrics`), read from those counters.
+//! - [`data_marker`]: the marker beside the data folder that tells a replaced disk.
 //! - [`config`]: reading `node.toml`.
 //! - [`node`]: a running node: start, serve, stop with drain.
 //!
@@ -16,10 +18,12 @@
 //! once it serves, logs to stderr, and exits 0 after SIGTERM/SIGINT once drained.
 
 pub mod config;
+pub mod data_marker;
 mod der;
 pub mod engine;
 pub mod handler;
 pub mod identity;
+pub mod metrics;
 pub mod node;
 pub mod quota;
 pub mod scrub;

@@ -1,6 +1,8 @@
-//! A running storage node: opens the engine, builds TLS, binds the QUIC endpoint, starts the
-//! service and the scrubber, and stops them in order (stop accepting, drain in-flight
-//! requests within `NODE_DRAIN_TIMEOUT_MS`, close the endpoint, close the engine).
+//! A running storage node: opens the engine, builds TLS, binds the QUIC endpoint (and the
+//! metrics listener if `metrics_addr` is set), starts the service and the scrubber, and stops
+//! them in order (stop accepting, drain in-flight requests within `NODE_DRAIN_TIMEOUT_MS`,
+//! close the endpoint, close the engine). A node that starts with no shard on a data folder
+//! that held its shards says so ([`crate::data_marker`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,13 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::Endpoint;
-use rackpoint_proto::limits::{NODE_CLOSE_GRACE_MS, NODE_DRAIN_TIMEOUT_MS};
-use rackpoint_proto::NodeConfig;
+use rackpoint_proto::limits::{
+    NODE_CLOSE_GRACE_MS, NODE_DATA_MARKER_CHECK_MS, NODE_DRAIN_TIMEOUT_MS,
+};
+use rackpoint_proto::{NodeConfig, NodeId};
 use tokio::sync::watch;
 
+use crate::data_marker;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::handler::{Handler, InflightBudget, NodeIdentity, NodePolicy};
 use crate::identity::{RevocationError, Revocations};
+use crate::metrics;
 use crate::quota::Quotas;
 use crate::scrub::Scrubber;
 use crate::service::{self, DrainTracker};
@@ -47,6 +53,14 @@ pub enum StartError {
     /// `wire_version_max` names a version this build does not speak.
     #[error(transparent)]
     Config(#[from] rackpoint_proto::cluster::ConfigError),
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {error}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        error: std::io::Error,
+    },
     /// The UDP address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -69,6 +83,8 @@ pub struct StopReport {
 pub struct Node {
     endpoint: Endpoint,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    started_empty: bool,
     engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
     tracker: DrainTracker,
@@ -107,6 +123,33 @@ impl Node {
             .map_err(bind_error)?;
         let local_addr = endpoint.local_addr().map_err(bind_error)?;
         let counters = Arc::new(NodeCounters::default());
+        let started_empty =
+            data_marker::started_empty(&config.data_dir, config.id, engine.counts().shards);
+        if started_empty {
+            counters.set_started_empty();
+            tracing::warn!(
+                data_dir = %config.data_dir.display(),
+                marker = %data_marker::marker_path(&config.data_dir).display(),
+                "node {} started on an empty data folder {} that held its shards before (a \
+                 replaced or wiped disk): its shards are missing here; run `rackpoint repair` \
+                 to rebuild them",
+                config.id, config.data_dir.display()
+            );
+        }
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => {
+                let error = |error| StartError::MetricsBind { addr, error };
+                Some(metrics::bind(addr).await.map_err(error)?)
+            }
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|error| StartError::MetricsBind {
+                addr: config.metrics_addr.unwrap_or(local_addr),
+                error,
+            })?),
+            None => None,
+        };
         let identity = NodeIdentity { node_id: config.id, rack: config.rack.clone() };
         let policy = NodePolicy {
             revocations,
@@ -120,6 +163,17 @@ impl Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = DrainTracker::new();
         let guard = tracker.guard();
+        if let Some(listener) = metrics_listener {
+            let registry = Arc::new(metrics::registry(handler.clone()));
+            let guard = tracker.guard();
+            tokio::spawn(metrics::serve(listener, registry, shutdown_rx.clone(), guard));
+        }
+        tokio::spawn(keep_data_marker(
+            engine.clone(),
+            config.data_dir.clone(),
+            config.id,
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(service::serve(endpoint.clone(), handler, shutdown_rx.clone(), guard));
         if config.scrub_bytes_per_sec > 0 {
             let scrubber = Scrubber::new(engine.clone(), counters, config.scrub_bytes_per_sec)
@@ -130,12 +184,23 @@ impl Node {
                 drop(guard);
             });
         }
-        Ok(Self { endpoint, local_addr, engine, shutdown, tracker })
+        Ok(Self { endpoint, local_addr, metrics_addr, started_empty, engine, shutdown, tracker })
     }
 
     /// The address the node serves on (with the OS-chosen port if the config said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the metrics endpoint, if the config asked for one (with the OS-chosen
+    /// port if it said 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Whether the node started on an empty data folder that held its shards before.
+    pub fn started_empty(&self) -> bool {
+        self.started_empty
     }
 
     /// Stops accepting connections and streams, waits for in-flight requests (at most
@@ -153,6 +218,40 @@ impl Node {
         // closes when the last one goes.
         drop(engine);
         StopReport { drained }
+    }
+}
+
+/// Leaves the data folder's marker once the node holds a shard (at once if it does already),
+/// looking every `NODE_DATA_MARKER_CHECK_MS` until then or until `shutdown`.
+async fn keep_data_marker(
+    engine: Arc<Engine>,
+    data_dir: PathBuf,
+    node: NodeId,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(NODE_DATA_MARKER_CHECK_MS));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if engine.counts().shards == 0 {
+            continue;
+        }
+        let dir = data_dir.clone();
+        match tokio::task::spawn_blocking(move || data_marker::record(&dir, node)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                let marker = data_marker::marker_path(&data_dir);
+                tracing::warn!(marker = %marker.display(),
+                    "cannot leave the data folder's marker (a replaced disk will not be told apart from a new node): {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("data marker task failed: {e}");
+                return;
+            }
+        }
     }
 }
 

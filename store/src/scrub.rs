@@ -230,7 +230,7 @@ mod tests {
         let scrubber = Scrubber::new(engine.clone(), counters.clone(), u64::MAX);
         let (_tx, mut rx) = watch::channel(false);
         assert!(matches!(scrubber.pass(&mut rx).await, PassEnd::Done));
-        let s = counters.snapshot(rackpoint_proto::NodeId(1), engine.counts());
+        let s = counters.snapshot(rackpoint_proto::NodeId(1), engine.counts(), Default::default());
         assert_eq!(s.scrubbed_shards, SCRUB_BATCH_KEYS as u64 + 3);
         assert_eq!((s.corrupt_shards_found, s.scrub_passes), (1, 1));
         assert_eq!(s.corrupt_shards, [key(7)]);

@@ -2,12 +2,15 @@
 //! accepts connections (at most `MAX_CONNECTIONS`), and serves one request per bidirectional
 //! stream: read prefix, header and payload within bounds and the in-flight byte budget, hand
 //! the request to the [`Handler`], write the reply, finish the stream. A bad request gets an
-//! error reply and a warn line; the connection and the node go on serving.
+//! error reply and a warn line; the connection and the node go on serving. Each request is
+//! served inside a `request` span naming its request id (from the header, wire version 3
+//! on), kind, peer address and identity, so every line logged for it carries them; the reply
+//! carries the same id back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicServerConfig;
@@ -22,11 +25,13 @@ use rackpoint_proto::limits::{
     QUIC_MAX_UDP_PAYLOAD_BYTES, QUIC_STREAM_WINDOW_BYTES, UDP_SOCKET_BUFFER_BYTES,
 };
 use rackpoint_proto::wire::{
-    decode_header_in, encode_frame_at, header_version, Message, PREFIX_BYTES,
+    decode_header_meta, encode_frame_with_id, header_request_id, header_version, Message,
+    RequestId, PREFIX_BYTES,
 };
 use rackpoint_proto::{ErrorCode, FramePrefix, Request, Response, WireError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::handler::{Handler, Reply, RequestError, AUDIT_TARGET};
 use crate::identity::Caller;
@@ -365,6 +370,7 @@ struct ReadRequest {
     request: Request,
     payload: Bytes,
     version: u8,
+    request_id: Option<RequestId>,
     _permit: SharePermit,
 }
 
@@ -376,6 +382,7 @@ struct ReadFailure {
     kind: &'static str,
     error: ReadRequestError,
     version: u8,
+    request_id: Option<RequestId>,
 }
 
 async fn read_exact(
@@ -435,28 +442,46 @@ async fn timed<T>(
 }
 
 impl StreamTask {
-    async fn run(self, mut send: SendStream, mut recv: RecvStream) {
+    async fn run(self, send: SendStream, recv: RecvStream) {
+        let span = tracing::info_span!(
+            "request",
+            id = tracing::field::Empty,
+            kind = tracing::field::Empty,
+            peer = %self.peer,
+            identity = %self.caller.name,
+        );
+        self.serve(send, recv).instrument(span).await
+    }
+
+    async fn serve(self, mut send: SendStream, mut recv: RecvStream) {
+        let started = Instant::now();
         let mut put_shard = false;
-        let (reply, version) = match self.read_request(&mut recv).await {
+        let (reply, version, request_id) = match self.read_request(&mut recv).await {
             Ok(read) => {
                 put_shard = matches!(read.request, Request::PutShard { .. });
-                let version = read.version;
-                (self.handle(read).await, version)
+                let (version, request_id) = (read.version, read.request_id);
+                (self.handle(read).await, version, request_id)
             }
             Err(failure) => {
-                let version = failure.version;
-                (self.refuse(failure), version)
+                let (version, request_id) = (failure.version, failure.request_id);
+                (self.refuse(failure, started), version, request_id)
             }
         };
         let stored = put_shard && reply.is_ok();
+        let ok = reply.is_ok();
         drop(recv);
-        match tokio::time::timeout(io_timeout(), write_reply(&mut send, reply, version)).await {
-            Ok(Ok(())) if stored => failpoint::hit("node.shard_put.after_ack"),
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(peer = %self.peer, "reply not delivered: {e}"),
-            Err(_) => {
-                tracing::warn!(peer = %self.peer, "reply not taken within {NODE_REQUEST_IO_TIMEOUT_MS} ms")
+        let write = write_reply(&mut send, reply, version, request_id);
+        match tokio::time::timeout(io_timeout(), write).await {
+            Ok(Ok(sent)) => {
+                self.handler.counters().record_bytes_out(sent);
+                let elapsed_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(ok, elapsed_us, version, "request done");
+                if stored {
+                    failpoint::hit("node.shard_put.after_ack");
+                }
             }
+            Ok(Err(e)) => tracing::debug!("reply not delivered: {e}"),
+            Err(_) => tracing::warn!("reply not taken within {NODE_REQUEST_IO_TIMEOUT_MS} ms"),
         }
     }
 
@@ -467,6 +492,8 @@ impl StreamTask {
     async fn read_request(&self, recv: &mut RecvStream) -> Result<ReadRequest, ReadFailure> {
         let versions = self.handler.wire_versions();
         let mut version = MIN_WIRE_VERSION;
+        let mut request_id = None;
+        let span = tracing::Span::current();
         let read = timed(async {
             let mut prefix = [0u8; PREFIX_BYTES];
             read_exact(recv, "prefix", &mut prefix).await?;
@@ -474,18 +501,26 @@ impl StreamTask {
             let permit = self.share.acquire(&self.handler, prefix.header_len).await?;
             let mut header = vec![0u8; prefix.header_len as usize];
             read_exact(recv, "header", &mut header).await?;
+            self.handler.counters().record_bytes_in((PREFIX_BYTES + header.len()) as u64);
             if let Some(requested) = header_version(&header) {
                 version = versions.reply_version(requested);
             }
-            let (request, _) = decode_header_in::<Request>(&header, prefix.payload_len, versions)?;
+            // Named before the message decodes, so a refusal of a bad one carries it too.
+            request_id = header_request_id(&header);
+            if let Some(id) = request_id {
+                span.record("id", tracing::field::display(id));
+            }
+            let (request, _) =
+                decode_header_meta::<Request>(&header, prefix.payload_len, versions)?;
             Ok::<_, ReadRequestError>((request, prefix, permit))
         })
         .await;
         let (request, prefix, header_permit) =
-            read.map_err(|error| ReadFailure { kind: INVALID_KIND, error, version })?;
+            read.map_err(|error| ReadFailure { kind: INVALID_KIND, error, version, request_id })?;
         drop(header_permit);
         let kind = request.kind();
-        let failure = |error: ReadRequestError| ReadFailure { kind, error, version };
+        span.record("kind", kind);
+        let failure = |error: ReadRequestError| ReadFailure { kind, error, version, request_id };
         self.handler
             .admit(&self.caller, &request)
             .map_err(|reply| failure(ReadRequestError::Refused(reply)))?;
@@ -499,7 +534,8 @@ impl StreamTask {
                 ms: deadline.as_millis() as u64,
             }))
             .map_err(failure)?;
-        Ok(ReadRequest { request, payload, version, _permit: permit })
+        self.handler.counters().record_bytes_in(u64::from(len));
+        Ok(ReadRequest { request, payload, version, request_id, _permit: permit })
     }
 
     async fn handle(&self, read: ReadRequest) -> Reply {
@@ -507,18 +543,18 @@ impl StreamTask {
         let reply =
             self.handler.handle_at(&self.caller, read.request, read.payload, read.version).await;
         if let Response::Error { code, message } = &reply.response {
-            tracing::warn!(peer = %self.peer, kind, ?code, "request failed: {message}");
+            tracing::warn!(kind, ?code, "request failed: {message}");
         }
         reply
     }
 
-    fn refuse(&self, failure: ReadFailure) -> Reply {
+    fn refuse(&self, failure: ReadFailure, started: Instant) -> Reply {
         let ReadFailure { kind, error, .. } = failure;
-        self.handler.counters().record_request(kind, false);
+        self.handler.counters().record_request(kind, false, started.elapsed());
         if let ReadRequestError::Refused(reply) = error {
             return reply;
         }
-        tracing::warn!(peer = %self.peer, kind, code = ?error.code(), "bad request: {error}");
+        tracing::warn!(kind, code = ?error.code(), "bad request: {error}");
         Reply::error(error.code(), error.to_string())
     }
 }
@@ -534,39 +570,42 @@ enum WriteReplyError {
     Stopped(#[from] quinn::StoppedError),
 }
 
-/// The frame header of a reply in wire version `version`, or of an `Internal` error reply
-/// (and no payload) if the reply does not encode.
-fn reply_frame(reply: &Reply, version: u8) -> (Vec<u8>, bool) {
+/// The frame header of a reply in wire version `version`, carrying the request's id, or of
+/// an `Internal` error reply (and no payload) if the reply does not encode.
+fn reply_frame(reply: &Reply, version: u8, id: Option<RequestId>) -> (Vec<u8>, bool) {
     let len = u32::try_from(reply.payload.len()).unwrap_or(u32::MAX);
-    match encode_frame_at(&reply.response, len, version) {
+    match encode_frame_with_id(&reply.response, len, version, id) {
         Ok(frame) => (frame, true),
         Err(e) => {
             tracing::error!("reply does not encode: {e}");
             let error = Response::error(ErrorCode::Internal, format!("reply does not encode: {e}"));
-            let frame = encode_frame_at(&error, 0, version)
+            let frame = encode_frame_with_id(&error, 0, version, id)
                 .expect("an error reply with a bounded message encodes in every version");
             (frame, false)
         }
     }
 }
 
-/// Writes the reply in wire version `version`, finishes the stream, and waits until the peer
-/// has acknowledged every byte; only then is the reply's budget released.
+/// Writes the reply in wire version `version` with the request's id, finishes the stream,
+/// and waits until the peer has acknowledged every byte; only then is the reply's budget
+/// released. Returns the bytes sent.
 async fn write_reply(
     send: &mut SendStream,
     reply: Reply,
     version: u8,
-) -> Result<(), WriteReplyError> {
-    let (frame, with_payload) = reply_frame(&reply, version);
+    id: Option<RequestId>,
+) -> Result<u64, WriteReplyError> {
+    let (frame, with_payload) = reply_frame(&reply, version, id);
     let mut chunks = vec![Bytes::from(frame)];
     if with_payload && !reply.payload.is_empty() {
         chunks.push(reply.payload);
     }
+    let sent = chunks.iter().map(|c| c.len() as u64).sum();
     send.write_all_chunks(&mut chunks).await?;
     send.finish()?;
     send.stopped().await?;
     drop(reply.permit);
-    Ok(())
+    Ok(sent)
 }
 
 #[cfg(test)]

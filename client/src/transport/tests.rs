@@ -7,7 +7,7 @@ use crate::certs::ClusterCa;
 use quinn::crypto::rustls::QuicServerConfig;
 use rackpoint_proto::cluster::{ClientTlsPaths, CodeParams, NodeInfo};
 use rackpoint_proto::limits::ALPN;
-use rackpoint_proto::wire::{decode_header, encode_frame};
+use rackpoint_proto::wire::{decode_header, encode_frame, encode_frame_at, header_fields_bytes};
 use rackpoint_proto::Digest;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -80,7 +80,8 @@ async fn serve(conn: quinn::Connection, behaviour: Behaviour) {
         tokio::spawn(async move {
             let Ok(request) = recv.read_to_end(1 << 20).await else { return };
             match behaviour(&request) {
-                Action::Reply(bytes) => {
+                Action::Reply(mut bytes) => {
+                    echo_request_id(&request, &mut bytes);
                     let _ = send.write_all(&bytes).await;
                     let _ = send.finish();
                     let _ = send.stopped().await;
@@ -91,6 +92,25 @@ async fn serve(conn: quinn::Connection, behaviour: Behaviour) {
                 Action::CloseConnection => conn.close(VarInt::from_u32(9), b"test close"),
             }
         });
+    }
+}
+
+/// As a node does: a reply of wire version 3 on that names no request id (id 0) gets the
+/// request's (one that names another is sent as it is).
+fn echo_request_id(request: &[u8], reply: &mut [u8]) {
+    let (Some(&asked), Some(&answered)) = (request.get(PREFIX_BYTES), reply.get(PREFIX_BYTES))
+    else {
+        return;
+    };
+    let id = PREFIX_BYTES + 1..PREFIX_BYTES + header_fields_bytes(3);
+    if asked >= 3
+        && answered >= 3
+        && reply.get(id.clone()).is_some_and(|b| b.iter().all(|b| *b == 0))
+    {
+        if let Some(from) = request.get(id.clone()) {
+            let from = from.to_vec();
+            reply[id].copy_from_slice(&from);
+        }
     }
 }
 
@@ -456,4 +476,45 @@ async fn a_reply_in_another_version_than_the_request_is_a_protocol_error() {
     let transport = client(&ca, &[(NodeId(1), node.addr)]);
     let err = transport.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect_err("mixed");
     assert!(matches!(err, TransportError::Protocol { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn every_call_carries_a_fresh_request_id_and_the_reply_must_name_it() {
+    use rackpoint_proto::wire::{encode_frame_with_id, header_request_id, RequestId};
+    let ca = ClusterCa::generate().expect("CA");
+    let seen: Arc<Mutex<Vec<Option<RequestId>>>> = Arc::default();
+    let log = seen.clone();
+    let node = start_node(
+        &ca,
+        NodeId(1),
+        Arc::new(move |request: &[u8]| {
+            let id = header_request_id(&request[PREFIX_BYTES..]);
+            log.lock().expect("lock").push(id);
+            if decode_header::<Request>(&request[PREFIX_BYTES..], 0) == Ok(Request::Stats) {
+                // A reply that names another request's id.
+                let other = RequestId::new(id.map_or(1, |i| i.get() ^ 1));
+                let reply = Response::error(ErrorCode::NotFound, "x");
+                let bytes = encode_frame_with_id(&reply, 0, 3, other).expect("encodes");
+                return Action::Reply(bytes);
+            }
+            Action::Reply(hello(1))
+        }),
+    );
+    let transport = client(&ca, &[(NodeId(1), node.addr)]);
+    for _ in 0..3 {
+        transport.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect("call");
+    }
+    let err = transport.call(NodeId(1), &Request::Stats, Bytes::new()).await.expect_err("bad id");
+    assert!(
+        matches!(&err, TransportError::Protocol { reason, .. } if reason.contains("request id")),
+        "{err}"
+    );
+    let ids: Vec<RequestId> =
+        seen.lock().expect("lock").iter().map(|id| id.expect("every call names one")).collect();
+    assert_eq!(ids.len(), 4);
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "a fresh id per call: {ids:?}");
+    assert!(ids.windows(2).all(|w| w[0].get() >> 32 == w[1].get() >> 32), "one process prefix");
 }

@@ -79,6 +79,7 @@ pub fn request(
 pub fn rackpoint_bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rackpoint"));
     c.env_remove("RUST_LOG")
+        .env_remove(rackpoint_proto::logs::LOG_FORMAT_ENV)
         .env_remove("RACKPOINT_CLUSTER")
         .env_remove("RACKPOINT_CERT")
         .env_remove("RACKPOINT_KEY");

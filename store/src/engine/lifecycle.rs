@@ -209,8 +209,7 @@ impl Engine {
         let Some(stored) = self.delete_key_if(&key.encode(), "shard", Some(expect))? else {
             return Ok(false);
         };
-        self.counters.shards.fetch_sub(1, Ordering::SeqCst);
-        self.counters.shard_bytes.fetch_sub(u64::from(stored.len), Ordering::SeqCst);
+        self.counters.shards_removed(&key.job, 1, u64::from(stored.len));
         self.free_segment_bytes(key, &stored);
         self.remove_segment_if_empty(&key.job, key.step)?;
         Ok(true)
@@ -356,8 +355,7 @@ impl Engine {
         }
         if sweep.shards > 0 {
             self.write(batch)?;
-            self.counters.shards.fetch_sub(sweep.shards, Ordering::SeqCst);
-            self.counters.shard_bytes.fetch_sub(sweep.bytes, Ordering::SeqCst);
+            self.counters.shards_removed(&part.job, sweep.shards, sweep.bytes);
         }
         for (shard, record) in &deleted {
             self.free_segment_bytes(shard, record);

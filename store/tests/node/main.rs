@@ -13,6 +13,7 @@ mod durability;
 mod immutable;
 mod lifecycle;
 mod maintenance;
+mod observability;
 mod round_trip;
 mod tls_refusal;
 mod trust;

@@ -198,32 +198,48 @@ pub fn emit<T: serde::Serialize>(global: &Global, doc: &T, text: impl FnOnce()) 
     }
 }
 
-/// `rackpoint status`.
+/// `rackpoint status`: per node up or down, shards, bytes, disk free, in-flight bytes, corrupt
+/// shards found, requests failed (of all kinds), and a warning column (`EMPTY!`: the node
+/// started on an emptied data folder and needs `rackpoint repair`). `--json` has every
+/// counter, per request kind too. A node of an older release reports no disk free or
+/// in-flight bytes (shown as 0).
 pub async fn status(global: &Global) -> anyhow::Result<()> {
     let client = global.connect()?;
     let nodes = client.status().await;
     let doc = json::StatusDoc::new(&nodes);
     emit(global, &doc, || {
-        println!(
-            "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
-            "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "CORRUPT"
-        );
+        let row = |cells: [&str; 11]| {
+            println!(
+                "{:<6} {:<22} {:<10} {:<5} {:>9} {:>14} {:>15} {:>10} {:>8} {:>9} {}",
+                cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7],
+                cells[8], cells[9], cells[10]
+            )
+        };
+        row([
+            "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "DISK_FREE", "INFLIGHT",
+            "CORRUPT", "FAILED", "",
+        ]);
         for n in &nodes {
+            let (id, addr) = (n.node.id.0.to_string(), n.node.addr.to_string());
             match &n.stats {
-                Ok(s) => println!(
-                    "{:<6} {:<22} {:<10} {:<5} {:>10} {:>14} {:>8}",
-                    n.node.id.0,
-                    n.node.addr,
-                    n.node.rack,
-                    "up",
-                    s.shards,
-                    s.shard_bytes,
-                    s.corrupt_shards_found
-                ),
-                Err(e) => println!(
-                    "{:<6} {:<22} {:<10} {:<5} {e}",
-                    n.node.id.0, n.node.addr, n.node.rack, "down"
-                ),
+                Ok(s) => {
+                    let failed: u64 = s.requests.iter().map(|c| c.failed).sum();
+                    let warning = if s.started_empty { "EMPTY! run rackpoint repair" } else { "" };
+                    row([
+                        &id,
+                        &addr,
+                        &n.node.rack,
+                        "up",
+                        &s.shards.to_string(),
+                        &s.shard_bytes.to_string(),
+                        &s.disk_free_bytes.to_string(),
+                        &s.inflight_bytes.to_string(),
+                        &s.corrupt_shards_found.to_string(),
+                        &failed.to_string(),
+                        warning,
+                    ])
+                }
+                Err(e) => println!("{id:<6} {addr:<22} {:<10} {:<5} {e}", n.node.rack, "down"),
             }
         }
     });

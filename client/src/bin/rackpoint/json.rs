@@ -45,8 +45,32 @@ pub struct NodeDoc {
     pub shard_bytes: Option<u64>,
     pub manifests: Option<u64>,
     pub corrupt_shards_found: Option<u64>,
+    /// Shards known corrupt now (at most `MAX_STATS_CORRUPT_KEYS`, of jobs the caller
+    /// reaches), as `job/step/rank/object/stripe/index`.
+    pub corrupt_shards: Option<Vec<String>>,
+    pub scrubbed_shards: Option<u64>,
+    pub scrub_passes: Option<u64>,
+    /// Free bytes of the node's data file system (0 from a node of an older release).
+    pub disk_free_bytes: Option<u64>,
+    /// Bytes of the node's in-flight budget held now (0 from a node of an older release).
+    pub inflight_bytes: Option<u64>,
+    /// The node started on an emptied data folder that held shards: run `rackpoint repair`.
+    pub started_empty: Option<bool>,
+    /// Requests served and failed, over every kind.
+    pub requests_served: Option<u64>,
+    pub requests_failed: Option<u64>,
+    /// Per request kind.
+    pub requests: Option<Vec<RequestsDoc>>,
     /// Why it did not answer.
     pub error: Option<String>,
+}
+
+/// One request kind's counters in `status`.
+#[derive(Debug, Serialize)]
+pub struct RequestsDoc {
+    pub kind: String,
+    pub served: u64,
+    pub failed: u64,
 }
 
 impl StatusDoc {
@@ -68,6 +92,27 @@ impl From<&NodeStatus> for NodeDoc {
             shard_bytes: s.map(|s| s.shard_bytes),
             manifests: s.map(|s| s.manifests),
             corrupt_shards_found: s.map(|s| s.corrupt_shards_found),
+            corrupt_shards: s.map(|s| {
+                s.corrupt_shards
+                    .iter()
+                    .map(|k| {
+                        format!("{}/{}/{}/{}/{}/{}", k.job, k.step, k.rank, k.object, k.stripe, k.index)
+                    })
+                    .collect()
+            }),
+            scrubbed_shards: s.map(|s| s.scrubbed_shards),
+            scrub_passes: s.map(|s| s.scrub_passes),
+            disk_free_bytes: s.map(|s| s.disk_free_bytes),
+            inflight_bytes: s.map(|s| s.inflight_bytes),
+            started_empty: s.map(|s| s.started_empty),
+            requests_served: s.map(|s| s.requests.iter().map(|c| c.served).sum()),
+            requests_failed: s.map(|s| s.requests.iter().map(|c| c.failed).sum()),
+            requests: s.map(|s| {
+                s.requests
+                    .iter()
+                    .map(|c| RequestsDoc { kind: c.kind.clone(), served: c.served, failed: c.failed })
+                    .collect()
+            }),
             error: n.stats.as_ref().err().cloned(),
         }
     }

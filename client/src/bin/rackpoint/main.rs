@@ -191,10 +191,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 static OPEN: std::sync::Mutex<Vec<Client>> = std::sync::Mutex::new(Vec::new());
 
 /// Logs to stderr, errors only unless `RUST_LOG` says otherwise (`RUST_LOG=warn` shows nodes
-/// going down and up), so that a failing command ends with exactly one line of reason.
+/// going down and up; `RUST_LOG=rackpoint_client=debug` every request with its id), so that a
+/// failing command ends with exactly one line of reason. `RACKPOINT_LOG_FORMAT=json` writes
+/// one JSON object a line, with the request span's fields; an unknown format is text, said on
+/// stderr.
 pub fn init_logging() {
+    use rackpoint_proto::logs::{LogFormat, LOG_FORMAT_ENV};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let format = std::env::var(LOG_FORMAT_ENV).ok();
+    let format = LogFormat::chosen(format.as_deref(), None).unwrap_or_else(|e| {
+        eprintln!("rackpoint: {e}; logging as text");
+        LogFormat::Text
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }

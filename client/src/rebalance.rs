@@ -6,7 +6,7 @@
 //! 1. list the job's parts (steps being deleted are left alone) and read each checkpoint's
 //!    manifests (the highest revision);
 //! 2. plan (at most the moves left in the run's budget; the rest is reported as deferred);
-//! 3. before the first write of a job, ask one node an admin-only question that changes
+//! 3. before the first move of a job, ask one node an admin-only question that changes
 //!    nothing (`DeleteShard` of a version no shard has: the all-zero digest): moving another
 //!    job's shards and rewriting its manifest are admin work, so a credential without it is
 //!    refused here, before anything is copied;
@@ -15,7 +15,9 @@
 //!    hashes it again), at most `moves_in_flight` at once; a shard that cannot be read is
 //!    skipped and reported (rebuilding it is repair's job), and so is a failed write;
 //! 5. `repair::commit_moved`: the next manifest revision naming the new places is stored on
-//!    m + 1 nodes in service, and only then are the old copies deleted.
+//!    m + 1 nodes in service, and only then are the old copies deleted; a part with nothing
+//!    to move whose newest revision is on fewer than m + 1 nodes in service (a run killed
+//!    mid-commit) gets its copies back (`repair::ensure_manifest_copies`).
 //!
 //! A crash anywhere leaves every checkpoint restorable: until the new revision is committed
 //! the old manifest names shards that are all still where it says (the copies are extra);
@@ -177,6 +179,9 @@ pub struct RebalanceReport {
     pub stale_copies_deleted: u64,
     /// Old copies left because their node did not answer (`gc` collects them).
     pub stale_copies_left: u64,
+    /// Manifest copies written to parts whose newest revision was on fewer than m + 1 nodes
+    /// in service (a rewrite killed after its first copies).
+    pub manifest_copies_added: u64,
     /// Moves past `max_moves`, left for the next run.
     pub deferred: u64,
     /// Shards left where they are, by [`SkipWhy::kind`].
@@ -303,12 +308,18 @@ impl Run<'_> {
             for mv in plan.moves {
                 by_part.entry(mv.part).or_default().push(mv);
             }
-            for (part, moves) in by_part {
+            for (part, moves) in &by_part {
                 if !admin_checked {
-                    self.check_admin(&manifests[part], &moves[0]).await?;
+                    self.check_admin(&manifests[*part], &moves[0]).await?;
                     admin_checked = true;
                 }
-                self.move_part(&manifests[part], entries[part], &moves).await?;
+                self.move_part(&manifests[*part], entries[*part], moves).await?;
+            }
+            for (i, (m, part)) in manifests.iter().zip(&entries).enumerate() {
+                if !by_part.contains_key(&i) {
+                    let added = repair::ensure_manifest_copies(self.ctx, m, part).await;
+                    self.report.manifest_copies_added += added as u64;
+                }
             }
         }
         Ok(())

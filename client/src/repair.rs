@@ -340,18 +340,30 @@ async fn repair_part(
         Some(commit_moved(ctx, &manifest, part, &moved).await?)
     };
     report.new_revision = committed.as_ref().map(|c| c.revision);
-    let (revision, bytes, holders) = match committed {
+    report.manifest_copies_added = match committed {
         Some(c) => {
             (report.stale_copies_deleted, report.stale_copies_left) =
                 (c.stale_deleted, c.stale_left);
-            (c.revision, c.bytes, c.holders)
+            let key = ManifestKey { job: job.clone(), step, rank };
+            let copies = (key, part.world_size, c.revision, part.base);
+            restore_manifest_copies(ctx, copies, c.bytes, &c.holders).await
         }
-        None => (part.revision, Bytes::from(manifest.to_bytes()), part.nodes.clone()),
+        None => ensure_manifest_copies(ctx, &manifest, part).await,
     };
-    let key = ManifestKey { job: job.clone(), step, rank };
-    let copies = (key, part.world_size, revision, part.base);
-    report.manifest_copies_added = restore_manifest_copies(ctx, copies, bytes, &holders).await;
     Ok(report)
+}
+
+/// Brings the part's newest manifest revision (`manifest`, as `part` lists it) back to m + 1
+/// copies on nodes in service, where it is on fewer (a rewrite killed after its first
+/// copies); returns the copies added. Repair and rebalance both call it.
+pub(crate) async fn ensure_manifest_copies(
+    ctx: &Ctx,
+    manifest: &Manifest,
+    part: &PartEntry,
+) -> usize {
+    let key = ManifestKey { job: manifest.job.clone(), step: manifest.step, rank: manifest.rank };
+    let copies = (key, part.world_size, part.revision, part.base);
+    restore_manifest_copies(ctx, copies, Bytes::from(manifest.to_bytes()), &part.nodes).await
 }
 
 /// Carries out `fixes` of one stripe: reads its `sources` (`copy`: the shards being moved

@@ -137,6 +137,15 @@ impl Client {
         repair::repair(&self.ctx, job, scope, options).await
     }
 
+    /// Moves shards onto the placement the current map gives (see [`crate::rebalance`]).
+    pub async fn rebalance(
+        &self,
+        scope: crate::rebalance::RebalanceScope,
+        options: crate::rebalance::RebalanceOptions,
+    ) -> Result<crate::rebalance::RebalanceReport> {
+        crate::rebalance::rebalance(&self.ctx, scope, options).await
+    }
+
     /// Heal on read (see [`crate::heal`]): from now on a restore by this client or its clones
     /// that finds shards missing or corrupt starts a background repair of those stripes
     /// with `options` (`None`: off, the default). The restore itself never waits for it.

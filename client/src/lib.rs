@@ -3,13 +3,15 @@
 //! Pure logic without I/O lives in the `rackpoint-core` crate and is re-exported here under
 //! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`,
 //! `manifest_commit`, `listing`, `hedge`, `health_view`, `redundancy`, `checkpoint_choice`,
-//! `repair_plan`, `retention`.
+//! `repair_plan`, `retention` (and `rebalance`'s planner, re-exported inside the client's
+//! `rebalance`, which carries it out).
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
 //! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
 //! pipelines), `repair` (back to full redundancy; its pure planner is the core's `repair_plan`, also
-//! `repair::plan`), `heal`
+//! `repair::plan`), `rebalance` (shards onto the current map's placement, bounded and paced,
+//! through repair's move path), `heal`
 //! (heal on read: a restore's damaged stripes repaired in the background), `gc`
 //! (retention and orphan collection; `strays` finds copies a killed repair left), `jobs` (the cluster's jobs, listed from every node), `rollback` (a failed commit taken back), `client` (the
 //! async and blocking APIs), `local_cluster` (real node processes on loopback, for tests, the
@@ -28,6 +30,7 @@ pub mod jobs;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;
 mod pool;
+pub mod rebalance;
 pub mod repair;
 pub mod restore;
 mod rollback;

@@ -37,7 +37,7 @@ use crate::manifest::{Manifest, StripeEntry};
 use crate::placement;
 use crate::planner::ShardFailure;
 use crate::transport::TransportError;
-use plan::{FixReason, ShardFix, ShardState, StripePlan};
+use plan::{stripe_id, FixReason, PlacedFix, ShardFix, ShardState, StripePlan};
 
 /// Which checkpoints to repair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,15 +158,16 @@ impl RepairReport {
     }
 }
 
-/// The shared state of one repair run: the read pacer and what was read from each node.
-struct Reads {
+/// The shared state of one repair (or rebalance) run: the read pacer and what was read from
+/// each node.
+pub(crate) struct Reads {
     pacer: Option<Mutex<Pacer>>,
     per_node: Mutex<BTreeMap<NodeId, u64>>,
     move_off_down_nodes: bool,
 }
 
 impl Reads {
-    fn new(options: RepairOptions) -> Self {
+    pub(crate) fn new(options: RepairOptions) -> Self {
         let pacer = options.read_bytes_per_sec.map(|r| Mutex::new(Pacer::new(r, Instant::now())));
         Self { pacer, per_node: Mutex::default(), move_off_down_nodes: options.move_off_down_nodes }
     }
@@ -269,30 +270,20 @@ fn stripes_of(m: &Manifest) -> Vec<(usize, StripeIndex)> {
         .collect()
 }
 
-fn stripe_id(m: &Manifest, object: usize, stripe: StripeIndex) -> StripeId {
-    StripeId {
-        job: m.job.clone(),
-        step: m.step,
-        rank: m.rank,
-        object: m.objects[object].name.clone(),
-        stripe,
-    }
-}
-
 fn entry_of(m: &Manifest, object: usize, stripe: StripeIndex) -> &StripeEntry {
     &m.objects[object].stripes[stripe.0 as usize]
 }
 
-/// What one stripe's repair did.
+/// What one stripe's repair (or one rebalance move) did.
 #[derive(Debug, Default)]
-struct StripeOutcome {
+pub(crate) struct StripeOutcome {
     checked: u64,
     healthy: u64,
     /// Fixes written (the moved ones change the manifest).
-    written: Vec<ShardFix>,
-    bytes_read: u64,
-    bytes_written: u64,
-    problem: Option<String>,
+    pub(crate) written: Vec<ShardFix>,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_written: u64,
+    pub(crate) problem: Option<String>,
 }
 
 async fn repair_part(
@@ -320,7 +311,7 @@ async fn repair_part(
         .collect()
         .await;
     let mut report = PartRepair { step, rank, ..PartRepair::default() };
-    let mut moved: Vec<(usize, StripeIndex, ShardFix)> = Vec::new();
+    let mut moved: Vec<PlacedFix> = Vec::new();
     for ((o, s), outcome) in outcomes {
         let out = outcome?;
         report.stripes += 1;
@@ -346,22 +337,85 @@ async fn repair_part(
     let committed = if moved.is_empty() {
         None
     } else {
-        Some(commit_moves(ctx, &manifest, part, &moved).await?)
+        Some(commit_moved(ctx, &manifest, part, &moved).await?)
     };
-    report.new_revision = committed.as_ref().map(|(revision, _, _)| *revision);
-    if committed.is_some() {
-        failpoint::hit("repair.before_stale_delete");
-        let (deleted, left) = delete_stale_copies(ctx, &manifest, &moved).await;
-        (report.stale_copies_deleted, report.stale_copies_left) = (deleted, left);
-    }
-    let (revision, bytes, holders) = match committed {
-        Some(c) => c,
-        None => (part.revision, Bytes::from(manifest.to_bytes()), part.nodes.clone()),
+    report.new_revision = committed.as_ref().map(|c| c.revision);
+    report.manifest_copies_added = match committed {
+        Some(c) => {
+            (report.stale_copies_deleted, report.stale_copies_left) =
+                (c.stale_deleted, c.stale_left);
+            let key = ManifestKey { job: job.clone(), step, rank };
+            let copies = (key, part.world_size, c.revision, part.base);
+            restore_manifest_copies(ctx, copies, c.bytes, &c.holders).await
+        }
+        None => ensure_manifest_copies(ctx, &manifest, part).await,
     };
-    let key = ManifestKey { job: job.clone(), step, rank };
-    let copies = (key, part.world_size, revision, part.base);
-    report.manifest_copies_added = restore_manifest_copies(ctx, copies, bytes, &holders).await;
     Ok(report)
+}
+
+/// Brings the part's newest manifest revision (`manifest`, as `part` lists it) back to m + 1
+/// copies on nodes in service, where it is on fewer (a rewrite killed after its first
+/// copies); returns the copies added. Repair and rebalance both call it.
+pub(crate) async fn ensure_manifest_copies(
+    ctx: &Ctx,
+    manifest: &Manifest,
+    part: &PartEntry,
+) -> usize {
+    let key = ManifestKey { job: manifest.job.clone(), step: manifest.step, rank: manifest.rank };
+    let copies = (key, part.world_size, part.revision, part.base);
+    restore_manifest_copies(ctx, copies, Bytes::from(manifest.to_bytes()), &part.nodes).await
+}
+
+/// Carries out `fixes` of one stripe: reads its `sources` (`copy`: the shards being moved
+/// themselves; otherwise healthy shards to rebuild from) under the run's read limit and writes
+/// each fix's shard to its target. The one way a shard is copied, moved or rebuilt: repair
+/// and rebalance both call it. What it read, wrote and could not do goes to `out`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn carry_out(
+    ctx: &Ctx,
+    reads: &Reads,
+    codec: &Arc<Codec>,
+    m: &Manifest,
+    (object, stripe): (usize, StripeIndex),
+    fixes: &[ShardFix],
+    (sources, copy): (&[ShardIndex], bool),
+    out: &mut StripeOutcome,
+) {
+    let id = stripe_id(m, object, stripe);
+    let entry = entry_of(m, object, stripe);
+    let layout = ObjectLayout::new(m.code.params, m.objects[object].len);
+    match rebuild(ctx, reads, codec, &layout, &id, entry, sources, copy).await {
+        Ok((shards, bytes_read)) => {
+            out.bytes_read += bytes_read;
+            write_fixes(ctx, &id, entry, fixes, &shards, out).await;
+        }
+        Err(problem) => out.problem = Some(problem),
+    }
+}
+
+/// A part's moves, committed: the new manifest revision, its bytes and the nodes holding it,
+/// and the moved shards' old copies deleted and left (their node did not answer).
+pub(crate) struct Committed {
+    pub(crate) revision: u32,
+    bytes: Bytes,
+    holders: Vec<NodeId>,
+    pub(crate) stale_deleted: u64,
+    pub(crate) stale_left: u64,
+}
+
+/// Commits the manifest revision naming the `moved` shards' new places on m + 1 nodes in
+/// service (or fails, deleting nothing), then deletes their old copies: the one way a part's
+/// shards change node (repair and rebalance).
+pub(crate) async fn commit_moved(
+    ctx: &Ctx,
+    manifest: &Manifest,
+    part: &PartEntry,
+    moved: &[PlacedFix],
+) -> Result<Committed> {
+    let (revision, bytes, holders) = commit_moves(ctx, manifest, part, moved).await?;
+    failpoint::hit("repair.before_stale_delete");
+    let (stale_deleted, stale_left) = delete_stale_copies(ctx, manifest, moved).await;
+    Ok(Committed { revision, bytes, holders, stale_deleted, stale_left })
 }
 
 /// Surveys one stripe, plans it and carries the plan out.
@@ -412,15 +466,8 @@ async fn repair_stripe(
                 Some(format!("{shards} shards need a node but none in service can take them"));
         }
         StripePlan::Fix { fixes, sources, copy, unplaced } => {
-            let layout = ObjectLayout::new(code, m.objects[object].len);
-            let rebuilt = rebuild(ctx, reads, codec, &layout, &id, entry, &sources, copy).await;
-            match rebuilt {
-                Ok((shards, bytes_read)) => {
-                    out.bytes_read = bytes_read;
-                    write_fixes(ctx, &id, entry, &fixes, &shards, &mut out).await;
-                }
-                Err(problem) => out.problem = Some(problem),
-            }
+            let at = (object, stripe);
+            carry_out(ctx, reads, codec, m, at, &fixes, (&sources, copy), &mut out).await;
             if unplaced > 0 && out.problem.is_none() {
                 out.problem = Some(format!(
                     "{unplaced} shards need a node but none in service can take them"
@@ -605,12 +652,9 @@ async fn commit_moves(
     ctx: &Ctx,
     old: &Manifest,
     part: &PartEntry,
-    moved: &[(usize, StripeIndex, ShardFix)],
+    moved: &[PlacedFix],
 ) -> Result<(u32, Bytes, Vec<NodeId>)> {
-    let mut new = old.clone();
-    for (o, s, fix) in moved {
-        new.objects[*o].stripes[s.0 as usize].shards[usize::from(fix.index.0)].node = fix.to;
-    }
+    let new = plan::with_moves(old, moved);
     let bytes = Bytes::from(new.to_checked_bytes()?);
     let hash = Digest::of(&bytes);
     let revision = part.revision + 1;
@@ -656,11 +700,7 @@ async fn commit_moves(
 /// from the node it left (only that version, by its digest), so no node keeps bytes that no
 /// manifest points at. A reader still holding the old manifest finds the copy gone and reads
 /// parity instead: never wrong bytes. Returns (deleted, left where they were).
-async fn delete_stale_copies(
-    ctx: &Ctx,
-    old: &Manifest,
-    moved: &[(usize, StripeIndex, ShardFix)],
-) -> (u64, u64) {
+async fn delete_stale_copies(ctx: &Ctx, old: &Manifest, moved: &[PlacedFix]) -> (u64, u64) {
     let deletes = moved.iter().filter(|(_, _, f)| !ctx.health.is_down(f.from)).map(|(o, s, f)| {
         let key = stripe_id(old, *o, *s).shard(f.index);
         let hash = entry_of(old, *o, *s).shards[usize::from(f.index.0)].hash;

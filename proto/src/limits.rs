@@ -278,6 +278,20 @@ pub const REPAIR_SURVEY_STRIPES_IN_FLIGHT: usize = 32;
 pub const HEAL_MAX_IN_FLIGHT: usize = 4;
 /// Finished heal reports a client keeps until they are collected; the oldest go first.
 pub const HEAL_MAX_REPORTS_KEPT: usize = 64;
+/// Most shard moves one rebalance plans and carries out (`rackpoint rebalance --max-moves`
+/// is capped here; the plan is held in memory, a few dozen bytes a move); the rest is left
+/// for the next run.
+pub const REBALANCE_MAX_MOVES: usize = 1 << 20;
+/// Shard moves (one read, one write each) a rebalance has in flight at once, unless told
+/// otherwise.
+pub const REBALANCE_DEFAULT_MOVES_IN_FLIGHT: usize = 16;
+/// Most shard moves a rebalance may be told to keep in flight.
+pub const REBALANCE_MAX_MOVES_IN_FLIGHT: usize = 256;
+/// Bytes per second a rebalance reads (and so writes) unless told otherwise: like a
+/// repair's default, a share of the cluster that leaves saves and restores room.
+pub const REBALANCE_DEFAULT_BYTES_PER_SEC: u64 = REPAIR_DEFAULT_READ_BYTES_PER_SEC;
+/// Skipped shards a rebalance report lists one by one (all are counted, by reason).
+pub const REBALANCE_MAX_SKIPS_LISTED: usize = 256;
 
 // ---- Metrics endpoint and logs (issue 18, item 3) ----
 

@@ -17,6 +17,7 @@
 //! - `checkpoint_choice` — which checkpoint to restore (newest complete, readable, not lost
 //!   to nodes down, not being deleted), or why none.
 //! - `repair_plan` — the repair planner: per stripe, which shards to rewrite, where, from what.
+//! - `rebalance` — the rebalance planner: which shards move onto the current map's placement.
 //! - `retention` — gc's rule: keep the newest `keep` complete checkpoints, delete older steps.
 //!
 //! Architecture invariant: this crate depends on no async runtime, socket or clock (the
@@ -34,6 +35,7 @@ pub mod manifest;
 pub mod manifest_commit;
 pub mod placement;
 pub mod planner;
+pub mod rebalance;
 pub mod redundancy;
 pub mod repair_plan;
 pub mod retention;

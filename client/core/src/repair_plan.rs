@@ -18,9 +18,9 @@
 //! - sources: only the shards being moved when all of them are healthy (a copy), otherwise
 //!   `k` healthy shards, picked by the driver to spread reads over nodes.
 
-use rackpoint_proto::{ClusterMap, CodeParams, NodeId, ShardIndex, StripeId};
+use rackpoint_proto::{ClusterMap, CodeParams, NodeId, ShardIndex, StripeId, StripeIndex};
 
-use crate::manifest::StripeEntry;
+use crate::manifest::{Manifest, StripeEntry};
 use crate::placement;
 
 /// What the survey found about one shard.
@@ -53,6 +53,9 @@ pub enum FixReason {
     DoubledUp,
     /// Its rack held more shards of the stripe than the rack rule allows.
     RackCrowded,
+    /// Its node is not in the stripe's placement under the current map (a rebalance onto
+    /// new nodes; the core's `rebalance` plans it, never the repair planner).
+    Rebalance,
 }
 
 /// One shard to write.
@@ -264,6 +267,30 @@ fn choose_targets(
     targets
 }
 
+/// The address of stripe `stripe` of object `object` (its position) of a manifest.
+pub fn stripe_id(m: &Manifest, object: usize, stripe: StripeIndex) -> StripeId {
+    StripeId {
+        job: m.job.clone(),
+        step: m.step,
+        rank: m.rank,
+        object: m.objects[object].name.clone(),
+        stripe,
+    }
+}
+
+/// A fix at its place in a manifest: (object position, stripe, fix).
+pub type PlacedFix = (usize, StripeIndex, ShardFix);
+
+/// The manifest naming each moved shard on its new node: the next revision of a part whose
+/// shards a repair or a rebalance moved (only where shards live changes).
+pub fn with_moves(m: &Manifest, moved: &[PlacedFix]) -> Manifest {
+    let mut new = m.clone();
+    for (o, s, fix) in moved {
+        new.objects[*o].stripes[s.0 as usize].shards[usize::from(fix.index.0)].node = fix.to;
+    }
+    new
+}
+
 /// The `k` sources to read among `candidates` (healthy shards): the least-read nodes first
 /// (`read_from(node)` is what has been read from it so far), data shards before parity on a
 /// tie (a stripe whose data shards are all read decodes by copying), one shard a node when
@@ -298,7 +325,7 @@ mod tests {
     use super::*;
     use crate::manifest::ShardEntry;
     use proptest::prelude::*;
-    use rackpoint_proto::{Digest, JobName, ObjectName, Rank, Step, StripeIndex};
+    use rackpoint_proto::{Digest, JobName, ObjectName, Rank, Step};
     use std::collections::BTreeMap;
 
     use crate::test_map::map;

@@ -11,6 +11,7 @@ mod folder_tree;
 mod json;
 mod json_ops;
 mod lifecycle;
+mod rebalance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +99,9 @@ enum Command {
     /// Keep the newest N complete checkpoints (`--keep N`) of a job or of every job
     /// (`--all-jobs`), delete older ones and orphans.
     Gc(lifecycle::GcArgs),
+    /// Move stored shards onto the placement the current map gives (nodes just added), a
+    /// bounded number at a time under a rate limit (admin only).
+    Rebalance(rebalance::RebalanceArgs),
     /// The main job on an embedded default: a 6-node cluster on loopback, a checkpoint saved,
     /// two nodes killed with SIGKILL, the checkpoint restored and verified.
     Demo(demo::DemoArgs),
@@ -116,6 +120,7 @@ impl Command {
             Command::Rm(_) => "rm",
             Command::Repair(_) => "repair",
             Command::Gc(_) => "gc",
+            Command::Rebalance(_) => "rebalance",
             Command::Demo(_) => "demo",
         }
     }
@@ -177,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rm(a) => commands::rm(&global, a).await,
             Command::Repair(a) => lifecycle::repair(&global, a).await,
             Command::Gc(a) => lifecycle::gc(&global, a).await,
+            Command::Rebalance(a) => rebalance::run(&global, a).await,
             Command::Demo(a) => demo::run(a, global.json).await,
         };
         // Tell the nodes this process is done with its connections: left open, each would

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use rackpoint_proto::limits::CLIENT_MAX_ASYNC_SAVES;
 use rackpoint_proto::{ClusterMap, JobName, NodeId, NodeInfo, Rank, Step};
@@ -20,7 +21,7 @@ use crate::heal::{HealReport, Heals};
 use crate::manifest::Manifest;
 use crate::repair::{self, RepairOptions, RepairReport, RepairScope};
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
-use crate::save::{self, SaveReport, SaveRequest};
+use crate::save::{self, Lane, PriorityGate, SaveReport, SaveRequest};
 use crate::tls::ClientTls;
 
 /// A node as `status` shows it.
@@ -40,6 +41,8 @@ pub struct Client {
     /// Complete checkpoints rank 0's saves keep (0: no retention); see `set_keep_last`.
     keep_last: Arc<AtomicUsize>,
     heals: Arc<Heals>,
+    /// Priority saves running; ordinary saves yield to them.
+    priority: Arc<PriorityGate>,
     _heartbeat: Arc<HeartbeatGuard>,
 }
 
@@ -92,6 +95,7 @@ impl Client {
             async_saves: Arc::new(Semaphore::new(CLIENT_MAX_ASYNC_SAVES)),
             keep_last: Arc::default(),
             heals: Arc::default(),
+            priority: Arc::default(),
             _heartbeat: Arc::new(HeartbeatGuard(heartbeat)),
         })
     }
@@ -115,9 +119,23 @@ impl Client {
     /// Saves one rank's part; returns once its manifest is committed.
     pub async fn save(&self, req: SaveRequest) -> Result<SaveReport> {
         let (job, rank) = (req.job.clone(), req.rank);
-        let report = save::save(&self.ctx, req).await?;
+        let report = save::save(&self.ctx, req, Lane::ordinary(&self.priority)).await?;
         gc::after_save(&self.ctx, &job, rank, self.keep_last.load(Ordering::Relaxed)).await;
         Ok(report)
+    }
+
+    /// A priority save, for a preempted node's SIGTERM window: commits the part before
+    /// `deadline` or fails with [`ClientError::DeadlineExceeded`] having committed nothing
+    /// (the previous checkpoint stays the latest). It goes ahead of this client's other work:
+    /// ordinary saves and `save_async` uploads start no stripe and abandon their puts in
+    /// flight until it is done (then carry on), and no heal on read starts meanwhile. It does
+    /// not wait out a node that answers nothing: such a node's shards move to others (a
+    /// degraded placement, reported in [`SaveReport::moved_shards`] and `doubled_stripes`),
+    /// and it gives up early when its rate so far says it cannot make the deadline (see
+    /// [`crate::deadline`]). The part is an ordinary one: save it at the current step, and
+    /// `resume`/`latest` pick it. Retention (`set_keep_last`) is left to the next save.
+    pub async fn priority_save(&self, req: SaveRequest, deadline: Instant) -> Result<SaveReport> {
+        save::priority(&self.ctx, &self.priority, req, deadline).await
     }
 
     /// After each committed save of rank 0 (by this client and its clones), keep only the
@@ -166,6 +184,11 @@ impl Client {
         manifest: &Manifest,
         damaged: &[(rackpoint_proto::ObjectName, rackpoint_proto::StripeIndex)],
     ) {
+        if self.priority.is_held() && !damaged.is_empty() {
+            tracing::info!(job = %manifest.job, step = %manifest.step, stripes = damaged.len(),
+                "heal on read not started: a priority save is running; repair will find the damage");
+            return;
+        }
         self.heals.request(&self.ctx, (&manifest.job, manifest.step, manifest.rank), damaged);
     }
 
@@ -208,11 +231,12 @@ impl Client {
         // exhausted): it would only slow the copy down by sharing the cores with it.
         let (go, started) = tokio::sync::oneshot::channel::<()>();
         let (ctx, keep_last) = (self.ctx.clone(), self.keep_last.clone());
+        let lane = Lane::ordinary(&self.priority);
         let task = tokio::spawn(async move {
             let _permit = permit;
             let _ = started.await; // a dropped sender also means go
             let (job, rank) = (req.job.clone(), req.rank);
-            let report = save::save_staged(&ctx, req, staged).await?;
+            let report = save::save_staged(&ctx, req, staged, lane).await?;
             gc::after_save(&ctx, &job, rank, keep_last.load(Ordering::Relaxed)).await;
             Ok(report)
         });
@@ -406,6 +430,11 @@ impl BlockingClient {
     /// See [`Client::save`].
     pub fn save(&self, req: SaveRequest) -> Result<SaveReport> {
         self.rt.block_on(self.client.save(req))
+    }
+
+    /// See [`Client::priority_save`].
+    pub fn priority_save(&self, req: SaveRequest, deadline: Instant) -> Result<SaveReport> {
+        self.rt.block_on(self.client.priority_save(req, deadline))
     }
 
     /// See [`Client::save_async`]; the returned handle is waited on with [`BlockingClient::wait`].

@@ -308,6 +308,24 @@ pub enum ClientError {
         /// Its reason, naming the job, the access needed and the identity.
         message: String,
     },
+    /// A priority save could not commit before its deadline. Nothing was committed (every
+    /// manifest copy it stored, or may have, was rolled back): the checkpoint before it is
+    /// still the latest. The shards it stored are orphans that `gc` removes after its grace.
+    #[error("{job} step {step} rank {rank}: the priority save could not commit within its {budget_ms} ms ({reason}); {stored} object bytes were stored, nothing was committed: the previous checkpoint is still the latest")]
+    DeadlineExceeded {
+        /// The job.
+        job: JobName,
+        /// The step.
+        step: Step,
+        /// The rank.
+        rank: Rank,
+        /// The time the save was given, from its start to its deadline.
+        budget_ms: u64,
+        /// Object bytes stored (every shard of their stripes acknowledged) before it stopped.
+        stored: u64,
+        /// Why it stopped.
+        reason: String,
+    },
     /// A node refused a write that would take the job past its byte quota there; nothing
     /// committed was touched.
     #[error("job {job}: node {node} refused the write: its quota there is {limit} bytes and {used} are used")]

@@ -3,8 +3,8 @@
 //! Pure logic without I/O lives in the `rackpoint-core` crate and is re-exported here under
 //! the same paths: `codec`, `placement`, `manifest`, `planner`, `stripe_write`,
 //! `manifest_commit`, `listing`, `hedge`, `health_view`, `redundancy`, `checkpoint_choice`,
-//! `repair_plan`, `retention` (and `rebalance`'s planner, re-exported inside the client's
-//! `rebalance`, which carries it out).
+//! `repair_plan`, `retention`, `deadline` (and `rebalance`'s planner, re-exported inside the
+//! client's `rebalance`, which carries it out).
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
@@ -40,7 +40,7 @@ pub mod tls;
 pub mod transport;
 
 pub use rackpoint_core::{
-    checkpoint_choice, codec, deletion, health_view, hedge, job_list, listing, manifest,
+    checkpoint_choice, codec, deadline, deletion, health_view, hedge, job_list, listing, manifest,
     manifest_commit, placement, planner, redundancy, repair_plan, retention, stripe_write,
 };
 

@@ -11,25 +11,41 @@
 //! shard's: the two cannot share a pass, since blake3 mixes a chunk's position into its
 //! compression (a shard hashed alone starts at position 0, the same bytes inside the object
 //! do not). Only a short last stripe is padded, through `Codec::encode_stripe`.
+//!
+//! Priority saves ([`priority`], a preempted node's emergency checkpoint): every save of a
+//! client runs in a [`Lane`]. An ordinary save yields while a priority save of the same
+//! client runs: it starts no stripe, and abandons its puts in flight (sent again
+//! afterwards), so the priority save has the node slots, the nodes' budgets and the
+//! bandwidth. A priority save is driven by the core's [`SaveDeadline`]: it stops sending
+//! data (and gives up early when its rate says it cannot make it), takes a node that answers
+//! nothing for its patience for stalled and moves that node's shards (a degraded placement,
+//! reported as any other), bounds each manifest commit round by the time left, and rolls
+//! back every copy that was or may have been stored when the deadline cuts the commit off:
+//! it commits before its deadline or fails with [`ClientError::DeadlineExceeded`] having
+//! committed nothing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{AbortHandle, Aborted};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rackpoint_proto::failpoint;
 use rackpoint_proto::limits::MAX_WRITER_BYTES;
 use rackpoint_proto::{
-    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, Step, StripeId, StripeIndex,
+    Digest, ErrorCode, JobName, ManifestKey, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId,
+    StripeIndex,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog;
 use crate::codec::{Codec, ObjectLayout};
 use crate::ctx::Ctx;
+use crate::deadline::{SaveDeadline, Verdict};
 use crate::error::{ClientError, NodeErrors, Result};
 use crate::manifest::{CodeSpec, Manifest, ObjectEntry, StripeEntry};
 use crate::manifest_commit::{CommitAction, ManifestCommit};
@@ -99,6 +115,218 @@ pub struct SaveReport {
     pub manifest_nodes: Vec<NodeId>,
     /// Wall time.
     pub elapsed: Duration,
+    /// Times this save gave way to a priority save of the same client (a stripe held back,
+    /// a put abandoned and sent again once the priority save was done); 0 for a priority save.
+    pub yielded: u64,
+    /// For a priority save: the time that was left to its deadline when it committed.
+    pub deadline_left: Option<Duration>,
+}
+
+/// The priority saves of one client (and its clones) running now; while there is one,
+/// ordinary saves yield (see the module doc).
+#[derive(Debug)]
+pub(crate) struct PriorityGate(watch::Sender<usize>);
+
+impl Default for PriorityGate {
+    fn default() -> Self {
+        Self(watch::channel(0).0)
+    }
+}
+
+impl PriorityGate {
+    /// Marks a priority save running until the guard drops.
+    fn hold(self: &Arc<Self>) -> GateHold {
+        self.0.send_modify(|n| *n += 1);
+        GateHold(self.clone())
+    }
+
+    /// Whether a priority save is running.
+    pub(crate) fn is_held(&self) -> bool {
+        *self.0.borrow() > 0
+    }
+
+    /// Returns once no priority save runs.
+    async fn cleared(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+
+    /// Returns once a priority save runs.
+    async fn held(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n > 0).await;
+    }
+}
+
+/// A running priority save's mark on its client's gate.
+struct GateHold(Arc<PriorityGate>);
+
+impl Drop for GateHold {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// How a save shares its client with other saves.
+#[derive(Clone)]
+pub(crate) enum Lane {
+    /// An ordinary save: yields to the client's priority saves, counting how often.
+    Yielding(Arc<PriorityGate>, Arc<AtomicU64>),
+    /// A priority save, with its deadline.
+    Priority(Arc<Mutex<SaveDeadline>>),
+}
+
+impl Lane {
+    /// The lane of an ordinary save of the client whose gate this is.
+    pub(crate) fn ordinary(gate: &Arc<PriorityGate>) -> Self {
+        Lane::Yielding(gate.clone(), Arc::default())
+    }
+
+    fn deadline(&self) -> Option<std::sync::MutexGuard<'_, SaveDeadline>> {
+        match self {
+            Lane::Priority(d) => Some(d.lock().unwrap_or_else(|p| p.into_inner())),
+            Lane::Yielding(..) => None,
+        }
+    }
+
+    /// Before a stripe starts: an ordinary save waits out a priority save; a priority save
+    /// asks its deadline whether to go on.
+    async fn before_stripe(&self, at: &StripeId) -> Result<()> {
+        match self {
+            Lane::Yielding(gate, yielded) => {
+                if gate.is_held() {
+                    yielded.fetch_add(1, Ordering::Relaxed);
+                    gate.cleared().await;
+                }
+                Ok(())
+            }
+            Lane::Priority(_) => self.go_on(part_of(at)),
+        }
+    }
+
+    /// For a priority save, its deadline's verdict now as a result.
+    fn go_on(&self, part: PartId<'_>) -> Result<()> {
+        let Some(mut d) = self.deadline() else { return Ok(()) };
+        match d.poll(Instant::now()) {
+            Verdict::Go => Ok(()),
+            Verdict::GiveUp(why) => Err(deadline_exceeded(&d, part, why.to_string())),
+        }
+    }
+
+    /// A stripe's `bytes` are stored.
+    fn stored(&self, bytes: u64) {
+        if let Some(mut d) = self.deadline() {
+            d.on_stored(bytes);
+        }
+    }
+
+    /// A priority save's patience now (see `SaveDeadline::patience`); `None` for an ordinary
+    /// save, which waits out a request as it always has.
+    fn patience(&self, ctx: &Ctx) -> Option<Duration> {
+        self.deadline().map(|d| d.patience(Instant::now(), ctx.hedge_after()))
+    }
+
+    /// Stores one shard. An ordinary save's put is abandoned when a priority save starts and
+    /// sent again once it is done.
+    async fn put(
+        &self,
+        ctx: &Ctx,
+        node: NodeId,
+        key: rackpoint_proto::ShardKey,
+        hash: Digest,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        let Lane::Yielding(gate, yielded) = self else {
+            return ctx.put_shard(node, key, hash, payload).await;
+        };
+        loop {
+            if gate.is_held() {
+                yielded.fetch_add(1, Ordering::Relaxed);
+                gate.cleared().await;
+            }
+            tokio::select! {
+                biased;
+                r = ctx.put_shard(node, key.clone(), hash, payload.clone()) => return r,
+                () = gate.held() => {}
+            }
+        }
+    }
+
+    /// Times this save yielded so far.
+    fn yielded(&self) -> u64 {
+        match self {
+            Lane::Yielding(_, yielded) => yielded.load(Ordering::Relaxed),
+            Lane::Priority(_) => 0,
+        }
+    }
+
+    /// `work`, cut off at a priority save's deadline (`what` names it in the error).
+    async fn bounded<T>(
+        &self,
+        part: PartId<'_>,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(deadline) = self.deadline().map(|d| d.deadline()) else { return work.await };
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(r) => r,
+            Err(_) => {
+                let d = self.deadline().expect("a priority lane");
+                Err(deadline_exceeded(&d, part, format!("{what} did not finish in time")))
+            }
+        }
+    }
+}
+
+/// A part: its job, step and rank.
+type PartId<'a> = (&'a JobName, Step, Rank);
+
+fn part_of(at: &StripeId) -> PartId<'_> {
+    (&at.job, at.step, at.rank)
+}
+
+/// The error of a priority save of `part` stopped by its deadline.
+fn deadline_exceeded(
+    d: &SaveDeadline,
+    (job, step, rank): PartId<'_>,
+    reason: String,
+) -> ClientError {
+    ClientError::DeadlineExceeded {
+        job: job.clone(),
+        step,
+        rank,
+        budget_ms: d.budget().as_millis() as u64,
+        stored: d.stored(),
+        reason,
+    }
+}
+
+/// Object bytes of `objects`, when every length is known before reading (memory, regular
+/// files).
+fn known_total(objects: &[ObjectData]) -> Option<u64> {
+    objects
+        .iter()
+        .map(|o| match &o.source {
+            ObjectSource::Memory(b) => Some(b.len() as u64),
+            ObjectSource::File(p) => {
+                std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
+            }
+            ObjectSource::Stdin => None,
+        })
+        .sum()
+}
+
+/// A priority save (see the module doc): commits `req` before `deadline` or fails with
+/// [`ClientError::DeadlineExceeded`] having committed nothing; the client's ordinary saves
+/// yield to it while it runs.
+pub(crate) async fn priority(
+    ctx: &Arc<Ctx>,
+    gate: &Arc<PriorityGate>,
+    req: SaveRequest,
+    deadline: Instant,
+) -> Result<SaveReport> {
+    let _hold = gate.hold();
+    let machine =
+        SaveDeadline::new(Instant::now(), deadline, known_total(&req.objects), ctx.hedge_after());
+    save_staged(ctx, req, Vec::new(), Lane::Priority(Arc::new(Mutex::new(machine)))).await
 }
 
 /// An object `save_async` copied into staging buffers: its stripes' bytes, in order, one
@@ -183,8 +411,8 @@ fn send_staged((buf, used, stripes): Filling, to: &[mpsc::UnboundedSender<Bytes>
 }
 
 /// Saves one part; returns once its manifest is committed.
-pub(crate) async fn save(ctx: &Arc<Ctx>, req: SaveRequest) -> Result<SaveReport> {
-    save_staged(ctx, req, Vec::new()).await
+pub(crate) async fn save(ctx: &Arc<Ctx>, req: SaveRequest, lane: Lane) -> Result<SaveReport> {
+    save_staged(ctx, req, Vec::new(), lane).await
 }
 
 /// [`save`] of `req`'s objects followed by `staged` ones.
@@ -192,6 +420,7 @@ pub(crate) async fn save_staged(
     ctx: &Arc<Ctx>,
     req: SaveRequest,
     staged: Vec<StagedObject>,
+    lane: Lane,
 ) -> Result<SaveReport> {
     let started = Instant::now();
     // The manifest's own rules, checked before any shard is sent (objects still empty).
@@ -199,12 +428,14 @@ pub(crate) async fn save_staged(
     let placeholders = names.map(|name| ObjectEntry::empty(name.clone())).collect();
     part_manifest(ctx, &req, placeholders, None).validate()?;
     let codec = Arc::new(Codec::new(ctx.map.code)?);
-    let prev = catalog::previous_manifest_id(ctx, &req.job, req.step, req.rank).await?;
+    let prev = catalog::previous_manifest_id(ctx, &req.job, req.step, req.rank);
+    let part = (&req.job, req.step, req.rank);
+    let prev = lane.bounded(part, "finding the previous manifest", prev).await?;
     let mut objects = Vec::with_capacity(req.objects.len() + staged.len());
     let (mut shards, mut moved_shards) = (0u64, 0u64);
     for obj in &req.objects {
         let reader = StripeReader::open(&obj.source).await?;
-        let saved = save_object(ctx, &codec, &req, &obj.name, reader).await?;
+        let saved = save_object(ctx, &codec, &req, &obj.name, reader, &lane).await?;
         shards += saved.shards;
         moved_shards += saved.moved;
         objects.push(saved.entry);
@@ -212,7 +443,7 @@ pub(crate) async fn save_staged(
     for obj in staged {
         let source = ReaderSource::Staged { len: obj.len, stripes: obj.stripes };
         let reader = StripeReader { source, read: 0, done: false };
-        let saved = save_object(ctx, &codec, &req, &obj.name, reader).await?;
+        let saved = save_object(ctx, &codec, &req, &obj.name, reader, &lane).await?;
         shards += saved.shards;
         moved_shards += saved.moved;
         objects.push(saved.entry);
@@ -221,8 +452,9 @@ pub(crate) async fn save_staged(
     let bytes = manifest.total_bytes();
     failpoint::hit("save.shards_done");
     let doubled_stripes = crate::redundancy::doubled_stripes(&manifest);
-    let (manifest_id, manifest_nodes) = commit_manifest(ctx, &manifest).await?;
+    let (manifest_id, manifest_nodes) = commit_manifest(ctx, &manifest, &lane).await?;
     failpoint::hit("save.committed");
+    let deadline_left = lane.deadline().map(|d| d.left(Instant::now()));
     let elapsed = started.elapsed();
     tracing::info!(job = %req.job, step = %req.step, rank = %req.rank, bytes, shards, moved_shards,
         ms = elapsed.as_millis() as u64, manifest = %manifest_id, "part committed");
@@ -238,6 +470,8 @@ pub(crate) async fn save_staged(
         doubled_stripes,
         manifest_nodes,
         elapsed,
+        yielded: lane.yielded(),
+        deadline_left,
     })
 }
 
@@ -293,6 +527,7 @@ async fn save_object(
     req: &SaveRequest,
     name: &ObjectName,
     mut reader: StripeReader,
+    lane: &Lane,
 ) -> Result<SavedObject> {
     // A stream's length is known only at its end: stripes are cut as the bytes come
     // (`ObjectLayout`'s geometry: full stripes, a short one last) and the length is what was
@@ -300,11 +535,12 @@ async fn save_object(
     let (stripe_bytes, max_len) =
         (ctx.map.code.stripe_bytes(), ObjectLayout::max_len(ctx.map.code));
     let mut hasher = blake3::Hasher::new();
-    let mut running: VecDeque<JoinHandle<Result<SavedStripe>>> = VecDeque::new();
+    let mut running = Running(VecDeque::new());
     let mut stripes = Vec::new();
     let mut moved = 0;
     let mut finish = |done: SavedStripe| {
         moved += done.moved;
+        lane.stored(done.bytes);
         ctx.report_progress(done.bytes);
         stripes.push(done.entry);
     };
@@ -323,13 +559,15 @@ async fn save_object(
             stripe: StripeIndex(count),
         };
         count += 1; // at most u32::MAX stripes: the length was checked against max_len
-        running.push_back(tokio::spawn(save_stripe(ctx.clone(), codec.clone(), at, data)));
-        if running.len() >= ctx.stripes_in_flight() {
-            finish(running.pop_front().expect("the queue was just filled").await??);
+        lane.before_stripe(&at).await?;
+        let task = save_stripe(ctx.clone(), codec.clone(), at, data, lane.clone());
+        running.0.push_back(tokio::spawn(task));
+        if running.0.len() >= ctx.stripes_in_flight() {
+            finish(running.0.pop_front().expect("the queue was just filled").await??);
         }
     }
     reader.finish().await?;
-    while let Some(task) = running.pop_front() {
+    while let Some(task) = running.0.pop_front() {
         finish(task.await??);
     }
     let shards = (stripes.len() * ctx.map.code.total()) as u64;
@@ -340,6 +578,17 @@ async fn save_object(
         stripes,
     };
     Ok(SavedObject { entry, shards, moved })
+}
+
+/// An object's stripes being stored; those still running when the save fails are stopped.
+struct Running(VecDeque<JoinHandle<Result<SavedStripe>>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Reads an object's stripes in order, to its end: from memory (no copy), from a file or a
@@ -586,6 +835,7 @@ async fn save_stripe(
     codec: Arc<Codec>,
     at: StripeId,
     data: Bytes,
+    lane: Lane,
 ) -> Result<SavedStripe> {
     let bytes = data.len() as u64;
     let (shards, hashes) = encode(&ctx, codec, data).await?;
@@ -593,21 +843,36 @@ async fn save_stripe(
     let is_down = |n: NodeId| ctx.health.is_down(n);
     let mut write = StripeWrite::new(&ctx.map, at, ctx.map.code, hashes.clone(), &is_down)?;
     let mut inflight = FuturesUnordered::new();
+    // Puts in flight: node, when sent, and the handle that abandons it.
+    let mut out: BTreeMap<u8, (NodeId, Instant, AbortHandle)> = BTreeMap::new();
     loop {
-        match write.poll(&ctx.map, Instant::now(), &is_down) {
+        let action = write.poll(&ctx.map, Instant::now(), &is_down);
+        if !matches!(action, Action::Done | Action::Failed(_)) {
+            lane.go_on(part_of(write.id()))?;
+        }
+        match action {
             Action::Send(puts) => {
                 for put in puts {
                     let i = usize::from(put.index.0);
                     log_move(write.id(), &put);
                     let key = write.id().shard(put.index);
-                    let (ctx, hash, payload) = (&ctx, hashes[i], shards[i].clone());
-                    inflight.push(async move {
-                        (put.index, ctx.put_shard(put.node, key, hash, payload).await)
+                    let (ctx, lane, hash, payload) = (&ctx, &lane, hashes[i], shards[i].clone());
+                    let (send, abort) = futures::future::abortable(async move {
+                        lane.put(ctx, put.node, key, hash, payload).await
                     });
+                    out.insert(put.index.0, (put.node, Instant::now(), abort));
+                    inflight.push(async move { (put.index, send.await) });
                 }
             }
-            Action::Wait => match inflight.next().await {
-                Some((i, result)) => {
+            Action::Wait => match next_put(&ctx, &lane, &mut inflight, &out).await {
+                Next::Recheck => {}
+                Next::Put(i, Err(Aborted)) => {
+                    out.remove(&i.0);
+                    let why = "node stalled: a priority save does not wait for it";
+                    write.on_result(i, PutResult::Refused(why.into()));
+                }
+                Next::Put(i, Ok(result)) => {
+                    out.remove(&i.0);
                     if let Some(refusal) =
                         result.as_ref().err().and_then(|e| refused(&write.id().job, e))
                     {
@@ -618,7 +883,9 @@ async fn save_stripe(
                     }
                     write.on_result(i, put_result(result))
                 }
-                None => return Err(ClientError::Task("stripe write waits on no put".into())),
+                Next::Empty => {
+                    return Err(ClientError::Task("stripe write waits on no put".into()))
+                }
             },
             Action::Sleep(until) => tokio::time::sleep_until(until.into()).await,
             Action::Done => break,
@@ -627,6 +894,56 @@ async fn save_stripe(
     }
     let entry = write.entry().ok_or_else(|| ClientError::Task("stripe done unstored".into()))?;
     Ok(SavedStripe { entry, moved: write.moved(), bytes })
+}
+
+/// What a stripe's wait for its puts ended with.
+enum Next {
+    /// A put's outcome (`Aborted`: abandoned, its node stalled).
+    Put(ShardIndex, std::result::Result<Result<(), TransportError>, Aborted>),
+    /// A priority save's recheck: its puts on stalled nodes were abandoned.
+    Recheck,
+    /// No put is in flight.
+    Empty,
+}
+
+/// Waits for the next put of a stripe. An ordinary save waits as long as the put takes; a
+/// priority save looks again every half patience, and abandons the puts to nodes that
+/// answered nothing for its patience (marked down by the health view's stall rule, or down
+/// already), so that their shards move.
+async fn next_put<F>(
+    ctx: &Ctx,
+    lane: &Lane,
+    inflight: &mut FuturesUnordered<F>,
+    out: &BTreeMap<u8, (NodeId, Instant, AbortHandle)>,
+) -> Next
+where
+    F: std::future::Future<
+        Output = (ShardIndex, std::result::Result<Result<(), TransportError>, Aborted>),
+    >,
+{
+    let Some(patience) = lane.patience(ctx) else {
+        return inflight.next().await.map_or(Next::Empty, |(i, r)| Next::Put(i, r));
+    };
+    let recheck = crate::hedge::recheck_after(patience);
+    match tokio::time::timeout(recheck, inflight.next()).await {
+        Ok(Some((i, r))) => Next::Put(i, r),
+        Ok(None) => Next::Empty,
+        Err(_) => {
+            let now = Instant::now();
+            let late: Vec<NodeId> = out
+                .values()
+                .filter(|(_, sent, _)| now.saturating_duration_since(*sent) >= patience)
+                .map(|(n, _, _)| *n)
+                .collect();
+            ctx.health.suspect_stalled(late, now, patience);
+            for (node, _, abort) in out.values() {
+                if ctx.health.is_down(*node) {
+                    abort.abort();
+                }
+            }
+            Next::Recheck
+        }
+    }
 }
 
 /// Encodes parity and hashes every shard on the worker pool (bounded by cores): the `k + m`
@@ -710,27 +1027,74 @@ fn write_failed(id: &StripeId, f: WriteFailure) -> ClientError {
     }
 }
 
+/// The nodes to roll a commit back on: those that stored a copy and those whose put was cut
+/// off (they may have).
+fn with_unknown(stored: &[NodeId], unknown: &[NodeId]) -> Vec<NodeId> {
+    let mut back = stored.to_vec();
+    back.extend(unknown.iter().filter(|n| !stored.contains(n)));
+    back
+}
+
 /// Stores the manifest on m + 1 nodes (distinct racks first), as [`ManifestCommit`]
-/// decides: each round's puts in parallel. Returns its id and the nodes.
-async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<NodeId>)> {
+/// decides: each round's puts in parallel. Returns its id and the nodes. For a priority
+/// save, a round starts only before the deadline and takes at most the time left; a put not
+/// answered by then counts as failed, and if the deadline ends the commit, every copy that
+/// was or may have been stored is rolled back.
+async fn commit_manifest(
+    ctx: &Ctx,
+    manifest: &Manifest,
+    lane: &Lane,
+) -> Result<(Digest, Vec<NodeId>)> {
     let bytes = Bytes::from(manifest.to_checked_bytes()?);
     let id = Digest::of(&bytes);
     let (job, step, rank) = (&manifest.job, manifest.step, manifest.rank);
     let key = ManifestKey { job: job.clone(), step, rank };
     let mut commit = ManifestCommit::new(&ctx.map, job.clone(), step, rank);
     let mut failures: Vec<(NodeId, TransportError)> = Vec::new();
+    // Puts cut off by the deadline: the node may have stored the copy.
+    let mut unknown: Vec<NodeId> = Vec::new();
     loop {
         let action = commit.poll(&ctx.map, &|n| ctx.health.is_down(n));
         match action {
             CommitAction::Send(targets) => {
+                let round = lane.deadline().map(|d| match d.commit_round(Instant::now()) {
+                    Some(left) => Ok(left),
+                    None => {
+                        let reason = "the deadline came during the manifest commit".into();
+                        Err(deadline_exceeded(&d, (job, step, rank), reason))
+                    }
+                });
+                let round = match round.transpose() {
+                    Ok(round) => round,
+                    Err(e) => {
+                        failpoint::hit("save.rollback");
+                        let back = with_unknown(commit.stored(), &unknown);
+                        rollback::roll_back(ctx, &key, id, &back).await;
+                        return Err(e);
+                    }
+                };
                 let puts = targets.iter().map(|&n| {
                     let put =
                         ctx.put_manifest(n, key.clone(), manifest.world_size, id, bytes.clone());
-                    async move { put.await.inspect(|_| failpoint::hit("save.manifest_stored")) }
+                    async move {
+                        let r = match round {
+                            None => put.await,
+                            Some(left) => tokio::time::timeout(left, put).await.unwrap_or(Err(
+                                TransportError::Timeout {
+                                    node: n,
+                                    after_ms: left.as_millis() as u64,
+                                },
+                            )),
+                        };
+                        r.inspect(|_| failpoint::hit("save.manifest_stored"))
+                    }
                 });
                 for (n, r) in targets.iter().zip(futures::future::join_all(puts).await) {
                     commit.on_result(*n, r.is_ok());
                     if let Err(e) = r {
+                        if round.is_some() && matches!(e, TransportError::Timeout { .. }) {
+                            unknown.push(*n);
+                        }
                         failures.push((*n, e));
                     }
                 }
@@ -743,7 +1107,8 @@ async fn commit_manifest(ctx: &Ctx, manifest: &Manifest) -> Result<(Digest, Vec<
                 // Atomic commit: the copies that were stored are taken back, so no part is
                 // visible.
                 failpoint::hit("save.rollback");
-                rollback::roll_back(ctx, &key, id, &stored).await;
+                let back = with_unknown(&stored, &unknown);
+                rollback::roll_back(ctx, &key, id, &back).await;
                 return Err(ClientError::CommitFailed {
                     job: job.clone(),
                     step,

@@ -206,6 +206,19 @@ pub const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
 /// typical fetch) gets a parity fetch beside it.
 pub const HEDGE_MIN_MS: u64 = 250;
 
+// ---- Client: priority saves (a preempted node's SIGTERM window) ----
+
+/// Least time a priority save keeps for its manifest commit (see `rackpoint_core::deadline`).
+pub const PRIORITY_SAVE_COMMIT_RESERVE_MIN_MS: u64 = 500;
+/// Hedging thresholds a priority save keeps for its manifest commit, when more than the least.
+pub const PRIORITY_SAVE_COMMIT_ROUNDS: u32 = 2;
+/// A priority save projects its finish from its rate only once this fraction (1/N) of its
+/// bytes is stored.
+pub const PRIORITY_SAVE_SAMPLE_DIVISOR: u64 = 16;
+/// A priority save gives up early when even at this many times its rate so far it would miss
+/// its deadline.
+pub const PRIORITY_SAVE_GIVE_UP_FACTOR: u32 = 2;
+
 // ---- Client: memory and work in flight ----
 
 /// Payload bytes a client keeps in flight at once during a save or restore.

@@ -19,6 +19,7 @@
 //! - `repair_plan` — the repair planner: per stripe, which shards to rewrite, where, from what.
 //! - `rebalance` — the rebalance planner: which shards move onto the current map's placement.
 //! - `retention` — gc's rule: keep the newest `keep` complete checkpoints, delete older steps.
+//! - `deadline` — a priority save's deadline: go on, give up early, patience, commit rounds.
 //!
 //! Architecture invariant: this crate depends on no async runtime, socket or clock (the
 //! compiler enforces the first two through `Cargo.toml`; `tests/tidy.rs` checks that no
@@ -26,6 +27,7 @@
 
 pub mod checkpoint_choice;
 pub mod codec;
+pub mod deadline;
 pub mod deletion;
 pub mod health_view;
 pub mod hedge;

@@ -350,10 +350,10 @@ fn reaped_children_cpu_s() -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run by hand"]
 async fn figure_rebalance_rate_and_cpu() {
-    const DATA_MIB: usize = 384;
+    const DATA_MIB: usize = 1024;
     let mut rates = Vec::new();
     let mut cpu_per_gib = Vec::new();
-    for (run, cap) in [(0, None), (1, None), (2, None), (3, Some(8u64))] {
+    for (run, cap) in [(0, None), (1, None), (2, None), (3, Some(32u64))] {
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = InitOptions { racks: 3, ..InitOptions::new(7) };
         let bin = find_store_binary().expect("rackpoint-store is built");

@@ -99,7 +99,7 @@ async fn a_deadline_too_short_for_the_data_commits_nothing() {
     let job = job("priority-late");
     let before = data(4, 2 * 1024 * 1024);
     c.save(request(&job, 1, 0, 1, &[("state", &before)])).await.expect("periodic save");
-    // Every node runs about an eighth of the time (stops shorter than the hedging floor, so
+    // Every node runs a fifth of the time (stops shorter than the hedging floor, so
     // none is taken for stalled): 128 MiB cannot be stored within 1.5 s.
     let pids: Vec<u32> =
         tc.cluster.map().nodes.iter().filter_map(|n| tc.cluster.pid(n.id)).collect();
@@ -108,7 +108,7 @@ async fn a_deadline_too_short_for_the_data_commits_nothing() {
     let slow = {
         let done = done.clone();
         std::thread::spawn(move || {
-            slow_down(pids, done, Duration::from_millis(100), Duration::from_millis(15))
+            slow_down(pids, done, Duration::from_millis(60), Duration::from_millis(15))
         })
     };
     let big = data(5, 128 * 1024 * 1024);

@@ -56,19 +56,27 @@ async fn a_priority_save_commits_a_normal_checkpoint_that_latest_picks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_priority_save_does_not_wait_out_a_frozen_node() {
     let mut tc = six_nodes(SHARD);
-    let job = job("priority-frozen");
-    let state = data(3, 8 * 1024 * 1024);
-    tc.cluster.pause(NodeId(4)).expect("SIGSTOP");
-    // A fresh client, which does not know node 4 is frozen. The deadline is shorter than a
-    // request's timeout: waiting one out would miss it.
     let c = client(&tc);
+    let job = job("priority-frozen");
+    let state = data(3, 64 * 1024 * 1024);
+    // Node 4 freezes (SIGSTOP) once the first stripe is stored, with puts to it in flight.
+    let pid = Pid::from_raw(tc.cluster.pid(NodeId(4)).expect("node 4 runs") as i32);
+    let frozen = Arc::new(AtomicBool::new(false));
+    let freeze = frozen.clone();
+    c.set_progress(Some(Arc::new(move |_| {
+        if !freeze.swap(true, Ordering::SeqCst) {
+            kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        }
+    })));
+    // The deadline is shorter than a request's timeout: waiting one out would miss it.
     let budget = Duration::from_millis(rackpoint_proto::limits::CLIENT_REQUEST_TIMEOUT_MS - 2_000);
-    let result = c
-        .priority_save(request(&job, 7, 0, 1, &[("state", &state)]), Instant::now() + budget)
-        .await;
+    let result =
+        c.priority_save(request(&job, 7, 0, 1, &[("state", &state)]), Instant::now() + budget).await;
+    c.set_progress(None);
+    assert!(frozen.load(Ordering::SeqCst));
     tc.cluster.resume(NodeId(4)).expect("SIGCONT");
     let report = result.expect("committed without node 4");
-    assert!(report.moved_shards > 0, "node 4's shards went elsewhere");
+    assert!(report.moved_shards > 0, "puts in flight to node 4 were abandoned and moved");
     assert!(report.doubled_stripes > 0, "five nodes for six shards: a degraded placement");
     assert!(!report.manifest_nodes.contains(&NodeId(4)));
     assert_eq!(latest_step(&c, &job).await, 7);

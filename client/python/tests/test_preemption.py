@@ -70,7 +70,8 @@ def test_sigterm_saves_the_current_step_and_exits(cluster, client, tmp_path):
     assert step > 13, "the step after the one printed before the signal, or later"
     steps = [c.step for c in client.list(job)]
     assert steps[-1] == step and 5 in steps and 10 in steps
-    print(f"SIGTERM to exit: {took:.2f} s (emergency checkpoint of step {step})")
+    saved = next(line for line in err.splitlines() if "emergency checkpoint saved" in line)
+    print(f"SIGTERM to exit: {took:.2f} s (emergency checkpoint of step {step}; {saved})")
 
 
 def test_a_loop_stuck_in_its_main_thread_is_saved_by_the_fallback(cluster, client, tmp_path):

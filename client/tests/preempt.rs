@@ -70,8 +70,9 @@ async fn a_priority_save_does_not_wait_out_a_frozen_node() {
     })));
     // The deadline is shorter than a request's timeout: waiting one out would miss it.
     let budget = Duration::from_millis(rackpoint_proto::limits::CLIENT_REQUEST_TIMEOUT_MS - 2_000);
-    let result =
-        c.priority_save(request(&job, 7, 0, 1, &[("state", &state)]), Instant::now() + budget).await;
+    let result = c
+        .priority_save(request(&job, 7, 0, 1, &[("state", &state)]), Instant::now() + budget)
+        .await;
     c.set_progress(None);
     assert!(frozen.load(Ordering::SeqCst));
     tc.cluster.resume(NodeId(4)).expect("SIGCONT");

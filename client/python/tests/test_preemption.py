@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+
 import rackpoint
 from rackpoint import preemption
+from rackpoint.dcp import Reader, Writer
+
+import dcp_workers as w
 
 HERE = Path(__file__).parent
 
@@ -109,3 +116,21 @@ def test_preemption_options_are_checked():
         preemption.Preemption(deadline_s=10, fallback=lambda deadline_s: None)
     p = preemption.Preemption(deadline_s=10)
     assert not p.requested() and p.time_left() == 10
+
+
+def test_a_dcp_writer_with_a_deadline_commits_in_time_or_nothing(cluster, client):
+    cf = str(cluster.cluster_file)
+    w.join_group_of_one()
+    try:
+        state = {"w": torch.arange(50_000, dtype=torch.float32), "b": torch.ones(7)}
+        dcp.save(state, checkpoint_id="rackpoint://dcp-deadline/5", storage_writer=Writer(cf, deadline_s=60))
+        with pytest.raises(CheckpointException) as caught:  # DCP's, a BaseException
+            dcp.save(state, checkpoint_id="rackpoint://dcp-deadline/6", storage_writer=Writer(cf, deadline_s=0))
+        [failure] = caught.value.failures.values()
+        assert "DeadlineExceeded" in repr(failure) or "nothing was committed" in str(failure), failure
+        assert client.resume("dcp-deadline").step == 5, "nothing of step 6 was committed"
+        loaded = {"w": torch.zeros(50_000), "b": torch.zeros(7)}
+        dcp.load(loaded, checkpoint_id="rackpoint://dcp-deadline/latest", storage_reader=Reader(cf))
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+    finally:
+        dist.destroy_process_group()

@@ -199,4 +199,35 @@ async fn figure_priority_save_of_256_mib() {
         median(ordinary.clone()),
         median(priority.clone())
     );
+    // The same priority save while a 512 MiB save_async upload runs (it yields).
+    let background = data(9, 512 * 1024 * 1024);
+    let name = ObjectName::new("state").expect("valid");
+    let (mut beside, mut shared) = (Vec::new(), Vec::new());
+    for round in 0..3u64 {
+        // An ordinary save beside it shares the bandwidth instead.
+        let handle = c
+            .save_async(request(&job, 10 * round + 5, 0, 1, &[]), &[(name.clone(), &background)])
+            .await
+            .expect("save_async");
+        let req = request(&job, 10 * round + 6, 0, 1, &[("state", &state)]);
+        shared.push(c.save(req).await.expect("save").elapsed.as_secs_f64());
+        handle.wait().await.expect("background");
+        let handle = c
+            .save_async(request(&job, 10 * round + 3, 0, 1, &[]), &[(name.clone(), &background)])
+            .await
+            .expect("save_async");
+        let req = request(&job, 10 * round + 4, 0, 1, &[("state", &state)]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        beside.push(c.priority_save(req, deadline).await.expect("save").elapsed.as_secs_f64());
+        let yielded = handle.wait().await.expect("background").yielded;
+        println!("  round {round}: the upload yielded {yielded} times");
+    }
+    println!(
+        "256 MiB priority save beside a 512 MiB save_async upload: {:.2} s (median of 3; runs {beside:?})",
+        median(beside.clone())
+    );
+    println!(
+        "256 MiB ordinary save beside a 512 MiB save_async upload: {:.2} s (median of 3; runs {shared:?})",
+        median(shared.clone())
+    );
 }

@@ -56,19 +56,28 @@ async fn a_priority_save_commits_a_normal_checkpoint_that_latest_picks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_priority_save_does_not_wait_out_a_frozen_node() {
     let mut tc = six_nodes(SHARD);
-    let job = job("priority-frozen");
-    let state = data(3, 8 * 1024 * 1024);
-    tc.cluster.pause(NodeId(4)).expect("SIGSTOP");
-    // A fresh client, which does not know node 4 is frozen. The deadline is shorter than a
-    // request's timeout: waiting one out would miss it.
     let c = client(&tc);
+    let job = job("priority-frozen");
+    let state = data(3, 64 * 1024 * 1024);
+    // Node 4 freezes (SIGSTOP) once the first stripe is stored, with puts to it in flight.
+    let pid = Pid::from_raw(tc.cluster.pid(NodeId(4)).expect("node 4 runs") as i32);
+    let frozen = Arc::new(AtomicBool::new(false));
+    let freeze = frozen.clone();
+    c.set_progress(Some(Arc::new(move |_| {
+        if !freeze.swap(true, Ordering::SeqCst) {
+            kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        }
+    })));
+    // The deadline is shorter than a request's timeout: waiting one out would miss it.
     let budget = Duration::from_millis(rackpoint_proto::limits::CLIENT_REQUEST_TIMEOUT_MS - 2_000);
     let result = c
         .priority_save(request(&job, 7, 0, 1, &[("state", &state)]), Instant::now() + budget)
         .await;
+    c.set_progress(None);
+    assert!(frozen.load(Ordering::SeqCst));
     tc.cluster.resume(NodeId(4)).expect("SIGCONT");
     let report = result.expect("committed without node 4");
-    assert!(report.moved_shards > 0, "node 4's shards went elsewhere");
+    assert!(report.moved_shards > 0, "puts in flight to node 4 were abandoned and moved");
     assert!(report.doubled_stripes > 0, "five nodes for six shards: a degraded placement");
     assert!(!report.manifest_nodes.contains(&NodeId(4)));
     assert_eq!(latest_step(&c, &job).await, 7);
@@ -99,7 +108,7 @@ async fn a_deadline_too_short_for_the_data_commits_nothing() {
     let job = job("priority-late");
     let before = data(4, 2 * 1024 * 1024);
     c.save(request(&job, 1, 0, 1, &[("state", &before)])).await.expect("periodic save");
-    // Every node runs about an eighth of the time (stops shorter than the hedging floor, so
+    // Every node runs a fifth of the time (stops shorter than the hedging floor, so
     // none is taken for stalled): 128 MiB cannot be stored within 1.5 s.
     let pids: Vec<u32> =
         tc.cluster.map().nodes.iter().filter_map(|n| tc.cluster.pid(n.id)).collect();
@@ -108,7 +117,7 @@ async fn a_deadline_too_short_for_the_data_commits_nothing() {
     let slow = {
         let done = done.clone();
         std::thread::spawn(move || {
-            slow_down(pids, done, Duration::from_millis(100), Duration::from_millis(15))
+            slow_down(pids, done, Duration::from_millis(60), Duration::from_millis(15))
         })
     };
     let big = data(5, 128 * 1024 * 1024);
@@ -189,5 +198,36 @@ async fn figure_priority_save_of_256_mib() {
         "256 MiB: ordinary save {:.2} s, priority save {:.2} s (medians of 3; runs {ordinary:?} / {priority:?})",
         median(ordinary.clone()),
         median(priority.clone())
+    );
+    // The same priority save while a 512 MiB save_async upload runs (it yields).
+    let background = data(9, 512 * 1024 * 1024);
+    let name = ObjectName::new("state").expect("valid");
+    let (mut beside, mut shared) = (Vec::new(), Vec::new());
+    for round in 0..3u64 {
+        // An ordinary save beside it shares the bandwidth instead.
+        let handle = c
+            .save_async(request(&job, 10 * round + 5, 0, 1, &[]), &[(name.clone(), &background)])
+            .await
+            .expect("save_async");
+        let req = request(&job, 10 * round + 6, 0, 1, &[("state", &state)]);
+        shared.push(c.save(req).await.expect("save").elapsed.as_secs_f64());
+        handle.wait().await.expect("background");
+        let handle = c
+            .save_async(request(&job, 10 * round + 3, 0, 1, &[]), &[(name.clone(), &background)])
+            .await
+            .expect("save_async");
+        let req = request(&job, 10 * round + 4, 0, 1, &[("state", &state)]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        beside.push(c.priority_save(req, deadline).await.expect("save").elapsed.as_secs_f64());
+        let yielded = handle.wait().await.expect("background").yielded;
+        println!("  round {round}: the upload yielded {yielded} times");
+    }
+    println!(
+        "256 MiB priority save beside a 512 MiB save_async upload: {:.2} s (median of 3; runs {beside:?})",
+        median(beside.clone())
+    );
+    println!(
+        "256 MiB ordinary save beside a 512 MiB save_async upload: {:.2} s (median of 3; runs {shared:?})",
+        median(shared.clone())
     );
 }

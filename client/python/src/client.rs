@@ -19,6 +19,10 @@ use rackpoint_client::{Client, ClientError};
 use rackpoint_proto::{JobName, ObjectName, Rank, Step};
 
 use crate::buffers::{ReadBuffer, WriteBuffer};
+
+/// Longest deadline a priority save takes, in seconds (a day: a preemption notice is seconds
+/// to minutes).
+const MAX_SAVE_DEADLINE_S: f64 = 86_400.0;
 use crate::errors::{invalid, to_py};
 use crate::runtime;
 
@@ -117,6 +121,16 @@ fn read_objects(objects: &Bound<'_, PyDict>) -> PyResult<Vec<(ObjectName, ReadBu
     Ok(out)
 }
 
+/// The instant `seconds` from now: finite, not negative, at most `MAX_SAVE_DEADLINE_S`.
+fn deadline_after(seconds: f64) -> PyResult<std::time::Instant> {
+    if !(0.0..=MAX_SAVE_DEADLINE_S).contains(&seconds) {
+        return Err(invalid(format!(
+            "deadline_s is {seconds}: a deadline is 0 to {MAX_SAVE_DEADLINE_S} seconds from now"
+        )));
+    }
+    Ok(std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds))
+}
+
 fn save_request(
     job: &str,
     step: u64,
@@ -178,7 +192,13 @@ impl PyClient {
 
     /// Saves one rank's part of checkpoint (job, step) from `{name: buffer}` without copying
     /// the buffers (they must not change until the call returns); returns once committed.
-    #[pyo3(signature = (job, step, rank, world_size, objects, meta=None))]
+    ///
+    /// `deadline_s` (seconds from now) makes it a priority save, for a preempted node's
+    /// SIGTERM window: it commits within that time or raises `DeadlineExceeded` having
+    /// committed nothing (the previous checkpoint stays the latest); this client's other
+    /// saves (a `save_async` upload) give way to it meanwhile, and a node that answers
+    /// nothing is not waited for (its shards go elsewhere).
+    #[pyo3(signature = (job, step, rank, world_size, objects, meta=None, deadline_s=None))]
     #[allow(clippy::too_many_arguments)] // one per Python parameter
     fn save(
         &self,
@@ -189,14 +209,22 @@ impl PyClient {
         world_size: u32,
         objects: &Bound<'_, PyDict>,
         meta: Option<BTreeMap<String, String>>,
+        deadline_s: Option<f64>,
     ) -> PyResult<PySaveReport> {
+        let deadline = deadline_s.map(deadline_after).transpose()?;
         let mut req = save_request(job, step, rank, world_size, meta)?;
         for (name, buf) in read_objects(objects)? {
             let source = ObjectSource::Memory(Bytes::from_owner(buf));
             req.objects.push(ObjectData { name, source });
         }
         let client = self.client(py)?;
-        block_on(py, async move { client.save(req).await }).map(PySaveReport::from)
+        block_on(py, async move {
+            match deadline {
+                Some(deadline) => client.priority_save(req, deadline).await,
+                None => client.save(req).await,
+            }
+        })
+        .map(PySaveReport::from)
     }
 
     /// Copies the buffers into staging memory and returns a handle at once; the upload runs
@@ -482,6 +510,10 @@ pub(crate) struct PySaveReport {
     manifest_nodes: Vec<u32>,
     /// Wall time, in seconds.
     elapsed_s: f64,
+    /// Times this save gave way to a priority save of the same client.
+    yielded: u64,
+    /// For a priority save (`deadline_s`), the seconds that were left when it committed.
+    deadline_left_s: Option<f64>,
 }
 
 impl From<SaveReport> for PySaveReport {
@@ -494,6 +526,8 @@ impl From<SaveReport> for PySaveReport {
             doubled_stripes: r.doubled_stripes,
             manifest_nodes: r.manifest_nodes.iter().map(|n| n.0).collect(),
             elapsed_s: r.elapsed.as_secs_f64(),
+            yielded: r.yielded,
+            deadline_left_s: r.deadline_left.map(|d| d.as_secs_f64()),
         }
     }
 }

@@ -66,6 +66,12 @@ create_exception!(
 );
 create_exception!(
     rackpoint,
+    DeadlineExceeded,
+    RackpointError,
+    "A priority save could not commit before its deadline; nothing was committed, the previous checkpoint is still the latest."
+);
+create_exception!(
+    rackpoint,
     QuotaExceeded,
     RackpointError,
     "The write would take the job past its byte quota on a node; nothing committed was touched."
@@ -87,6 +93,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ObjectHashMismatch", py.get_type::<ObjectHashMismatch>())?;
     m.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
     m.add("QuotaExceeded", py.get_type::<QuotaExceeded>())?;
+    m.add("DeadlineExceeded", py.get_type::<DeadlineExceeded>())?;
     Ok(())
 }
 
@@ -212,6 +219,13 @@ fn build(py: Python<'_>, e: &ClientError) -> PyResult<PyErr> {
             attrs.set_item("step", None::<u64>)?;
             attrs.set_item("nodes", nodes.0.iter().map(|n| n.0).collect::<Vec<u32>>())?;
             (Unavailable::new_err(msg), "GcRefused")
+        }
+        ClientError::DeadlineExceeded { job, step, rank, budget_ms, stored, reason } => {
+            part_attrs(&attrs, job.as_str(), step.0, rank.0)?;
+            attrs.set_item("budget_s", *budget_ms as f64 / 1000.0)?;
+            attrs.set_item("stored", *stored)?;
+            attrs.set_item("reason", reason)?;
+            (DeadlineExceeded::new_err(msg), "DeadlineExceeded")
         }
         other => (RackpointError::new_err(msg), variant_name(other)),
     };

@@ -12,11 +12,15 @@ its metadata and its non-tensor items are read without running code from the che
 (``MetadataError``, ``UnsafeMetadata``, ``UnsafeObject``). Every exception the package raises
 for Rackpoint derives from ``RackpointError`` and is named in this module
 (``rackpoint.Unavailable``).
+``Client.save(..., deadline_s=...)`` is a priority save for a preempted node's SIGTERM window
+(it commits in time or raises ``DeadlineExceeded`` having committed nothing), and
+``rackpoint.preemption`` an opt-in SIGTERM handler that saves at the loop's safe point and exits.
 """
 
 from __future__ import annotations
 
 from ._buffers import byte_view
+from . import preemption
 from ._errors import MetadataError, UnsafeMetadata, UnsafeObject
 from ._native import (
     AlreadyExists,
@@ -24,6 +28,7 @@ from ._native import (
     CheckpointList,
     Client,
     CommitFailed,
+    DeadlineExceeded,
     InvalidInput,
     ManifestNotFound,
     NoCheckpoint,
@@ -49,6 +54,7 @@ __all__ = [
     "CheckpointList",
     "Client",
     "CommitFailed",
+    "DeadlineExceeded",
     "InvalidInput",
     "ManifestNotFound",
     "MetadataError",
@@ -70,4 +76,5 @@ __all__ = [
     "Unavailable",
     "VerifyReport",
     "byte_view",
+    "preemption",
 ]

@@ -58,6 +58,7 @@ import os
 import pickle
 import re
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -370,12 +371,19 @@ class Writer(_Connected, StorageWriter):
 
     ``cert`` and ``key``: the identity the client presents to the cluster, passed to
     ``rackpoint.Client(cluster, cert=..., key=...)`` as given (each only when not ``None``;
-    without them the client is made as ``Client(cluster)``). A pickled writer keeps them."""
+    without them the client is made as ``Client(cluster)``). A pickled writer keeps them.
+
+    ``deadline_s``: seconds from when the writer is made (``time.monotonic``) by which every
+    part it saves must be committed, for a preempted node's SIGTERM window: each part is then a
+    priority save (``Client.save(..., deadline_s=...)``) given the time left, and one that
+    cannot make it raises ``rackpoint.DeadlineExceeded`` having committed nothing (DCP reports
+    it as the save's failure; the checkpoint is incomplete and ``latest`` the previous one)."""
 
     def __init__(self, cluster: str | os.PathLike | None = None, checkpoint_id: str | None = None, *,
-                 cert: Any = None, key: Any = None) -> None:
+                 cert: Any = None, key: Any = None, deadline_s: float | None = None) -> None:
         _Connected.__init__(self, cluster, cert, key)
         StorageWriter.__init__(self)
+        self.deadline = None if deadline_s is None else time.monotonic() + float(deadline_s)
         self.job: str | None = None
         self.step: int | None = None
         self._is_coordinator = False
@@ -433,7 +441,7 @@ class Writer(_Connected, StorageWriter):
             # Saved in finish, with the metadata: the coordinator's part commits last.
             self._staged = (part, objects)
         else:
-            self.client.save(self.job, self.step, part.rank, part.world_size, objects)
+            self.client.save(self.job, self.step, part.rank, part.world_size, objects, **self._time_left())
         fut: Future[list[WriteResult]] = Future()
         fut.set_result(results)
         return fut
@@ -446,8 +454,15 @@ class Writer(_Connected, StorageWriter):
             raise InvalidInput(f"the coordinator must be rank 0 (it is part {part.rank})")
         metadata.storage_data = {wr.index: wr.storage_data for rank in results for wr in rank}
         objects[METADATA_OBJECT] = _encode_metadata(metadata, self.job, self.step, part.world_size)
-        self.client.save(self.job, self.step, 0, part.world_size, objects, {"format": FORMAT})
+        self.client.save(self.job, self.step, 0, part.world_size, objects, {"format": FORMAT},
+                         **self._time_left())
         self._staged = None
+
+    def _time_left(self) -> dict[str, float]:
+        """The ``deadline_s`` argument of a save: none without a deadline."""
+        if self.deadline is None:
+            return {}
+        return {"deadline_s": max(0.0, self.deadline - time.monotonic())}
 
 
 class Reader(_Connected, StorageReader):

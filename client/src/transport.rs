@@ -465,6 +465,11 @@ impl Transport {
                 Ok(reply) => reply?,
                 Err(_) => return Err(TransportError::Timeout { node, after_ms: millis(timeout) }),
             };
+            if reply.version >= REQUEST_ID_SINCE && reply.request_id != Some(id) {
+                let named = reply.request_id.map_or("none".into(), |r| r.to_string());
+                let reason = format!("the reply names request id {named}, not {id}");
+                return Err(TransportError::Protocol { node, reason });
+            }
             match reply.response {
                 Response::Error { code: ErrorCode::BadVersion, .. }
                     if reply.version < version && self.versions.contains(reply.version) =>
@@ -481,11 +486,6 @@ impl Transport {
                 _ if reply.version != version => {
                     let reason =
                         format!("a version {} reply to a version {version} request", reply.version);
-                    return Err(TransportError::Protocol { node, reason });
-                }
-                _ if version >= REQUEST_ID_SINCE && reply.request_id != Some(id) => {
-                    let named = reply.request_id.map_or("none".into(), |r| r.to_string());
-                    let reason = format!("the reply names request id {named}, not {id}");
                     return Err(TransportError::Protocol { node, reason });
                 }
                 response => return Ok(Reply { response, payload: reply.payload }),

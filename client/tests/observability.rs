@@ -72,7 +72,8 @@ fn status_shows_the_counters_an_operator_needs() {
     assert!(table.status.success(), "{}", text(&table.stderr));
     let out = text(&table.stdout);
     let header = out.lines().next().expect("a header");
-    for column in ["NODE", "STATE", "SHARDS", "BYTES", "DISK_FREE", "INFLIGHT", "CORRUPT", "FAILED"] {
+    for column in ["NODE", "STATE", "SHARDS", "BYTES", "DISK_FREE", "INFLIGHT", "CORRUPT", "FAILED"]
+    {
         assert!(header.contains(column), "{header}");
     }
     assert_eq!(out.lines().filter(|l| l.contains(" up ")).count(), 6, "{out}");
@@ -100,5 +101,8 @@ fn status_shows_the_counters_an_operator_needs() {
     assert_eq!(down.status.code(), Some(1));
     let status: Value = serde_json::from_slice(&down.stdout).expect("one document");
     let two = &status["nodes"][1];
-    assert_eq!((two["up"].clone(), two["disk_free_bytes"].clone()), (Value::Bool(false), Value::Null));
+    assert_eq!(
+        (two["up"].clone(), two["disk_free_bytes"].clone()),
+        (Value::Bool(false), Value::Null)
+    );
 }

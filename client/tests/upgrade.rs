@@ -1,5 +1,8 @@
-//! Issue 18, item 2: a rolling upgrade, run with real node and CLI processes. The previous
-//! release spoke wire version 1 only; this build speaks 1 and 2. The old side is played by
+//! Issue 18, item 2: a rolling upgrade, run with real node and CLI processes. The release
+//! before the previous one spoke wire version 1 only, the previous one 1 and 2; this build
+//! speaks 1 to 3 (3: the request id in the header). The last test runs this build against
+//! the previous release's version 2 both ways; the first against version 1. The old side is
+//! played by
 //! this build's binaries capped at version 1 (a node's `wire_version_max = 1` in `node.toml`,
 //! a client's `RACKPOINT_WIRE_VERSION_MAX=1`): capped, they write and accept exactly the
 //! version 1 frames the previous release did (byte for byte: `proto/tests/wire_v1.rs` reads
@@ -32,8 +35,10 @@ const JOB: &str = "upgrade-job";
 /// Which client runs a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
-    /// This build as the previous release: wire version 1 only.
+    /// This build as the release speaking wire version 1 only.
     Old,
+    /// This build as the previous release: wire versions 1 and 2 (no request id).
+    Previous,
     /// This build.
     New,
 }
@@ -41,9 +46,11 @@ enum Side {
 fn cli(side: Side, cluster: &Path, args: &[&str]) -> Output {
     let mut c = rackpoint_bin();
     c.env("RACKPOINT_CLUSTER", cluster).env_remove(WIRE_VERSION_MAX_ENV);
-    if side == Side::Old {
-        c.env(WIRE_VERSION_MAX_ENV, "1");
-    }
+    match side {
+        Side::Old => c.env(WIRE_VERSION_MAX_ENV, "1"),
+        Side::Previous => c.env(WIRE_VERSION_MAX_ENV, "2"),
+        Side::New => &mut c,
+    };
     c.args(args).output().expect("run rackpoint")
 }
 
@@ -190,4 +197,50 @@ fn a_rolling_upgrade_keeps_every_old_and_new_pair_saving_and_restoring() {
     let rm = cli(Side::Old, &cluster, &["rm", JOB, "--step", "2"]);
     assert_ne!(rm.status.code(), Some(0), "a capped client cannot mark: it deletes nothing");
     get(&tc, Side::New, 2, &saved[0].1);
+}
+
+/// The previous release (wire versions 1 and 2, no request id) and this one, both ways: its
+/// nodes serve this client (which falls back to 2, deletion marks and all), this build's
+/// nodes serve its client, and a mix of both kinds of node serves both clients.
+#[test]
+fn the_previous_release_and_this_one_save_restore_and_delete_both_ways() {
+    let mut tc = six_nodes(SHARD);
+    let cluster = tc.cluster.cluster_file();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let ids: Vec<NodeId> = tc.cluster.map().nodes.iter().map(|n| n.id).collect();
+    let m = usize::from(tc.cluster.map().code.m);
+    for &id in &ids {
+        run_node_at(&mut tc, id, Some(2));
+    }
+    assert_eq!(spoken_versions(&tc, &rt), vec![2; ids.len()], "the new client falls back to 2");
+    let mut saved = vec![(1, put(&tc, Side::Previous, 1)), (2, put(&tc, Side::New, 2))];
+    for (step, bytes) in &saved {
+        get(&tc, Side::Previous, *step, bytes);
+        get(&tc, Side::New, *step, bytes);
+    }
+    // Version 2 has deletion marks: the new client's rm works on the previous release's nodes.
+    ok(Side::New, &cluster, &["rm", JOB, "--step", "1"]);
+    saved.remove(0);
+    assert_eq!(listed(&tc, Side::Previous), [2]);
+    ok(Side::New, &cluster, &["status"]);
+
+    // m nodes upgraded: a mixed cluster serves both clients.
+    for &id in &ids[..m] {
+        run_node_at(&mut tc, id, None);
+    }
+    let versions = spoken_versions(&tc, &rt);
+    assert_eq!(versions.iter().filter(|v| **v == WIRE_VERSION).count(), m, "{versions:?}");
+    assert_eq!(versions.iter().filter(|v| **v == 2).count(), ids.len() - m, "{versions:?}");
+    saved.push((3, put(&tc, Side::Previous, 3)));
+    saved.push((4, put(&tc, Side::New, 4)));
+    for (step, bytes) in &saved {
+        get(&tc, Side::Previous, *step, bytes);
+        get(&tc, Side::New, *step, bytes);
+    }
+    ok(Side::Previous, &cluster, &["rm", JOB, "--step", "3"]);
+    saved.retain(|(step, _)| *step != 3);
+    let steps: Vec<u64> = saved.iter().map(|(step, _)| *step).collect();
+    assert_eq!(listed(&tc, Side::New), steps);
+    assert_eq!(listed(&tc, Side::Previous), steps);
+    ok(Side::Previous, &cluster, &["status"]);
 }

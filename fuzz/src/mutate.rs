@@ -4,7 +4,7 @@
 //! it with true or edited lengths; reorder, drop, copy and splice the frames of a sequence).
 
 use rackpoint_proto::limits::{MAX_HEADER_BYTES, MAX_MANIFEST_BYTES, MAX_SHARD_BYTES};
-use rackpoint_proto::wire::PREFIX_BYTES;
+use rackpoint_proto::wire::{header_fields_bytes, PREFIX_BYTES};
 
 use crate::rng::Rng;
 
@@ -276,10 +276,12 @@ impl Mutator {
             .collect();
         match self.rng.below(8) {
             0..=3 => {
-                // The header: mostly its postcard body, sometimes the version or the tag.
+                // The header: mostly its postcard body, sometimes the version or the tag (after
+                // the request id from wire version 3 on).
+                let tag = f.header.first().map_or(1, |v| header_fields_bytes(*v));
                 match self.rng.below(8) {
                     0 if !f.header.is_empty() => f.header[0] = self.rng.byte(),
-                    1 if f.header.len() > 1 => f.header[1] = self.rng.below(16) as u8,
+                    1 if f.header.len() > tag => f.header[tag] = self.rng.below(24) as u8,
                     _ => self.bytes(&mut f.header, &headers),
                 }
                 f.encode()

@@ -156,53 +156,56 @@ impl Collector for NodeCollector {
             }
         }
 
-        let mut requests = e.encode_descriptor(
-            "requests",
-            "Requests answered, per message kind and outcome (served, or failed with an error reply).",
-            None,
-            MetricType::Counter,
-        )?;
-        for c in &stats.requests {
-            for (outcome, v) in [("served", c.served), ("failed", c.failed)] {
-                requests
-                    .encode_family(&[("kind", c.kind.as_str()), ("outcome", outcome)])?
-                    .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        {
+            let mut requests = e.encode_descriptor(
+                "requests",
+                "Requests answered, per message kind and outcome (served, or failed with an error reply).",
+                None,
+                MetricType::Counter,
+            )?;
+            for c in &stats.requests {
+                for (outcome, v) in [("served", c.served), ("failed", c.failed)] {
+                    requests
+                        .encode_family(&[("kind", c.kind.as_str()), ("outcome", outcome)])?
+                        .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+                }
             }
         }
-        drop(requests);
-        let mut latency = e.encode_descriptor(
-            "request_duration_seconds",
-            "Time from a request read in full (or refused) to its reply, per message kind.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for l in counters.latencies() {
-            let bounds = LATENCY_BUCKETS_US.iter().map(|us| *us as f64 / 1e6).chain([f64::MAX]);
-            let buckets: Vec<(f64, u64)> = bounds.zip(l.buckets).collect();
-            let count = l.buckets.iter().sum();
-            latency.encode_family(&[("kind", l.kind)])?.encode_histogram::<NoLabelSet>(
-                l.sum_us as f64 / 1e6,
-                count,
-                &buckets,
+        {
+            let mut latency = e.encode_descriptor(
+                "request_duration_seconds",
+                "Time from a request read in full (or refused) to its reply, per message kind.",
                 None,
+                MetricType::Histogram,
             )?;
+            for l in counters.latencies() {
+                let bounds = LATENCY_BUCKETS_US.iter().map(|us| *us as f64 / 1e6).chain([f64::MAX]);
+                let buckets: Vec<(f64, u64)> = bounds.zip(l.buckets).collect();
+                let count = l.buckets.iter().sum();
+                latency.encode_family(&[("kind", l.kind)])?.encode_histogram::<NoLabelSet>(
+                    l.sum_us as f64 / 1e6,
+                    count,
+                    &buckets,
+                    None,
+                )?;
+            }
         }
-        drop(latency);
         let maintenance = [
             ("repair", served_in(&stats.requests, &REPAIR_KINDS)),
             ("gc", served_in(&stats.requests, &GC_KINDS)),
         ];
-        let mut work = e.encode_descriptor(
-            "maintenance_requests",
-            "Repair (ReplaceManifest, DeleteShard, VerifyShard) and deletion/gc (DeleteCheckpoint, DeleteOrphanShards, DeleteManifest, MarkDeleting, ClearDeleting) requests served.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, v) in maintenance {
-            work.encode_family(&[("work", kind)])?
-                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        {
+            let mut work = e.encode_descriptor(
+                "maintenance_requests",
+                "Repair (ReplaceManifest, DeleteShard, VerifyShard) and deletion/gc (DeleteCheckpoint, DeleteOrphanShards, DeleteManifest, MarkDeleting, ClearDeleting) requests served.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, v) in maintenance {
+                work.encode_family(&[("work", kind)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+            }
         }
-        drop(work);
 
         let (bytes_in, bytes_out) = counters.bytes_in_out();
         counter(

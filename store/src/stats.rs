@@ -72,7 +72,7 @@ pub struct NodeGauges {
 /// asked).
 pub fn disk_free_bytes(dir: &Path) -> u64 {
     match nix::sys::statvfs::statvfs(dir) {
-        Ok(s) => u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())),
+        Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
         Err(e) => {
             tracing::debug!(dir = %dir.display(), "cannot read the free space: {e}");
             0

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rackpoint_proto::limits::{MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, MAX_SHARD_BYTES, WIRE_VERSION};
-use rackpoint_proto::wire::{encode_frame, PREFIX_BYTES};
+use rackpoint_proto::wire::{encode_frame, header_fields_bytes, PREFIX_BYTES};
 use rackpoint_proto::{Digest, ErrorCode, Request, Response};
 use tokio::task::JoinSet;
 
@@ -44,6 +44,15 @@ fn code_of(response: &Response) -> Option<ErrorCode> {
     }
 }
 
+/// A header of the newest wire version with request id 7 and then `message`.
+fn header(message: &[u8]) -> Vec<u8> {
+    let mut h = vec![WIRE_VERSION];
+    h.resize(header_fields_bytes(WIRE_VERSION) - 1, 0);
+    h.push(7);
+    h.extend_from_slice(message);
+    h
+}
+
 /// Each bad request and the error code the node must answer it with.
 fn bad_requests() -> Vec<(&'static str, Vec<u8>, ErrorCode)> {
     let shard = payload(1, 4096);
@@ -59,10 +68,15 @@ fn bad_requests() -> Vec<(&'static str, Vec<u8>, ErrorCode)> {
         ),
         ("payload on Stats", frame(&stats_header, 1, b"x"), ErrorCode::TooLarge),
         ("another wire version", frame(&[WIRE_VERSION + 1, 7], 0, &[]), ErrorCode::BadVersion),
-        ("unknown message tag", frame(&[WIRE_VERSION, 200], 0, &[]), ErrorCode::UnknownMessage),
+        ("unknown message tag", frame(&header(&[200]), 0, &[]), ErrorCode::UnknownMessage),
         (
             "garbage header",
-            frame(&[WIRE_VERSION, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0, &[]),
+            frame(&header(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), 0, &[]),
+            ErrorCode::Malformed,
+        ),
+        (
+            "header shorter than its request id",
+            frame(&[WIRE_VERSION, 0, 0, 7], 0, &[]),
             ErrorCode::Malformed,
         ),
         (

@@ -211,13 +211,31 @@ pub async fn status(global: &Global) -> anyhow::Result<()> {
         let row = |cells: [&str; 11]| {
             println!(
                 "{:<6} {:<22} {:<10} {:<5} {:>9} {:>14} {:>15} {:>10} {:>8} {:>9} {}",
-                cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7],
-                cells[8], cells[9], cells[10]
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                cells[4],
+                cells[5],
+                cells[6],
+                cells[7],
+                cells[8],
+                cells[9],
+                cells[10]
             )
         };
         row([
-            "NODE", "ADDRESS", "RACK", "STATE", "SHARDS", "BYTES", "DISK_FREE", "INFLIGHT",
-            "CORRUPT", "FAILED", "",
+            "NODE",
+            "ADDRESS",
+            "RACK",
+            "STATE",
+            "SHARDS",
+            "BYTES",
+            "DISK_FREE",
+            "INFLIGHT",
+            "CORRUPT",
+            "FAILED",
+            "",
         ]);
         for n in &nodes {
             let (id, addr) = (n.node.id.0.to_string(), n.node.addr.to_string());

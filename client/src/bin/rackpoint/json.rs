@@ -96,7 +96,10 @@ impl From<&NodeStatus> for NodeDoc {
                 s.corrupt_shards
                     .iter()
                     .map(|k| {
-                        format!("{}/{}/{}/{}/{}/{}", k.job, k.step, k.rank, k.object, k.stripe, k.index)
+                        format!(
+                            "{}/{}/{}/{}/{}/{}",
+                            k.job, k.step, k.rank, k.object, k.stripe, k.index
+                        )
                     })
                     .collect()
             }),
@@ -110,7 +113,11 @@ impl From<&NodeStatus> for NodeDoc {
             requests: s.map(|s| {
                 s.requests
                     .iter()
-                    .map(|c| RequestsDoc { kind: c.kind.clone(), served: c.served, failed: c.failed })
+                    .map(|c| RequestsDoc {
+                        kind: c.kind.clone(),
+                        served: c.served,
+                        failed: c.failed,
+                    })
                     .collect()
             }),
             error: n.stats.as_ref().err().cloned(),

@@ -169,7 +169,7 @@ async fn rebalance_moves_shards_onto_the_new_node_only_once_and_leaks_none() {
     assert_on_placement(&c, &g.six, &parts).await;
 
     // A dry run says what would move and moves nothing.
-    let out = rebalance(&g.seven_file(), &["--all", "--dry-run"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs", "--dry-run"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let dry = doc(&out);
     let planned = u(&dry, "planned");
@@ -187,7 +187,7 @@ async fn rebalance_moves_shards_onto_the_new_node_only_once_and_leaks_none() {
     )
     .expect("issue");
     let out = rackpoint_bin()
-        .args(["rebalance", "--all", "--cert", s(&id.cert), "--key", s(&id.key)])
+        .args(["rebalance", "--all-jobs", "--cert", s(&id.cert), "--key", s(&id.key)])
         .env("RACKPOINT_CLUSTER", g.seven_file())
         .output()
         .expect("run");
@@ -196,7 +196,7 @@ async fn rebalance_moves_shards_onto_the_new_node_only_once_and_leaks_none() {
     assert_eq!(shards_per_node(&c).await, before, "a refused rebalance moves nothing");
 
     // The rebalance: exactly the planned moves, all onto node 7, old copies deleted.
-    let out = rebalance(&g.seven_file(), &["--all", "--rate", "0"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs", "--rate", "0"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let done = doc(&out);
     assert_eq!(u(&done, "moved"), planned, "{done}");
@@ -220,7 +220,7 @@ async fn rebalance_moves_shards_onto_the_new_node_only_once_and_leaks_none() {
     assert_all_restore(&c, &parts).await;
 
     // A second run has nothing to do.
-    let out = rebalance(&g.seven_file(), &["--all"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let again = doc(&out);
     assert_eq!((u(&again, "planned"), u(&again, "moved")), (0, 0), "{again}");
@@ -230,7 +230,7 @@ async fn rebalance_moves_shards_onto_the_new_node_only_once_and_leaks_none() {
     // output says what moved.
     let c6 = Client::connect(&g.six_file()).expect("client");
     assert_all_restore(&c6, &parts).await;
-    let out = rackpoint(&g.seven_file(), &["rebalance", "--job", "alpha", "--dry-run"]);
+    let out = rackpoint(&g.seven_file(), &["rebalance", "alpha", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("would move 0 shards"), "{}", text(&out.stdout));
 }
@@ -241,20 +241,20 @@ async fn max_moves_bounds_a_run_and_the_next_run_goes_on() {
     let parts = save_some(&g).await;
     let c = g.client7();
     let before = shards_per_node(&c).await;
-    let out = rebalance(&g.seven_file(), &["--all", "--max-moves", "3"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs", "--max-moves", "3"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let first = doc(&out);
     assert_eq!(u(&first, "moved"), 3, "{first}");
     let deferred = u(&first, "deferred");
     assert!(deferred > 0, "{first}");
     assert_all_restore(&c, &parts).await;
-    let out = rebalance(&g.seven_file(), &["--all"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(u(&doc(&out), "moved"), deferred);
     let after = shards_per_node(&c).await;
     assert_eq!(total(&after), total(&before));
     assert_on_placement(&c, g.cluster.map(), &parts).await;
-    let out = rackpoint(&g.seven_file(), &["rebalance", "--all", "--max-moves", "2000000"]);
+    let out = rackpoint(&g.seven_file(), &["rebalance", "--all-jobs", "--max-moves", "2000000"]);
     assert_eq!(out.status.code(), Some(2), "over the limit is a usage error");
 }
 
@@ -267,7 +267,7 @@ async fn a_node_down_is_skipped_and_said_and_a_later_run_finishes() {
     let down = NodeId(4);
     g.cluster.kill(down).expect("kill");
 
-    let out = rebalance(&g.seven_file(), &["--all"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs"]);
     assert_eq!(out.status.code(), Some(4), "{}{}", text(&out.stdout), text(&out.stderr));
     let first = doc(&out);
     assert!(u(&first, "moved") > 0, "what other nodes hold moved: {first}");
@@ -278,14 +278,14 @@ async fn a_node_down_is_skipped_and_said_and_a_later_run_finishes() {
     for skip in first["skips"].as_array().expect("skips") {
         assert_eq!(skip["node"], down.0, "only node 4's shards are skipped: {skip}");
     }
-    let human = rackpoint(&g.seven_file(), &["rebalance", "--all"]);
+    let human = rackpoint(&g.seven_file(), &["rebalance", "--all-jobs"]);
     assert_eq!(human.status.code(), Some(4));
     assert!(text(&human.stdout).contains("skipped"), "{}", text(&human.stdout));
     assert!(text(&human.stdout).contains("on node 4"), "{}", text(&human.stdout));
     assert_all_restore(&g.client7(), &parts).await;
 
     g.cluster.restart(down).expect("restart");
-    let out = rebalance(&g.seven_file(), &["--all"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let c = g.client7();
     assert_eq!(total(&shards_per_node(&c).await), total(&before), "no shard leaked or lost");
@@ -305,7 +305,7 @@ async fn a_killed_rebalance_leaves_every_checkpoint_restorable_and_a_rerun_finis
     for point in ["repair.before_put@4", "repair.manifest_stored@2", "repair.before_stale_delete@2"]
     {
         let out = rackpoint_bin()
-            .args(["rebalance", "--all", "--in-flight", "4"])
+            .args(["rebalance", "--all-jobs", "--in-flight", "4"])
             .env("RACKPOINT_CLUSTER", g.seven_file())
             .env(rackpoint_proto::failpoint::ENV, point)
             .output()
@@ -315,9 +315,9 @@ async fn a_killed_rebalance_leaves_every_checkpoint_restorable_and_a_rerun_finis
         assert_all_restore(&c, &parts).await;
         assert_all_restore(&Client::connect(&g.six_file()).expect("client"), &parts).await;
     }
-    let out = rebalance(&g.seven_file(), &["--all"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    let out = rebalance(&g.seven_file(), &["--all"]);
+    let out = rebalance(&g.seven_file(), &["--all-jobs"]);
     assert_eq!(u(&doc(&out), "planned"), 0, "the rerun finished the job");
     let c = g.client7();
     assert_on_placement(&c, g.cluster.map(), &parts).await;
@@ -368,7 +368,7 @@ async fn figure_rebalance_rate_and_cpu() {
         c6.close().await;
         let cpu0 = reaped_children_cpu_s();
         let rate = cap.map_or("0".to_owned(), |c| c.to_string());
-        let out = rebalance(&cluster.cluster_file(), &["--all", "--rate", &rate]);
+        let out = rebalance(&cluster.cluster_file(), &["--all-jobs", "--rate", &rate]);
         let cpu = reaped_children_cpu_s() - cpu0;
         assert!(out.status.success(), "{}", text(&out.stderr));
         let d = doc(&out);

@@ -23,12 +23,12 @@ use crate::Global;
 /// `rackpoint rebalance`.
 #[derive(Debug, clap::Args)]
 pub struct RebalanceArgs {
-    /// The job whose checkpoints to rebalance (or --all).
-    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    /// The job whose checkpoints to rebalance (or --all-jobs).
+    #[arg(required_unless_present = "all_jobs", conflicts_with = "all_jobs")]
     job: Option<JobName>,
-    /// Rebalance every job this identity may list.
+    /// Rebalance every job this identity may list (as `repair --all-jobs`).
     #[arg(long)]
-    all: bool,
+    all_jobs: bool,
     /// Most MiB per second read from the nodes (each byte read is written once), over all
     /// of them; 0: no limit.
     #[arg(long, value_name = "MIB_PER_SEC", default_value_t = REBALANCE_DEFAULT_BYTES_PER_SEC >> 20)]

@@ -7,7 +7,8 @@
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
-//! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
+//! one call path to a node, below the pipelines), `maps` (the newest cluster map, learned
+//! from the nodes' heartbeat answers and verified against the cluster CA), `save`, `restore` and `catalog` (the
 //! pipelines), `repair` (back to full redundancy; its pure planner is the core's `repair_plan`, also
 //! `repair::plan`), `heal`
 //! (heal on read: a restore's damaged stripes repaired in the background), `gc`
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster_dir;
 mod ctx;
+mod maps;
 pub mod error;
 pub mod gc;
 pub mod heal;

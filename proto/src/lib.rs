@@ -13,10 +13,11 @@ pub mod ids;
 pub mod key;
 pub mod limits;
 pub mod pacing;
+pub mod signed_map;
 pub mod wire;
 
 pub use access::{Access, Grant, JobPattern};
-pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
+pub use cluster::{ClusterLayout, ClusterMap, CodeParams, NodeConfig, NodeInfo};
 pub use ids::{
     Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };

@@ -7,8 +7,9 @@
 
 /// Newest wire protocol version this build speaks, carried in every header (2: deletion
 /// marks, `MarkDeleting` and `ClearDeleting`, the marked steps in every `Manifests` page, and
-/// `ListJobs`).
-pub const WIRE_VERSION: u8 = 2;
+/// `ListJobs`; 3: the signed cluster map, `GetClusterMap`, `PutClusterMap` and the map epoch
+/// in `Hello`).
+pub const WIRE_VERSION: u8 = 3;
 /// Oldest wire protocol version this build still speaks, as node and as client: the previous
 /// release's (1: request and response tags 0..=13, `Manifests` without `deleting`), so that
 /// every pair of this release and the previous one talks during a rolling upgrade.
@@ -234,6 +235,13 @@ pub const CLIENT_UDP_RECV_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
 // ---- Files, certificates and local clusters ----
 
+/// Largest signed cluster map (`proto::signed_map`): what `PutClusterMap` and a
+/// `ClusterMap` reply carry, what a node stores and a node folder's map file holds.
+pub const MAX_CLUSTER_MAP_BYTES: u32 = 1024 * 1024;
+/// Largest signature of a signed cluster map (an RSA-4096 signature is 512 bytes; the
+/// cluster CA's ECDSA P-256 ones about 72).
+pub const MAX_MAP_SIGNATURE_BYTES: usize = 512;
+
 /// Largest `cluster.toml` or `node.toml` a reader accepts.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Largest PEM file (certificate chain or private key) a reader accepts.
@@ -314,6 +322,14 @@ const _: () = assert!(
     MAX_LIST_ENTRIES as usize * 95 + MAX_DELETION_MARKS_PER_JOB * 11 + 64
         <= MAX_HEADER_BYTES as usize,
     "a full manifest page and every deletion mark of the job fit one reply header"
+);
+const _: () = assert!(
+    // Per node: id (5), address (1 + 16 + 3), rack (2 + name), decommissioned (1); then
+    // the envelope's fixed fields, the signature and slack.
+    MAX_NODES * (5 + 20 + 2 + MAX_RACK_NAME_BYTES + 1) + MAX_MAP_SIGNATURE_BYTES + 64
+        <= MAX_CLUSTER_MAP_BYTES as usize
+        && MAX_CLUSTER_MAP_BYTES <= MAX_PAYLOAD_BYTES,
+    "the largest cluster map, signed, fits its bound, and its bound fits a frame's payload"
 );
 const _: () = assert!(
     HEARTBEAT_TIMEOUT_MS <= HEARTBEAT_INTERVAL_MS,

@@ -79,6 +79,7 @@ use segments::{Segment, Segments};
 mod format;
 mod jobs;
 mod lifecycle;
+mod cluster_map;
 mod marks;
 mod segments;
 

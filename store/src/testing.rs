@@ -96,6 +96,7 @@ pub fn node_config(dir: &Path, ca: &TestCa, id: NodeId) -> NodeConfig {
         quota: Vec::new(),
         min_orphan_grace_ms: 0,
         wire_version_max: None,
+        cluster_map: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod folder_tree;
 mod json;
 mod json_ops;
 mod lifecycle;
+mod membership;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -128,6 +128,11 @@ impl ClusterCa {
         &self.cert_pem
     }
 
+    /// The CA certificate's DER bytes (what a signed cluster map is verified against).
+    pub fn cert_der(&self) -> Result<Vec<u8>, CertError> {
+        pem_certificate_der(&self.cert_pem)
+    }
+
     /// The CA private key (PEM). Whoever holds it can issue identities in the cluster.
     pub fn key_pem(&self) -> String {
         self.key.serialize_pem()

@@ -21,14 +21,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rackpoint_proto::access::{Grant, GRANT_EXTENSION_OID};
 use rackpoint_proto::cluster::{node_server_name, ClusterLayout};
-use rackpoint_proto::signed_map;
 use rackpoint_proto::limits::{CERT_VALIDITY_YEARS, MAX_CLIENT_CERT_DAYS};
+use rackpoint_proto::signed_map;
 use rackpoint_proto::NodeId;
-use rustls::SignatureScheme;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls::SignatureScheme;
 
 /// Unix permissions of a private key file: read and write by the owner only.
 pub const KEY_FILE_MODE: u32 = 0o600;
@@ -182,7 +182,8 @@ impl ClusterCa {
         use rustls::pki_types::PrivateKeyDer;
         let sign_error = |e: &dyn std::fmt::Display| CertError::Sign(e.to_string());
         let der = PrivateKeyDer::try_from(self.key.serialize_der()).map_err(|e| sign_error(&e))?;
-        let key = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| sign_error(&e))?;
+        let key =
+            rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| sign_error(&e))?;
         let schemes = [
             SignatureScheme::ECDSA_NISTP256_SHA256,
             SignatureScheme::ECDSA_NISTP384_SHA384,
@@ -194,8 +195,7 @@ impl ClusterCa {
         let body = signed_map::layout_bytes(layout);
         let signature =
             signer.sign(&signed_map::message_to_sign(&body)).map_err(|e| sign_error(&e))?;
-        signed_map::seal(&body, u16::from(signer.scheme()), &signature)
-            .map_err(|e| sign_error(&e))
+        signed_map::seal(&body, u16::from(signer.scheme()), &signature).map_err(|e| sign_error(&e))
     }
 
     fn sign(&self, mut params: CertificateParams, what: &str) -> Result<CertifiedPem, CertError> {

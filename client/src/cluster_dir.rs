@@ -325,7 +325,7 @@ fn publish(dir: &Path, map: &ClusterMap, signed: &[u8]) -> Result<(), ClusterDir
         if !config_file.exists() {
             continue; // a node folder already handed to its host
         }
-        write_atomically(&folder.join(NODE_MAP_FILE), signed)?;
+        write_private_atomically(&folder.join(NODE_MAP_FILE), signed)?;
         let mut config = read_node_config(&config_file)?;
         if config.cluster_map.is_none() {
             config.cluster_map = Some(NODE_MAP_FILE.into());
@@ -517,7 +517,7 @@ fn write_node(
     write_public_file(&folder.join("ca.pem"), ca.cert_pem())?;
     write_public_file(&folder.join("node.pem"), &identity.cert_pem)?;
     write_key_file(&folder.join("node.key"), &identity.key_pem)?;
-    write_atomically(&folder.join(NODE_MAP_FILE), signed_map)?;
+    write_private_atomically(&folder.join(NODE_MAP_FILE), signed_map)?;
     let config = NodeConfig {
         id: node.id,
         listen: node.addr,
@@ -553,13 +553,29 @@ fn create_dir(dir: &Path) -> Result<(), ClusterDirError> {
 
 /// Writes `text` to a temporary file beside `path`, syncs it, and renames it over `path`.
 fn write_atomically(path: &Path, text: &[u8]) -> Result<(), ClusterDirError> {
+    write_atomically_mode(path, text, 0o644)
+}
+
+/// [`write_atomically`] with the new file's mode (narrowed by the umask): the signed map
+/// in a node folder is 0600 like everything of a node's but its certificates and config.
+fn write_private_atomically(path: &Path, text: &[u8]) -> Result<(), ClusterDirError> {
+    write_atomically_mode(path, text, 0o600)
+}
+
+fn write_atomically_mode(path: &Path, text: &[u8], mode: u32) -> Result<(), ClusterDirError> {
     let io_error = |error| ClusterDirError::Io { path: path.to_owned(), error };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(text)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -611,7 +627,8 @@ mod tests {
     fn private_keys_are_0600_and_private_folders_0700() {
         let dir = tempfile::tempdir().expect("temp dir");
         init(dir.path(), &small(2)).expect("init");
-        for key in ["authority/ca.key", "admin.key", "node-1/node.key", "node-2/node.key"] {
+        let private = ["authority/ca.key", "admin.key", "node-1/node.key", "node-2/node.key"];
+        for key in private.into_iter().chain(["node-1/cluster-map.signed"]) {
             let mode = std::fs::metadata(dir.path().join(key)).expect("stat").mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
@@ -748,8 +765,9 @@ mod tests {
             assert_eq!(node_map(dir.path(), id).layout(), &change.map.layout(), "node {id}");
         }
         let folder = node_dir(dir.path(), NodeId(4));
-        let config = NodeConfig::from_toml(&std::fs::read_to_string(folder.join(NODE_FILE)).expect("toml"))
-            .expect("valid");
+        let config =
+            NodeConfig::from_toml(&std::fs::read_to_string(folder.join(NODE_FILE)).expect("toml"))
+                .expect("valid");
         assert_eq!((config.id, config.listen), (NodeId(4), change.node.addr));
         assert_eq!(config.min_orphan_grace_ms, 5, "configured like the others");
         assert_eq!(config.cluster_map, Some(PathBuf::from(NODE_MAP_FILE)));
@@ -774,8 +792,8 @@ mod tests {
         let unknown = decommission(dir.path(), NodeId(9)).expect_err("unknown");
         assert!(matches!(unknown, ClusterDirError::UnknownNode(NodeId(9))), "{unknown}");
         let (map, signed) = signed_map(dir.path()).expect("signs");
-        let opened =
-            rackpoint_proto::signed_map::SignedMap::open(&signed, &[&ca_der(dir.path())]).expect("ok");
+        let opened = rackpoint_proto::signed_map::SignedMap::open(&signed, &[&ca_der(dir.path())])
+            .expect("ok");
         assert_eq!((map.epoch, opened.epoch()), (1, 1));
     }
 

@@ -21,7 +21,6 @@ pub mod certs;
 pub mod client;
 pub mod cluster_dir;
 mod ctx;
-mod maps;
 pub mod error;
 pub mod gc;
 pub mod heal;
@@ -29,6 +28,7 @@ pub mod health;
 pub mod jobs;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;
+mod maps;
 mod pool;
 pub mod repair;
 pub mod restore;

@@ -210,8 +210,13 @@ impl LocalCluster {
     /// [`LocalCluster::restart`]. Returns the ids of the nodes added.
     pub fn reload_map(&mut self) -> Result<Vec<NodeId>, LocalClusterError> {
         let loaded = cluster_dir::load(&self.dir.join(CLUSTER_FILE))?;
-        let added: Vec<NodeId> =
-            loaded.map.nodes.iter().map(|n| n.id).filter(|id| !self.nodes.contains_key(id)).collect();
+        let added: Vec<NodeId> = loaded
+            .map
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| !self.nodes.contains_key(id))
+            .collect();
         for id in &added {
             self.nodes.insert(*id, Mutex::new(None));
         }

@@ -40,8 +40,11 @@ fn ca_der(dir: &Path) -> Vec<u8> {
 }
 
 fn tls_as(dir: &Path, identity: &IdentityFiles) -> ClientTls {
-    let paths =
-        ClientTlsPaths { ca: dir.join("ca.pem"), cert: identity.cert.clone(), key: identity.key.clone() };
+    let paths = ClientTlsPaths {
+        ca: dir.join("ca.pem"),
+        cert: identity.cert.clone(),
+        key: identity.key.clone(),
+    };
     ClientTls::from_pem_files(&paths).expect("identity loads")
 }
 
@@ -108,11 +111,15 @@ async fn an_added_node_takes_new_shards_and_a_stale_client_learns_the_map() {
     c.save(request(&job, 2, 0, 1, &[("w", &second)])).await.expect("save on 7 nodes");
     let learned = c.map();
     assert_eq!((learned.epoch, learned.nodes.len()), (1, 7));
-    assert_eq!(learned.tls, ClusterMap::from_toml(&std::fs::read_to_string(&stale).expect("read")).expect("toml").tls);
+    assert_eq!(
+        learned.tls,
+        ClusterMap::from_toml(&std::fs::read_to_string(&stale).expect("read")).expect("toml").tls
+    );
     assert!(shards_on(&t, NodeId(7), &job, 2).await > 0, "the new node takes new stripes");
     assert_eq!(shards_on(&t, NodeId(7), &job, 1).await, 0, "no data moved by add-node");
     for (step, bytes) in [(1, &first), (2, &second)] {
-        let (_, restored) = c.restore(&job, Which::Step(Step(step)), Rank(0)).await.expect("restore");
+        let (_, restored) =
+            c.restore(&job, Which::Step(Step(step)), Rank(0)).await.expect("restore");
         assert_eq!(&restored[0].bytes, bytes, "step {step}");
     }
 
@@ -123,11 +130,15 @@ async fn an_added_node_takes_new_shards_and_a_stale_client_learns_the_map() {
     assert_eq!(served_map(&t, NodeId(3), &dir).await.epoch(), 1);
 
     // Decommission node 2: the next save places nothing on it.
-    let out = rackpoint_args(&["cluster", "decommission", "--dir", s(&dir), "--node", "2", "--json"]);
+    let out =
+        rackpoint_args(&["cluster", "decommission", "--dir", s(&dir), "--node", "2", "--json"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let d = doc(&out);
     assert_eq!(d["epoch"].as_u64(), Some(2), "{d}");
-    assert!(d["pushed"].as_array().expect("pushed").iter().all(|p| p["outcome"] == "stored"), "{d}");
+    assert!(
+        d["pushed"].as_array().expect("pushed").iter().all(|p| p["outcome"] == "stored"),
+        "{d}"
+    );
     let c = Client::connect(&stale).expect("connects");
     let third = data(3, 2 << 20);
     c.save(request(&job, 3, 0, 1, &[("w", &third)])).await.expect("save");
@@ -157,7 +168,11 @@ async fn only_the_admin_authority_changes_the_map_a_client_takes() {
     let refused = t.call(NodeId(1), &push, Bytes::from(one.clone())).await;
     assert_eq!(remote_code(&refused), ErrorCode::PermissionDenied);
     let served = t.call(NodeId(1), &Request::GetClusterMap, Bytes::new()).await.expect("served");
-    assert_eq!(served.response, Response::ClusterMap { epoch: 0 }, "the node keeps serving its map");
+    assert_eq!(
+        served.response,
+        Response::ClusterMap { epoch: 0 },
+        "the node keeps serving its map"
+    );
 
     // A node's credential is no client at all.
     let node = tc.cluster.node_dir(NodeId(1));
@@ -165,8 +180,13 @@ async fn only_the_admin_authority_changes_the_map_a_client_takes() {
     let t = Transport::new(&map, &tls_as(&dir, &as_node)).expect("transport");
     let result = t.call(NodeId(2), &push, Bytes::from(one.clone())).await;
     assert!(
-        matches!(result, Err(TransportError::Connect { .. } | TransportError::ConnectionLost { .. }))
-            || matches!(result, Err(TransportError::Remote { code: ErrorCode::PermissionDenied, .. })),
+        matches!(
+            result,
+            Err(TransportError::Connect { .. } | TransportError::ConnectionLost { .. })
+        ) || matches!(
+            result,
+            Err(TransportError::Remote { code: ErrorCode::PermissionDenied, .. })
+        ),
         "a node's certificate pushed a map: {result:?}"
     );
 
@@ -203,7 +223,8 @@ async fn only_the_admin_authority_changes_the_map_a_client_takes() {
     let rogue = ClusterCa::generate().expect("CA");
     let mut bigger = layout(9);
     bigger.nodes.truncate(1);
-    std::fs::write(node.join(NODE_MAP_FILE), rogue.sign_layout(&bigger).expect("signs")).expect("write");
+    std::fs::write(node.join(NODE_MAP_FILE), rogue.sign_layout(&bigger).expect("signs"))
+        .expect("write");
     let both = format!("{}{}", ca.cert_pem(), rogue.cert_pem());
     std::fs::write(node.join("rogue-ca.pem"), both).expect("write");
     tc.cluster.edit_node_config(NodeId(1), |c| c.ca = "rogue-ca.pem".into()).expect("edit");
@@ -211,7 +232,11 @@ async fn only_the_admin_authority_changes_the_map_a_client_takes() {
     tc.cluster.restart(NodeId(1)).expect("restart with the rogue map");
     let admin = Transport::new(&map, &tls_as(&dir, &admin_files(&dir))).expect("transport");
     let rogue_served = admin.call(NodeId(1), &Request::Hello, Bytes::new()).await.expect("hello");
-    assert!(matches!(rogue_served.response, Response::Hello { map_epoch: 9, .. }), "{:?}", rogue_served.response);
+    assert!(
+        matches!(rogue_served.response, Response::Hello { map_epoch: 9, .. }),
+        "{:?}",
+        rogue_served.response
+    );
     let c = client(&tc);
     let learned = c.newest_map().await;
     assert_eq!((learned.epoch, learned.nodes.len()), (2, 6), "the CA's map, not node 1's");
@@ -247,7 +272,18 @@ fn stop(mut child: Child) {
 fn a_node_added_while_cluster_up_runs_starts_by_hand_and_with_the_next_up() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("c");
-    let out = rackpoint_args(&["cluster", "init", "--dir", s(&dir), "--nodes", "3", "--k", "2", "--m", "1"]);
+    let out = rackpoint_args(&[
+        "cluster",
+        "init",
+        "--dir",
+        s(&dir),
+        "--nodes",
+        "3",
+        "--k",
+        "2",
+        "--m",
+        "1",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut up = cluster_up(&dir);
     assert_eq!(up_document(&mut up)["nodes"].as_array().map(Vec::len), Some(3));

@@ -331,10 +331,9 @@ impl Request {
     /// the signed cluster map; only an admin pushes one (`Scope::Cluster`).
     pub fn needs(&self) -> Need<'_> {
         let (access, scope) = match self {
-            Request::Hello
-            | Request::Stats
-            | Request::ListJobs { .. }
-            | Request::GetClusterMap => (Access::Read, Scope::Any),
+            Request::Hello | Request::Stats | Request::ListJobs { .. } | Request::GetClusterMap => {
+                (Access::Read, Scope::Any)
+            }
             Request::PutClusterMap { .. } => (Access::Admin, Scope::Cluster),
             Request::GetShard { key } | Request::VerifyShard { key } => {
                 (Access::Read, Scope::Job(&key.job))

@@ -213,7 +213,12 @@ impl ClusterMap {
     /// This client's map with the cluster-wide part replaced by `layout` (its TLS paths
     /// kept).
     pub fn with_layout(&self, layout: ClusterLayout) -> ClusterMap {
-        ClusterMap { epoch: layout.epoch, code: layout.code, tls: self.tls.clone(), nodes: layout.nodes }
+        ClusterMap {
+            epoch: layout.epoch,
+            code: layout.code,
+            tls: self.tls.clone(),
+            nodes: layout.nodes,
+        }
     }
 }
 

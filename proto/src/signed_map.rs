@@ -174,8 +174,7 @@ impl SignedMap {
         if sig_len > MAX_MAP_SIGNATURE_BYTES {
             return Err(MapError::SignatureTooLong(sig_len));
         }
-        let signature =
-            bytes.get(FIXED_BYTES..FIXED_BYTES + sig_len).ok_or(MapError::Truncated)?;
+        let signature = bytes.get(FIXED_BYTES..FIXED_BYTES + sig_len).ok_or(MapError::Truncated)?;
         let body = &bytes[FIXED_BYTES + sig_len..];
         verify(scheme, &message_to_sign(body), signature, trusted_cas)?;
         let (v1, rest) = postcard::take_from_bytes::<LayoutV1>(body)
@@ -290,7 +289,10 @@ mod tests {
         other[1] = 0x09;
         assert_eq!(SignedMap::open(&other, &[]), Err(MapError::UnknownScheme(0x0903)));
         assert_eq!(SignedMap::open(&sealed, &[]), Err(MapError::BadSignature), "no CA, no map");
-        assert!(matches!(SignedMap::open(&sealed, &[b"not a certificate"]), Err(MapError::BadCa(_))));
+        assert!(matches!(
+            SignedMap::open(&sealed, &[b"not a certificate"]),
+            Err(MapError::BadCa(_))
+        ));
         let big = vec![0u8; MAX_CLUSTER_MAP_BYTES as usize + 1];
         assert!(matches!(SignedMap::open(&big, &[]), Err(MapError::TooLarge { .. })));
         assert!(matches!(

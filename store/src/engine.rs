@@ -76,10 +76,10 @@ use rocksdb::{
 };
 use segments::{Segment, Segments};
 
+mod cluster_map;
 mod format;
 mod jobs;
 mod lifecycle;
-mod cluster_map;
 mod marks;
 mod segments;
 

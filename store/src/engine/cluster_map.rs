@@ -14,7 +14,8 @@ impl Engine {
     /// The stored signed cluster map's bytes, if the node holds one (a stored value over
     /// `MAX_CLUSTER_MAP_BYTES` is reported corrupt, not loaded).
     pub fn cluster_map(&self) -> Result<Option<Vec<u8>>, EngineError> {
-        let Some(value) = self.db.get_pinned_cf(self.data_cf(), CLUSTER_MAP_KEY).map_err(db_error)?
+        let Some(value) =
+            self.db.get_pinned_cf(self.data_cf(), CLUSTER_MAP_KEY).map_err(db_error)?
         else {
             return Ok(None);
         };

@@ -144,7 +144,11 @@ impl MapKeeper {
         match self.offer(engine, &bytes, None) {
             Ok(_) => Ok(()),
             Err(MapRefusal::Map(MapError::Stale { held, offered })) => {
-                tracing::info!(held, offered, "the cluster map file is not newer than the map held");
+                tracing::info!(
+                    held,
+                    offered,
+                    "the cluster map file is not newer than the map held"
+                );
                 Ok(())
             }
             Err(e) => Err(e),
@@ -284,10 +288,16 @@ mod tests {
         assert_eq!(code(&push(&f, &admin(), 1, b"not a map").await), Some(ErrorCode::UnsignedMap));
         assert_eq!(code(&push(&f, &admin(), 2, &one).await), Some(ErrorCode::Malformed));
         assert_eq!(hello_epoch(&f, 3).await, 0, "nothing taken yet");
-        assert_eq!(push(&f, &admin(), 1, &one).await, Response::ClusterMapStored { existed: false });
+        assert_eq!(
+            push(&f, &admin(), 1, &one).await,
+            Response::ClusterMapStored { existed: false }
+        );
         assert_eq!(push(&f, &admin(), 1, &one).await, Response::ClusterMapStored { existed: true });
         let two = f.ca.sign_layout(&layout(2)).expect("signs");
-        assert_eq!(push(&f, &admin(), 2, &two).await, Response::ClusterMapStored { existed: false });
+        assert_eq!(
+            push(&f, &admin(), 2, &two).await,
+            Response::ClusterMapStored { existed: false }
+        );
         assert_eq!(code(&push(&f, &admin(), 1, &one).await), Some(ErrorCode::StaleMap { held: 2 }));
         let other_two = {
             let mut l = layout(2);

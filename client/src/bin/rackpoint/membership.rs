@@ -83,7 +83,10 @@ pub fn add_node(args: AddNodeArgs, json: bool) -> anyhow::Result<()> {
     );
     print_pushes(&doc.pushed);
     println!("start the node with:\n  {start}");
-    println!("(on its own host: copy {} there and run rackpoint-store --config node.toml in it)", folder.display());
+    println!(
+        "(on its own host: copy {} there and run rackpoint-store --config node.toml in it)",
+        folder.display()
+    );
     println!("clients take the new map from any node at their next heartbeat; new saves place shards on it");
     finish_text(&doc)
 }
@@ -170,7 +173,8 @@ fn push(
     signed: &[u8],
     skip: Option<NodeId>,
 ) -> anyhow::Result<Vec<MapPushDoc>> {
-    let admin = cluster_dir::load(&dir.join(CLUSTER_FILE)).context("cannot load the admin identity")?;
+    let admin =
+        cluster_dir::load(&dir.join(CLUSTER_FILE)).context("cannot load the admin identity")?;
     let mut targets = map.clone();
     targets.nodes.retain(|n| Some(n.id) != skip);
     if targets.nodes.is_empty() {

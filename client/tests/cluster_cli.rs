@@ -360,6 +360,23 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
     check_json(&demo, "demo", false);
     covered.insert("demo".into());
 
+    // The map changes, against the running cluster (node 7 is added, not started), and
+    // against a folder that is no cluster or a node that is not in it.
+    let (d, nothing) = (s(&dir), tmp.path().join("nothing"));
+    let changes: [(&str, Vec<&str>, Vec<&str>); 3] = [
+        ("cluster add-node", vec!["--dir", d], vec!["--dir", s(&nothing)]),
+        ("cluster push-map", vec!["--dir", d], vec!["--dir", s(&nothing)]),
+        ("cluster decommission", vec!["--dir", d, "--node", "6"], vec!["--dir", d, "--node", "99"]),
+    ];
+    for (name, success, error) in changes {
+        let sub = name.trim_start_matches("cluster ");
+        for (args, ok) in [(success, true), (error, false)] {
+            let out = rackpoint_bin().args(["cluster", sub]).args(args).arg("--json").output();
+            check_json(&out.expect("runs"), name, ok);
+        }
+        covered.insert(name.into());
+    }
+
     // A usage error is one document too.
     let usage = rackpoint_bin().args(["ls", "--bogus", "--json"]).output().expect("usage");
     assert_eq!(usage.status.code(), Some(2));

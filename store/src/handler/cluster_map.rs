@@ -113,7 +113,8 @@ impl MapKeeper {
     }
 
     /// Takes `bytes` if they verify, say `epoch` (when given) and are newer than the held
-    /// map; durable in `engine` before it returns. The very map held already is `Ok(true)`.
+    /// map; durable in `engine` before it returns. The map held already (the same layout,
+    /// whatever its signature's bytes) is `Ok(true)`.
     pub fn offer(
         &self,
         engine: &Engine,
@@ -125,7 +126,8 @@ impl MapKeeper {
             return Err(MapRefusal::EpochMismatch { said, signed: map.epoch() });
         }
         let mut held = self.lock();
-        if held.as_ref().is_some_and(|h| h.bytes() == map.bytes()) {
+        // The same map signed again (ECDSA signatures differ each time) is the map held.
+        if held.as_ref().is_some_and(|h| h.layout() == map.layout()) {
             return Ok(true);
         }
         check_newer(held.as_ref().map(SignedMap::epoch), map.epoch())?;
@@ -293,6 +295,13 @@ mod tests {
             Response::ClusterMapStored { existed: false }
         );
         assert_eq!(push(&f, &admin(), 1, &one).await, Response::ClusterMapStored { existed: true });
+        let one_again = f.ca.sign_layout(&layout(1)).expect("signs");
+        assert_ne!(one_again, one, "ECDSA signs anew each time");
+        assert_eq!(
+            push(&f, &admin(), 1, &one_again).await,
+            Response::ClusterMapStored { existed: true },
+            "the same map signed again is the map held"
+        );
         let two = f.ca.sign_layout(&layout(2)).expect("signs");
         assert_eq!(
             push(&f, &admin(), 2, &two).await,

@@ -420,6 +420,8 @@ pub struct MapChangeDoc {
     pub pushed: Vec<MapPushDoc>,
     /// `add-node`: the command that starts the new node.
     pub start: Option<String>,
+    /// When no node took the map (the files are written all the same).
+    pub error: Option<ErrorBody>,
 }
 
 /// The node a map change was about.
@@ -439,7 +441,7 @@ pub struct MapPushDoc {
     pub node: u32,
     /// `stored` (taken now), `held` (it had this map), `newer` (it holds a newer epoch),
     /// `unreachable` (it gets the map at the next push, or at start from its folder's
-    /// file), or `refused`.
+    /// file), or `refused` (say, another map of the same epoch).
     pub outcome: &'static str,
     pub error: Option<String>,
 }

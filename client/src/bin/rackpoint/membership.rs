@@ -17,8 +17,12 @@ use rackpoint_client::transport::TransportError;
 use rackpoint_client::Client;
 use rackpoint_proto::{ClusterMap, ErrorCode, NodeId};
 
+use crate::exit::{Exit, Reported};
 use crate::json;
 use crate::json_ops::{MapChangeDoc, MapNodeDoc, MapPushDoc};
+
+/// Why a map change failed although its files were written.
+const NO_NODE_TOOK_IT: &str = "no node took the cluster map";
 
 /// `rackpoint cluster add-node`.
 #[derive(Debug, Args)]
@@ -127,6 +131,7 @@ pub fn push_map(args: PushMapArgs, json: bool) -> anyhow::Result<()> {
         node: None,
         pushed,
         start: None,
+        error: None,
     };
     if json {
         return finish_json(doc);
@@ -158,6 +163,7 @@ fn change_doc(
         }),
         pushed,
         start,
+        error: None,
     }
 }
 
@@ -188,15 +194,17 @@ fn push(
         let client = Client::with_map(targets, &admin.tls).context("cannot use the cluster")?;
         let outcomes = client.push_cluster_map(map.epoch, signed).await;
         client.close().await;
-        Ok(outcomes.into_iter().map(|(node, outcome)| push_doc(node, outcome)).collect())
+        Ok(outcomes.into_iter().map(|(node, outcome)| push_doc(node, map.epoch, outcome)).collect())
     })
 }
 
-fn push_doc(node: NodeId, outcome: Result<bool, TransportError>) -> MapPushDoc {
+fn push_doc(node: NodeId, epoch: u64, outcome: Result<bool, TransportError>) -> MapPushDoc {
     let (outcome, error) = match outcome {
         Ok(false) => ("stored", None),
         Ok(true) => ("held", None),
-        Err(e @ TransportError::Remote { code: ErrorCode::StaleMap { .. }, .. }) => {
+        Err(e @ TransportError::Remote { code: ErrorCode::StaleMap { held }, .. })
+            if held > epoch =>
+        {
             ("newer", Some(e.to_string()))
         }
         Err(e) if e.is_node_failure() => ("unreachable", Some(e.to_string())),
@@ -216,19 +224,21 @@ fn print_pushes(pushed: &[MapPushDoc]) {
     }
 }
 
-fn finish_json(doc: MapChangeDoc) -> anyhow::Result<()> {
-    let ok = doc.ok;
-    json::print(&doc);
-    if !ok {
-        let message = "no node took the cluster map".to_owned();
-        return Err(crate::exit::Reported { exit: crate::exit::Exit::Failure, message }.into());
+fn finish_json(mut doc: MapChangeDoc) -> anyhow::Result<()> {
+    if doc.ok {
+        json::print(&doc);
+        return Ok(());
     }
-    Ok(())
+    let message = NO_NODE_TOOK_IT.to_owned();
+    let e = anyhow::anyhow!(message.clone());
+    doc.error = Some(json::ErrorDoc::new(doc.command, &e, Exit::Failure).error);
+    json::print(&doc);
+    Err(Reported { exit: Exit::Failure, message }.into())
 }
 
 fn finish_text(doc: &MapChangeDoc) -> anyhow::Result<()> {
     if !doc.ok {
-        bail!("no node took the cluster map (the files are written: run `rackpoint cluster push-map` once nodes are up)");
+        bail!("{NO_NODE_TOOK_IT} (the files are written: run `rackpoint cluster push-map` once nodes are up)");
     }
     Ok(())
 }

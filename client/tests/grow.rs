@@ -242,6 +242,30 @@ async fn only_the_admin_authority_changes_the_map_a_client_takes() {
     assert_eq!((learned.epoch, learned.nodes.len()), (2, 6), "the CA's map, not node 1's");
     let j = job("still-works");
     c.save(request(&j, 1, 0, 1, &[("x", &data(9, 100_000))])).await.expect("saves");
+
+    // A node of the previous release (wire version 2) is never sent a map: the push is a
+    // typed error naming the node and the request, and its Hello says no epoch.
+    tc.cluster.edit_node_config(NodeId(2), |c| c.wire_version_max = Some(2)).expect("edit");
+    tc.cluster.kill(NodeId(2)).expect("kill");
+    tc.cluster.restart(NodeId(2)).expect("restart as the previous release");
+    let admin = Transport::new(&map, &tls_as(&dir, &admin_files(&dir))).expect("transport");
+    let old = admin.call(NodeId(2), &Request::PutClusterMap { epoch: 3 }, Bytes::from(two)).await;
+    assert!(
+        matches!(
+            old,
+            Err(TransportError::PeerTooOld {
+                node: NodeId(2),
+                kind: "PutClusterMap",
+                version: 2,
+                since: 3
+            })
+        ),
+        "{old:?}"
+    );
+    let hello = admin.call(NodeId(2), &Request::Hello, Bytes::new()).await.expect("hello");
+    assert!(matches!(hello.response, Response::Hello { map_epoch: 0, .. }), "{:?}", hello.response);
+    let c = client(&tc);
+    assert_eq!(c.newest_map().await.epoch, 2, "learned from the others");
 }
 
 /// Reads a `cluster up --json` child's first document (printed once its nodes listen).

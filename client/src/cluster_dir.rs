@@ -295,6 +295,12 @@ pub fn signed_map(dir: &Path) -> Result<(ClusterMap, Vec<u8>), ClusterDirError> 
     Ok((map, signed))
 }
 
+/// Writes `map` (a newer one a client learned from the nodes, its TLS paths the file's
+/// own) over the cluster file `path`, atomically.
+pub fn write_cluster_file(path: &Path, map: &ClusterMap) -> Result<(), ClusterDirError> {
+    write_atomically(path, map.to_toml().as_bytes())
+}
+
 fn read_map(dir: &Path) -> Result<ClusterMap, ClusterDirError> {
     let file = dir.join(CLUSTER_FILE);
     let bytes = read_file_bounded(&file, MAX_CONFIG_FILE_BYTES)

@@ -377,6 +377,24 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
         covered.insert(name.into());
     }
 
+    // A stale copy of the cluster file learns the map those changes made.
+    let stale = tmp.path().join("stale.toml");
+    let text = std::fs::read_to_string(&cluster).expect("read").replace("epoch = 2", "epoch = 0");
+    std::fs::write(
+        &stale,
+        text.replace("ca.pem", &format!("{d}/ca.pem"))
+            .replace("\"admin.", &format!("\"{d}/admin.")),
+    )
+    .expect("write");
+    let v = check_json(&rackpoint(&stale, &["cluster", "pull", "--json"]), "cluster pull", true);
+    assert_eq!(
+        (&v["file_epoch"], &v["epoch"], &v["written"]),
+        (&0.into(), &2.into(), &true.into()),
+        "{v}"
+    );
+    check_json(&rackpoint(&missing, &["cluster", "pull", "--json"]), "cluster pull", false);
+    covered.insert("cluster pull".into());
+
     // A usage error is one document too.
     let usage = rackpoint_bin().args(["ls", "--bogus", "--json"]).output().expect("usage");
     assert_eq!(usage.status.code(), Some(2));

@@ -43,6 +43,9 @@ pub enum ClusterCommand {
     Decommission(crate::membership::DecommissionArgs),
     /// Push the cluster folder's map (signed by its CA) to every node again.
     PushMap(crate::membership::PushMapArgs),
+    /// Learn the newest map the nodes hold (checked against the cluster CA) and write it to
+    /// the --cluster file, keeping its TLS paths.
+    Pull,
 }
 
 /// `rackpoint cluster cert`.
@@ -122,6 +125,7 @@ impl ClusterCommand {
             ClusterCommand::AddNode(_) => "cluster add-node",
             ClusterCommand::Decommission(_) => "cluster decommission",
             ClusterCommand::PushMap(_) => "cluster push-map",
+            ClusterCommand::Pull => "cluster pull",
         }
     }
 }
@@ -134,6 +138,7 @@ pub fn run(command: ClusterCommand, global: &Global) -> anyhow::Result<()> {
         ClusterCommand::AddNode(args) => crate::membership::add_node(args, global.json),
         ClusterCommand::Decommission(args) => crate::membership::decommission(args, global.json),
         ClusterCommand::PushMap(args) => crate::membership::push_map(args, global.json),
+        ClusterCommand::Pull => crate::membership::pull(global, global.json),
     }
 }
 

@@ -435,6 +435,21 @@ pub struct MapNodeDoc {
     pub dir: String,
 }
 
+/// `cluster pull`: the newest map the nodes hold, written to the cluster file if newer.
+#[derive(Debug, Serialize)]
+pub struct PullDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub cluster_file: String,
+    /// The file's epoch before.
+    pub file_epoch: u64,
+    /// The newest epoch learned (verified against the cluster CA).
+    pub epoch: u64,
+    /// Whether the file was rewritten.
+    pub written: bool,
+    pub nodes: usize,
+}
+
 /// What one node did with a pushed map.
 #[derive(Debug, Serialize)]
 pub struct MapPushDoc {

@@ -3,7 +3,7 @@
 //! its `authority/`, see `cluster_dir::add_node`) and pushes the signed map to every node it
 //! reaches, as the folder's admin identity. A node that missed it gets it at the next push
 //! (or at its next start, from its folder's map file); clients learn it from any node that
-//! has it.
+//! has it. `cluster pull` writes the newest map a client learns back to its cluster file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,8 @@ use rackpoint_proto::{ClusterMap, ErrorCode, NodeId};
 
 use crate::exit::{Exit, Reported};
 use crate::json;
-use crate::json_ops::{MapChangeDoc, MapNodeDoc, MapPushDoc};
+use crate::json_ops::{MapChangeDoc, MapNodeDoc, MapPushDoc, PullDoc};
+use crate::Global;
 
 /// Why a map change failed although its files were written.
 const NO_NODE_TOOK_IT: &str = "no node took the cluster map";
@@ -139,6 +140,48 @@ pub fn push_map(args: PushMapArgs, json: bool) -> anyhow::Result<()> {
     println!("pushed map epoch {} of {}", map.epoch, doc.cluster_file);
     print_pushes(&doc.pushed);
     finish_text(&doc)
+}
+
+/// `rackpoint cluster pull`: learns the newest map from the nodes (signed by the cluster
+/// CA, newer than the file's) and writes it to the `--cluster` file, keeping its TLS paths.
+pub fn pull(global: &Global, json: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (file_epoch, map) = rt.block_on(async {
+        let client = global.connect()?;
+        let file_epoch = client.map().epoch;
+        let map = client.newest_map().await;
+        client.close().await;
+        anyhow::Ok((file_epoch, map))
+    })?;
+    let file = global.cluster.clone().unwrap_or_default();
+    let written = map.epoch > file_epoch;
+    if written {
+        cluster_dir::write_cluster_file(&file, &map)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let doc = PullDoc {
+        command: "cluster pull",
+        ok: true,
+        cluster_file: file.display().to_string(),
+        file_epoch,
+        epoch: map.epoch,
+        written,
+        nodes: map.nodes.len(),
+    };
+    if json {
+        json::print(&doc);
+    } else if written {
+        println!(
+            "{}: map epoch {file_epoch} -> {} ({} nodes)",
+            doc.cluster_file, map.epoch, doc.nodes
+        );
+    } else {
+        println!("{}: map epoch {} is the newest the nodes hold", doc.cluster_file, map.epoch);
+    }
+    Ok(())
 }
 
 fn change_doc(

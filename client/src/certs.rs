@@ -7,6 +7,10 @@
 //! identity only: nodes refuse it as a client. A client certificate is a client identity
 //! only and carries its access grant (`rackpoint_proto::access`): the jobs it reaches and its
 //! level, in a non-critical extension that nodes read on every request.
+//!
+//! The CA key also signs the cluster map ([`ClusterCa::sign_layout`], see
+//! `rackpoint_proto::signed_map`), so that nodes and clients verify a map they are given
+//! with the CA certificate they already hold.
 
 use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
@@ -16,13 +20,15 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rackpoint_proto::access::{Grant, GRANT_EXTENSION_OID};
-use rackpoint_proto::cluster::node_server_name;
+use rackpoint_proto::cluster::{node_server_name, ClusterLayout};
 use rackpoint_proto::limits::{CERT_VALIDITY_YEARS, MAX_CLIENT_CERT_DAYS};
+use rackpoint_proto::signed_map;
 use rackpoint_proto::NodeId;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls::SignatureScheme;
 
 /// Unix permissions of a private key file: read and write by the owner only.
 pub const KEY_FILE_MODE: u32 = 0o600;
@@ -55,6 +61,9 @@ pub enum CertError {
     /// A validity in days of 0 or over `MAX_CLIENT_CERT_DAYS`.
     #[error("a certificate is valid for 1 to {MAX_CLIENT_CERT_DAYS} days, not {0}")]
     Days(u32),
+    /// The CA key could not sign a cluster map.
+    #[error("cannot sign the cluster map with the CA key: {0}")]
+    Sign(String),
     /// A file could not be written.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -119,6 +128,11 @@ impl ClusterCa {
         &self.cert_pem
     }
 
+    /// The CA certificate's DER bytes (what a signed cluster map is verified against).
+    pub fn cert_der(&self) -> Result<Vec<u8>, CertError> {
+        pem_certificate_der(&self.cert_pem)
+    }
+
     /// The CA private key (PEM). Whoever holds it can issue identities in the cluster.
     pub fn key_pem(&self) -> String {
         self.key.serialize_pem()
@@ -160,6 +174,28 @@ impl ClusterCa {
         params.custom_extensions =
             vec![CustomExtension::from_oid_content(GRANT_EXTENSION_OID, grant.to_der())];
         self.sign(params, &format!("the client certificate {name:?}"))
+    }
+
+    /// The cluster-wide part of a map, signed with the CA key: the bytes nodes store and
+    /// serve (`rackpoint_proto::signed_map`).
+    pub fn sign_layout(&self, layout: &ClusterLayout) -> Result<Vec<u8>, CertError> {
+        use rustls::pki_types::PrivateKeyDer;
+        let sign_error = |e: &dyn std::fmt::Display| CertError::Sign(e.to_string());
+        let der = PrivateKeyDer::try_from(self.key.serialize_der()).map_err(|e| sign_error(&e))?;
+        let key =
+            rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| sign_error(&e))?;
+        let schemes = [
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+            SignatureScheme::ED25519,
+        ];
+        let signer = key
+            .choose_scheme(&schemes)
+            .ok_or_else(|| sign_error(&"the CA key is neither ECDSA P-256, P-384 nor Ed25519"))?;
+        let body = signed_map::layout_bytes(layout);
+        let signature =
+            signer.sign(&signed_map::message_to_sign(&body)).map_err(|e| sign_error(&e))?;
+        signed_map::seal(&body, u16::from(signer.scheme()), &signature).map_err(|e| sign_error(&e))
     }
 
     fn sign(&self, mut params: CertificateParams, what: &str) -> Result<CertifiedPem, CertError> {
@@ -412,5 +448,93 @@ mod tests {
     fn current_year_is_plausible() {
         let year = current_year();
         assert!((2024..2200).contains(&year), "{year}");
+    }
+
+    mod map_signing {
+        use super::*;
+        use proptest::prelude::*;
+        use rackpoint_proto::cluster::CodeParams;
+        use rackpoint_proto::signed_map::{MapError, SignedMap};
+        use rackpoint_proto::NodeInfo;
+
+        fn der(ca: &ClusterCa) -> Vec<u8> {
+            pem_certificate_der(ca.cert_pem()).expect("CA PEM")
+        }
+
+        fn layout(epoch: u64) -> ClusterLayout {
+            ClusterLayout {
+                epoch,
+                code: CodeParams::new(4, 2, 4096).expect("valid"),
+                nodes: (1..=7)
+                    .map(|i| NodeInfo {
+                        id: NodeId(i),
+                        addr: ([127, 0, 0, 1], 7000 + i as u16).into(),
+                        rack: format!("rack-{}", i % 3),
+                        decommissioned: i == 4,
+                    })
+                    .collect(),
+            }
+        }
+
+        /// One CA and one signed map for every case (signing is the slow part).
+        fn fixture() -> &'static (ClusterCa, ClusterCa, Vec<u8>) {
+            static FIXTURE: std::sync::OnceLock<(ClusterCa, ClusterCa, Vec<u8>)> =
+                std::sync::OnceLock::new();
+            FIXTURE.get_or_init(|| {
+                let ca = ClusterCa::generate().expect("CA");
+                let other = ClusterCa::generate().expect("CA");
+                let signed = ca.sign_layout(&layout(3)).expect("signs");
+                (ca, other, signed)
+            })
+        }
+
+        #[test]
+        fn a_signed_map_opens_with_its_ca_only() {
+            let (ca, other, signed) = fixture();
+            let map = SignedMap::open(signed, &[&der(ca)]).expect("verifies");
+            assert_eq!((map.epoch(), map.layout()), (3, &layout(3)));
+            assert_eq!(map.bytes(), signed.as_slice());
+            assert_eq!(SignedMap::open(signed, &[&der(other)]), Err(MapError::BadSignature));
+            let either = SignedMap::open(signed, &[&der(other), &der(ca)]).expect("one of two");
+            assert_eq!(either.epoch(), 3);
+            // The CA reloaded from its files signs maps the same certificate verifies.
+            let reloaded = ClusterCa::load(ca.cert_pem(), &ca.key_pem()).expect("loads");
+            let again = reloaded.sign_layout(&layout(4)).expect("signs");
+            assert_eq!(SignedMap::open(&again, &[&der(ca)]).map(|m| m.epoch()), Ok(4));
+        }
+
+        #[test]
+        fn an_invalid_layout_is_refused_even_when_signed() {
+            let (ca, _, _) = fixture();
+            let mut empty = layout(9);
+            empty.nodes.clear();
+            let signed = ca.sign_layout(&empty).expect("signs");
+            assert!(matches!(SignedMap::open(&signed, &[&der(ca)]), Err(MapError::Invalid(_))));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            /// Any one byte changed anywhere (envelope, signature or body) and the map does
+            /// not open.
+            #[test]
+            fn any_byte_flip_is_refused(pos in any::<usize>(), flip in 1u8..=255) {
+                let (ca, _, signed) = fixture();
+                let mut bytes = signed.clone();
+                let i = pos % bytes.len();
+                bytes[i] ^= flip;
+                prop_assert!(SignedMap::open(&bytes, &[&der(ca)]).is_err(), "byte {}", i);
+            }
+
+            /// Cut short or lengthened, it does not open either.
+            #[test]
+            fn any_truncation_or_extension_is_refused(cut in any::<usize>(), extra in 1u8..=255) {
+                let (ca, _, signed) = fixture();
+                let short = &signed[..cut % signed.len()];
+                prop_assert!(SignedMap::open(short, &[&der(ca)]).is_err());
+                let mut long = signed.clone();
+                long.push(extra);
+                prop_assert!(SignedMap::open(&long, &[&der(ca)]).is_err());
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The client API: [`Client`] (async, on tokio) and [`BlockingClient`] (for training loops
-//! that are not async). Every clone shares one `ctx::Ctx`: the cluster map, the QUIC
-//! transport, the live health view, and the limits of this client.
+//! that are not async). Every clone shares one `maps::Maps`: the `ctx::Ctx` of the newest
+//! cluster map (the QUIC transport, the live health view, and the limits of this client);
+//! each operation takes the newest one when it starts and keeps it.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,12 +14,13 @@ use tokio::sync::Semaphore;
 
 use crate::catalog::{self, CheckpointList, DeleteReport, ResumePoint, VerifyReport};
 use crate::cluster_dir::{self, IdentityFiles};
-use crate::ctx::{self, Ctx};
+use crate::ctx::Ctx;
 pub use crate::ctx::{ClientOptions, Progress};
 use crate::error::{ClientError, Result};
 use crate::gc::{self, GcOptions, GcReport};
 use crate::heal::{HealReport, Heals};
 use crate::manifest::Manifest;
+use crate::maps::{self, Maps};
 use crate::repair::{self, RepairOptions, RepairReport, RepairScope};
 use crate::restore::{self, RestoreReport, RestoredObject, Sink, Which};
 use crate::save::{self, Lane, PriorityGate, SaveReport, SaveRequest};
@@ -36,7 +38,7 @@ pub struct NodeStatus {
 /// The async client. Cheap to clone; every clone shares connections and health.
 #[derive(Clone)]
 pub struct Client {
-    ctx: Arc<Ctx>,
+    maps: Arc<Maps>,
     async_saves: Arc<Semaphore>,
     /// Complete checkpoints rank 0's saves keep (0: no retention); see `set_keep_last`.
     keep_last: Arc<AtomicUsize>,
@@ -88,10 +90,10 @@ impl Client {
         tls: &ClientTls,
         options: ClientOptions,
     ) -> Result<Self> {
-        let ctx = Arc::new(Ctx::new(map, tls, &options)?);
-        let heartbeat = tokio::spawn(ctx::heartbeat_loop(Arc::downgrade(&ctx)));
+        let maps = Arc::new(Maps::new(Ctx::new(map, tls, &options)?, tls, &options));
+        let heartbeat = tokio::spawn(maps::heartbeat_loop(Arc::downgrade(&maps)));
         Ok(Self {
-            ctx,
+            maps,
             async_saves: Arc::new(Semaphore::new(CLIENT_MAX_ASYNC_SAVES)),
             keep_last: Arc::default(),
             heals: Arc::default(),
@@ -100,27 +102,41 @@ impl Client {
         })
     }
 
-    /// The cluster map in use.
-    pub fn map(&self) -> &ClusterMap {
-        &self.ctx.map
+    /// The cluster map in use now: the one the client was given, or a newer one learned
+    /// from the nodes (its TLS paths are still the client's own).
+    pub fn map(&self) -> ClusterMap {
+        self.maps.current().map.clone()
+    }
+
+    /// Learns the newest cluster map the nodes hold (once per client; every operation does
+    /// this first) and returns it.
+    pub async fn newest_map(&self) -> ClusterMap {
+        self.ctx().await.map.clone()
+    }
+
+    /// The context of the newest map, once the first `Hello`s are heard: what an operation
+    /// runs with from start to end.
+    async fn ctx(&self) -> Arc<Ctx> {
+        self.maps.learned().await
     }
 
     /// Calls `progress` with the object bytes of every stripe saved or restored from now on
     /// (by this client and its clones); `None` stops it.
     pub fn set_progress(&self, progress: Option<Progress>) {
-        self.ctx.set_progress(progress);
+        self.maps.current().set_progress(progress);
     }
 
     /// Nodes this client currently believes down.
     pub fn down_nodes(&self) -> Vec<NodeId> {
-        self.ctx.health.down_nodes()
+        self.maps.current().health.down_nodes()
     }
 
     /// Saves one rank's part; returns once its manifest is committed.
     pub async fn save(&self, req: SaveRequest) -> Result<SaveReport> {
         let (job, rank) = (req.job.clone(), req.rank);
-        let report = save::save(&self.ctx, req, Lane::ordinary(&self.priority)).await?;
-        gc::after_save(&self.ctx, &job, rank, self.keep_last.load(Ordering::Relaxed)).await;
+        let ctx = self.ctx().await;
+        let report = save::save(&ctx, req, Lane::ordinary(&self.priority)).await?;
+        gc::after_save(&ctx, &job, rank, self.keep_last.load(Ordering::Relaxed)).await;
         Ok(report)
     }
 
@@ -152,7 +168,7 @@ impl Client {
         scope: RepairScope,
         options: RepairOptions,
     ) -> Result<RepairReport> {
-        repair::repair(&self.ctx, job, scope, options).await
+        repair::repair(&self.ctx().await, job, scope, options).await
     }
 
     /// Moves shards onto the placement the current map gives (see [`crate::rebalance`]).
@@ -181,6 +197,7 @@ impl Client {
     /// Starts a heal of what a restore of `manifest` found damaged (when heal on read is on).
     fn heal(
         &self,
+        ctx: &Arc<Ctx>,
         manifest: &Manifest,
         damaged: &[(rackpoint_proto::ObjectName, rackpoint_proto::StripeIndex)],
     ) {
@@ -189,12 +206,12 @@ impl Client {
                 "heal on read not started: a priority save is running; repair will find the damage");
             return;
         }
-        self.heals.request(&self.ctx, (&manifest.job, manifest.step, manifest.rank), damaged);
+        self.heals.request(ctx, (&manifest.job, manifest.step, manifest.rank), damaged);
     }
 
     /// Retention and orphan collection for `job` (see [`crate::gc`]).
     pub async fn gc(&self, job: &JobName, options: GcOptions) -> Result<GcReport> {
-        gc::gc(&self.ctx, job, options).await
+        gc::gc(&*self.ctx().await, job, options).await
     }
 
     /// Copies `objects` into staging memory and returns; the upload goes on in the
@@ -230,21 +247,22 @@ impl Client {
         // The upload waits until the copy is done, or cannot go on without it (staging
         // exhausted): it would only slow the copy down by sharing the cores with it.
         let (go, started) = tokio::sync::oneshot::channel::<()>();
-        let (ctx, keep_last) = (self.ctx.clone(), self.keep_last.clone());
+        let ctx = self.ctx().await;
+        let (task_ctx, keep_last) = (ctx.clone(), self.keep_last.clone());
         let lane = Lane::ordinary(&self.priority);
         let task = tokio::spawn(async move {
             let _permit = permit;
             let _ = started.await; // a dropped sender also means go
             let (job, rank) = (req.job.clone(), req.rank);
-            let report = save::save_staged(&ctx, req, staged, lane).await?;
-            gc::after_save(&ctx, &job, rank, keep_last.load(Ordering::Relaxed)).await;
+            let report = save::save_staged(&task_ctx, req, staged, lane).await?;
+            gc::after_save(&task_ctx, &job, rank, keep_last.load(Ordering::Relaxed)).await;
             Ok(report)
         });
         let mut go = Some(go);
-        let stripe = self.ctx.map.code.stripe_bytes();
+        let stripe = ctx.map.code.stripe_bytes();
         let stripe = usize::try_from(stripe).map_err(|e| ClientError::Task(e.to_string()))?;
         let slices: Vec<&[u8]> = objects.iter().map(|(_, b)| *b).collect();
-        save::stage(&self.ctx.staging, &slices, &senders, stripe, &mut go).await?;
+        save::stage(&ctx.staging, &slices, &senders, stripe, &mut go).await?;
         drop((go, senders));
         Ok(SaveHandle { task })
     }
@@ -252,20 +270,22 @@ impl Client {
     /// Allocates `save_async`'s whole staging pool now, every page touched, so that even the
     /// first `save_async` copies into warm memory. Returns the bytes allocated by this call.
     pub async fn prefault_staging(&self) -> Result<u64> {
-        let pool = self.ctx.staging.clone();
+        let pool = self.ctx().await.staging.clone();
+        let buf_bytes = pool.buf_bytes() as u64;
         let made = tokio::task::spawn_blocking(move || pool.prefault()).await?;
-        Ok(made as u64 * self.ctx.staging.buf_bytes() as u64)
+        Ok(made as u64 * buf_bytes)
     }
 
     /// The UDP receive buffer the kernel gave this client's socket, in bytes as `SO_RCVBUF`
     /// reads back (see [`crate::tls::client_endpoint_sized`]).
     pub fn udp_recv_buffer_bytes(&self) -> usize {
-        self.ctx.udp_recv_buffer_bytes()
+        self.maps.current().udp_recv_buffer_bytes()
     }
 
     /// `save_async`'s staging pool: (bytes per buffer, most buffers, buffers allocated).
     pub fn staging_pool(&self) -> (usize, usize, usize) {
-        let pool = &self.ctx.staging;
+        let ctx = self.maps.current();
+        let pool = &ctx.staging;
         (pool.buf_bytes(), pool.max(), pool.allocated())
     }
 
@@ -276,17 +296,18 @@ impl Client {
         which: Which,
         rank: Rank,
     ) -> Result<(RestoreReport, Vec<RestoredObject>)> {
-        let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
+        let ctx = self.ctx().await;
+        let manifest = catalog::find_manifest(&ctx, job, which, rank).await?;
         let mut sink = Sink::Memory(Vec::new());
-        let report = restore::restore_part(&self.ctx, manifest, &mut sink).await?;
-        self.heal(&report.manifest, &report.damaged_stripes);
+        let report = restore::restore_part(&ctx, manifest, &mut sink).await?;
+        self.heal(&ctx, &report.manifest, &report.damaged_stripes);
         let Sink::Memory(objects) = sink else { unreachable!("the sink was made as Memory") };
         Ok((report, objects))
     }
 
     /// The manifest of one part (what [`Client::restore_object`] reads from).
     pub async fn manifest(&self, job: &JobName, which: Which, rank: Rank) -> Result<Manifest> {
-        catalog::find_manifest(&self.ctx, job, which, rank).await
+        catalog::find_manifest(&*self.ctx().await, job, which, rank).await
     }
 
     /// Restores one named object of a part into `into` (exactly the object's length), in
@@ -297,9 +318,10 @@ impl Client {
         object: &rackpoint_proto::ObjectName,
         into: &mut [u8],
     ) -> Result<u64> {
-        let restored = restore::restore_object_into(&self.ctx, manifest, object, into).await?;
+        let ctx = self.ctx().await;
+        let restored = restore::restore_object_into(&ctx, manifest, object, into).await?;
         let damaged: Vec<_> = restored.damaged.into_iter().map(|s| (object.clone(), s)).collect();
-        self.heal(manifest, &damaged);
+        self.heal(&ctx, manifest, &damaged);
         Ok(restored.decoded)
     }
 
@@ -316,10 +338,10 @@ impl Client {
         overwrite: bool,
     ) -> Result<RestoreReport> {
         restore::check_out_dir(dir)?;
-        let manifest = catalog::find_manifest(&self.ctx, job, which, rank).await?;
-        let report =
-            restore::restore_part(&self.ctx, manifest, &mut Sink::dir(dir, overwrite)).await?;
-        self.heal(&report.manifest, &report.damaged_stripes);
+        let ctx = self.ctx().await;
+        let manifest = catalog::find_manifest(&ctx, job, which, rank).await?;
+        let report = restore::restore_part(&ctx, manifest, &mut Sink::dir(dir, overwrite)).await?;
+        self.heal(&ctx, &report.manifest, &report.damaged_stripes);
         Ok(report)
     }
 
@@ -329,7 +351,7 @@ impl Client {
     /// that may hold one do not answer ([`ClientError::Unavailable`]): starting afresh then
     /// would throw away a checkpoint that is only out of reach.
     pub async fn resume(&self, job: &JobName) -> Result<Option<ResumePoint>> {
-        catalog::resume(&self.ctx, job).await
+        catalog::resume(&*self.ctx().await, job).await
     }
 
     /// Like [`Client::resume`], but "none" is an error: `NoSuchJob` (no checkpoint at all),
@@ -337,33 +359,33 @@ impl Client {
     /// answer), each naming every checkpoint passed over and why (incomplete, unreadable
     /// manifest, or a stripe with more than m shards on nodes that do not answer).
     pub async fn latest(&self, job: &JobName) -> Result<ResumePoint> {
-        catalog::latest(&self.ctx, job).await
+        catalog::latest(&*self.ctx().await, job).await
     }
 
     /// Every checkpoint of a job, oldest first (steps being deleted among them, marked
     /// `deleting`), and the nodes that did not answer (`CheckpointList::unseen_nodes`: the
     /// listing may miss checkpoints whose manifests are all on them).
     pub async fn list(&self, job: &JobName) -> Result<CheckpointList> {
-        catalog::list(&self.ctx, job).await
+        catalog::list(&*self.ctx().await, job).await
     }
 
     /// The jobs of the cluster this identity may see (an admin's: all), each with its
     /// checkpoints, stored bytes and newest step, and the nodes that did not answer (see
     /// [`crate::jobs`]).
     pub async fn jobs(&self) -> Result<crate::jobs::JobsReport> {
-        crate::jobs::jobs(&self.ctx).await
+        crate::jobs::jobs(&*self.ctx().await).await
     }
 
     /// Reads back every shard of a checkpoint and checks the manifest chains.
     pub async fn verify(&self, job: &JobName, step: Step) -> Result<VerifyReport> {
-        catalog::verify(&self.ctx, job, step).await
+        catalog::verify(&*self.ctx().await, job, step).await
     }
 
     /// Closes this client's connections (those of every clone), telling each node at once:
     /// call it before the process exits, or each node keeps the connection, which counts
     /// against `NODE_MAX_CONNECTIONS_PER_IDENTITY`, until its idle timeout.
     pub async fn close(&self) {
-        self.ctx.close().await;
+        self.maps.current().close().await;
     }
 
     /// Deletes a checkpoint so that the delete cannot half-happen: its deletion mark goes to
@@ -373,13 +395,32 @@ impl Client {
     /// stays marked (never listed complete nor restored) until a later `delete`, `gc` or
     /// `repair` finishes it.
     pub async fn delete(&self, job: &JobName, step: Step) -> Result<DeleteReport> {
-        catalog::delete(&self.ctx, job, step, catalog::DeleteBy::Rm).await
+        catalog::delete(&*self.ctx().await, job, step, catalog::DeleteBy::Rm).await
+    }
+
+    /// Pushes a signed cluster map of `epoch` (made by the admin tool, see
+    /// `cluster_dir::add_node`) to every node of this client's map, all at once; each
+    /// node's answer: whether it held that map already, or why it did not take it
+    /// (`StaleMap`: it holds a newer one; `PermissionDenied`: this identity is no admin).
+    pub async fn push_cluster_map(
+        &self,
+        epoch: u64,
+        signed: &[u8],
+    ) -> Vec<(NodeId, std::result::Result<bool, crate::transport::TransportError>)> {
+        let ctx = self.maps.current();
+        let signed = bytes::Bytes::copy_from_slice(signed);
+        let pushes = ctx.map.nodes.iter().map(|n| {
+            let (ctx, signed) = (&ctx, signed.clone());
+            async move { (n.id, ctx.put_cluster_map(n.id, epoch, signed).await) }
+        });
+        futures::future::join_all(pushes).await
     }
 
     /// Every node's counters, or why it did not answer.
     pub async fn status(&self) -> Vec<NodeStatus> {
-        let calls = self.ctx.map.nodes.iter().map(|n| async move {
-            let stats = self.ctx.stats(n.id).await.map_err(|e| e.to_string());
+        let ctx = self.ctx().await;
+        let calls = ctx.map.nodes.iter().map(|n| async {
+            let stats = ctx.stats(n.id).await.map_err(|e| e.to_string());
             NodeStatus { node: n.clone(), stats }
         });
         futures::future::join_all(calls).await

@@ -12,7 +12,13 @@
 //! DIR/node-<id>/                   self-contained (0700), to copy to host <id> as it is:
 //!   node.toml                      listen address, rack, data dir `data`
 //!   node.pem  node.key  ca.pem     the node's server-only identity (key 0600), the anchor
+//!   cluster-map.signed             the cluster map signed by the CA, taken at start
 //! ```
+//!
+//! The map changes only here, with the CA key at hand: [`add_node`] (a certificate from the
+//! existing CA, the node's folder, the map at epoch + 1) and [`decommission`] (the node
+//! flagged, epoch + 1) rewrite `cluster.toml` and every node folder's signed map;
+//! [`signed_map`] signs the current map for a push (`rackpoint cluster push-map`).
 //!
 //! A job is handed `cluster.toml`, `ca.pem` and its own certificate (see [`issue_client`]),
 //! and names the certificate with `--cert`/`--key` (or `RACKPOINT_CERT`/`RACKPOINT_KEY`).
@@ -46,6 +52,9 @@ pub const NODE_FILE: &str = "node.toml";
 pub const NODE_LOG_FILE: &str = "node.log";
 /// Name of a node's data folder inside its folder.
 pub const NODE_DATA_DIR: &str = "data";
+/// File name of the signed cluster map inside a node's folder (`node.toml`'s
+/// `cluster_map`).
+pub const NODE_MAP_FILE: &str = "cluster-map.signed";
 /// The address every node of a local cluster listens on.
 const LOCAL_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -116,6 +125,15 @@ pub enum ClusterDirError {
     /// The cluster folder holds no CA key to issue with.
     #[error("no CA key in {0} (looked for authority/ca.key and ca.key): certificates are issued where the cluster was made")]
     NoCaKey(PathBuf),
+    /// `add-node` needs an address: the cluster's nodes are not all on this host.
+    #[error("the nodes of this cluster are not all on {LOCAL_IP}: give the new node's address (--addr HOST:PORT)")]
+    NeedAddr,
+    /// No node of that id in the map.
+    #[error("node {0} is not in the cluster map")]
+    UnknownNode(NodeId),
+    /// The node is decommissioned already.
+    #[error("node {0} is decommissioned already")]
+    AlreadyDecommissioned(NodeId),
     /// The client TLS material named by the cluster file could not be loaded.
     #[error("{path}: {error}")]
     Tls {
@@ -191,8 +209,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<ClusterMap, ClusterDirErro
     }
     let code =
         CodeParams::new(opts.k, opts.m, opts.shard_size_bytes).map_err(ClusterDirError::Config)?;
-    let map = ClusterMap { code, tls: client_tls_paths(), nodes: plan_nodes(opts)? };
+    let map = ClusterMap { epoch: 0, code, tls: client_tls_paths(), nodes: plan_nodes(opts)? };
     map.validate().map_err(ClusterDirError::Config)?;
+    let template = NodeTemplate {
+        capacity_bytes: opts.capacity_bytes,
+        min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
+    };
     create_dir(dir)?;
     let ca = ClusterCa::generate()?;
     write_public_file(&dir.join("ca.pem"), ca.cert_pem())?;
@@ -202,11 +224,163 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<ClusterMap, ClusterDirErro
     let admin = ca.issue_client(ADMIN_IDENTITY, &Grant::admin(), MAX_CLIENT_CERT_DAYS)?;
     write_public_file(&dir.join(&map.tls.cert), &admin.cert_pem)?;
     write_key_file(&dir.join(&map.tls.key), &admin.key_pem)?;
+    let signed = ca.sign_layout(&map.layout())?;
     for node in &map.nodes {
-        write_node(dir, &ca, node, opts)?;
+        write_node(dir, &ca, node, &template, &signed)?;
     }
-    write_atomically(&cluster_file, &map.to_toml())?;
+    write_atomically(&cluster_file, map.to_toml().as_bytes())?;
     Ok(map)
+}
+
+/// What [`add_node`] or [`decommission`] made: the new map (written to `cluster.toml`),
+/// its signed form (written to every node folder of the cluster folder; push it to the
+/// nodes), and the node it was about.
+#[derive(Debug, Clone)]
+pub struct MapChange {
+    /// The new map, at the old epoch + 1.
+    pub map: ClusterMap,
+    /// The map's cluster-wide part signed by the CA.
+    pub signed: Vec<u8>,
+    /// The node added or decommissioned.
+    pub node: NodeInfo,
+}
+
+/// Where [`add_node`] puts the new node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddNodeOptions {
+    /// Its rack (default: the rack with the fewest nodes in service).
+    pub rack: Option<String>,
+    /// Its address (default: a free port on 127.0.0.1, when every node is there).
+    pub addr: Option<SocketAddr>,
+}
+
+/// Adds a node to the cluster of folder `dir`: the next free id, a certificate from the
+/// existing CA (never a new one), its folder `node-<id>/` (configured like the existing
+/// nodes), and the map at epoch + 1 in `cluster.toml` and every node folder. The node
+/// starts with the new map from its folder; the running nodes need it pushed.
+pub fn add_node(dir: &Path, opts: &AddNodeOptions) -> Result<MapChange, ClusterDirError> {
+    let mut map = read_map(dir)?;
+    let ca = load_ca(dir)?;
+    let id = NodeId(map.nodes.iter().map(|n| n.id.0).max().unwrap_or(0).saturating_add(1));
+    let rack = match &opts.rack {
+        Some(rack) => rack.clone(),
+        None => least_used_rack(&map),
+    };
+    let addr = match opts.addr {
+        Some(addr) => addr,
+        None if map.nodes.iter().all(|n| n.addr.ip() == LOCAL_IP) => {
+            let port = free_udp_ports(1).map_err(ClusterDirError::PortProbe)?[0];
+            SocketAddr::new(LOCAL_IP, port)
+        }
+        None => return Err(ClusterDirError::NeedAddr),
+    };
+    let node = NodeInfo { id, addr, rack, decommissioned: false };
+    map.nodes.push(node.clone());
+    map.epoch += 1;
+    map.validate().map_err(ClusterDirError::Config)?;
+    let signed = ca.sign_layout(&map.layout())?;
+    let template = node_template(dir, &map)?;
+    write_node(dir, &ca, &node, &template, &signed)?;
+    publish(dir, &map, &signed)?;
+    Ok(MapChange { map, signed, node })
+}
+
+/// Marks node `id` decommissioned in the map of folder `dir` (epoch + 1): new saves place
+/// nothing on it, and `rackpoint repair` moves its shards off.
+pub fn decommission(dir: &Path, id: NodeId) -> Result<MapChange, ClusterDirError> {
+    let mut map = read_map(dir)?;
+    let ca = load_ca(dir)?;
+    let node = map.nodes.iter_mut().find(|n| n.id == id).ok_or(ClusterDirError::UnknownNode(id))?;
+    if node.decommissioned {
+        return Err(ClusterDirError::AlreadyDecommissioned(id));
+    }
+    node.decommissioned = true;
+    let node = node.clone();
+    map.epoch += 1;
+    map.validate().map_err(ClusterDirError::Config)?;
+    let signed = ca.sign_layout(&map.layout())?;
+    publish(dir, &map, &signed)?;
+    Ok(MapChange { map, signed, node })
+}
+
+/// The map of folder `dir` as it is, signed by its CA (to push it again).
+pub fn signed_map(dir: &Path) -> Result<(ClusterMap, Vec<u8>), ClusterDirError> {
+    let map = read_map(dir)?;
+    let signed = load_ca(dir)?.sign_layout(&map.layout())?;
+    Ok((map, signed))
+}
+
+/// Writes `map` (a newer one a client learned from the nodes, its TLS paths the file's
+/// own) over the cluster file `path`, atomically.
+pub fn write_cluster_file(path: &Path, map: &ClusterMap) -> Result<(), ClusterDirError> {
+    write_atomically(path, map.to_toml().as_bytes())
+}
+
+fn read_map(dir: &Path) -> Result<ClusterMap, ClusterDirError> {
+    let file = dir.join(CLUSTER_FILE);
+    let bytes = read_file_bounded(&file, MAX_CONFIG_FILE_BYTES)
+        .map_err(|error| ClusterDirError::Io { path: file.clone(), error })?;
+    let parse_error = |error| ClusterDirError::Parse { path: file.clone(), error };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        parse_error(ConfigError::Parse { what: "cluster map", message: e.to_string() })
+    })?;
+    ClusterMap::from_toml(&text).map_err(parse_error)
+}
+
+/// The rack with the fewest nodes in service (the first by name among equals).
+fn least_used_rack(map: &ClusterMap) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for n in &map.nodes {
+        *counts.entry(n.rack.as_str()).or_default() += usize::from(!n.decommissioned);
+    }
+    let least = counts.iter().min_by_key(|(rack, count)| (**count, **rack));
+    least.map_or_else(|| "rack-0".to_owned(), |(rack, _)| (*rack).to_owned())
+}
+
+/// Writes the signed map into every node folder of `dir` (naming it in its `node.toml`),
+/// then `cluster.toml` last.
+fn publish(dir: &Path, map: &ClusterMap, signed: &[u8]) -> Result<(), ClusterDirError> {
+    for node in &map.nodes {
+        let folder = node_dir(dir, node.id);
+        let config_file = folder.join(NODE_FILE);
+        if !config_file.exists() {
+            continue; // a node folder already handed to its host
+        }
+        write_private_atomically(&folder.join(NODE_MAP_FILE), signed)?;
+        let mut config = read_node_config(&config_file)?;
+        if config.cluster_map.is_none() {
+            config.cluster_map = Some(NODE_MAP_FILE.into());
+            write_atomically(&config_file, config.to_toml().as_bytes())?;
+        }
+    }
+    write_atomically(&dir.join(CLUSTER_FILE), map.to_toml().as_bytes())
+}
+
+fn read_node_config(path: &Path) -> Result<NodeConfig, ClusterDirError> {
+    let bytes = read_file_bounded(path, MAX_CONFIG_FILE_BYTES)
+        .map_err(|error| ClusterDirError::Io { path: path.to_owned(), error })?;
+    let parse_error = |error| ClusterDirError::Parse { path: path.to_owned(), error };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        parse_error(ConfigError::Parse { what: "node config", message: e.to_string() })
+    })?;
+    NodeConfig::from_toml(&text).map_err(parse_error)
+}
+
+/// A new node is configured like the existing ones: the settings of the first node folder
+/// found, or the defaults.
+fn node_template(dir: &Path, map: &ClusterMap) -> Result<NodeTemplate, ClusterDirError> {
+    for node in &map.nodes {
+        let file = node_dir(dir, node.id).join(NODE_FILE);
+        if file.exists() {
+            let c = read_node_config(&file)?;
+            let template = NodeTemplate {
+                capacity_bytes: c.capacity_bytes,
+                min_orphan_grace_ms: c.min_orphan_grace_ms,
+            };
+            return Ok(template);
+        }
+    }
+    Ok(NodeTemplate { capacity_bytes: 0, min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS })
 }
 
 /// The folder of node `id` inside a cluster folder.
@@ -371,11 +545,18 @@ fn free_udp_ports(count: usize) -> std::io::Result<Vec<u16>> {
     sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect()
 }
 
+/// What a node's `node.toml` takes from the cluster it joins.
+struct NodeTemplate {
+    capacity_bytes: u64,
+    min_orphan_grace_ms: u64,
+}
+
 fn write_node(
     dir: &Path,
     ca: &ClusterCa,
     node: &NodeInfo,
-    opts: &InitOptions,
+    template: &NodeTemplate,
+    signed_map: &[u8],
 ) -> Result<(), ClusterDirError> {
     let folder = node_dir(dir, node.id);
     create_private_dir(&folder)?;
@@ -383,6 +564,7 @@ fn write_node(
     write_public_file(&folder.join("ca.pem"), ca.cert_pem())?;
     write_public_file(&folder.join("node.pem"), &identity.cert_pem)?;
     write_key_file(&folder.join("node.key"), &identity.key_pem)?;
+    write_private_atomically(&folder.join(NODE_MAP_FILE), signed_map)?;
     let config = NodeConfig {
         id: node.id,
         listen: node.addr,
@@ -391,17 +573,18 @@ fn write_node(
         ca: "ca.pem".into(),
         cert: "node.pem".into(),
         key: "node.key".into(),
-        capacity_bytes: opts.capacity_bytes,
+        capacity_bytes: template.capacity_bytes,
         scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
         scrub_start_jitter_ms: DEFAULT_SCRUB_START_JITTER_MS,
         revoked: None,
         quota: Vec::new(),
-        min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
+        min_orphan_grace_ms: template.min_orphan_grace_ms,
         wire_version_max: None,
         metrics_addr: None,
         log_format: None,
+        cluster_map: Some(NODE_MAP_FILE.into()),
     };
-    write_atomically(&folder.join(NODE_FILE), &config.to_toml())
+    write_atomically(&folder.join(NODE_FILE), config.to_toml().as_bytes())
 }
 
 /// Makes `dir` readable by its owner only (0700), also when it existed.
@@ -418,15 +601,31 @@ fn create_dir(dir: &Path) -> Result<(), ClusterDirError> {
 }
 
 /// Writes `text` to a temporary file beside `path`, syncs it, and renames it over `path`.
-fn write_atomically(path: &Path, text: &str) -> Result<(), ClusterDirError> {
+fn write_atomically(path: &Path, text: &[u8]) -> Result<(), ClusterDirError> {
+    write_atomically_mode(path, text, 0o644)
+}
+
+/// [`write_atomically`] with the new file's mode (narrowed by the umask): the signed map
+/// in a node folder is 0600 like everything of a node's but its certificates and config.
+fn write_private_atomically(path: &Path, text: &[u8]) -> Result<(), ClusterDirError> {
+    write_atomically_mode(path, text, 0o600)
+}
+
+fn write_atomically_mode(path: &Path, text: &[u8], mode: u32) -> Result<(), ClusterDirError> {
     let io_error = |error| ClusterDirError::Io { path: path.to_owned(), error };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(text)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
@@ -477,7 +676,8 @@ mod tests {
     fn private_keys_are_0600_and_private_folders_0700() {
         let dir = tempfile::tempdir().expect("temp dir");
         init(dir.path(), &small(2)).expect("init");
-        for key in ["authority/ca.key", "admin.key", "node-1/node.key", "node-2/node.key"] {
+        let private = ["authority/ca.key", "admin.key", "node-1/node.key", "node-2/node.key"];
+        for key in private.into_iter().chain(["node-1/cluster-map.signed"]) {
             let mode = std::fs::metadata(dir.path().join(key)).expect("stat").mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
@@ -616,5 +816,78 @@ mod tests {
         let err = load(&file).expect_err("no key");
         assert!(matches!(err, ClusterDirError::Tls { .. }), "{err}");
         assert!(err.to_string().contains("cluster.toml") && err.to_string().contains("admin.key"));
+    }
+
+    fn ca_der(dir: &Path) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
+        rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("PEM").to_vec()
+    }
+
+    fn node_map(dir: &Path, id: u32) -> rackpoint_proto::signed_map::SignedMap {
+        let bytes = std::fs::read(node_dir(dir, NodeId(id)).join(NODE_MAP_FILE)).expect("map file");
+        rackpoint_proto::signed_map::SignedMap::open(&bytes, &[&ca_der(dir)]).expect("verifies")
+    }
+
+    #[test]
+    fn add_node_issues_from_the_existing_ca_and_raises_the_epoch_everywhere() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = InitOptions { node_min_orphan_grace_ms: 5, ..small(3) };
+        init(dir.path(), &opts).expect("init");
+        assert_eq!(node_map(dir.path(), 1).epoch(), 0, "init gives every node the map");
+        let ca_before = std::fs::read(dir.path().join("ca.pem")).expect("ca.pem");
+        let change = add_node(dir.path(), &AddNodeOptions::default()).expect("adds");
+        assert_eq!((change.node.id, change.map.epoch, change.map.nodes.len()), (NodeId(4), 1, 4));
+        assert_eq!(std::fs::read(dir.path().join("ca.pem")).expect("ca.pem"), ca_before);
+        let loaded = load(&dir.path().join(CLUSTER_FILE)).expect("loads");
+        assert_eq!(loaded.map, change.map);
+        for id in 1..=4 {
+            assert_eq!(node_map(dir.path(), id).layout(), &change.map.layout(), "node {id}");
+        }
+        let folder = node_dir(dir.path(), NodeId(4));
+        let config =
+            NodeConfig::from_toml(&std::fs::read_to_string(folder.join(NODE_FILE)).expect("toml"))
+                .expect("valid");
+        assert_eq!((config.id, config.listen), (NodeId(4), change.node.addr));
+        assert_eq!(config.min_orphan_grace_ms, 5, "configured like the others");
+        assert_eq!(config.cluster_map, Some(PathBuf::from(NODE_MAP_FILE)));
+        // (That node.pem chains to the same CA: client/tests/grow.rs starts the node.)
+        assert_eq!(std::fs::read(folder.join("ca.pem")).expect("anchor"), ca_before);
+        let other = AddNodeOptions { rack: Some("rack-9".into()), addr: Some(change.node.addr) };
+        let err = add_node(dir.path(), &other).expect_err("an address twice");
+        assert!(matches!(err, ClusterDirError::Config(ConfigError::DuplicateAddr(_))), "{err}");
+        assert_eq!(load(&dir.path().join(CLUSTER_FILE)).expect("loads").map.epoch, 1, "unchanged");
+    }
+
+    #[test]
+    fn decommission_flags_the_node_at_the_next_epoch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        init(dir.path(), &small(3)).expect("init");
+        let change = decommission(dir.path(), NodeId(2)).expect("decommissions");
+        assert_eq!(change.map.epoch, 1);
+        assert!(change.map.node(NodeId(2)).is_some_and(|n| n.decommissioned));
+        assert!(node_map(dir.path(), 3).layout().nodes[1].decommissioned);
+        let again = decommission(dir.path(), NodeId(2)).expect_err("twice");
+        assert!(matches!(again, ClusterDirError::AlreadyDecommissioned(NodeId(2))), "{again}");
+        let unknown = decommission(dir.path(), NodeId(9)).expect_err("unknown");
+        assert!(matches!(unknown, ClusterDirError::UnknownNode(NodeId(9))), "{unknown}");
+        let (map, signed) = signed_map(dir.path()).expect("signs");
+        let opened = rackpoint_proto::signed_map::SignedMap::open(&signed, &[&ca_der(dir.path())])
+            .expect("ok");
+        assert_eq!((map.epoch, opened.epoch()), (1, 1));
+    }
+
+    #[test]
+    fn a_new_nodes_rack_is_the_least_used_and_remote_clusters_need_an_address() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        init(dir.path(), &InitOptions { racks: 2, ..small(3) }).expect("init");
+        let change = add_node(dir.path(), &AddNodeOptions::default()).expect("adds");
+        assert_eq!(change.node.rack, "rack-1", "rack-0 holds two nodes, rack-1 one");
+        let file = dir.path().join(CLUSTER_FILE);
+        let mut map = load(&file).expect("loads").map;
+        map.nodes[0].addr = "10.0.0.1:7000".parse().expect("addr");
+        std::fs::write(&file, map.to_toml()).expect("write");
+        let err = add_node(dir.path(), &AddNodeOptions::default()).expect_err("where?");
+        assert!(matches!(err, ClusterDirError::NeedAddr), "{err}");
     }
 }

@@ -7,21 +7,25 @@
 //! drops the node's connection. The
 //! typed wrappers (`put_shard`, `get_shard`, the manifest calls, `delete_checkpoint`, `stats`,
 //! `hello`, and the maintenance calls `verify_shard`, `delete_manifest`, `replace_manifest`,
-//! `list_parts`, `delete_orphan_shards`, and `list_jobs`) turn an unexpected reply into
+//! `list_parts`, `delete_orphan_shards`, `list_jobs`, and the cluster map's
+//! `get_cluster_map` and `put_cluster_map`) turn an unexpected reply into
 //! [`TransportError::UnexpectedReply`].
+//!
+//! A `Ctx` has one cluster map for its whole life: a newer map (see `maps`) makes a new
+//! `Ctx`, and an operation keeps the one it started with.
 //!
 //! The pipelines (`save`, `restore`, `catalog`) and the public API (`client`) sit above this
 //! module; nothing here knows about them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rackpoint_proto::limits::{
     CLIENT_DEFAULT_STAGING_BYTES, CLIENT_MAX_INFLIGHT_BYTES, CLIENT_MAX_REQUESTS_PER_NODE,
     CLIENT_MAX_STRIPES_IN_FLIGHT, CLIENT_REQUEST_TIMEOUT_MS, CLIENT_STAGING_BUFFER_BYTES,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES, MAX_LIST_JOBS,
+    HEARTBEAT_TIMEOUT_MS, MAX_LIST_ENTRIES, MAX_LIST_JOBS,
 };
 use rackpoint_proto::wire::Message;
 use rackpoint_proto::{
@@ -470,13 +474,42 @@ impl Ctx {
         })
     }
 
-    /// Asks a node who it is (the heartbeat's probe).
-    pub(crate) async fn hello(&self, node: NodeId) -> Result<(), TransportError> {
+    /// Asks a node who it is (the heartbeat's probe); the epoch of the cluster map it holds
+    /// (0: none, or a node of a wire version before maps).
+    pub(crate) async fn hello(&self, node: NodeId) -> Result<u64, TransportError> {
         let reply = self.call(node, &Request::Hello, Bytes::new()).await?;
         expect(node, "Hello", reply, |r| match r.response {
-            Response::Hello { .. } => Ok(()),
+            Response::Hello { map_epoch, .. } => Ok(map_epoch),
             _ => Err(r),
         })
+    }
+
+    /// The signed cluster map a node holds, unverified (the caller checks the signature).
+    pub(crate) async fn get_cluster_map(&self, node: NodeId) -> Result<Vec<u8>, TransportError> {
+        let reply = self.call(node, &Request::GetClusterMap, Bytes::new()).await?;
+        expect(node, "ClusterMap", reply, |r| match r.response {
+            Response::ClusterMap { .. } => Ok(r.payload),
+            _ => Err(r),
+        })
+    }
+
+    /// Pushes a signed cluster map of `epoch` to a node; whether it held that map already.
+    pub(crate) async fn put_cluster_map(
+        &self,
+        node: NodeId,
+        epoch: u64,
+        signed: Bytes,
+    ) -> Result<bool, TransportError> {
+        let reply = self.call(node, &Request::PutClusterMap { epoch }, signed).await?;
+        expect(node, "ClusterMapStored", reply, |r| match r.response {
+            Response::ClusterMapStored { existed } => Ok(existed),
+            _ => Err(r),
+        })
+    }
+
+    /// The progress callback set now, to hand on to the context of a newer map.
+    pub(crate) fn progress(&self) -> Option<Progress> {
+        self.progress.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -501,19 +534,5 @@ fn shard_failure(e: &TransportError) -> ShardFailure {
         TransportError::Remote { code: ErrorCode::Corrupt, .. } => ShardFailure::Corrupt,
         e if e.is_node_failure() => ShardFailure::NodeDown,
         e => ShardFailure::Other(e.to_string()),
-    }
-}
-
-/// Pings every node with `Hello` every `HEARTBEAT_INTERVAL_MS` through [`Ctx::call`], which
-/// updates the health view; ends when the context is gone. Run it as a task.
-pub(crate) async fn heartbeat_loop(ctx: Weak<Ctx>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(ctx) = ctx.upgrade() else { return };
-        let pings = ctx.map.nodes.iter().map(|n| ctx.hello(n.id));
-        // Each outcome is recorded by `call`; there is nothing more to do with it here.
-        let _outcomes = futures::future::join_all(pings).await;
     }
 }

@@ -8,7 +8,8 @@
 //! I/O: `certs` and `cluster_dir` (set up and load a cluster folder), `tls` and `transport`
 //! (QUIC with mutual TLS, one connection per node), `health` (which nodes are up), `pool` (reused stripe and shard buffers, and `save_async`'s
 //! bounded staging), `ctx` (the
-//! one call path to a node, below the pipelines), `save`, `restore` and `catalog` (the
+//! one call path to a node, below the pipelines), `maps` (the newest cluster map, learned
+//! from the nodes' heartbeat answers and verified against the cluster CA), `save`, `restore` and `catalog` (the
 //! pipelines), `repair` (back to full redundancy; its pure planner is the core's `repair_plan`, also
 //! `repair::plan`), `rebalance` (shards onto the current map's placement, bounded and paced,
 //! through repair's move path), `heal`
@@ -29,6 +30,7 @@ pub mod health;
 pub mod jobs;
 #[cfg(feature = "testkit")]
 pub mod local_cluster;
+mod maps;
 mod pool;
 pub mod rebalance;
 pub mod repair;

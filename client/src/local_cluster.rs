@@ -205,6 +205,25 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Reads `cluster.toml` again (after `rackpoint cluster add-node` or `decommission`):
+    /// the map is the new one, and nodes it adds can be started with
+    /// [`LocalCluster::restart`]. Returns the ids of the nodes added.
+    pub fn reload_map(&mut self) -> Result<Vec<NodeId>, LocalClusterError> {
+        let loaded = cluster_dir::load(&self.dir.join(CLUSTER_FILE))?;
+        let added: Vec<NodeId> = loaded
+            .map
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| !self.nodes.contains_key(id))
+            .collect();
+        for id in &added {
+            self.nodes.insert(*id, Mutex::new(None));
+        }
+        self.map = loaded.map;
+        Ok(added)
+    }
+
     /// The cluster file (`DIR/cluster.toml`).
     pub fn cluster_file(&self) -> PathBuf {
         self.dir.join(CLUSTER_FILE)

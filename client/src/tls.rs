@@ -64,13 +64,21 @@ pub enum TlsError {
 /// What a client presents and trusts: the cluster CA roots, its certificate chain and key.
 pub struct ClientTls {
     roots: Arc<RootCertStore>,
+    /// The CA certificates (DER) the roots were made of: what a signed cluster map must
+    /// verify against.
+    cas: Arc<Vec<Vec<u8>>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
 
 impl Clone for ClientTls {
     fn clone(&self) -> Self {
-        Self { roots: self.roots.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
+        Self {
+            roots: self.roots.clone(),
+            cas: self.cas.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
@@ -112,7 +120,9 @@ impl ClientTls {
         key: (&str, &[u8]),
     ) -> Result<Self, TlsError> {
         let mut roots = RootCertStore::empty();
+        let mut cas = Vec::new();
         for anchor in certificates(ca.0, ca.1, "CA certificate")? {
+            cas.push(anchor.as_ref().to_vec());
             roots.add(anchor).map_err(TlsError::Rustls)?;
         }
         let chain = certificates(cert.0, cert.1, "certificate")?;
@@ -121,7 +131,12 @@ impl ClientTls {
             what: "private key",
             reason: e.to_string(),
         })?;
-        Ok(Self { roots: Arc::new(roots), chain, key })
+        Ok(Self { roots: Arc::new(roots), cas: Arc::new(cas), chain, key })
+    }
+
+    /// The cluster CA certificates (DER) this identity trusts.
+    pub fn ca_certificates(&self) -> Vec<&[u8]> {
+        self.cas.iter().map(Vec::as_slice).collect()
     }
 
     /// The quinn client configuration: trusts only the cluster CA, presents the client

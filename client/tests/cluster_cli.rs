@@ -360,6 +360,41 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
     check_json(&demo, "demo", false);
     covered.insert("demo".into());
 
+    // The map changes, against the running cluster (node 7 is added, not started), and
+    // against a folder that is no cluster or a node that is not in it.
+    let (d, nothing) = (s(&dir), tmp.path().join("nothing"));
+    let changes: [(&str, Vec<&str>, Vec<&str>); 3] = [
+        ("cluster add-node", vec!["--dir", d], vec!["--dir", s(&nothing)]),
+        ("cluster push-map", vec!["--dir", d], vec!["--dir", s(&nothing)]),
+        ("cluster decommission", vec!["--dir", d, "--node", "6"], vec!["--dir", d, "--node", "99"]),
+    ];
+    for (name, success, error) in changes {
+        let sub = name.trim_start_matches("cluster ");
+        for (args, ok) in [(success, true), (error, false)] {
+            let out = rackpoint_bin().args(["cluster", sub]).args(args).arg("--json").output();
+            check_json(&out.expect("runs"), name, ok);
+        }
+        covered.insert(name.into());
+    }
+
+    // A stale copy of the cluster file learns the map those changes made.
+    let stale = tmp.path().join("stale.toml");
+    let text = std::fs::read_to_string(&cluster).expect("read").replace("epoch = 2", "epoch = 0");
+    std::fs::write(
+        &stale,
+        text.replace("ca.pem", &format!("{d}/ca.pem"))
+            .replace("\"admin.", &format!("\"{d}/admin.")),
+    )
+    .expect("write");
+    let v = check_json(&rackpoint(&stale, &["cluster", "pull", "--json"]), "cluster pull", true);
+    assert_eq!(
+        (&v["file_epoch"], &v["epoch"], &v["written"]),
+        (&0.into(), &2.into(), &true.into()),
+        "{v}"
+    );
+    check_json(&rackpoint(&missing, &["cluster", "pull", "--json"]), "cluster pull", false);
+    covered.insert("cluster pull".into());
+
     // A usage error is one document too.
     let usage = rackpoint_bin().args(["ls", "--bogus", "--json"]).output().expect("usage");
     assert_eq!(usage.status.code(), Some(2));

@@ -527,7 +527,7 @@ fn run_case(bed: &Bed, case: &Case) -> Vec<String> {
         Nodes::ManifestHolder => {
             let map = bed.client.map();
             let holders = rackpoint_client::placement::place_manifest(
-                map,
+                &map,
                 &job,
                 Step(2),
                 Rank(0),

@@ -2,7 +2,8 @@
 //! network namespace with its own address on a virtual bridge, so the client's QUIC traffic
 //! crosses real (virtual) interfaces, and a partition is a link taken down. Through the script
 //! a person runs and the `rackpoint` CLI: save; restore exact with two hosts cut off; a host
-//! whose disk was replaced comes back empty, `repair` rebuilds it and `verify` measures it.
+//! whose disk was replaced comes back empty, `repair` rebuilds it and `verify` measures it; a
+//! 7th host is added and `rebalance` moves shards onto it.
 //!
 //! Needs root and iproute2 (network namespaces); without them the test says so on stderr and
 //! passes without checking anything.
@@ -140,8 +141,25 @@ fn a_rack_of_namespaces_saves_restores_through_a_partition_and_repairs() {
     assert!(verify.status.success(), "healthy after repair: {}", text(&verify.stderr));
     assert_eq!(doc(&verify)["survives_more_failures"], 2);
 
-    // Restored again, with every host back, exact.
-    let out = rack.dir.path().join("restored-after-repair");
+    // A 7th host joins: its certificate from the cluster's CA, the signed map pushed to the
+    // six; rebalance moves stored shards onto it across the bridge.
+    rack.ok(&["host", "7"]);
+    let addr = format!("{}.7:7100", rack.net);
+    let add = rackpoint(&cluster, &["cluster", "add-node", "--dir", s(&dir), "--addr", &addr]);
+    assert!(add.status.success(), "add-node: {}", text(&add.stderr));
+    rack.ok(&["start", s(&dir), "7"]);
+    let rebalance = rackpoint(&cluster, &["--json", "rebalance", "--all-jobs"]);
+    assert!(rebalance.status.success(), "rebalance: {}", text(&rebalance.stderr));
+    let moved = doc(&rebalance)["moved"].as_u64().expect("moved");
+    assert!(moved > 0, "shards moved onto host 7");
+    let status = doc(&rackpoint(&cluster, &["--json", "status"]));
+    let on_seven = status["nodes"].as_array().expect("nodes").iter().find(|n| n["id"] == 7);
+    assert_eq!(on_seven.and_then(|n| n["shards"].as_u64()), Some(moved), "{status}");
+    let verify = rackpoint(&cluster, &["verify", "netjob", "--step", "100"]);
+    assert!(verify.status.success(), "healthy after rebalance: {}", text(&verify.stderr));
+
+    // Restored again, with every host back and the shards spread over seven, exact.
+    let out = rack.dir.path().join("restored-after-rebalance");
     let get = rackpoint(&cluster, &["get", "netjob", "--step", "100", "--out", s(&out)]);
     assert!(get.status.success(), "get: {}", text(&get.stderr));
     assert_same(&weights, &out.join("weights.bin"));

@@ -2,7 +2,7 @@
 //! client on a local cluster (code 4 + 2, 64-byte shards, so they stay small): objects of
 //! several sizes and an empty one, user metadata, a chain of steps, two ranks, and a save
 //! with a node down (shards moved). Request frames of every kind use those saves' names and
-//! manifests; response frames of every kind are the replies of a real handler serving them;
+//! manifests (and the cluster's map, signed by a CA made here); response frames of every kind are the replies of a real handler serving them;
 //! the handler's seeds are request sequences (every kind in turn, one stripe, manifests,
 //! orphans).
 
@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rackpoint_client::certs::ClusterCa;
 use rackpoint_client::cluster_dir::InitOptions;
 use rackpoint_client::local_cluster::{find_store_binary, seeded_bytes, LocalCluster};
 use rackpoint_client::manifest::{Manifest, Which};
@@ -23,7 +24,7 @@ use rackpoint_proto::{
     Digest, JobName, ManifestKey, NodeId, ObjectName, Rank, Request, Response, ShardIndex,
     ShardKey, Step, StripeIndex,
 };
-use rackpoint_store::handler::{Handler, InflightBudget, NodeIdentity};
+use rackpoint_store::handler::{Handler, InflightBudget, MapKeeper, NodeIdentity};
 use rackpoint_store::{Engine, EngineOptions};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -145,7 +146,7 @@ fn part_key(m: &Manifest) -> ManifestKey {
 
 /// Every request kind once, in an order where each finds what it needs (tag order is the
 /// order of `Request::KINDS`; the session's order differs).
-fn all_kinds(m: &Manifest, bytes: &[u8]) -> Vec<(Request, Vec<u8>)> {
+fn all_kinds(m: &Manifest, bytes: &[u8], signed_map: &[u8]) -> Vec<(Request, Vec<u8>)> {
     let (k0, b0, h0) = shard(m, 0);
     let (k1, b1, h1) = shard(m, 1);
     let key = part_key(m);
@@ -172,6 +173,8 @@ fn all_kinds(m: &Manifest, bytes: &[u8]) -> Vec<(Request, Vec<u8>)> {
         (Request::ListParts { job: m.job.clone(), after: None, limit: 100 }, vec![]),
         (Request::Stats, vec![]),
         (Request::ListJobs { after: None, limit: 100 }, vec![]),
+        (Request::PutClusterMap { epoch: 0 }, signed_map.to_vec()),
+        (Request::GetClusterMap, vec![]),
         (Request::DeleteShard { key: k1, hash: h1 }, vec![]),
         (Request::DeleteManifest { key: key.clone(), hash: Some(hash) }, vec![]),
         (Request::DeleteOrphanShards { key, min_age_ms: 0 }, vec![]),
@@ -193,12 +196,15 @@ fn kebab(kind: &str) -> String {
     out
 }
 
-/// Serves `session` on a fresh in-process handler and returns the reply frames.
-fn replies(session: &[(Request, Vec<u8>)]) -> Result<Vec<(Response, Vec<u8>)>> {
+/// Serves `session` on a fresh in-process handler (taking maps `ca` signed) and returns the
+/// reply frames.
+fn replies(session: &[(Request, Vec<u8>)], ca: &ClusterCa) -> Result<Vec<(Response, Vec<u8>)>> {
     let dir = tempfile::tempdir()?;
     let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default())?);
     let identity = NodeIdentity { node_id: NodeId(1), rack: "rack-a".into() };
-    let handler = Handler::new(engine, Arc::default(), identity, InflightBudget::default());
+    let maps = Arc::new(MapKeeper::open(&engine, vec![ca.cert_der()?])?);
+    let handler = Handler::new(engine, Arc::default(), identity, InflightBudget::default())
+        .with_cluster_maps(maps);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut out = Vec::new();
     for (request, payload) in session {
@@ -223,6 +229,7 @@ pub fn corpus(out: &Path) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let manifests = runtime.block_on(saved_manifests(&mut cluster));
+    let map_layout = cluster.map().layout();
     cluster.terminate_all()?;
     let manifests = manifests?;
 
@@ -231,7 +238,9 @@ pub fn corpus(out: &Path) -> Result<()> {
     }
     let (_, first) = &manifests[0];
     let first_bytes = first.to_bytes();
-    let session = all_kinds(first, &first_bytes);
+    let ca = ClusterCa::generate()?;
+    let signed_map = ca.sign_layout(&map_layout)?;
+    let session = all_kinds(first, &first_bytes, &signed_map);
 
     // One frame per request kind, in tag order.
     for (i, kind) in Request::KINDS.iter().enumerate() {
@@ -247,7 +256,7 @@ pub fn corpus(out: &Path) -> Result<()> {
     }
     // One frame per response kind: the first reply of each kind to the session.
     let mut seen = Vec::new();
-    for (response, f) in replies(&session)? {
+    for (response, f) in replies(&session, &ca)? {
         let kind = rackpoint_proto::wire::Message::kind(&response);
         if !seen.contains(&kind) {
             seen.push(kind);

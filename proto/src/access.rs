@@ -327,12 +327,14 @@ impl Request {
     /// The access this request needs. Saving needs `append`; deleting a checkpoint or a
     /// manifest, and marking a step as being deleted or clearing that mark, needs `write` (an `append` identity may still take back a manifest it stored
     /// itself a moment ago: the node decides that, see the handler); repair's requests
-    /// (`ReplaceManifest`, `DeleteShard`) and orphan sweeps need `admin`.
+    /// (`ReplaceManifest`, `DeleteShard`) and orphan sweeps need `admin`. Any client reads
+    /// the signed cluster map; only an admin pushes one (`Scope::Cluster`).
     pub fn needs(&self) -> Need<'_> {
         let (access, scope) = match self {
-            Request::Hello | Request::Stats | Request::ListJobs { .. } => {
+            Request::Hello | Request::Stats | Request::ListJobs { .. } | Request::GetClusterMap => {
                 (Access::Read, Scope::Any)
             }
+            Request::PutClusterMap { .. } => (Access::Admin, Scope::Cluster),
             Request::GetShard { key } | Request::VerifyShard { key } => {
                 (Access::Read, Scope::Job(&key.job))
             }
@@ -366,6 +368,7 @@ impl Request {
                 | Request::DeleteShard { .. }
                 | Request::MarkDeleting { .. }
                 | Request::ClearDeleting { .. }
+                | Request::PutClusterMap { .. }
         )
     }
 }
@@ -581,5 +584,16 @@ mod tests {
         let prefix = JobPattern::Prefix("llm-".into()).range();
         assert!(prefix.contains(&job("llm-7b")) && !prefix.contains(&job("llm")));
         assert!(!prefix.contains(&job("llm.")), "'.' sorts after '-'");
+    }
+
+    #[test]
+    fn only_an_admin_pushes_a_cluster_map_and_every_client_reads_it() {
+        let push = Request::PutClusterMap { epoch: 2 };
+        let write = Grant::new(Access::Write, vec![JobPattern::All]).expect("grant");
+        assert!(!write.permits(&push.needs()), "write access to every job is no admin");
+        assert!(Grant::admin().permits(&push.needs()));
+        assert!(push.is_destructive(), "a map push leaves an audit line");
+        let read = Grant::new(Access::Read, vec![JobPattern::Exact(job("one"))]).expect("grant");
+        assert!(read.permits(&Request::GetClusterMap.needs()));
     }
 }

@@ -1,6 +1,10 @@
 //! The cluster map (`cluster.toml`, read by clients and the simulator) and a node's own
 //! configuration (`node.toml`, read by `rackpoint-store`). Parsing and validation only: the
 //! callers read the files and resolve relative paths against the file's folder.
+//!
+//! A map has a cluster-wide part, [`ClusterLayout`] (its epoch, code and nodes: what the
+//! admin tool signs and nodes serve, see `signed_map`), and a client-local part, the TLS
+//! paths of the identity a client presents, which never leave the client.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -144,10 +148,16 @@ pub struct ClientTlsPaths {
     pub key: PathBuf,
 }
 
-/// The cluster map: the code used for new checkpoints, the TLS material, and the nodes.
+/// The cluster map: its epoch, the code used for new checkpoints, the TLS material, and the
+/// nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterMap {
+    /// The map's version: each change the admin tool makes (`rackpoint cluster add-node`,
+    /// `decommission`) raises it by one; a client takes a map from a node only when its
+    /// epoch is newer. Files written before epochs existed are epoch 0.
+    #[serde(default)]
+    pub epoch: u64,
     /// Default code for new checkpoints.
     pub code: CodeParams,
     /// Client TLS material.
@@ -193,6 +203,42 @@ impl ClusterMap {
     /// The node with this id.
     pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The cluster-wide part (epoch, code, nodes), what is signed and distributed.
+    pub fn layout(&self) -> ClusterLayout {
+        ClusterLayout { epoch: self.epoch, code: self.code, nodes: self.nodes.clone() }
+    }
+
+    /// This client's map with the cluster-wide part replaced by `layout` (its TLS paths
+    /// kept).
+    pub fn with_layout(&self, layout: ClusterLayout) -> ClusterMap {
+        ClusterMap {
+            epoch: layout.epoch,
+            code: layout.code,
+            tls: self.tls.clone(),
+            nodes: layout.nodes,
+        }
+    }
+}
+
+/// The cluster-wide part of a cluster map: what the admin tool signs, nodes store and serve,
+/// and clients fetch (a client's own TLS paths are not part of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterLayout {
+    /// The map's epoch.
+    pub epoch: u64,
+    /// Default code for new checkpoints.
+    pub code: CodeParams,
+    /// The storage nodes.
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl ClusterLayout {
+    /// The same checks as [`ClusterMap::validate`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let tls = ClientTlsPaths { ca: PathBuf::new(), cert: PathBuf::new(), key: PathBuf::new() };
+        ClusterMap { epoch: self.epoch, code: self.code, tls, nodes: self.nodes.clone() }.validate()
     }
 }
 
@@ -264,6 +310,11 @@ pub struct NodeConfig {
     /// for log shippers); `RACKPOINT_LOG_FORMAT` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<crate::logs::LogFormat>,
+    /// A signed cluster map file (`rackpoint cluster add-node` writes one into each node
+    /// folder it can reach): at start the node takes it if it verifies against `ca` and is
+    /// newer than the map it holds, and serves it to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_map: Option<PathBuf>,
 }
 
 /// One `[[quota]]` of a `node.toml`.
@@ -330,6 +381,7 @@ mod tests {
 
     fn map(nodes: usize) -> ClusterMap {
         ClusterMap {
+            epoch: 0,
             code: CodeParams::new(4, 2, 1 << 20).expect("valid"),
             tls: ClientTlsPaths {
                 ca: "ca.pem".into(),
@@ -351,6 +403,23 @@ mod tests {
     fn cluster_map_round_trips_through_toml() {
         let m = map(6);
         assert_eq!(ClusterMap::from_toml(&m.to_toml()), Ok(m));
+    }
+
+    #[test]
+    fn a_map_without_an_epoch_is_epoch_0_and_the_epoch_round_trips() {
+        let mut m = map(3);
+        let old = m.to_toml().replace("epoch = 0\n", "");
+        assert!(!old.contains("epoch"), "{old}");
+        assert_eq!(ClusterMap::from_toml(&old), Ok(m.clone()));
+        m.epoch = 7;
+        assert_eq!(ClusterMap::from_toml(&m.to_toml()), Ok(m.clone()));
+        let layout = m.layout();
+        let mut other = map(1);
+        other.tls.cert = "someone-else.pem".into();
+        let mine = other.with_layout(layout.clone());
+        assert_eq!((mine.epoch, mine.nodes.len()), (7, 3));
+        assert_eq!(mine.tls, other.tls, "a client keeps its own identity");
+        assert_eq!(mine.layout(), layout);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::ids::{JobName, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIn
 const SHARD_TAG: u8 = b'S';
 const MANIFEST_TAG: u8 = b'M';
 const DELETION_MARK_TAG: u8 = b'D';
+/// The one key of the node's signed cluster map (a table of one row, apart from the others).
+pub const CLUSTER_MAP_KEY: &[u8] = b"C";
 
 /// The address of one shard.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -14,10 +14,11 @@ pub mod key;
 pub mod limits;
 pub mod logs;
 pub mod pacing;
+pub mod signed_map;
 pub mod wire;
 
 pub use access::{Access, Grant, JobPattern};
-pub use cluster::{ClusterMap, CodeParams, NodeConfig, NodeInfo};
+pub use cluster::{ClusterLayout, ClusterMap, CodeParams, NodeConfig, NodeInfo};
 pub use ids::{
     Digest, JobName, NameError, NodeId, ObjectName, Rank, ShardIndex, Step, StripeId, StripeIndex,
 };

@@ -7,7 +7,8 @@
 
 /// Newest wire protocol version this build speaks, carried in every header (2: deletion
 /// marks, `MarkDeleting` and `ClearDeleting`, the marked steps in every `Manifests` page, and
-/// `ListJobs`; 3: the request id in every header, `wire::RequestId`).
+/// `ListJobs`; 3: the request id in every header, `wire::RequestId`, and the signed cluster
+/// map: `GetClusterMap`, `PutClusterMap` and the map epoch in `Hello`).
 pub const WIRE_VERSION: u8 = 3;
 /// Oldest wire protocol version this build still speaks, as node and as client (1: request
 /// and response tags 0..=13, `Manifests` without `deleting`; the previous release spoke 1 and
@@ -248,6 +249,13 @@ pub const CLIENT_UDP_RECV_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
 // ---- Files, certificates and local clusters ----
 
+/// Largest signed cluster map (`proto::signed_map`): what `PutClusterMap` and a
+/// `ClusterMap` reply carry, what a node stores and a node folder's map file holds.
+pub const MAX_CLUSTER_MAP_BYTES: u32 = 1024 * 1024;
+/// Largest signature of a signed cluster map (an RSA-4096 signature is 512 bytes; the
+/// cluster CA's ECDSA P-256 ones about 72).
+pub const MAX_MAP_SIGNATURE_BYTES: usize = 512;
+
 /// Largest `cluster.toml` or `node.toml` a reader accepts.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Largest PEM file (certificate chain or private key) a reader accepts.
@@ -366,6 +374,14 @@ const _: () = assert!(
 const _: () = assert!(
     METRICS_HEAD_TIMEOUT_MS < METRICS_CONNECTION_TIMEOUT_MS,
     "a scraper gets its head read before its connection's time is up"
+);
+const _: () = assert!(
+    // Per node: id (5), address (1 + 16 + 3), rack (2 + name), decommissioned (1); then
+    // the envelope's fixed fields, the signature and slack.
+    MAX_NODES * (5 + 20 + 2 + MAX_RACK_NAME_BYTES + 1) + MAX_MAP_SIGNATURE_BYTES + 64
+        <= MAX_CLUSTER_MAP_BYTES as usize
+        && MAX_CLUSTER_MAP_BYTES <= MAX_PAYLOAD_BYTES,
+    "the largest cluster map, signed, fits its bound, and its bound fits a frame's payload"
 );
 const _: () = assert!(
     HEARTBEAT_TIMEOUT_MS <= HEARTBEAT_INTERVAL_MS,

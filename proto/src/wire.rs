@@ -25,6 +25,10 @@
 //! ([`RequestId`]) in the header, between the version byte and the message: the client makes
 //! one per request, the node answers with the same id, and both log it; 0 stands for "no
 //! id", and a version 1 or 2 frame has none (encoding at those versions leaves it out).
+//! Version 3 also added the signed cluster map: `GetClusterMap` (17), `PutClusterMap` (18),
+//! `ClusterMap` (16), `ClusterMapStored` (17), `Hello.map_epoch`, the error codes `StaleMap`
+//! and `UnsignedMap` (only ever the answer to a version 3 request), and three `Stats`
+//! counters at the end.
 
 use std::num::NonZeroU64;
 use std::ops::RangeInclusive;
@@ -35,8 +39,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{Digest, JobName, NodeId, Rank, Step};
 use crate::key::{ManifestKey, ShardKey};
 use crate::limits::{
-    MAX_ERROR_MESSAGE_BYTES, MAX_HEADER_BYTES, MAX_MANIFEST_BYTES, MAX_PAYLOAD_BYTES,
-    MAX_SHARD_BYTES, MIN_WIRE_VERSION, WIRE_VERSION,
+    MAX_CLUSTER_MAP_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_HEADER_BYTES, MAX_MANIFEST_BYTES,
+    MAX_PAYLOAD_BYTES, MAX_SHARD_BYTES, MIN_WIRE_VERSION, WIRE_VERSION,
 };
 
 /// Bytes of the fixed frame prefix.
@@ -216,6 +220,25 @@ pub enum ErrorCode {
         /// The rule's limit on this node.
         limit: u64,
     },
+    /// A pushed cluster map's epoch is not newer than the one the node holds (an older map
+    /// replayed, or a push that lost a race); nothing was changed. Wire version 3.
+    StaleMap {
+        /// The epoch the node holds.
+        held: u64,
+    },
+    /// A pushed cluster map is not signed by the cluster CA (or its envelope is not one);
+    /// nothing was changed. Wire version 3.
+    UnsignedMap,
+}
+
+impl ErrorCode {
+    /// The wire version that brought this code.
+    pub fn since(&self) -> u8 {
+        match self {
+            ErrorCode::StaleMap { .. } | ErrorCode::UnsignedMap => 3,
+            _ => 1,
+        }
+    }
 }
 
 /// A manifest as a node lists it, without its bytes.
@@ -510,6 +533,17 @@ pub enum Request {
         /// Most jobs wanted (capped at `MAX_LIST_JOBS`).
         limit: u32,
     },
+    /// The newest signed cluster map the node holds (`NotFound` when it holds none).
+    /// Answered by [`Response::ClusterMap`]. Wire version 3.
+    GetClusterMap,
+    /// Store a signed cluster map; payload: its bytes (`signed_map`). Stored only if it
+    /// verifies against the node's CA and `epoch` (which must be the signed one) is newer
+    /// than the node's map (`StaleMap`; the same map again succeeds). Answered by
+    /// [`Response::ClusterMapStored`]. Wire version 3.
+    PutClusterMap {
+        /// The map's epoch.
+        epoch: u64,
+    },
 }
 
 /// A node's reply.
@@ -525,6 +559,8 @@ pub enum Response {
         capacity_bytes: u64,
         /// Shard bytes stored.
         used_bytes: u64,
+        /// The epoch of the signed cluster map the node holds (0: none); wire version 3.
+        map_epoch: u64,
     },
     /// The shard is durable.
     ShardStored,
@@ -612,6 +648,16 @@ pub enum Response {
         jobs: Vec<JobSummary>,
         /// Whether more jobs follow the last one.
         more: bool,
+    },
+    /// The node's signed cluster map; payload: its bytes. Wire version 3.
+    ClusterMap {
+        /// Its epoch (the client still verifies the signed one).
+        epoch: u64,
+    },
+    /// The pushed cluster map is durable. Wire version 3.
+    ClusterMapStored {
+        /// Whether the node held this very map already.
+        existed: bool,
     },
 }
 
@@ -736,6 +782,8 @@ impl Request {
         "MarkDeleting",
         "ClearDeleting",
         "ListJobs",
+        "GetClusterMap",
+        "PutClusterMap",
     ];
 
     /// The variant's tag (its index in [`Request::KINDS`] and on the wire).
@@ -758,30 +806,32 @@ impl Request {
             Request::MarkDeleting { .. } => 14,
             Request::ClearDeleting { .. } => 15,
             Request::ListJobs { .. } => 16,
+            Request::GetClusterMap => 17,
+            Request::PutClusterMap { .. } => 18,
         }
     }
 }
 
 impl Message for Request {
-    const VARIANTS: u8 = 17;
+    const VARIANTS: u8 = 19;
 
     fn kind(&self) -> &'static str {
         Self::KINDS[self.tag()]
     }
 
     fn variants_in(version: u8) -> u8 {
-        if version <= 1 {
-            14
-        } else {
-            Self::VARIANTS
+        match version {
+            0 | 1 => 14,
+            2 => 17,
+            _ => Self::VARIANTS,
         }
     }
 
     fn since(&self) -> u8 {
-        if self.tag() < 14 {
-            1
-        } else {
-            2
+        match self.tag() {
+            0..14 => 1,
+            14..17 => 2,
+            _ => 3,
         }
     }
 
@@ -789,6 +839,7 @@ impl Message for Request {
         match self {
             Request::PutShard { .. } => 1..=MAX_SHARD_BYTES,
             Request::PutManifest { .. } | Request::ReplaceManifest { .. } => 1..=MAX_MANIFEST_BYTES,
+            Request::PutClusterMap { .. } => 1..=MAX_CLUSTER_MAP_BYTES,
             _ => 0..=0,
         }
     }
@@ -796,6 +847,26 @@ impl Message for Request {
 
 /// Tag of [`Response::Manifests`], whose version 1 form has no `deleting`.
 const MANIFESTS_TAG: u8 = 6;
+/// Tag of [`Response::Hello`], whose version 1 and 2 form has no `map_epoch`.
+const HELLO_TAG: u8 = 0;
+
+/// [`Response::Hello`] as wire versions 1 and 2 write it.
+#[derive(Serialize)]
+struct HelloV2<'a> {
+    node_id: NodeId,
+    rack: &'a str,
+    capacity_bytes: u64,
+    used_bytes: u64,
+}
+
+/// [`Response::Hello`] as wire versions 1 and 2 write it, read back.
+#[derive(Deserialize)]
+struct HelloV2Read {
+    node_id: NodeId,
+    rack: String,
+    capacity_bytes: u64,
+    used_bytes: u64,
+}
 
 /// [`Response::Manifests`] as wire version 1 writes it.
 #[derive(Serialize)]
@@ -812,19 +883,21 @@ struct ManifestsV1Read {
 }
 
 impl Message for Response {
-    const VARIANTS: u8 = 16;
+    const VARIANTS: u8 = 18;
 
     fn variants_in(version: u8) -> u8 {
-        if version <= 1 {
-            14
-        } else {
-            Self::VARIANTS
+        match version {
+            0 | 1 => 14,
+            2 => 16,
+            _ => Self::VARIANTS,
         }
     }
 
     fn since(&self) -> u8 {
         match self {
             Response::DeletionMark { .. } | Response::Jobs { .. } => 2,
+            Response::ClusterMap { .. } | Response::ClusterMapStored { .. } => 3,
+            Response::Error { code, .. } => code.since(),
             _ => 1,
         }
     }
@@ -858,6 +931,24 @@ impl Message for Response {
                 };
                 postcard::to_extend(&old, out).map_err(malformed)
             }
+            Response::Hello { node_id, rack, capacity_bytes, used_bytes, map_epoch }
+                if version <= 2 =>
+            {
+                // The node answers an older client's Hello with no map (epoch 0) rather
+                // than have the epoch dropped here unseen.
+                if *map_epoch != 0 {
+                    let kind = "Hello.map_epoch";
+                    return Err(WireError::NotInVersion { kind, version, since: 3 });
+                }
+                out.push(HELLO_TAG);
+                let v2 = HelloV2 {
+                    node_id: *node_id,
+                    rack,
+                    capacity_bytes: *capacity_bytes,
+                    used_bytes: *used_bytes,
+                };
+                postcard::to_extend(&v2, out).map_err(malformed)
+            }
             _ => postcard::to_extend(self, out).map_err(malformed),
         }
     }
@@ -879,6 +970,18 @@ impl Message for Response {
                 let (old, rest) =
                     postcard::take_from_bytes::<NodeStatsV2Read>(fields).map_err(malformed)?;
                 Ok((Response::Stats(Box::new(old.into())), rest))
+            }
+            Some((&HELLO_TAG, fields)) if version <= 2 => {
+                let (v2, rest) =
+                    postcard::take_from_bytes::<HelloV2Read>(fields).map_err(malformed)?;
+                let hello = Response::Hello {
+                    node_id: v2.node_id,
+                    rack: v2.rack,
+                    capacity_bytes: v2.capacity_bytes,
+                    used_bytes: v2.used_bytes,
+                    map_epoch: 0,
+                };
+                Ok((hello, rest))
             }
             _ => postcard::take_from_bytes::<Self>(body).map_err(malformed),
         }
@@ -902,6 +1005,8 @@ impl Message for Response {
             Response::ShardDeleted { .. } => "ShardDeleted",
             Response::DeletionMark { .. } => "DeletionMark",
             Response::Jobs { .. } => "Jobs",
+            Response::ClusterMap { .. } => "ClusterMap",
+            Response::ClusterMapStored { .. } => "ClusterMapStored",
         }
     }
 
@@ -909,6 +1014,7 @@ impl Message for Response {
         match self {
             Response::Shard { .. } => 1..=MAX_SHARD_BYTES,
             Response::Manifest { .. } => 1..=MAX_MANIFEST_BYTES,
+            Response::ClusterMap { .. } => 1..=MAX_CLUSTER_MAP_BYTES,
             _ => 0..=0,
         }
     }
@@ -1076,7 +1182,8 @@ mod tests {
     use super::*;
     use crate::ids::{ObjectName, ShardIndex, StripeIndex};
     use crate::limits::{
-        MAX_DELETION_MARKS_PER_JOB, MAX_LIST_ENTRIES, MAX_LIST_JOBS, MAX_STATS_CORRUPT_KEYS,
+        MAX_CLUSTER_MAP_BYTES, MAX_DELETION_MARKS_PER_JOB, MAX_LIST_ENTRIES, MAX_LIST_JOBS,
+        MAX_STATS_CORRUPT_KEYS,
     };
     use proptest::prelude::*;
 
@@ -1171,6 +1278,9 @@ mod tests {
                 .prop_map(|(job, s)| (Request::ClearDeleting { job, step: Step(s) }, 0)),
             (proptest::option::of(job()), any::<u32>())
                 .prop_map(|(after, limit)| (Request::ListJobs { after, limit }, 0)),
+            Just((Request::GetClusterMap, 0)),
+            (any::<u64>(), 1..=MAX_CLUSTER_MAP_BYTES)
+                .prop_map(|(epoch, n)| (Request::PutClusterMap { epoch }, n)),
         ]
     }
     fn part() -> impl Strategy<Value = PartShards> {
@@ -1208,12 +1318,23 @@ mod tests {
     }
     fn response() -> impl Strategy<Value = (Response, u32)> {
         prop_oneof![
-            (any::<u32>(), "[a-z0-9-]{1,64}", any::<u64>(), any::<u64>()).prop_map(
-                |(id, rack, capacity_bytes, used_bytes)| (
-                    Response::Hello { node_id: NodeId(id), rack, capacity_bytes, used_bytes },
+            (
+                any::<u32>(),
+                "[a-z0-9-]{1,64}",
+                any::<u64>(),
+                any::<u64>(),
+                prop_oneof![Just(0u64), any::<u64>()]
+            )
+                .prop_map(|(id, rack, capacity_bytes, used_bytes, map_epoch)| (
+                    Response::Hello {
+                        node_id: NodeId(id),
+                        rack,
+                        capacity_bytes,
+                        used_bytes,
+                        map_epoch
+                    },
                     0
-                )
-            ),
+                )),
             Just((Response::ShardStored, 0)),
             (digest(), 1..=MAX_SHARD_BYTES).prop_map(|(hash, n)| (Response::Shard { hash }, n)),
             (any::<u64>(), any::<u64>()).prop_map(|(shards, manifests)| (
@@ -1275,6 +1396,11 @@ mod tests {
             )),
             (proptest::collection::vec(job_summary(), 0..=MAX_LIST_JOBS as usize), any::<bool>())
                 .prop_map(|(jobs, more)| (Response::Jobs { jobs, more }, 0)),
+            (any::<u64>(), 1..=MAX_CLUSTER_MAP_BYTES)
+                .prop_map(|(epoch, n)| (Response::ClusterMap { epoch }, n)),
+            any::<bool>().prop_map(|existed| (Response::ClusterMapStored { existed }, 0)),
+            any::<u64>().prop_map(|held| (Response::error(ErrorCode::StaleMap { held }, "old"), 0)),
+            Just((Response::error(ErrorCode::UnsignedMap, "unsigned"), 0)),
         ]
     }
 
@@ -1314,55 +1440,92 @@ mod tests {
     }
 
     proptest! {
-        /// A kind version 1 has is written at version 1 exactly as at version 2 but for the
-        /// version byte (the one exception, `Manifests`, is checked below), and reads back.
+        /// A kind an older version has is written at it exactly as at the newest but for the
+        /// version byte, and reads back; a kind it lacks is `NotInVersion`, and its newest
+        /// body read as the older version is an unknown tag, never a misparse.
         #[test]
-        fn version_1_frames_differ_only_in_the_version_byte((req, n) in request()) {
-            let at_2 = encode_frame_at(&req, n, 2).expect("encodes");
-            match encode_frame_at(&req, n, 1) {
-                Ok(at_1) => {
-                    prop_assert!(req.since() == 1);
-                    prop_assert_eq!(at_1[PREFIX_BYTES], 1);
-                    prop_assert_eq!(&at_1[..PREFIX_BYTES], &at_2[..PREFIX_BYTES]);
-                    prop_assert_eq!(&at_1[PREFIX_BYTES + 1..], &at_2[PREFIX_BYTES + 1..]);
-                    let (back, v) =
-                        decode_header_in::<Request>(&at_1[PREFIX_BYTES..], n, Versions::ALL)
-                            .expect("decodes");
-                    prop_assert_eq!((back, v), (req, 1));
-                }
-                Err(e) => {
-                    prop_assert!(req.since() == 2);
-                    let not_in = WireError::NotInVersion { kind: req.kind(), version: 1, since: 2 };
-                    prop_assert_eq!(e, not_in);
-                    // Read as version 1, the same body is an unknown tag, never a misparse.
-                    let mut as_1 = at_2.clone();
-                    as_1[PREFIX_BYTES] = 1;
-                    let tag = as_1[PREFIX_BYTES + 1];
-                    prop_assert_eq!(
-                        decode_header_in::<Request>(&as_1[PREFIX_BYTES..], n, Versions::ALL),
-                        Err(WireError::UnknownMessage { tag })
-                    );
+        fn older_versions_write_the_kinds_they_have_and_refuse_the_others((req, n) in request()) {
+            let newest = encode_frame_at(&req, n, WIRE_VERSION).expect("encodes");
+            for version in MIN_WIRE_VERSION..WIRE_VERSION {
+                match encode_frame_at(&req, n, version) {
+                    Ok(old) => {
+                        prop_assert!(req.since() <= version);
+                        prop_assert_eq!(old[PREFIX_BYTES], version);
+                        prop_assert_eq!(&old[..PREFIX_BYTES], &newest[..PREFIX_BYTES]);
+                        prop_assert_eq!(&old[PREFIX_BYTES + 1..], &newest[PREFIX_BYTES + 1..]);
+                        let (back, v) =
+                            decode_header_in::<Request>(&old[PREFIX_BYTES..], n, Versions::ALL)
+                                .expect("decodes");
+                        prop_assert_eq!((back, v), (req.clone(), version));
+                    }
+                    Err(e) => {
+                        prop_assert!(req.since() > version);
+                        let not_in =
+                            WireError::NotInVersion { kind: req.kind(), version, since: req.since() };
+                        prop_assert_eq!(e, not_in);
+                        let mut as_old = newest.clone();
+                        as_old[PREFIX_BYTES] = version;
+                        let tag = as_old[PREFIX_BYTES + 1];
+                        prop_assert_eq!(
+                            decode_header_in::<Request>(&as_old[PREFIX_BYTES..], n, Versions::ALL),
+                            Err(WireError::UnknownMessage { tag })
+                        );
+                    }
                 }
             }
         }
 
+        /// Every reply an older version has round-trips at it; a field's content it lacks
+        /// (deletion marks before 2, a map epoch before 3) is `NotInVersion`, never dropped.
         #[test]
-        fn every_version_1_response_round_trips_at_version_1((resp, n) in response()) {
+        fn every_older_response_round_trips_at_its_version((resp, n) in response()) {
             let marks = matches!(&resp, Response::Manifests { deleting, .. } if !deleting.is_empty());
-            match encode_frame_at(&resp, n, 1) {
-                Ok(frame) => {
-                    prop_assert!(resp.since() == 1 && !marks);
-                    let (back, v) =
-                        decode_header_in::<Response>(&frame[PREFIX_BYTES..], n, Versions::ALL)
-                            .expect("decodes");
-                    prop_assert_eq!((back, v), (resp, 1));
+            let epoch = matches!(&resp, Response::Hello { map_epoch, .. } if *map_epoch != 0);
+            for version in MIN_WIRE_VERSION..WIRE_VERSION {
+                let has = resp.since() <= version && !(marks && version < 2) && !(epoch && version < 3);
+                match encode_frame_at(&resp, n, version) {
+                    Ok(frame) => {
+                        prop_assert!(has);
+                        let (back, v) =
+                            decode_header_in::<Response>(&frame[PREFIX_BYTES..], n, Versions::ALL)
+                                .expect("decodes");
+                        prop_assert_eq!((back, v), (resp.clone(), version));
+                    }
+                    Err(WireError::NotInVersion { version: got, .. }) => {
+                        prop_assert!(!has && got == version);
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
                 }
-                Err(WireError::NotInVersion { version: 1, since: 2, .. }) => {
-                    prop_assert!(resp.since() == 2 || marks);
-                }
-                Err(e) => prop_assert!(false, "unexpected {e}"),
             }
         }
+    }
+
+    #[test]
+    fn an_older_hello_has_no_map_epoch() {
+        let hello = |map_epoch| Response::Hello {
+            node_id: NodeId(3),
+            rack: "r".into(),
+            capacity_bytes: 0,
+            used_bytes: 1,
+            map_epoch,
+        };
+        let at_2 = encode_frame_at(&hello(0), 0, 2).expect("encodes");
+        // version, tag 0, node id 3, "r", 0, 1; nothing after.
+        assert_eq!(&at_2[PREFIX_BYTES..], &[2, 0, 3, 1, b'r', 0, 1]);
+        let at_3 = encode_frame_at(&hello(9), 0, 3).expect("encodes");
+        assert_eq!(&at_3[PREFIX_BYTES..], &[3, 0, 3, 1, b'r', 0, 1, 9]);
+        let mut as_2 = at_3.clone();
+        as_2[PREFIX_BYTES] = 2;
+        assert!(matches!(decode_frame::<Response>(&as_2), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            encode_frame_at(&hello(9), 0, 2),
+            Err(WireError::NotInVersion { kind: "Hello.map_epoch", version: 2, since: 3 })
+        ));
+        let stale = Response::error(ErrorCode::StaleMap { held: 4 }, "older");
+        assert!(matches!(encode_frame_at(&stale, 0, 2), Err(WireError::NotInVersion { .. })));
+        let map = Request::PutClusterMap { epoch: 1 };
+        assert!(encode_frame(&map, 0).is_err(), "a map push carries the map");
+        assert!(encode_frame(&map, MAX_CLUSTER_MAP_BYTES + 1).is_err());
     }
 
     #[test]

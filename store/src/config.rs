@@ -44,8 +44,8 @@ pub fn load_node_config(path: &Path) -> Result<NodeConfig, ConfigFileError> {
     for p in [&mut config.data_dir, &mut config.ca, &mut config.cert, &mut config.key] {
         *p = base.join(&*p);
     }
-    if let Some(revoked) = &mut config.revoked {
-        *revoked = base.join(&*revoked);
+    for p in [&mut config.revoked, &mut config.cluster_map].into_iter().flatten() {
+        *p = base.join(&*p);
     }
     Ok(config)
 }

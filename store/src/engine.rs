@@ -77,6 +77,7 @@ use rocksdb::{
 };
 use segments::{Segment, Segments};
 
+mod cluster_map;
 mod format;
 mod jobs;
 mod lifecycle;

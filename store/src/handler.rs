@@ -24,7 +24,10 @@ use crate::engine::{Engine, EngineError, StoredManifest, StoredShard};
 use crate::identity::{Caller, Revocations};
 use crate::quota::{QuotaCheckError, QuotaExceeded, Quotas};
 
+mod cluster_map;
 mod lifecycle;
+
+pub use cluster_map::{MapKeeper, MapRefusal};
 
 /// The tracing target of the audit lines: every refusal, and every destructive or repairing
 /// request with its outcome, naming the identity.
@@ -46,6 +49,9 @@ pub enum RequestError {
     /// The write would take its job past its quota here.
     #[error(transparent)]
     Quota(#[from] QuotaExceeded),
+    /// A pushed cluster map was not taken.
+    #[error(transparent)]
+    Map(MapRefusal),
 }
 
 impl RequestError {
@@ -64,6 +70,7 @@ impl RequestError {
             RequestError::Task(_) => ErrorCode::Internal,
             RequestError::ShuttingDown => ErrorCode::ShuttingDown,
             RequestError::Quota(q) => ErrorCode::QuotaExceeded { used: q.used, limit: q.limit },
+            RequestError::Map(m) => m.code(),
         }
     }
 }
@@ -208,6 +215,9 @@ pub struct Handler {
     budget: InflightBudget,
     policy: Arc<NodePolicy>,
     recent_manifests: Arc<RecentManifestWrites>,
+    /// The signed cluster map the node keeps for clients (none, and none taken, until
+    /// `with_cluster_maps` names the CA maps must verify against).
+    maps: Arc<MapKeeper>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -225,7 +235,15 @@ impl Handler {
         budget: InflightBudget,
     ) -> Self {
         let policy = Arc::new(NodePolicy::default());
-        Self { engine, counters, identity, budget, policy, recent_manifests: Arc::default() }
+        Self {
+            engine,
+            counters,
+            identity,
+            budget,
+            policy,
+            recent_manifests: Arc::default(),
+            maps: Arc::default(),
+        }
     }
 
     /// The same handler enforcing `policy`.
@@ -348,7 +366,7 @@ impl Handler {
         version: u8,
     ) -> Result<Reply, RequestError> {
         match request {
-            Request::Hello => Ok(Reply::bare(self.hello())),
+            Request::Hello => Ok(Reply::bare(self.hello(version))),
             Request::PutShard { key, hash } => self.put_shard(key, hash, payload).await,
             Request::GetShard { key } => self.get_shard(key).await,
             Request::DeleteCheckpoint { job, step } => self.delete_checkpoint(job, step).await,
@@ -382,15 +400,18 @@ impl Handler {
             Request::MarkDeleting { job, step } => self.deletion_mark(job, step, true).await,
             Request::ClearDeleting { job, step } => self.deletion_mark(job, step, false).await,
             Request::ListJobs { after, limit } => self.list_jobs(caller, after, limit).await,
+            Request::GetClusterMap => self.get_cluster_map().await,
+            Request::PutClusterMap { epoch } => self.put_cluster_map(epoch, payload).await,
         }
     }
 
-    fn hello(&self) -> Response {
+    fn hello(&self, version: u8) -> Response {
         Response::Hello {
             node_id: self.identity.node_id,
             rack: self.identity.rack.clone(),
             capacity_bytes: self.engine.capacity_bytes(),
             used_bytes: self.engine.counts().shard_bytes,
+            map_epoch: self.map_epoch_for(version),
         }
     }
 
@@ -697,6 +718,7 @@ mod tests {
             rack: "rack-a".into(),
             capacity_bytes: 16,
             used_bytes: 10,
+            map_epoch: 0,
         };
         assert_eq!(hello, expected);
     }

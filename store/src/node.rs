@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::data_marker;
 use crate::engine::{Engine, EngineError, EngineOptions};
-use crate::handler::{Handler, InflightBudget, NodeIdentity, NodePolicy};
+use crate::handler::{Handler, InflightBudget, MapKeeper, MapRefusal, NodeIdentity, NodePolicy};
 use crate::identity::{RevocationError, Revocations};
 use crate::metrics;
 use crate::quota::Quotas;
@@ -61,6 +61,10 @@ pub enum StartError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The stored cluster map could not be read, or the map file `node.toml` names does not
+    /// verify against the CA.
+    #[error("cluster map: {0}")]
+    ClusterMap(#[from] MapRefusal),
     /// The UDP address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -107,6 +111,24 @@ async fn open_engine(config: &NodeConfig) -> Result<Engine, StartError> {
     Ok(tokio::task::spawn_blocking(move || Engine::open(&dir, options)).await??)
 }
 
+/// The node's map keeper over its stored map, after taking `node.toml`'s `cluster_map`
+/// file when it is newer.
+async fn open_map_keeper(
+    config: &NodeConfig,
+    engine: Arc<Engine>,
+) -> Result<Arc<MapKeeper>, StartError> {
+    let cas = tls::ca_certificates(&config.ca)?;
+    let file = config.cluster_map.clone();
+    let open = move || -> Result<MapKeeper, MapRefusal> {
+        let keeper = MapKeeper::open(&engine, cas)?;
+        if let Some(path) = &file {
+            keeper.offer_file(&engine, path)?;
+        }
+        Ok(keeper)
+    };
+    Ok(Arc::new(tokio::task::spawn_blocking(open).await??))
+}
+
 impl Node {
     /// Starts a node from its (already path-resolved) configuration. Once this returns, the
     /// endpoint is bound and serving. Must run inside a multi-threaded tokio runtime.
@@ -118,6 +140,7 @@ impl Node {
         let wire_versions = config.wire_versions()?;
         private_dir(&config.data_dir)?;
         let engine = Arc::new(open_engine(config).await?);
+        let maps = open_map_keeper(config, engine.clone()).await?;
         let bind_error = |error| StartError::Bind { addr: config.listen, error };
         let endpoint = service::bind_endpoint(config.listen, service::server_config(crypto))
             .map_err(bind_error)?;
@@ -159,7 +182,8 @@ impl Node {
         };
         let handler =
             Handler::new(engine.clone(), counters.clone(), identity, InflightBudget::default())
-                .with_policy(policy);
+                .with_policy(policy)
+                .with_cluster_maps(maps);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = DrainTracker::new();
         let guard = tracker.guard();

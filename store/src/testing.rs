@@ -98,6 +98,7 @@ pub fn node_config(dir: &Path, ca: &TestCa, id: NodeId) -> NodeConfig {
         wire_version_max: None,
         metrics_addr: None,
         log_format: None,
+        cluster_map: None,
     }
 }
 

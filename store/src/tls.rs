@@ -62,6 +62,11 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The CA certificates of `path` (PEM), DER: what a signed cluster map must verify against.
+pub fn ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, TlsError> {
+    Ok(read_certs("CA certificate", path)?.into_iter().map(|c| c.as_ref().to_vec()).collect())
+}
+
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem_error = |reason: String| TlsError::Pem {
         what,

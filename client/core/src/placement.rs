@@ -319,6 +319,7 @@ mod tests {
             }
         }
         ClusterMap {
+            epoch: 0,
             code: CodeParams::new(4, 2, 1 << 20).expect("valid"),
             tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
             nodes,

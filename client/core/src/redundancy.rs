@@ -186,6 +186,7 @@ mod tests {
     /// `nodes` nodes, ids 1.., node `i` in rack `(i - 1) % racks`.
     fn map(nodes: u32, racks: u32) -> ClusterMap {
         ClusterMap {
+            epoch: 0,
             code: CodeParams::new(4, 2, 4096).expect("valid"),
             tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
             nodes: (1..=nodes)

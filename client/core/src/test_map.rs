@@ -9,6 +9,7 @@ use rackpoint_proto::{ClusterMap, CodeParams, NodeId, NodeInfo};
 /// The map (see the module doc).
 pub fn map(nodes: u32, racks: u32) -> ClusterMap {
     ClusterMap {
+        epoch: 0,
         code: CodeParams::new(4, 2, 4096).expect("valid"),
         tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
         nodes: (1..=nodes)

@@ -126,6 +126,7 @@ fn hello(id: u32) -> Vec<u8> {
         rack: "rack-0".into(),
         capacity_bytes: 0,
         used_bytes: 0,
+        map_epoch: 0,
     };
     frame(&hello, &[])
 }
@@ -136,6 +137,7 @@ fn client(ca: &ClusterCa, nodes: &[(NodeId, SocketAddr)]) -> Transport {
     let tls = ClientTls::from_pem(ca.cert_pem(), &identity.cert_pem, &identity.key_pem)
         .expect("identity");
     let map = ClusterMap {
+        epoch: 0,
         code: CodeParams::new(2, 1, 4096).expect("code"),
         tls: ClientTlsPaths { ca: "ca.pem".into(), cert: "c.pem".into(), key: "c.key".into() },
         nodes: nodes
@@ -394,6 +396,7 @@ fn version_1_node(ca: &ClusterCa, seen: Arc<[AtomicUsize; 3]>) -> TestNode {
                     rack: "r".into(),
                     capacity_bytes: 0,
                     used_bytes: 0,
+                    map_epoch: 0,
                 }
             } else {
                 Response::error(
@@ -469,6 +472,7 @@ async fn a_reply_in_another_version_than_the_request_is_a_protocol_error() {
                 rack: "r".into(),
                 capacity_bytes: 0,
                 used_bytes: 0,
+                map_epoch: 0,
             };
             Action::Reply(encode_frame_at(&hello, 0, 1).expect("encodes"))
         }),

@@ -140,7 +140,7 @@ pub fn sim_map(shape: ClusterShape, code: CodeParams) -> ClusterMap {
         .collect();
     let tls =
         ClientTlsPaths { ca: "ca.pem".into(), cert: "client.pem".into(), key: "client.key".into() };
-    ClusterMap { code, tls, nodes }
+    ClusterMap { epoch: 0, code, tls, nodes }
 }
 
 impl<'a> Sim<'a> {

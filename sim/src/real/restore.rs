@@ -317,7 +317,7 @@ mod tests {
             cert: "client.pem".into(),
             key: "client.key".into(),
         };
-        let map = ClusterMap { code: manifest.code.params, tls, nodes };
+        let map = ClusterMap { epoch: 0, code: manifest.code.params, tls, nodes };
         let replicas = BTreeMap::from([(1, vec![n(3), n(1)])]);
         assert_eq!(manifest_nodes(&map, &job, &manifest, &replicas), vec![n(3), n(1)]);
         // Unreported: the m + 1 = 2 copies where placement puts them, on distinct nodes.

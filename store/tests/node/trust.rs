@@ -94,6 +94,9 @@ fn one_of_each_kind(job: &JobName) -> Vec<(Request, Bytes)> {
         (Request::MarkDeleting { job: job.clone(), step: Step(1) }, Bytes::new()),
         (Request::ClearDeleting { job: job.clone(), step: Step(1) }, Bytes::new()),
         (Request::ListJobs { after: None, limit: 10 }, Bytes::new()),
+        (Request::GetClusterMap, Bytes::new()),
+        // Refused before its payload is read: any bytes do.
+        (Request::PutClusterMap { epoch: 9 }, Bytes::from_static(b"a cluster map")),
     ];
     let kinds: Vec<&str> = rows.iter().map(|(r, _)| r.kind()).collect();
     assert_eq!(kinds, Request::KINDS, "every request kind has a row, in wire order");
@@ -138,7 +141,14 @@ fn a_foreign_jobs_certificate_is_refused_for_every_kind_and_changes_nothing() {
                         assert!(message.contains(word), "{kind}: {message:?} names {word}");
                     }
                 }
-                Scope::Any | Scope::Cluster => {
+                Scope::Cluster => {
+                    let Err(TransportError::Remote { code, message, .. }) = &result else {
+                        panic!("{kind} of the whole cluster was served: {result:?}");
+                    };
+                    assert_eq!(*code, ErrorCode::PermissionDenied, "{kind}: {message}");
+                    assert!(message.contains("attacker"), "{kind}: {message:?}");
+                }
+                Scope::Any => {
                     assert!(result.is_ok(), "{kind} is open to every client: {result:?}")
                 }
             }

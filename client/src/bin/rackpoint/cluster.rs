@@ -1,6 +1,7 @@
 //! `rackpoint cluster init` (make a local cluster folder), `rackpoint cluster up` (run its
-//! nodes as child processes in the foreground until Ctrl-C or SIGTERM) and `rackpoint cluster
-//! cert` (issue a client identity); each with `--json` too.
+//! nodes as child processes in the foreground until Ctrl-C or SIGTERM), `rackpoint cluster
+//! cert` (issue a client identity), and the map changes of `membership` (`add-node`,
+//! `decommission`, `push-map`); each with `--json` too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +35,17 @@ pub enum ClusterCommand {
     /// Issue a client certificate from the cluster's CA: NAME.pem and NAME.key (0600), for
     /// the jobs and the access level given.
     Cert(CertArgs),
+    /// Add a node: its certificate from the cluster's CA, its folder node-<id>/, the map at
+    /// the next epoch (signed by the CA) pushed to every node.
+    AddNode(crate::membership::AddNodeArgs),
+    /// Take a node out of service: flagged in the map at the next epoch, pushed to every
+    /// node; new saves place nothing on it, `repair` moves its shards off.
+    Decommission(crate::membership::DecommissionArgs),
+    /// Push the cluster folder's map (signed by its CA) to every node again.
+    PushMap(crate::membership::PushMapArgs),
+    /// Learn the newest map the nodes hold (checked against the cluster CA) and write it to
+    /// the --cluster file, keeping its TLS paths.
+    Pull,
 }
 
 /// `rackpoint cluster cert`.
@@ -115,6 +127,10 @@ impl ClusterCommand {
             ClusterCommand::Init(_) => "cluster init",
             ClusterCommand::Up(_) => "cluster up",
             ClusterCommand::Cert(_) => "cluster cert",
+            ClusterCommand::AddNode(_) => "cluster add-node",
+            ClusterCommand::Decommission(_) => "cluster decommission",
+            ClusterCommand::PushMap(_) => "cluster push-map",
+            ClusterCommand::Pull => "cluster pull",
         }
     }
 }
@@ -124,6 +140,10 @@ pub fn run(command: ClusterCommand, global: &Global) -> anyhow::Result<()> {
         ClusterCommand::Init(args) => init(args, global.json),
         ClusterCommand::Up(args) => up(args, global.json),
         ClusterCommand::Cert(args) => cert(args, global.json),
+        ClusterCommand::AddNode(args) => crate::membership::add_node(args, global.json),
+        ClusterCommand::Decommission(args) => crate::membership::decommission(args, global.json),
+        ClusterCommand::PushMap(args) => crate::membership::push_map(args, global.json),
+        ClusterCommand::Pull => crate::membership::pull(global, global.json),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `--json` documents of the commands that act on a whole checkpoint, job or cluster:
 //! `ls` without a job, `rm`, `repair`, `gc` (and their `--all-jobs` forms), `cluster init`,
-//! `cluster cert`, `cluster up` and `demo`. Like `json`'s, each maps a client report into a
+//! `cluster cert`, `cluster up`, the map changes (`cluster add-node`, `decommission`,
+//! `push-map`) and `demo`. Like `json`'s, each maps a client report into a
 //! serde struct whose schema the README documents.
 
 use std::time::Duration;
@@ -401,6 +402,63 @@ pub struct UpNodeDoc {
     /// Its process id.
     pub pid: u32,
     pub log: String,
+}
+
+/// `cluster add-node`, `cluster decommission` and `cluster push-map`: the map written and
+/// what each node did with it.
+#[derive(Debug, Serialize)]
+pub struct MapChangeDoc {
+    pub command: &'static str,
+    /// True when at least one node took the map (or there was none to push to).
+    pub ok: bool,
+    pub cluster_file: String,
+    /// The map's epoch.
+    pub epoch: u64,
+    /// The node added or decommissioned (none for `push-map`).
+    pub node: Option<MapNodeDoc>,
+    /// One entry per node pushed to (a new node is not: it has the map in its folder).
+    pub pushed: Vec<MapPushDoc>,
+    /// `add-node`: the command that starts the new node.
+    pub start: Option<String>,
+    /// When no node took the map (the files are written all the same).
+    pub error: Option<ErrorBody>,
+}
+
+/// The node a map change was about.
+#[derive(Debug, Serialize)]
+pub struct MapNodeDoc {
+    pub id: u32,
+    pub addr: String,
+    pub rack: String,
+    pub decommissioned: bool,
+    /// Its folder.
+    pub dir: String,
+}
+
+/// `cluster pull`: the newest map the nodes hold, written to the cluster file if newer.
+#[derive(Debug, Serialize)]
+pub struct PullDoc {
+    pub command: &'static str,
+    pub ok: bool,
+    pub cluster_file: String,
+    /// The file's epoch before.
+    pub file_epoch: u64,
+    /// The newest epoch learned (verified against the cluster CA).
+    pub epoch: u64,
+    /// Whether the file was rewritten.
+    pub written: bool,
+    pub nodes: usize,
+}
+
+/// What one node did with a pushed map.
+#[derive(Debug, Serialize)]
+pub struct MapPushDoc {
+    pub node: u32,
+    /// `stored` (taken now), `held` (it had this map), `newer` (it holds a newer epoch),
+    /// `unreachable` (it gets the map at the next push, or at start from its folder's
+    /// file), or `refused` (say, another map of the same epoch).
+    pub outcome: &'static str,
+    pub error: Option<String>,
 }
 
 /// `demo`: what the run measured.

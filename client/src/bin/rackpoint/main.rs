@@ -12,6 +12,7 @@ mod json;
 mod json_ops;
 mod lifecycle;
 mod rebalance;
+mod membership;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

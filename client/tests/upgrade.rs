@@ -5,7 +5,7 @@
 //! played by
 //! this build's binaries capped at version 1 (a node's `wire_version_max = 1` in `node.toml`,
 //! a client's `RACKPOINT_WIRE_VERSION_MAX=1`): capped, they write and accept exactly the
-//! version 1 frames the previous release did (byte for byte: `proto/tests/wire_v1.rs` reads
+//! version 1 frames the previous release did (byte for byte: `proto/tests/wire_releases.rs` reads
 //! and rewrites every frame that release wrote for its fuzz corpus), and a capped node answers
 //! a newer request with `BadVersion` in version 1 as that release's node did. What a capped
 //! binary does not stand for: the previous release's own client logic for features it did not

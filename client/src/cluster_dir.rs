@@ -168,6 +168,9 @@ pub struct InitOptions {
     pub force: bool,
     /// Each node's `min_orphan_grace_ms` (test clusters sweep at once).
     pub node_min_orphan_grace_ms: u64,
+    /// Each node serves Prometheus metrics on its host at this port (nodes sharing a host:
+    /// node `id` at `metrics_port + id - 1`); `None`: no metrics endpoint.
+    pub metrics_port: Option<u16>,
 }
 
 impl InitOptions {
@@ -185,6 +188,7 @@ impl InitOptions {
             capacity_bytes: 0,
             force: false,
             node_min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS,
+            metrics_port: None,
         }
     }
 }
@@ -214,6 +218,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<ClusterMap, ClusterDirErro
     let template = NodeTemplate {
         capacity_bytes: opts.capacity_bytes,
         min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
+        metrics: opts.metrics_port.map(|port| (map.nodes[0].id, SocketAddr::new(map.nodes[0].addr.ip(), port))),
     };
     create_dir(dir)?;
     let ca = ClusterCa::generate()?;
@@ -376,11 +381,16 @@ fn node_template(dir: &Path, map: &ClusterMap) -> Result<NodeTemplate, ClusterDi
             let template = NodeTemplate {
                 capacity_bytes: c.capacity_bytes,
                 min_orphan_grace_ms: c.min_orphan_grace_ms,
+                metrics: c.metrics_addr.map(|addr| (c.id, addr)),
             };
             return Ok(template);
         }
     }
-    Ok(NodeTemplate { capacity_bytes: 0, min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS })
+    Ok(NodeTemplate {
+        capacity_bytes: 0,
+        min_orphan_grace_ms: NODE_DEFAULT_ORPHAN_GRACE_MS,
+        metrics: None,
+    })
 }
 
 /// The folder of node `id` inside a cluster folder.
@@ -549,6 +559,21 @@ fn free_udp_ports(count: usize) -> std::io::Result<Vec<u16>> {
 struct NodeTemplate {
     capacity_bytes: u64,
     min_orphan_grace_ms: u64,
+    /// A node of the cluster and its metrics address, if nodes serve metrics.
+    metrics: Option<(NodeId, SocketAddr)>,
+}
+
+impl NodeTemplate {
+    /// Where `node` serves metrics: on its own host at the template's port, or, sharing the
+    /// template node's host, at that port shifted by the difference of their ids.
+    fn metrics_addr(&self, node: &NodeInfo) -> Option<SocketAddr> {
+        let (id, addr) = self.metrics?;
+        if addr.ip() != node.addr.ip() {
+            return Some(SocketAddr::new(node.addr.ip(), addr.port()));
+        }
+        let port = i64::from(addr.port()) + i64::from(node.id.0) - i64::from(id.0);
+        u16::try_from(port).ok().map(|port| SocketAddr::new(node.addr.ip(), port))
+    }
 }
 
 fn write_node(
@@ -580,7 +605,7 @@ fn write_node(
         quota: Vec::new(),
         min_orphan_grace_ms: template.min_orphan_grace_ms,
         wire_version_max: None,
-        metrics_addr: None,
+        metrics_addr: template.metrics_addr(node),
         log_format: None,
         cluster_map: Some(NODE_MAP_FILE.into()),
     };
@@ -764,6 +789,46 @@ mod tests {
             assert!(init(dir.path(), &opts).is_err(), "{opts:?}");
             assert!(!dir.path().join(CLUSTER_FILE).exists(), "nothing written for {opts:?}");
         }
+    }
+
+    #[test]
+    fn metrics_ports_follow_the_hosts_and_added_nodes_get_theirs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = InitOptions { base_port: Some(40200), metrics_port: Some(9500), ..small(3) };
+        let map = init(dir.path(), &opts).expect("init");
+        let metrics = |id: NodeId| {
+            let text = std::fs::read_to_string(node_dir(dir.path(), id).join(NODE_FILE))
+                .expect("node.toml");
+            NodeConfig::from_toml(&text).expect("parses").metrics_addr
+        };
+        for node in &map.nodes {
+            let port = 9500 + node.id.0 as u16 - 1;
+            assert_eq!(metrics(node.id), Some(SocketAddr::new(LOCAL_IP, port)), "one host");
+        }
+        let hosts: Vec<IpAddr> = ["10.9.0.1", "10.9.0.2"].iter().map(|h| h.parse().unwrap()).collect();
+        let dir2 = tempfile::tempdir().expect("temp dir");
+        let opts = InitOptions {
+            base_port: Some(7100),
+            metrics_port: Some(9464),
+            hosts: hosts.clone(),
+            ..small(2)
+        };
+        let map = init(dir2.path(), &opts).expect("init");
+        for (node, host) in map.nodes.iter().zip(&hosts) {
+            let text = std::fs::read_to_string(node_dir(dir2.path(), node.id).join(NODE_FILE))
+                .expect("node.toml");
+            let config = NodeConfig::from_toml(&text).expect("parses");
+            assert_eq!(config.metrics_addr, Some(SocketAddr::new(*host, 9464)), "own host");
+        }
+        let template = node_template(dir.path(), &load(&dir.path().join(CLUSTER_FILE)).expect("load").map)
+            .expect("template");
+        let fourth = NodeInfo {
+            id: NodeId(4),
+            addr: SocketAddr::new(LOCAL_IP, 40203),
+            rack: "rack-0".into(),
+            decommissioned: false,
+        };
+        assert_eq!(template.metrics_addr(&fourth), Some(SocketAddr::new(LOCAL_IP, 9503)));
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct InitArgs {
     /// --base-port); default: every node on 127.0.0.1.
     #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',', requires = "base_port")]
     hosts: Vec<std::net::IpAddr>,
+    /// Each node serves Prometheus metrics (`GET /metrics`) on its host at this TCP port
+    /// (nodes on one host: node i at METRICS_PORT + i - 1); default: no metrics endpoint.
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Data shards per stripe.
     #[arg(long, default_value_t = 4)]
     k: u8,
@@ -192,6 +196,7 @@ fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
         racks: args.racks,
         base_port: args.base_port,
         hosts: args.hosts,
+        metrics_port: args.metrics_port,
         k: args.k,
         m: args.m,
         shard_size_bytes: args.shard_size_bytes,

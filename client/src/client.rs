@@ -151,7 +151,7 @@ impl Client {
     /// [`crate::deadline`]). The part is an ordinary one: save it at the current step, and
     /// `resume`/`latest` pick it. Retention (`set_keep_last`) is left to the next save.
     pub async fn priority_save(&self, req: SaveRequest, deadline: Instant) -> Result<SaveReport> {
-        save::priority(&self.ctx, &self.priority, req, deadline).await
+        save::priority(&self.ctx().await, &self.priority, req, deadline).await
     }
 
     /// After each committed save of rank 0 (by this client and its clones), keep only the
@@ -177,7 +177,7 @@ impl Client {
         scope: crate::rebalance::RebalanceScope,
         options: crate::rebalance::RebalanceOptions,
     ) -> Result<crate::rebalance::RebalanceReport> {
-        crate::rebalance::rebalance(&self.ctx, scope, options).await
+        crate::rebalance::rebalance(&self.ctx().await, scope, options).await
     }
 
     /// Heal on read (see [`crate::heal`]): from now on a restore by this client or its clones

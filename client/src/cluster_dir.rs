@@ -218,7 +218,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<ClusterMap, ClusterDirErro
     let template = NodeTemplate {
         capacity_bytes: opts.capacity_bytes,
         min_orphan_grace_ms: opts.node_min_orphan_grace_ms,
-        metrics: opts.metrics_port.map(|port| (map.nodes[0].id, SocketAddr::new(map.nodes[0].addr.ip(), port))),
+        metrics: opts
+            .metrics_port
+            .map(|port| (map.nodes[0].id, SocketAddr::new(map.nodes[0].addr.ip(), port))),
     };
     create_dir(dir)?;
     let ca = ClusterCa::generate()?;
@@ -805,7 +807,8 @@ mod tests {
             let port = 9500 + node.id.0 as u16 - 1;
             assert_eq!(metrics(node.id), Some(SocketAddr::new(LOCAL_IP, port)), "one host");
         }
-        let hosts: Vec<IpAddr> = ["10.9.0.1", "10.9.0.2"].iter().map(|h| h.parse().unwrap()).collect();
+        let hosts: Vec<IpAddr> =
+            ["10.9.0.1", "10.9.0.2"].iter().map(|h| h.parse().unwrap()).collect();
         let dir2 = tempfile::tempdir().expect("temp dir");
         let opts = InitOptions {
             base_port: Some(7100),
@@ -820,8 +823,9 @@ mod tests {
             let config = NodeConfig::from_toml(&text).expect("parses");
             assert_eq!(config.metrics_addr, Some(SocketAddr::new(*host, 9464)), "own host");
         }
-        let template = node_template(dir.path(), &load(&dir.path().join(CLUSTER_FILE)).expect("load").map)
-            .expect("template");
+        let template =
+            node_template(dir.path(), &load(&dir.path().join(CLUSTER_FILE)).expect("load").map)
+                .expect("template");
         let fourth = NodeInfo {
             id: NodeId(4),
             addr: SocketAddr::new(LOCAL_IP, 40203),

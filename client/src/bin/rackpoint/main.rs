@@ -11,8 +11,8 @@ mod folder_tree;
 mod json;
 mod json_ops;
 mod lifecycle;
-mod rebalance;
 mod membership;
+mod rebalance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -336,6 +336,7 @@ fn every_command_prints_one_json_document_in_success_and_in_error() {
             vec!["gc", "--all-jobs", "--keep", "1"],
             true,
         ),
+        ("rebalance", vec!["rebalance", "j"], vec!["rebalance", "--all-jobs"], true),
         ("rm", vec!["rm", "j", "--step", "1"], vec!["rm", "j", "--step", "999"], false),
     ];
     for (name, success, error, on_missing) in &table {

@@ -808,7 +808,7 @@ mod tests {
             assert_eq!(metrics(node.id), Some(SocketAddr::new(LOCAL_IP, port)), "one host");
         }
         let hosts: Vec<IpAddr> =
-            ["10.9.0.1", "10.9.0.2"].iter().map(|h| h.parse().unwrap()).collect();
+            ["10.9.0.1", "10.9.0.2"].iter().map(|h| h.parse().expect("an address")).collect();
         let dir2 = tempfile::tempdir().expect("temp dir");
         let opts = InitOptions {
             base_port: Some(7100),
@@ -837,8 +837,10 @@ mod tests {
 
     #[test]
     fn hosts_give_each_node_its_address_at_one_port_and_are_checked() {
-        let hosts: Vec<IpAddr> =
-            ["10.77.0.1", "10.77.0.2", "10.77.0.3"].iter().map(|h| h.parse().unwrap()).collect();
+        let hosts: Vec<IpAddr> = ["10.77.0.1", "10.77.0.2", "10.77.0.3"]
+            .iter()
+            .map(|h| h.parse().expect("an address"))
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = InitOptions { base_port: Some(7100), hosts: hosts.clone(), ..small(3) };
         let map = init(dir.path(), &opts).expect("init");
